@@ -1,0 +1,60 @@
+//! The response future: rewrites the response once the inner service answers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderName, Response};
+use pin_project_lite::pin_project;
+
+use crate::sse_body::KeepAlive;
+use crate::{Payload, ResponseBody, SseBody};
+
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+pin_project! {
+    /// Response future of [`Sse`](crate::Sse).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        keep_alive: Option<KeepAlive>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, keep_alive: KeepAlive) -> Self {
+        Self {
+            inner,
+            keep_alive: Some(keep_alive),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Payload<B>>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let (mut parts, payload) = response.into_parts();
+        let body = match payload {
+            Payload::Body(body) => ResponseBody::body(body),
+            Payload::Events(events) => {
+                let headers = &mut parts.headers;
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
+                // The length of a stream is unknown; a stale value would make
+                // the client stop reading early or wait forever.
+                headers.remove(CONTENT_LENGTH);
+                let keep_alive = this.keep_alive.take().unwrap_or_default();
+                ResponseBody::events(SseBody::with_keep_alive(events, keep_alive))
+            }
+        };
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
