@@ -1,0 +1,37 @@
+//! The 503 responses, shaped like OpenAI's.
+
+use bytes::Bytes;
+use http::{
+    header::{CONTENT_TYPE, RETRY_AFTER},
+    HeaderValue, Response, StatusCode,
+};
+use http_body_util::Full;
+
+/// Response extension marking a 503 produced by maintenance mode, so a
+/// metrics layer further out can count these apart from upstream failures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MaintenanceRejected;
+
+/// The JSON error envelope for `message`.
+pub(crate) fn body(message: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": {
+            "message": message,
+            "type": "service_unavailable",
+            "param": null,
+            "code": "maintenance",
+        }
+    });
+    Bytes::from(body.to_string())
+}
+
+/// A 503 with `body` (rendered by [`body`]) and `Retry-After`.
+pub(crate) fn response(body: Bytes, retry_after: HeaderValue) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(RETRY_AFTER, retry_after);
+    response.extensions_mut().insert(MaintenanceRejected);
+    response
+}
