@@ -1,0 +1,89 @@
+//! [`RateLimit`]: counts each request in its bucket and answers 429 when it is empty.
+//!
+//! The check happens in `call`, not `poll_ready`: the bucket depends on the request.
+//! `poll_ready` only forwards to the inner service, so a rejected request leaves the
+//! inner readiness unused for the next call, as tower-http's validation layers do.
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use governor::clock::{Clock, MonotonicClock};
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::{Limiter, RateLimitPolicy};
+
+/// Rate-limits requests to `S`; built by [`RateLimitLayer`](crate::RateLimitLayer).
+///
+/// Allowed responses are the inner service's, with `x-ratelimit-*` headers added when
+/// the request was counted. Rejections are 429 responses (never `Err`) carrying
+/// [`RateLimited`](crate::RateLimited) in their extensions.
+pub struct RateLimit<S, P, C: Clock = MonotonicClock> {
+    inner: S,
+    policy: P,
+    limiter: Limiter<C>,
+}
+
+impl<S, P, C: Clock> RateLimit<S, P, C> {
+    /// Wraps `inner`, counting in `limiter` the buckets `policy` picks.
+    pub fn new(inner: S, policy: P, limiter: Limiter<C>) -> Self {
+        Self {
+            inner,
+            policy,
+            limiter,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, P: Clone, C: Clock> Clone for RateLimit<S, P, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            policy: self.policy.clone(),
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug, C: Clock> fmt::Debug for RateLimit<S, P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .field("limiter", &self.limiter)
+            .finish()
+    }
+}
+
+impl<S, P, C, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, P, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    P: RateLimitPolicy<ReqBody>,
+    C: Clock + Clone,
+{
+    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let Some(key) = self.policy.classify(&req) else {
+            return ResponseFuture::inner(self.inner.call(req), None);
+        };
+        match self.limiter.check(&key) {
+            Ok(status) => ResponseFuture::inner(self.inner.call(req), Some(status)),
+            Err(limited) => ResponseFuture::rejected(crate::response::too_many_requests(&limited)),
+        }
+    }
+}
