@@ -1,0 +1,35 @@
+//! A deterministic fake of the OpenAI Responses API, for running `codex app-server` offline.
+//!
+//! Codex is pointed at it through a `CODEX_HOME` written by [`write_codex_home`]. The model
+//! answers `ECHO: <prompt>` by default; `[[…]]` triggers in the prompt make it call tools,
+//! fail with an HTTP status, stream slowly, drop the connection, or report what codex sent
+//! it (tools, instructions, history, images, output format, reasoning effort). Every
+//! trigger is listed in the crate's README.md.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let model = codex_offline_model::OfflineModel::start(0).await?;
+//! let home = std::env::temp_dir().join("codex-home-demo");
+//! let env = codex_offline_model::write_codex_home(&home, &model.base_url())?;
+//! // spawn `codex app-server` with CODEX_HOME=home and `env`, run a turn, then:
+//! let requests = model.requests();
+//! # let _ = (env, requests);
+//! model.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codex_home;
+mod events;
+mod reply;
+mod request;
+mod server;
+mod trigger;
+
+pub use codex_home::{catalog, write_codex_home, API_KEY, API_KEY_ENV, BASE_INSTRUCTIONS, CATALOG_FILE};
+pub use server::OfflineModel;
+
+/// The model slug of the catalog written by [`write_codex_home`].
+pub const MODEL_ID: &str = "codex-offline";

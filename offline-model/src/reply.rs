@@ -1,0 +1,258 @@
+//! Deciding what the model answers, from the request alone.
+//!
+//! Precedence, first match wins:
+//! 1. The input ends with `function_call_output` item(s): `TOOL RESULT <call_id>: <output>`
+//!    (one line per trailing output). Triggers are ignored, so an agent loop whose prompt
+//!    holds `[[call …]]` terminates after one round trip.
+//! 2. The FIRST well-formed trigger in the prompt (by position) decides the reply. When it
+//!    is a `[[call …]]`, every `[[call …]]` in the prompt becomes one `function_call`.
+//! 3. No trigger: `ECHO: <prompt>`.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::request;
+use crate::trigger::{self, Trigger};
+
+/// What the model answers to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Reply {
+    /// An assistant message, streamed as word deltas.
+    Text {
+        /// The full text.
+        text: String,
+        /// Pause before each delta (`[[slow MS]]`).
+        delay: Option<Duration>,
+        /// Drop the connection after this many deltas, without `response.completed`
+        /// (`[[break N]]`).
+        break_after: Option<usize>,
+    },
+    /// One `function_call` output item per call, no text.
+    Calls(Vec<Call>),
+    /// A non-2xx HTTP response with an OpenAI error body (`[[error STATUS]]`).
+    Error(u16),
+}
+
+/// A `function_call` the model makes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Call {
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
+    pub(crate) arguments: Map<String, Value>,
+}
+
+impl Reply {
+    fn text(text: impl Into<String>) -> Self {
+        Reply::Text {
+            text: text.into(),
+            delay: None,
+            break_after: None,
+        }
+    }
+}
+
+/// Decides the reply to a `POST /v1/responses` body.
+pub(crate) fn decide(body: &Value) -> Reply {
+    let outputs = request::trailing_tool_outputs(body);
+    if !outputs.is_empty() {
+        let lines: Vec<String> = outputs
+            .iter()
+            .map(|(id, output)| format!("TOOL RESULT {id}: {output}"))
+            .collect();
+        return Reply::text(lines.join("\n"));
+    }
+
+    let prompt = request::prompt(body);
+    let echo = format!("ECHO: {prompt}");
+    let triggers = trigger::scan(&prompt);
+    let Some(first) = triggers.first() else {
+        return Reply::text(echo);
+    };
+    match first {
+        Trigger::Call { .. } => Reply::Calls(
+            triggers
+                .into_iter()
+                .filter_map(|t| match t {
+                    Trigger::Call {
+                        namespace,
+                        name,
+                        arguments,
+                    } => Some(Call {
+                        namespace,
+                        name,
+                        arguments,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Trigger::Error(status) => Reply::Error(*status),
+        Trigger::Break(n) => Reply::Text {
+            text: echo,
+            delay: None,
+            break_after: Some(*n),
+        },
+        Trigger::Slow(ms) => Reply::Text {
+            text: echo,
+            delay: Some(Duration::from_millis(*ms)),
+            break_after: None,
+        },
+        Trigger::Words(n) => Reply::text(
+            (1..=*n)
+                .map(|i| format!("w{i}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Trigger::Tools => Reply::text(format!("TOOLS: {}", request::tool_names(body).join(","))),
+        Trigger::Instructions => Reply::text(format!(
+            "INSTRUCTIONS: {}",
+            request::instructions(body).join("\n---\n")
+        )),
+        Trigger::History => Reply::text(format!("HISTORY: {}", request::history(body).join(" | "))),
+        Trigger::Images => {
+            let urls = request::images(body);
+            let mut text = format!("IMAGES: {}", urls.len());
+            for url in &urls {
+                text.push(' ');
+                text.push_str(&shorten_url(url));
+            }
+            Reply::text(text)
+        }
+        Trigger::Format => Reply::text(match request::text_format(body) {
+            Some(format) => format!("FORMAT: {format}"),
+            None => "FORMAT: none".to_owned(),
+        }),
+        Trigger::Effort => Reply::text(format!(
+            "EFFORT: {}",
+            request::effort(body).unwrap_or("none")
+        )),
+        Trigger::Json => Reply::text(r#"{"ok":true}"#),
+        Trigger::Text(text) => Reply::text(text.clone()),
+    }
+}
+
+/// Data URLs are cut to their first 40 characters; other URLs are kept whole.
+fn shorten_url(url: &str) -> String {
+    if url.starts_with("data:") {
+        url.chars().take(40).collect()
+    } else {
+        url.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with_prompt(prompt: &str) -> Value {
+        json!({"input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "base"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": prompt}]},
+        ]})
+    }
+
+    fn text_of(reply: Reply) -> String {
+        match reply {
+            Reply::Text { text, .. } => text,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn echo_without_trigger() {
+        assert_eq!(text_of(decide(&with_prompt("héllo  world"))), "ECHO: héllo  world");
+    }
+
+    #[test]
+    fn first_trigger_by_position_wins() {
+        assert_eq!(text_of(decide(&with_prompt("[[words 2]] [[json]]"))), "w1 w2");
+        assert_eq!(text_of(decide(&with_prompt("[[json]] [[words 2]]"))), r#"{"ok":true}"#);
+        assert_eq!(decide(&with_prompt("x [[error 503]] [[words 1]]")), Reply::Error(503));
+        // A trigger inside [[text …]] is part of the text.
+        assert_eq!(
+            text_of(decide(&with_prompt("[[text a [[call f]] b]]"))),
+            "a [[call f]] b"
+        );
+    }
+
+    #[test]
+    fn every_call_in_the_prompt_becomes_a_call() {
+        let Reply::Calls(calls) = decide(&with_prompt(
+            r#"[[call a {"x": 1}]] text [[words 3]] [[call ns.b]]"#,
+        )) else {
+            panic!("expected calls")
+        };
+        assert_eq!(calls.len(), 2);
+        assert_eq!((calls[0].name.as_str(), calls[0].namespace.as_deref()), ("a", None));
+        assert_eq!(calls[0].arguments.get("x"), Some(&json!(1)));
+        assert_eq!((calls[1].name.as_str(), calls[1].namespace.as_deref()), ("b", Some("ns")));
+    }
+
+    #[test]
+    fn tool_output_wins_over_triggers() {
+        let body = json!({"input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "[[call f {}]]"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+        ]});
+        assert_eq!(text_of(decide(&body)), "TOOL RESULT call_1: 42");
+    }
+
+    #[test]
+    fn slow_and_break_echo_the_prompt() {
+        assert_eq!(
+            decide(&with_prompt("[[slow 250]]")),
+            Reply::Text {
+                text: "ECHO: [[slow 250]]".into(),
+                delay: Some(Duration::from_millis(250)),
+                break_after: None
+            }
+        );
+        assert_eq!(
+            decide(&with_prompt("[[break 2]]")),
+            Reply::Text {
+                text: "ECHO: [[break 2]]".into(),
+                delay: None,
+                break_after: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn request_introspection_replies() {
+        let body = json!({
+            "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "base"}]},
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "be brief"}]},
+                {"type": "message", "role": "system", "content": "sys"},
+                {"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "[[images]]"},
+                    {"type": "input_image", "image_url": format!("data:image/png;base64,{}", "A".repeat(100))},
+                    {"type": "input_image", "image_url": "https://example.com/cat.png"},
+                ]},
+            ],
+            "text": {"format": {"type": "json_schema", "name": "s", "strict": true}},
+            "reasoning": {"effort": "high", "summary": "auto"},
+        });
+        assert_eq!(
+            text_of(decide(&body)),
+            "IMAGES: 2 data:image/png;base64,AAAAAAAAAAAAAAAAAA https://example.com/cat.png"
+        );
+        let mut b = body.clone();
+        b["input"][3]["content"][0]["text"] = json!("[[instructions]]");
+        assert_eq!(text_of(decide(&b)), "INSTRUCTIONS: be brief\n---\nsys");
+        b["input"][3]["content"][0]["text"] = json!("[[format]]");
+        assert_eq!(
+            text_of(decide(&b)),
+            // serde_json without `preserve_order`: keys come out sorted.
+            r#"FORMAT: {"name":"s","strict":true,"type":"json_schema"}"#
+        );
+        b["input"][3]["content"][0]["text"] = json!("[[effort]]");
+        assert_eq!(text_of(decide(&b)), "EFFORT: high");
+        assert_eq!(text_of(decide(&with_prompt("[[effort]]"))), "EFFORT: none");
+        assert_eq!(text_of(decide(&with_prompt("[[format]]"))), "FORMAT: none");
+        assert_eq!(text_of(decide(&with_prompt("[[tools]]"))), "TOOLS: ");
+    }
+}

@@ -1,0 +1,332 @@
+//! The HTTP server: routes, request recording, and the paced SSE body.
+//!
+//! Codex opens one HTTP/1.1 connection per in-flight model request, so every connection
+//! is its own task and a slow stream never holds up another. Response bodies are lazy
+//! streams: a `[[slow]]` pause is a timer inside the body, and when codex hangs up the body
+//! is dropped with the connection, so nothing keeps running for a client that left.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::events::{self, Meta, Step};
+use crate::reply::{self, Reply};
+use crate::{request, MODEL_ID};
+
+/// Request bodies above this are refused with 413 (images arrive inline as data URLs).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+/// How long [`OfflineModel::shutdown`] lets in-flight responses finish before dropping them.
+const DRAIN: Duration = Duration::from_secs(1);
+
+type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// State shared by every connection.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Every parsed `POST /v1/responses` body, oldest first.
+    requests: Mutex<Vec<Value>>,
+    /// Numbers `resp_N`, `msg_N`, `fc_N`/`call_N`; one counter so ids never repeat.
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Reserves `n` consecutive ids and returns the first (ids start at 1).
+    fn reserve(&self, n: u64) -> u64 {
+        self.next_id.fetch_add(n, Ordering::Relaxed) + 1
+    }
+
+    fn recorded(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// A running offline model: a fake of the OpenAI Responses API on `127.0.0.1`.
+///
+/// Dropping it stops the server too (in the background); [`OfflineModel::shutdown`] waits.
+#[derive(Debug)]
+pub struct OfflineModel {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl OfflineModel {
+    /// Binds `127.0.0.1:port` (0 = ephemeral) and serves in a tokio task.
+    pub async fn start(port: u16) -> io::Result<OfflineModel> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        // A dropped sender counts as a stop signal, so a forgotten model does not linger.
+        let task = tokio::spawn(serve(listener, shared.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(OfflineModel {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The provider base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request body received on `POST /v1/responses` (parsed JSON), oldest first.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.shared.recorded()
+    }
+
+    /// Stops accepting, lets in-flight responses finish for up to a second, then drops
+    /// what is left and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` resolves, then drains for [`DRAIN`].
+async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    // Dropping the JoinSet aborts connections that outlive the drain.
+    let mut connections = JoinSet::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(route(req, shared).await) }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        connections.spawn(graceful.watch(conn));
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    connections.shutdown().await;
+}
+
+async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/responses") => responses(req, &shared).await,
+        (&Method::GET, "/v1/_requests") => json_response(StatusCode::OK, &Value::from(shared.recorded())),
+        (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/v1/models") => json_response(
+            StatusCode::OK,
+            &json!({"object": "list", "data": [
+                {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "codex-offline-model"}
+            ]}),
+        ),
+        (_, "/v1/responses" | "/v1/_requests" | "/healthz" | "/v1/models") => error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method {} not allowed on {}", req.method(), req.uri().path()),
+        ),
+        (_, path) => error_response(StatusCode::NOT_FOUND, &format!("no route for {path}")),
+    }
+}
+
+async fn responses(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        Err(err) => {
+            return error_response(StatusCode::BAD_REQUEST, &format!("reading body: {err}"))
+        }
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(body @ Value::Object(_)) => body,
+        Ok(_) => return error_response(StatusCode::BAD_REQUEST, "body is not a JSON object"),
+        Err(err) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("body is not JSON (compressed?): {err}"),
+            )
+        }
+    };
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(body.clone());
+
+    let reply = reply::decide(&body);
+    let meta = Meta {
+        response_id: format!("resp_{}", shared.reserve(1)),
+        model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(MODEL_ID)
+            .to_owned(),
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        input_tokens: request::input_chars(&body).div_ceil(4) as u64,
+    };
+    let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    match reply {
+        Reply::Error(status) => simulated_error(status),
+        Reply::Text {
+            text,
+            delay,
+            break_after,
+        } => {
+            let id = shared.reserve(1);
+            if streaming {
+                sse(events::text_stream(&meta, id, &text, delay, break_after))
+            } else if break_after.is_some() {
+                aborted()
+            } else {
+                let (output, tokens) = events::text_output(id, &text);
+                final_json(&meta, output, tokens)
+            }
+        }
+        Reply::Calls(calls) => {
+            let first = shared.reserve(calls.len() as u64);
+            if streaming {
+                sse(events::calls_stream(&meta, first, &calls))
+            } else {
+                let (output, tokens) = events::calls_output(first, &calls);
+                final_json(&meta, output, tokens)
+            }
+        }
+    }
+}
+
+// === responses ===
+
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+    );
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    full(status, "application/json", value.to_string())
+}
+
+fn error_body(status: StatusCode, message: &str) -> Value {
+    let (kind, code) = match status.as_u16() {
+        401 => ("invalid_request_error", "invalid_api_key"),
+        403 => ("invalid_request_error", "forbidden"),
+        404 => ("invalid_request_error", "not_found"),
+        413 => ("invalid_request_error", "request_too_large"),
+        429 => ("requests", "rate_limit_exceeded"),
+        400..=499 => ("invalid_request_error", "invalid_request"),
+        _ => ("server_error", "server_error"),
+    };
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &error_body(status, message))
+}
+
+/// The reply to `[[error STATUS]]`.
+fn simulated_error(status: u16) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut res = error_response(
+        status,
+        &format!("offline-model: simulated HTTP {} {reason}", status.as_u16()),
+    );
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
+}
+
+fn final_json(meta: &Meta, output: Vec<Value>, output_tokens: u64) -> Response<Body> {
+    let usage = events::final_usage(meta, output_tokens);
+    json_response(StatusCode::OK, &events::response(meta, "completed", output, usage))
+}
+
+fn abort_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "offline-model: [[break]] drops the connection",
+    )
+}
+
+/// A response whose body fails at once, so hyper drops the connection.
+fn aborted() -> Response<Body> {
+    let body = StreamBody::new(stream::once(async { Err(abort_error()) }));
+    let mut res = Response::new(BodyExt::boxed_unsync(body));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// An SSE response that plays `steps`: pauses are timers, `Abort` fails the body so hyper
+/// closes the connection without the terminating chunk.
+fn sse(steps: Vec<Step>) -> Response<Body> {
+    let frames = stream::unfold(steps.into_iter(), |mut steps| async move {
+        loop {
+            match steps.next()? {
+                Step::Pause(d) => tokio::time::sleep(d).await,
+                Step::Event(bytes) => return Some((Ok(Frame::data(bytes)), steps)),
+                Step::Abort => return Some((Err(abort_error()), Vec::new().into_iter())),
+            }
+        }
+    })
+    .boxed();
+    let mut res = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
