@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod bearer;
+mod envelope;
 mod future;
 mod key;
 mod layer;

@@ -7,6 +7,8 @@ use http::{
 };
 use http_body_util::Full;
 
+use crate::envelope::error_body;
+
 /// Response extension marking a 401 produced by this layer, and why.
 ///
 /// A metrics or logging layer further out can count rejections by cause with
@@ -40,15 +42,13 @@ impl AuthRejected {
 
     /// The 401 response for this cause, with the marker in its extensions.
     pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
-        let body = serde_json::json!({
-            "error": {
-                "message": self.message(),
-                "type": "invalid_request_error",
-                "param": null,
-                "code": "invalid_api_key",
-            }
-        });
-        let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+        let body = error_body(
+            self.message(),
+            "invalid_request_error",
+            None,
+            "invalid_api_key",
+        );
+        let mut response = Response::new(Full::new(body));
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod envelope;
 mod future;
 mod handle;
 mod layer;

@@ -7,6 +7,8 @@ use http::{
 };
 use http_body_util::Full;
 
+use crate::envelope::error_body;
+
 /// Response extension marking a 503 produced by maintenance mode, so a
 /// metrics layer further out can count these apart from upstream failures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -14,15 +16,7 @@ pub struct MaintenanceRejected;
 
 /// The JSON error envelope for `message`.
 pub(crate) fn body(message: &str) -> Bytes {
-    let body = serde_json::json!({
-        "error": {
-            "message": message,
-            "type": "service_unavailable",
-            "param": null,
-            "code": "maintenance",
-        }
-    });
-    Bytes::from(body.to_string())
+    error_body(message, "service_unavailable", None, "maintenance")
 }
 
 /// A 503 with `body` (rendered by [`body`]) and `Retry-After`.

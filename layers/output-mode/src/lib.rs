@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod envelope;
 mod future;
 mod layer;
 mod mode;
