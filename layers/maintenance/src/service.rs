@@ -16,13 +16,13 @@ use http::{Request, Response};
 use http_body_util::{Either, Full};
 use tower_service::Service;
 
-use crate::{rejection, MaintenanceHandle, MaintenancePolicy, ResponseFuture};
+use crate::{rejection, MaintenanceHandle, MaintenancePolicy, NoExemptions, ResponseFuture};
 
 /// Answers 503 with `Retry-After` while its [`MaintenanceHandle`] is enabled,
 /// except for requests its policy exempts. Built by
 /// [`MaintenanceLayer`](crate::MaintenanceLayer).
 #[derive(Clone)]
-pub struct Maintenance<S, P> {
+pub struct Maintenance<S, P = NoExemptions> {
     inner: S,
     handle: MaintenanceHandle,
     policy: P,
