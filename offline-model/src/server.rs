@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +44,10 @@ struct Shared {
     requests: Mutex<Vec<Value>>,
     /// Numbers `resp_N`, `msg_N`, `fc_N`/`call_N`; one counter so ids never repeat.
     next_id: AtomicU64,
+    /// SSE bodies being sent right now.
+    open_streams: AtomicUsize,
+    /// SSE bodies dropped before their last event (the client hung up), `[[break]]` aside.
+    dropped_streams: AtomicUsize,
 }
 
 impl Shared {
@@ -105,6 +109,17 @@ impl OfflineModel {
         self.shared.recorded()
     }
 
+    /// Number of SSE responses being streamed right now.
+    pub fn open_streams(&self) -> usize {
+        self.shared.open_streams.load(Ordering::SeqCst)
+    }
+
+    /// Number of SSE responses the client dropped before their last event (codex
+    /// cancelling a turn, or a disconnect). A `[[break]]` does not count: the model ended it.
+    pub fn dropped_streams(&self) -> usize {
+        self.shared.dropped_streams.load(Ordering::SeqCst)
+    }
+
     /// Stops accepting, lets in-flight responses finish for up to a second, then drops
     /// what is left and returns.
     pub async fn shutdown(mut self) {
@@ -154,16 +169,17 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future
 
 async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/responses") => responses(req, &shared).await,
+        (&Method::POST, "/v1/responses") => responses(req, shared).await,
         (&Method::GET, "/v1/_requests") => json_response(StatusCode::OK, &Value::from(shared.recorded())),
         (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/v1/_stats") => json_response(StatusCode::OK, &stats(&shared)),
         (&Method::GET, "/v1/models") => json_response(
             StatusCode::OK,
             &json!({"object": "list", "data": [
                 {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "codex-offline-model"}
             ]}),
         ),
-        (_, "/v1/responses" | "/v1/_requests" | "/healthz" | "/v1/models") => error_response(
+        (_, "/v1/responses" | "/v1/_requests" | "/v1/_stats" | "/healthz" | "/v1/models") => error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("method {} not allowed on {}", req.method(), req.uri().path()),
         ),
@@ -171,7 +187,15 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     }
 }
 
-async fn responses(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
+fn stats(shared: &Shared) -> Value {
+    json!({
+        "requests": shared.requests.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        "open_streams": shared.open_streams.load(Ordering::SeqCst),
+        "dropped_streams": shared.dropped_streams.load(Ordering::SeqCst),
+    })
+}
+
+async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
@@ -220,7 +244,7 @@ async fn responses(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
         } => {
             let id = shared.reserve(1);
             if streaming {
-                sse(events::text_stream(&meta, id, &text, delay, break_after))
+                sse(events::text_stream(&meta, id, &text, delay, break_after), shared)
             } else if break_after.is_some() {
                 aborted()
             } else {
@@ -231,7 +255,7 @@ async fn responses(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
         Reply::Calls(calls) => {
             let first = shared.reserve(calls.len() as u64);
             if streaming {
-                sse(events::calls_stream(&meta, first, &calls))
+                sse(events::calls_stream(&meta, first, &calls), shared)
             } else {
                 let (output, tokens) = events::calls_output(first, &calls);
                 final_json(&meta, output, tokens)
@@ -311,15 +335,50 @@ fn aborted() -> Response<Body> {
     res
 }
 
+/// Counts an SSE body as open while it lives, and as dropped if it dies before its end.
+struct StreamGuard {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl StreamGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.open_streams.fetch_add(1, Ordering::SeqCst);
+        Self {
+            shared,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.dropped_streams.fetch_add(1, Ordering::SeqCst);
+        }
+        self.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// An SSE response that plays `steps`: pauses are timers, `Abort` fails the body so hyper
 /// closes the connection without the terminating chunk.
-fn sse(steps: Vec<Step>) -> Response<Body> {
-    let frames = stream::unfold(steps.into_iter(), |mut steps| async move {
+fn sse(steps: Vec<Step>, shared: Arc<Shared>) -> Response<Body> {
+    let state = (steps.into_iter(), StreamGuard::new(shared));
+    let frames = stream::unfold(state, |(mut steps, mut guard)| async move {
         loop {
             match steps.next()? {
                 Step::Pause(d) => tokio::time::sleep(d).await,
-                Step::Event(bytes) => return Some((Ok(Frame::data(bytes)), steps)),
-                Step::Abort => return Some((Err(abort_error()), Vec::new().into_iter())),
+                Step::Event(bytes) => {
+                    guard.finished = steps.len() == 0;
+                    return Some((Ok(Frame::data(bytes)), (steps, guard)));
+                }
+                Step::Abort => {
+                    guard.finished = true;
+                    // Hand hyper a `Pending` first: it flushes what it has buffered, so the
+                    // client really receives the deltas before the connection drops.
+                    tokio::task::yield_now().await;
+                    return Some((Err(abort_error()), (Vec::new().into_iter(), guard)));
+                }
             }
         }
     })
