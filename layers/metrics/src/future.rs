@@ -88,7 +88,10 @@ where
                 pending.count(Status::Code(parts.status.as_u16()));
                 let families = &pending.metrics.families;
                 if let Some(cause) = pending.cause.cause(&parts) {
-                    families.rejections.get_or_create(&CauseLabels { cause }).inc();
+                    families
+                        .rejections
+                        .get_or_create(&CauseLabels { cause })
+                        .inc();
                 }
                 let stream = is_event_stream(&parts.headers).then(|| {
                     let open = families.streams_open.get_or_create_owned(&RouteLabels {
@@ -133,7 +136,10 @@ mod tests {
         assert!(!is_event_stream(&h));
         h.insert(CONTENT_TYPE, "text/event-stream".parse().unwrap());
         assert!(is_event_stream(&h));
-        h.insert(CONTENT_TYPE, "Text/Event-Stream; charset=utf-8".parse().unwrap());
+        h.insert(
+            CONTENT_TYPE,
+            "Text/Event-Stream; charset=utf-8".parse().unwrap(),
+        );
         assert!(is_event_stream(&h));
         h.insert(CONTENT_TYPE, "application/json".parse().unwrap());
         assert!(!is_event_stream(&h));

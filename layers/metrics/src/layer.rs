@@ -52,6 +52,11 @@ impl<S, R: Clone, C: Clone> Layer<S> for MetricsLayer<R, C> {
     type Service = Metrics<S, R, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metrics::new(inner, self.metrics.clone(), self.route.clone(), self.cause.clone())
+        Metrics::new(
+            inner,
+            self.metrics.clone(),
+            self.route.clone(),
+            self.cause.clone(),
+        )
     }
 }

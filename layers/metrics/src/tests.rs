@@ -83,8 +83,7 @@ fn chat() -> Request<()> {
     Request::post("/v1/chat/completions").body(()).unwrap()
 }
 
-const DURATION_COUNT: &str =
-    r#"http_request_duration_seconds_count{route="chat",method="POST"}"#;
+const DURATION_COUNT: &str = r#"http_request_duration_seconds_count{route="chat",method="POST"}"#;
 const TTFB_COUNT: &str = r#"http_time_to_first_byte_seconds_count{route="chat"}"#;
 const STREAMS_OPEN: &str = r#"http_streams_open{route="chat"}"#;
 
@@ -117,10 +116,19 @@ async fn requests_are_counted_by_route_method_and_status() {
     svc.clone().oneshot(req).await.unwrap();
 
     let count = |labels: &str| sample(&registry, &format!("http_requests_total{{{labels}}}"));
-    assert_eq!(count(r#"route="models",method="GET",status="200""#), Some(2.0));
+    assert_eq!(
+        count(r#"route="models",method="GET",status="200""#),
+        Some(2.0)
+    );
     // Unknown paths share one series: clients cannot create new ones.
-    assert_eq!(count(r#"route="other",method="GET",status="404""#), Some(2.0));
-    assert_eq!(count(r#"route="models",method="DELETE",status="200""#), Some(1.0));
+    assert_eq!(
+        count(r#"route="other",method="GET",status="404""#),
+        Some(2.0)
+    );
+    assert_eq!(
+        count(r#"route="models",method="DELETE",status="200""#),
+        Some(1.0)
+    );
     assert_eq!(
         sample(
             &registry,
@@ -159,7 +167,10 @@ async fn a_stream_is_timed_at_body_end_not_at_headers() {
 
     // Headers are out; the stream is open; nothing is timed yet.
     assert_eq!(
-        sample(&registry, r#"http_requests_total{route="chat",method="POST",status="200"}"#),
+        sample(
+            &registry,
+            r#"http_requests_total{route="chat",method="POST",status="200"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(value(&registry, STREAMS_OPEN), 1.0);
@@ -197,7 +208,9 @@ async fn a_stream_dropped_mid_way_is_recorded_once() {
     let res = svc.oneshot(chat()).await.unwrap();
     let tx = senders.recv().await.unwrap();
     let mut body = res.into_body();
-    tx.send(Ok(Frame::data(Bytes::from("data: a\n\n")))).await.unwrap();
+    tx.send(Ok(Frame::data(Bytes::from("data: a\n\n"))))
+        .await
+        .unwrap();
     body.frame().await.unwrap().unwrap();
     assert_eq!(value(&registry, STREAMS_OPEN), 1.0);
 
@@ -257,7 +270,8 @@ async fn rejections_are_counted_by_cause() {
     for auth in [None, None, Some("Bearer k")] {
         let mut req = Request::get("/v1/models").body(()).unwrap();
         if let Some(auth) = auth {
-            req.headers_mut().insert("authorization", auth.parse().unwrap());
+            req.headers_mut()
+                .insert("authorization", auth.parse().unwrap());
         }
         svc.clone().oneshot(req).await.unwrap();
     }
@@ -266,7 +280,10 @@ async fn rejections_are_counted_by_cause() {
         Some(2.0)
     );
     // A 401 without the marker (say, from the upstream) is not a rejection.
-    assert_eq!(encode(&registry).matches("http_rejections_total{").count(), 1);
+    assert_eq!(
+        encode(&registry).matches("http_rejections_total{").count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -313,8 +330,15 @@ fn buckets_span_llm_latencies_and_are_exposed() {
         })
         .observe(450.0);
     let text = encode(&registry);
-    assert!(text.contains(r#"http_request_duration_seconds_bucket{le="300.0",route="chat",method="POST"} 0"#), "{text}");
-    assert!(text.contains(r#"http_request_duration_seconds_bucket{le="600.0",route="chat",method="POST"} 1"#));
+    assert!(
+        text.contains(
+            r#"http_request_duration_seconds_bucket{le="300.0",route="chat",method="POST"} 0"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"http_request_duration_seconds_bucket{le="600.0",route="chat",method="POST"} 1"#
+    ));
     assert!(text.contains("# UNIT http_request_duration_seconds seconds"));
     assert!(text.ends_with("# EOF\n"));
 }

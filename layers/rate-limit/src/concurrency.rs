@@ -134,23 +134,15 @@ impl ConcurrencyExceeded {
     /// It carries no `Retry-After`: nobody knows when a stream will end, and OpenAI's
     /// SDKs fall back to exponential backoff without one.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let body = serde_json::json!({
-            "error": {
-                "message": format!(
-                    "Too many concurrent requests for this key: at most {} at a time.",
-                    self.max_per_key
-                ),
-                "type": "requests",
-                "param": null,
-                "code": "rate_limit_exceeded",
-            }
-        });
-        let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
-        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        res.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        let message = format!(
+            "Too many concurrent requests for this key: at most {} at a time.",
+            self.max_per_key
         );
+        let body = crate::envelope::error_body(&message, "requests", "rate_limit_exceeded");
+        let mut res = Response::new(Full::new(body));
+        *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         res.extensions_mut().insert(*self);
         res
     }
@@ -221,14 +213,15 @@ mod tests {
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
         assert!(res.extensions().get::<ConcurrencyExceeded>().is_some());
-        let body: serde_json::Value = serde_json::from_slice(
-            &futures_body(res.into_body()),
-        )
-        .unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&futures_body(res.into_body())).unwrap();
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
         assert_eq!(body["error"]["type"], "requests");
         assert!(body["error"]["param"].is_null());
-        assert!(body["error"]["message"].as_str().unwrap().contains("at most 3"));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3"));
     }
 
     fn futures_body(body: Full<Bytes>) -> Bytes {

@@ -65,7 +65,9 @@ where
                 Poll::Ready(Ok(res.map(Either::Left)))
             }
             KindProj::Rejected { response } => {
-                let res = response.take().expect("ResponseFuture polled after completion");
+                let res = response
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 Poll::Ready(Ok(res.map(Either::Right)))
             }
         }

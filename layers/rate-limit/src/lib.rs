@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 mod concurrency;
+mod envelope;
 mod future;
 mod layer;
 mod limiter;

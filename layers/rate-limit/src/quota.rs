@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn zero_max_has_no_governor_quota_and_zero_window_is_clamped() {
-        assert!(Quota::new(0, Duration::from_secs(1)).to_governor().is_none());
+        assert!(Quota::new(0, Duration::from_secs(1))
+            .to_governor()
+            .is_none());
         let q = Quota::new(5, Duration::ZERO).to_governor().unwrap();
         assert_eq!(q.replenish_interval(), Duration::from_nanos(1));
     }

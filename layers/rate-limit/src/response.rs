@@ -40,21 +40,15 @@ pub(crate) fn insert_headers(headers: &mut HeaderMap, status: &RateLimitStatus) 
 /// The 429 for `limited`, with `RateLimited` in its extensions.
 pub(crate) fn too_many_requests(limited: &RateLimited) -> Response<Full<Bytes>> {
     let secs = retry_after_secs(limited.retry_after);
-    let body = serde_json::json!({
-        "error": {
-            "message": format!("Rate limit reached for requests. Retry after {secs} s."),
-            "type": "requests",
-            "param": null,
-            "code": "rate_limit_exceeded",
-        }
-    });
-    let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+    let body = crate::envelope::error_body(
+        &format!("Rate limit reached for requests. Retry after {secs} s."),
+        "requests",
+        "rate_limit_exceeded",
+    );
+    let mut res = Response::new(Full::new(body));
     *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     let headers = res.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     insert_headers(headers, &limited.status);
     res.extensions_mut().insert(*limited);

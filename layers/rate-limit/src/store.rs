@@ -83,7 +83,10 @@ impl Drop for Entries {
     // A store dropped with entries (its quota was removed while a request still held
     // it) must not leave them counted.
     fn drop(&mut self) {
-        let n = self.map.get_mut().map_or_else(|e| e.into_inner().len(), |m| m.len());
+        let n = self
+            .map
+            .get_mut()
+            .map_or_else(|e| e.into_inner().len(), |m| m.len());
         self.live.fetch_sub(n, Ordering::Relaxed);
     }
 }
