@@ -1,8 +1,10 @@
 //! [`MetricsLayer`]: wraps services in [`Metrics`].
 
+use http::response::Parts;
+use http::Request;
 use tower_layer::Layer;
 
-use crate::{HttpMetrics, Metrics, NoRejections, Unmatched};
+use crate::{CauseFn, HttpMetrics, Metrics, NoRejections, RouteFn, Unmatched};
 
 /// Records [`HttpMetrics`] for every request through the wrapped service.
 ///
@@ -30,7 +32,16 @@ impl MetricsLayer {
 
 impl<R, C> MetricsLayer<R, C> {
     /// Labels requests with `route(&request)`, e.g. `"/v1/chat/completions"` or `"other"`.
-    pub fn route_label<R2>(self, route: R2) -> MetricsLayer<R2, C> {
+    ///
+    pub fn route_label<B>(
+        self,
+        route: impl Fn(&Request<B>) -> &'static str + Send + Sync + 'static,
+    ) -> MetricsLayer<RouteFn<B>, C> {
+        self.route(RouteFn::new(route))
+    }
+
+    /// Labels requests with a custom [`RouteLabel`](crate::RouteLabel).
+    pub fn route<R2>(self, route: R2) -> MetricsLayer<R2, C> {
         MetricsLayer {
             metrics: self.metrics,
             route,
@@ -39,7 +50,15 @@ impl<R, C> MetricsLayer<R, C> {
     }
 
     /// Counts responses for which `cause(&parts)` is `Some` in `http_rejections_total`.
-    pub fn rejection_cause<C2>(self, cause: C2) -> MetricsLayer<R, C2> {
+    pub fn rejection_cause(
+        self,
+        cause: impl Fn(&Parts) -> Option<&'static str> + Send + Sync + 'static,
+    ) -> MetricsLayer<R, CauseFn> {
+        self.rejections(CauseFn::new(cause))
+    }
+
+    /// Classifies rejections with a custom [`RejectionCause`](crate::RejectionCause).
+    pub fn rejections<C2>(self, cause: C2) -> MetricsLayer<R, C2> {
         MetricsLayer {
             metrics: self.metrics,
             route: self.route,

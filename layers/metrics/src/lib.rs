@@ -60,7 +60,7 @@ mod metrics;
 mod service;
 
 pub use body::ResponseBody;
-pub use classify::{NoRejections, RejectionCause, RouteLabel, Unmatched};
+pub use classify::{CauseFn, NoRejections, RejectionCause, RouteFn, RouteLabel, Unmatched};
 pub use future::ResponseFuture;
 pub use layer::MetricsLayer;
 pub use metrics::{encode, HttpMetrics, CONTENT_TYPE, DURATION_BUCKETS, TTFB_BUCKETS};

@@ -74,8 +74,7 @@ fn streaming_service(
             Ok::<_, Infallible>(res)
         }
     });
-    let layer = MetricsLayer::new(HttpMetrics::register(registry))
-        .route_label(route as fn(&Request<()>) -> &'static str);
+    let layer = MetricsLayer::new(HttpMetrics::register(registry)).route_label(route);
     (layer.layer(inner), senders_rx)
 }
 
@@ -101,7 +100,7 @@ async fn requests_are_counted_by_route_method_and_status() {
         Ok::<_, Infallible>(res)
     });
     let svc = MetricsLayer::new(HttpMetrics::register(&mut registry))
-        .route_label(route as fn(&Request<()>) -> &'static str)
+        .route_label(route)
         .layer(inner);
 
     for path in ["/v1/models", "/v1/models", "/nope/123", "/nope/456"] {
@@ -291,7 +290,7 @@ async fn service_errors_and_cancellations_are_counted() {
     let mut registry = Registry::default();
     let (mock, mut handle) = tower_test::mock::pair::<Request<()>, Response<Full<Bytes>>>();
     let mut svc = MetricsLayer::new(HttpMetrics::register(&mut registry))
-        .route_label(route as fn(&Request<()>) -> &'static str)
+        .route_label(route)
         .layer(mock);
 
     handle.allow(2);
