@@ -125,8 +125,9 @@ impl Events {
         data["type"] = json!(ty);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        self.steps
-            .push(Step::Event(Bytes::from(format!("event: {ty}\ndata: {data}\n\n"))));
+        self.steps.push(Step::Event(Bytes::from(format!(
+            "event: {ty}\ndata: {data}\n\n"
+        ))));
     }
 
     fn created(&mut self, meta: &Meta) {
@@ -185,7 +186,12 @@ pub(crate) fn text_stream(
         "response.output_item.done",
         json!({"output_index": 0, "item": done.clone()}),
     );
-    let r = response(meta, "completed", vec![done], usage(meta, deltas.len() as u64));
+    let r = response(
+        meta,
+        "completed",
+        vec![done],
+        usage(meta, deltas.len() as u64),
+    );
     ev.push("response.completed", json!({"response": r}));
     ev.steps
 }
@@ -274,7 +280,15 @@ mod tests {
 
     #[test]
     fn deltas_concatenate_to_the_text() {
-        for text in ["ECHO: hi  there", " lead", "trail ", "a\nb\tc", "", "   ", "日本 語 ✓ é"] {
+        for text in [
+            "ECHO: hi  there",
+            " lead",
+            "trail ",
+            "a\nb\tc",
+            "",
+            "   ",
+            "日本 語 ✓ é",
+        ] {
             assert_eq!(split_words(text).concat(), text, "{text:?}");
         }
         assert_eq!(split_words("ECHO: hi  there"), ["ECHO:", " hi", "  there"]);
@@ -321,7 +335,10 @@ mod tests {
         let steps = text_stream(&meta(), 1, "a b c d", None, Some(2));
         assert_eq!(steps.last(), Some(&Step::Abort));
         let ev = events(&steps);
-        let deltas = ev.iter().filter(|e| e["type"] == "response.output_text.delta").count();
+        let deltas = ev
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .count();
         assert_eq!(deltas, 2);
         assert!(ev.iter().all(|e| e["type"] != "response.completed"));
     }
@@ -339,8 +356,16 @@ mod tests {
         let mut args = serde_json::Map::new();
         args.insert("id".into(), json!("A 1"));
         let calls = [
-            Call { namespace: None, name: "lookup".into(), arguments: args },
-            Call { namespace: Some("crm".into()), name: "find".into(), arguments: Default::default() },
+            Call {
+                namespace: None,
+                name: "lookup".into(),
+                arguments: args,
+            },
+            Call {
+                namespace: Some("crm".into()),
+                name: "find".into(),
+                arguments: Default::default(),
+            },
         ];
         let ev = events(&calls_stream(&meta(), 4, &calls));
         let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();

@@ -6,15 +6,20 @@
 //! it (tools, instructions, history, images, output format, reasoning effort). Every
 //! trigger is listed in the crate's README.md.
 //!
-//! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
-//! let model = codex_offline_model::OfflineModel::start(0).await?;
-//! let home = std::env::temp_dir().join("codex-home-demo");
-//! let env = codex_offline_model::write_codex_home(&home, &model.base_url())?;
-//! // spawn `codex app-server` with CODEX_HOME=home and `env`, run a turn, then:
-//! let requests = model.requests();
-//! # let _ = (env, requests);
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use codex_offline_model::{write_codex_home, OfflineModel};
+//!
+//! let model = OfflineModel::start(0).await?;
+//! let home = std::env::temp_dir().join(format!("codex-home-doc-{}", std::process::id()));
+//! let env = write_codex_home(&home, &model.base_url())?;
+//! assert_eq!(env[0].0, "OFFLINE_MODEL_API_KEY");
+//! // Spawn `codex app-server` with CODEX_HOME=home plus `env`, run turns, then inspect
+//! // what codex sent:
+//! assert!(model.requests().is_empty());
 //! model.shutdown().await;
+//! # std::fs::remove_dir_all(&home)?;
 //! # Ok(()) }
 //! ```
 
@@ -28,7 +33,9 @@ mod request;
 mod server;
 mod trigger;
 
-pub use codex_home::{catalog, write_codex_home, API_KEY, API_KEY_ENV, BASE_INSTRUCTIONS, CATALOG_FILE};
+pub use codex_home::{
+    catalog, write_codex_home, API_KEY, API_KEY_ENV, BASE_INSTRUCTIONS, CATALOG_FILE,
+};
 pub use server::OfflineModel;
 
 /// The model slug of the catalog written by [`write_codex_home`].

@@ -66,7 +66,10 @@ async fn main() -> ExitCode {
                 }
             }
             Err(err) => {
-                eprintln!("offline-model: cannot write CODEX_HOME {}: {err}", dir.display());
+                eprintln!(
+                    "offline-model: cannot write CODEX_HOME {}: {err}",
+                    dir.display()
+                );
                 return ExitCode::FAILURE;
             }
         }

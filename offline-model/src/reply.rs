@@ -162,14 +162,26 @@ mod tests {
 
     #[test]
     fn echo_without_trigger() {
-        assert_eq!(text_of(decide(&with_prompt("héllo  world"))), "ECHO: héllo  world");
+        assert_eq!(
+            text_of(decide(&with_prompt("héllo  world"))),
+            "ECHO: héllo  world"
+        );
     }
 
     #[test]
     fn first_trigger_by_position_wins() {
-        assert_eq!(text_of(decide(&with_prompt("[[words 2]] [[json]]"))), "w1 w2");
-        assert_eq!(text_of(decide(&with_prompt("[[json]] [[words 2]]"))), r#"{"ok":true}"#);
-        assert_eq!(decide(&with_prompt("x [[error 503]] [[words 1]]")), Reply::Error(503));
+        assert_eq!(
+            text_of(decide(&with_prompt("[[words 2]] [[json]]"))),
+            "w1 w2"
+        );
+        assert_eq!(
+            text_of(decide(&with_prompt("[[json]] [[words 2]]"))),
+            r#"{"ok":true}"#
+        );
+        assert_eq!(
+            decide(&with_prompt("x [[error 503]] [[words 1]]")),
+            Reply::Error(503)
+        );
         // A trigger inside [[text …]] is part of the text.
         assert_eq!(
             text_of(decide(&with_prompt("[[text a [[call f]] b]]"))),
@@ -185,9 +197,15 @@ mod tests {
             panic!("expected calls")
         };
         assert_eq!(calls.len(), 2);
-        assert_eq!((calls[0].name.as_str(), calls[0].namespace.as_deref()), ("a", None));
+        assert_eq!(
+            (calls[0].name.as_str(), calls[0].namespace.as_deref()),
+            ("a", None)
+        );
         assert_eq!(calls[0].arguments.get("x"), Some(&json!(1)));
-        assert_eq!((calls[1].name.as_str(), calls[1].namespace.as_deref()), ("b", Some("ns")));
+        assert_eq!(
+            (calls[1].name.as_str(), calls[1].namespace.as_deref()),
+            ("b", Some("ns"))
+        );
     }
 
     #[test]

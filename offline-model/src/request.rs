@@ -125,11 +125,21 @@ pub(crate) fn input_chars(body: &Value) -> usize {
 /// of its tools; a tool without a name (a hosted tool) contributes its `type`.
 pub(crate) fn tool_names(body: &Value) -> Vec<String> {
     let mut names = Vec::new();
-    for tool in body.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for tool in body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = tool.get("name").and_then(Value::as_str);
         if item_type(tool) == "namespace" {
             let ns = name.unwrap_or("");
-            for inner in tool.get("tools").and_then(Value::as_array).into_iter().flatten() {
+            for inner in tool
+                .get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(inner) = inner.get("name").and_then(Value::as_str) {
                     names.push(format!("{ns}.{inner}"));
                 }
@@ -267,7 +277,10 @@ mod tests {
             {"type": "web_search"},
             {"type": "function", "name": "lookup"},
         ]});
-        assert_eq!(tool_names(&body), ["crm.find", "lookup", "weather", "web_search"]);
+        assert_eq!(
+            tool_names(&body),
+            ["crm.find", "lookup", "weather", "web_search"]
+        );
     }
 
     #[test]
@@ -283,7 +296,12 @@ mod tests {
         ]});
         assert_eq!(
             history(&body),
-            ["user: hi", "call ns.f {\"a\":1}", "output c1: done", "assistant: ok"]
+            [
+                "user: hi",
+                "call ns.f {\"a\":1}",
+                "output c1: done",
+                "assistant: ok"
+            ]
         );
         assert_eq!(instructions(&body), ["dev"]);
         // base(4) + dev(3) + env(44) + hi(2) + args(7) + done(4) + ok(2)

@@ -170,7 +170,9 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future
 async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/responses") => responses(req, shared).await,
-        (&Method::GET, "/v1/_requests") => json_response(StatusCode::OK, &Value::from(shared.recorded())),
+        (&Method::GET, "/v1/_requests") => {
+            json_response(StatusCode::OK, &Value::from(shared.recorded()))
+        }
         (&Method::GET, "/healthz") => full(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/v1/_stats") => json_response(StatusCode::OK, &stats(&shared)),
         (&Method::GET, "/v1/models") => json_response(
@@ -179,10 +181,16 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
                 {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "codex-offline-model"}
             ]}),
         ),
-        (_, "/v1/responses" | "/v1/_requests" | "/v1/_stats" | "/healthz" | "/v1/models") => error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("method {} not allowed on {}", req.method(), req.uri().path()),
-        ),
+        (_, "/v1/responses" | "/v1/_requests" | "/v1/_stats" | "/healthz" | "/v1/models") => {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!(
+                    "method {} not allowed on {}",
+                    req.method(),
+                    req.uri().path()
+                ),
+            )
+        }
         (_, path) => error_response(StatusCode::NOT_FOUND, &format!("no route for {path}")),
     }
 }
@@ -244,7 +252,10 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
         } => {
             let id = shared.reserve(1);
             if streaming {
-                sse(events::text_stream(&meta, id, &text, delay, break_after), shared)
+                sse(
+                    events::text_stream(&meta, id, &text, delay, break_after),
+                    shared,
+                )
             } else if break_after.is_some() {
                 aborted()
             } else {
@@ -316,7 +327,10 @@ fn simulated_error(status: u16) -> Response<Body> {
 
 fn final_json(meta: &Meta, output: Vec<Value>, output_tokens: u64) -> Response<Body> {
     let usage = events::final_usage(meta, output_tokens);
-    json_response(StatusCode::OK, &events::response(meta, "completed", output, usage))
+    json_response(
+        StatusCode::OK,
+        &events::response(meta, "completed", output, usage),
+    )
 }
 
 fn abort_error() -> io::Error {
@@ -330,8 +344,10 @@ fn abort_error() -> io::Error {
 fn aborted() -> Response<Body> {
     let body = StreamBody::new(stream::once(async { Err(abort_error()) }));
     let mut res = Response::new(BodyExt::boxed_unsync(body));
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -385,7 +401,10 @@ fn sse(steps: Vec<Step>, shared: Arc<Shared>) -> Response<Body> {
     .boxed();
     let mut res = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }

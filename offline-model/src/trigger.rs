@@ -78,13 +78,12 @@ fn parse_at(prompt: &str, at: usize) -> Option<(Trigger, usize)> {
     let unit = |t: Trigger| close(prompt, skip_ws(prompt, args_at)).map(|end| (t, end));
     match keyword {
         "call" => parse_call(prompt, args_at),
-        "error" => parse_number(prompt, args_at)
-            .and_then(|(n, end)| {
-                u16::try_from(n)
-                    .ok()
-                    .filter(|s| (400..=599).contains(s))
-                    .map(|s| (Trigger::Error(s), end))
-            }),
+        "error" => parse_number(prompt, args_at).and_then(|(n, end)| {
+            u16::try_from(n)
+                .ok()
+                .filter(|s| (400..=599).contains(s))
+                .map(|s| (Trigger::Error(s), end))
+        }),
         "break" => count(prompt, args_at).map(|(n, end)| (Trigger::Break(n), end)),
         "words" => count(prompt, args_at).map(|(n, end)| (Trigger::Words(n), end)),
         "slow" => parse_number(prompt, args_at)
@@ -224,7 +223,10 @@ mod tests {
 
     #[test]
     fn malformed_triggers_are_plain_text() {
-        assert!(scan("[[nope]] [[words]] [[words x]] [[error 200]] [[error 99999]] [[words3]]").is_empty());
+        assert!(
+            scan("[[nope]] [[words]] [[words x]] [[error 200]] [[error 99999]] [[words3]]")
+                .is_empty()
+        );
         assert!(scan("[[call]] [[call f {bad json}]] [[call f {\"a\":1} trailing]]").is_empty());
         assert!(scan("[[words 100001]] [[slow 600001]] [[ tools]]").is_empty());
         // An unclosed trigger does not hide a later one.
@@ -235,7 +237,11 @@ mod tests {
     fn call_arguments_are_parsed_as_json() {
         assert_eq!(
             scan(r#"do [[call lookup_ticket {"id": "A ]] B", "n": [1, [2]]}]] now"#),
-            [call(None, "lookup_ticket", json!({"id": "A ]] B", "n": [1, [2]]}))]
+            [call(
+                None,
+                "lookup_ticket",
+                json!({"id": "A ]] B", "n": [1, [2]]})
+            )]
         );
         assert_eq!(
             scan("[[call crm.find_customer]] [[call weather  { } ]]"),
@@ -250,15 +256,23 @@ mod tests {
     fn text_runs_to_the_last_closing_brackets() {
         assert_eq!(
             scan("say [[text <use_tool>\n{\"a\": [[1]]}\n</use_tool>]] please"),
-            [Trigger::Text("<use_tool>\n{\"a\": [[1]]}\n</use_tool>".into())]
+            [Trigger::Text(
+                "<use_tool>\n{\"a\": [[1]]}\n</use_tool>".into()
+            )]
         );
         assert_eq!(scan("[[text]]"), [Trigger::Text(String::new())]);
-        assert_eq!(scan("[[text  two spaces]]"), [Trigger::Text(" two spaces".into())]);
+        assert_eq!(
+            scan("[[text  two spaces]]"),
+            [Trigger::Text(" two spaces".into())]
+        );
     }
 
     #[test]
     fn multibyte_text_around_triggers_is_safe() {
-        assert_eq!(scan("héllo [[wörds 2]] 日本 [[words 2]]"), [Trigger::Words(2)]);
+        assert_eq!(
+            scan("héllo [[wörds 2]] 日本 [[words 2]]"),
+            [Trigger::Words(2)]
+        );
         assert_eq!(scan("[[text 日本語]]"), [Trigger::Text("日本語".into())]);
     }
 }

@@ -13,8 +13,13 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn echo_streams_the_full_event_sequence() {
     let model = OfflineModel::start(0).await.unwrap();
-    let (status, headers, body) =
-        call(model.addr(), "POST", "/v1/responses", Some(&codex_like("héllo  wörld ✓"))).await;
+    let (status, headers, body) = call(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("héllo  wörld ✓")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/event-stream");
     let events = parse_sse(&body);
@@ -62,7 +67,10 @@ async fn echo_streams_the_full_event_sequence() {
 #[tokio::test]
 async fn health_models_and_unknown_routes() {
     let model = OfflineModel::start(0).await.unwrap();
-    assert_eq!(model.base_url(), format!("http://127.0.0.1:{}/v1", model.addr().port()));
+    assert_eq!(
+        model.base_url(),
+        format!("http://127.0.0.1:{}/v1", model.addr().port())
+    );
     let (status, _, _) = call(model.addr(), "GET", "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, body) = call(model.addr(), "GET", "/v1/models", None).await;
@@ -77,7 +85,9 @@ async fn health_models_and_unknown_routes() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     // A body that is not JSON is refused and not recorded.
     let req = http::Request::post(format!("http://{}/v1/responses", model.addr()))
-        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"\x28\xb5\x2f\xfd")))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\x28\xb5\x2f\xfd",
+        )))
         .unwrap();
     let res = common::client().request(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
@@ -88,8 +98,13 @@ async fn health_models_and_unknown_routes() {
 #[tokio::test]
 async fn error_trigger_returns_openai_error_with_retry_after_for_429() {
     let model = OfflineModel::start(0).await.unwrap();
-    let (status, headers, body) =
-        call(model.addr(), "POST", "/v1/responses", Some(&codex_like("x [[error 429]]"))).await;
+    let (status, headers, body) = call(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("x [[error 429]]")),
+    )
+    .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(headers["content-type"], "application/json");
@@ -98,7 +113,11 @@ async fn error_trigger_returns_openai_error_with_retry_after_for_429() {
     assert_eq!(err["error"]["param"], Value::Null);
     assert!(err["error"]["message"].as_str().unwrap().contains("429"));
 
-    for (status, code) in [(400, "invalid_request"), (401, "invalid_api_key"), (500, "server_error")] {
+    for (status, code) in [
+        (400, "invalid_request"),
+        (401, "invalid_api_key"),
+        (500, "server_error"),
+    ] {
         let (got, headers, body) = call(
             model.addr(),
             "POST",
@@ -118,7 +137,13 @@ async fn error_trigger_returns_openai_error_with_retry_after_for_429() {
 async fn calls_then_tool_result() {
     let model = OfflineModel::start(0).await.unwrap();
     let prompt = r#"[[call lookup {"id": "A ]] 1"}]] then [[call crm.find]]"#;
-    let (_, _, body) = call(model.addr(), "POST", "/v1/responses", Some(&codex_like(prompt))).await;
+    let (_, _, body) = call(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like(prompt)),
+    )
+    .await;
     let events = parse_sse(&body);
     assert_eq!(
         types(&events),
@@ -139,8 +164,14 @@ async fn calls_then_tool_result() {
     assert_eq!(first["name"], "lookup");
     assert_eq!(first["arguments"], r#"{"id":"A ]] 1"}"#);
     assert!(first.get("namespace").is_none());
-    assert_eq!((second["namespace"].as_str(), second["name"].as_str()), (Some("crm"), Some("find")));
-    let (id1, id2) = (first["call_id"].as_str().unwrap(), second["call_id"].as_str().unwrap());
+    assert_eq!(
+        (second["namespace"].as_str(), second["name"].as_str()),
+        (Some("crm"), Some("find"))
+    );
+    let (id1, id2) = (
+        first["call_id"].as_str().unwrap(),
+        second["call_id"].as_str().unwrap(),
+    );
     assert!(id1.starts_with("call_") && id2.starts_with("call_") && id1 != id2);
 
     // Codex's follow-up: the same prompt, then the calls and their outputs.
@@ -152,7 +183,10 @@ async fn calls_then_tool_result() {
     input.push(json!({"type": "function_call_output", "call_id": id2, "output": "alice"}));
     let (_, _, body) = call(model.addr(), "POST", "/v1/responses", Some(&follow_up)).await;
     let events = parse_sse(&body);
-    assert_eq!(text(&events), format!("TOOL RESULT {id1}: ticket open\nTOOL RESULT {id2}: alice"));
+    assert_eq!(
+        text(&events),
+        format!("TOOL RESULT {id1}: ticket open\nTOOL RESULT {id2}: alice")
+    );
     assert_eq!(events.last().unwrap()["type"], "response.completed");
     model.shutdown().await;
 }
@@ -184,14 +218,22 @@ async fn introspection_triggers_see_the_request() {
 #[tokio::test]
 async fn break_drops_the_connection_after_n_deltas() {
     let model = OfflineModel::start(0).await.unwrap();
-    let res = send(model.addr(), "POST", "/v1/responses", Some(&codex_like("a b c d e [[break 2]]"))).await;
+    let res = send(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("a b c d e [[break 2]]")),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     let mut body = res.into_body();
     let mut received = String::new();
     // The body must fail (connection closed mid-body), not end cleanly.
     loop {
         match body.frame().await {
-            Some(Ok(frame)) => received.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap()),
+            Some(Ok(frame)) => {
+                received.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap())
+            }
             Some(Err(_)) => break,
             None => panic!("the stream ended cleanly: {received}"),
         }
@@ -209,16 +251,40 @@ async fn slow_paces_deltas_and_a_client_hangup_is_seen() {
     let model = OfflineModel::start(0).await.unwrap();
     // Paced: three deltas, 40 ms before each.
     let started = Instant::now();
-    let (_, _, body) = call(model.addr(), "POST", "/v1/responses", Some(&codex_like("[[slow 40]] x"))).await;
-    assert!(started.elapsed() >= Duration::from_millis(120), "{:?}", started.elapsed());
+    let (_, _, body) = call(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("[[slow 40]] x")),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(120),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(text(&parse_sse(&body)), "ECHO: [[slow 40]] x");
 
     // A long stream stays open while other requests are served, and dropping it is seen.
-    let res = send(model.addr(), "POST", "/v1/responses", Some(&codex_like("[[slow 60000]]"))).await;
+    let res = send(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("[[slow 60000]]")),
+    )
+    .await;
     let mut body = res.into_body();
     let first = body.frame().await.unwrap().unwrap();
-    assert!(std::str::from_utf8(first.data_ref().unwrap()).unwrap().contains("response.created"));
-    let (_, _, other) = call(model.addr(), "POST", "/v1/responses", Some(&codex_like("meanwhile"))).await;
+    assert!(std::str::from_utf8(first.data_ref().unwrap())
+        .unwrap()
+        .contains("response.created"));
+    let (_, _, other) = call(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("meanwhile")),
+    )
+    .await;
     assert_eq!(text(&parse_sse(&other)), "ECHO: meanwhile");
     assert_eq!(model.open_streams(), 1);
     assert_eq!(model.dropped_streams(), 0);
@@ -231,7 +297,10 @@ async fn slow_paces_deltas_and_a_client_hangup_is_seen() {
     assert_eq!(model.open_streams(), 0);
     let (_, _, stats) = call(model.addr(), "GET", "/v1/_stats", None).await;
     let stats: Value = serde_json::from_str(&stats).unwrap();
-    assert_eq!(stats, json!({"requests": 3, "open_streams": 0, "dropped_streams": 1}));
+    assert_eq!(
+        stats,
+        json!({"requests": 3, "open_streams": 0, "dropped_streams": 1})
+    );
     model.shutdown().await;
 }
 
@@ -254,7 +323,13 @@ async fn non_streaming_request_gets_the_final_response_object() {
 async fn shutdown_ends_a_stream_that_is_still_open() {
     let model = OfflineModel::start(0).await.unwrap();
     let addr = model.addr();
-    let res = send(addr, "POST", "/v1/responses", Some(&codex_like("[[slow 60000]]"))).await;
+    let res = send(
+        addr,
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("[[slow 60000]]")),
+    )
+    .await;
     let mut body = res.into_body();
     body.frame().await.unwrap().unwrap();
     let started = Instant::now();
@@ -263,5 +338,8 @@ async fn shutdown_ends_a_stream_that_is_still_open() {
     // The stream is cut, not completed.
     let rest = body.collect().await;
     assert!(rest.is_err(), "stream completed after shutdown");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
 }

@@ -19,22 +19,39 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub async fn send(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Response<Incoming> {
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Response<Incoming> {
     let req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))
+        .body(Full::new(Bytes::from(
+            body.map(Value::to_string).unwrap_or_default(),
+        )))
         .unwrap();
     client().request(req).await.expect("request failed")
 }
 
 /// Sends and reads the whole body, which must succeed.
-pub async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (StatusCode, http::HeaderMap, String) {
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, http::HeaderMap, String) {
     let res = send(addr, method, path, body).await;
     let status = res.status();
     let headers = res.headers().clone();
-    let bytes = res.into_body().collect().await.expect("body failed").to_bytes();
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .expect("body failed")
+        .to_bytes();
     (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
@@ -45,7 +62,8 @@ pub fn parse_sse(text: &str) -> Vec<Value> {
         .map(|frame| {
             let (event, data) = frame.split_once('\n').expect("frame has two lines");
             let event = event.strip_prefix("event: ").expect("event line");
-            let data: Value = serde_json::from_str(data.strip_prefix("data: ").expect("data line")).unwrap();
+            let data: Value =
+                serde_json::from_str(data.strip_prefix("data: ").expect("data line")).unwrap();
             assert_eq!(data["type"], event);
             data
         })
@@ -53,7 +71,10 @@ pub fn parse_sse(text: &str) -> Vec<Value> {
 }
 
 pub fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Concatenated `response.output_text.delta` deltas.
