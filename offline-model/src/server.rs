@@ -19,7 +19,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -137,8 +137,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future
     let graceful = GracefulShutdown::new();
     // Dropping the JoinSet aborts connections that outlive the drain.
     let mut connections = JoinSet::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new());
+    // No `.timer()`: that would arm hyper's 30 s header-read timeout, which also closes idle
+    // keep-alive connections, and a test that pauses 30 s between turns could then race a
+    // pooled connection closing under codex. A loopback test fake has no slow-loris to fear.
+    let http = hyper::server::conn::http1::Builder::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
