@@ -65,3 +65,8 @@ pub use payload::Payload;
 pub use service::Sse;
 pub use sse_body::SseBody;
 pub use stream::EventStream;
+
+// Keeps the README's examples compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
