@@ -1,0 +1,553 @@
+//! Parsing and validating a `POST /v1/chat/completions` body.
+//!
+//! Validation works on the raw JSON so every rejection can name its `param`
+//! the way OpenAI does; unknown fields are accepted and ignored, since
+//! clients send many.
+
+use serde_json::{Map, Value};
+
+use crate::api::error::ApiError;
+
+/// A validated chat request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub n: u32,
+    pub max_tokens: Option<u64>,
+    pub stop: Vec<String>,
+    pub reasoning_effort: Option<String>,
+    pub response_format: ResponseFormat,
+    pub tools: Vec<FunctionTool>,
+    /// The request used the deprecated `functions` field.
+    pub legacy_functions: bool,
+    pub tool_choice: ToolChoice,
+    pub parallel_tool_calls: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One content part of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    /// A data URL or an http(s) URL.
+    Image(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+    /// Calls an assistant message made (`tool_calls`, or legacy `function_call`).
+    pub tool_calls: Vec<AssistantToolCall>,
+    /// For `tool` messages: the call this answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// The message's text parts joined.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            if let Part::Text(t) = part {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssistantToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionTool {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ResponseFormat {
+    #[default]
+    Text,
+    JsonObject,
+    JsonSchema(Value),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    None,
+    Required,
+    Function(String),
+}
+
+/// The most choices one request may ask for; each runs its own thread.
+pub(crate) const MAX_N: u64 = 8;
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::invalid(
+                "body",
+                format!("We could not parse the JSON body of your request: {e}."),
+            )
+            .code("invalid_json")
+        })?;
+        let Value::Object(obj) = value else {
+            return Err(ApiError::invalid("body", "The request body must be a JSON object."));
+        };
+        Self::from_object(&obj)
+    }
+
+    fn from_object(obj: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
+        let model = match obj.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_owned(),
+            None | Some(Value::Null) => {
+                return Err(ApiError::invalid("model", "you must provide a model parameter"))
+            }
+            Some(_) => return Err(ApiError::invalid("model", "`model` must be a non-empty string")),
+        };
+        let messages = match obj.get("messages") {
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, m)| parse_message(i, m))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(Value::Array(_)) => {
+                return Err(ApiError::invalid("messages", "`messages` must contain at least one message"))
+            }
+            None | Some(Value::Null) => {
+                return Err(ApiError::invalid("messages", "Missing required parameter: 'messages'."))
+            }
+            Some(_) => return Err(ApiError::invalid("messages", "`messages` must be an array")),
+        };
+        let stream = opt_bool(obj, "stream")?.unwrap_or(false);
+        let include_usage = match obj.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => opt_bool(o, "include_usage")
+                .map_err(|e| e.param("stream_options.include_usage"))?
+                .unwrap_or(false),
+            Some(_) => return Err(ApiError::invalid("stream_options", "`stream_options` must be an object")),
+        };
+        let n = opt_uint(obj, "n")?.unwrap_or(1);
+        if !(1..=MAX_N).contains(&n) {
+            return Err(ApiError::invalid("n", format!("`n` must be between 1 and {MAX_N}")));
+        }
+        let max_tokens = match opt_uint(obj, "max_completion_tokens")? {
+            Some(v) => Some(v),
+            None => opt_uint(obj, "max_tokens")?,
+        };
+        if max_tokens == Some(0) {
+            let p = if obj.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
+            return Err(ApiError::invalid(p, format!("`{p}` must be at least 1")));
+        }
+        let stop = match obj.get("stop") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) if items.len() <= 4 => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ApiError::invalid("stop", "`stop` must be a string or an array of strings"))?,
+            Some(Value::Array(_)) => {
+                return Err(ApiError::invalid("stop", "`stop` may hold at most 4 sequences"))
+            }
+            Some(_) => return Err(ApiError::invalid("stop", "`stop` must be a string or an array of strings")),
+        };
+        let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
+        range(obj, "temperature", 0.0, 2.0)?;
+        range(obj, "top_p", 0.0, 1.0)?;
+        range(obj, "presence_penalty", -2.0, 2.0)?;
+        range(obj, "frequency_penalty", -2.0, 2.0)?;
+        if let Some(v) = obj.get("seed").filter(|v| !v.is_null()) {
+            if !v.is_i64() && !v.is_u64() {
+                return Err(ApiError::invalid("seed", "`seed` must be an integer"));
+            }
+        }
+        opt_str(obj, "user")?;
+
+        let mut reasoning_effort = opt_str(obj, "reasoning_effort")?;
+        if reasoning_effort.is_none() {
+            if let Some(Value::Object(r)) = obj.get("reasoning") {
+                reasoning_effort = opt_str(r, "effort").map_err(|e| e.param("reasoning.effort"))?;
+            }
+        }
+        if let Some(e) = &reasoning_effort {
+            if !matches!(e.as_str(), "none" | "minimal" | "low" | "medium" | "high" | "xhigh") {
+                return Err(ApiError::invalid(
+                    "reasoning_effort",
+                    format!("`{e}` is not one of none, minimal, low, medium, high, xhigh"),
+                ));
+            }
+        }
+        let response_format = parse_response_format(obj.get("response_format"))?;
+        let (tools, legacy_functions) = parse_tools(obj)?;
+        let tool_choice = parse_tool_choice(obj, &tools)?;
+        let parallel_tool_calls = opt_bool(obj, "parallel_tool_calls")?;
+        Ok(ChatRequest {
+            model,
+            messages,
+            stream,
+            include_usage,
+            n: n as u32,
+            max_tokens,
+            stop,
+            reasoning_effort,
+            response_format,
+            tools,
+            legacy_functions,
+            tool_choice,
+            parallel_tool_calls,
+        })
+    }
+}
+
+fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
+    let p = |field: &str| format!("messages[{i}].{field}");
+    let Value::Object(obj) = m else {
+        return Err(ApiError::invalid(format!("messages[{i}]"), "each message must be an object"));
+    };
+    let role = match obj.get("role").and_then(Value::as_str) {
+        Some("system") => Role::System,
+        Some("developer") => Role::Developer,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("tool") | Some("function") => Role::Tool,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                p("role"),
+                format!("Invalid value: '{other}'. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool'."),
+            ))
+        }
+        None => return Err(ApiError::invalid(p("role"), "each message needs a string `role`")),
+    };
+    let parts = match obj.get("content") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![Part::Text(s.clone())],
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(j, part)| parse_part(&format!("messages[{i}].content[{j}]"), part))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid(p("content"), "`content` must be a string or an array of content parts"))
+        }
+    };
+    if parts.is_empty() && role != Role::Assistant {
+        return Err(ApiError::invalid(p("content"), "only assistant messages may omit `content`"));
+    }
+    if role != Role::User && parts.iter().any(|part| matches!(part, Part::Image(_))) {
+        return Err(ApiError::invalid(p("content"), "image parts are only allowed in user messages"));
+    }
+    let mut tool_calls = Vec::new();
+    if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
+        let Value::Array(calls) = calls else {
+            return Err(ApiError::invalid(p("tool_calls"), "`tool_calls` must be an array"));
+        };
+        for (j, call) in calls.iter().enumerate() {
+            let q = format!("messages[{i}].tool_calls[{j}]");
+            let id = call.get("id").and_then(Value::as_str);
+            let f = call.get("function");
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or("{}");
+            match (id, name) {
+                (Some(id), Some(name)) => tool_calls.push(AssistantToolCall {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    arguments: args.to_owned(),
+                }),
+                _ => return Err(ApiError::invalid(q, "each tool call needs `id` and `function.name`")),
+            }
+        }
+    }
+    if let Some(fc) = obj.get("function_call").filter(|v| !v.is_null()) {
+        // The deprecated single call; its id is synthesised from the name so the
+        // matching `function` message can find it.
+        let name = fc.get("name").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::invalid(p("function_call"), "`function_call` needs a `name`")
+        })?;
+        let args = fc.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+        tool_calls.push(AssistantToolCall { id: format!("call_{name}"), name: name.into(), arguments: args.into() });
+    }
+    let tool_call_id = match (role.clone(), obj.get("tool_call_id"), obj.get("name")) {
+        (Role::Tool, Some(Value::String(id)), _) => Some(id.clone()),
+        (Role::Tool, _, Some(Value::String(name))) if obj.get("role").and_then(Value::as_str) == Some("function") => {
+            Some(format!("call_{name}"))
+        }
+        (Role::Tool, _, _) => {
+            return Err(ApiError::invalid(p("tool_call_id"), "tool messages need a string `tool_call_id`"))
+        }
+        _ => None,
+    };
+    Ok(Message { role, parts, tool_calls, tool_call_id })
+}
+
+fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") | Some("input_text") | Some("output_text") => part
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| Part::Text(t.to_owned()))
+            .ok_or_else(|| ApiError::invalid(format!("{param}.text"), "text parts need a string `text`")),
+        Some("image_url") => {
+            let url = match part.get("image_url") {
+                Some(Value::String(u)) => Some(u.as_str()),
+                Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
+                _ => None,
+            }
+            .ok_or_else(|| ApiError::invalid(format!("{param}.image_url"), "image parts need `image_url.url`"))?;
+            let ok = url.starts_with("data:image/") || url.starts_with("https://") || url.starts_with("http://");
+            if !ok {
+                return Err(ApiError::invalid(
+                    format!("{param}.image_url.url"),
+                    "image URLs must be http(s) URLs or data:image/... URLs",
+                ));
+            }
+            Ok(Part::Image(url.to_owned()))
+        }
+        Some(other) => Err(ApiError::invalid(
+            format!("{param}.type"),
+            format!("content part type `{other}` is not supported; use `text` or `image_url`"),
+        )),
+        None => Err(ApiError::invalid(format!("{param}.type"), "each content part needs a `type`")),
+    }
+}
+
+fn parse_response_format(v: Option<&Value>) -> Result<ResponseFormat, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(ResponseFormat::Text) };
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let schema = v
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .filter(|s| s.is_object())
+                .ok_or_else(|| {
+                    ApiError::invalid("response_format.json_schema.schema", "`json_schema.schema` must be an object")
+                })?;
+            Ok(ResponseFormat::JsonSchema(schema.clone()))
+        }
+        _ => Err(ApiError::invalid(
+            "response_format.type",
+            "`response_format.type` must be `text`, `json_object` or `json_schema`",
+        )),
+    }
+}
+
+fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), ApiError> {
+    let mut tools = Vec::new();
+    let mut legacy = false;
+    let mut push = |param: String, f: &Value| -> Result<(), ApiError> {
+        let name = f.get("name").and_then(Value::as_str).filter(|n| is_tool_name(n)).ok_or_else(|| {
+            ApiError::invalid(
+                format!("{param}.name"),
+                "function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
+            )
+        })?;
+        let parameters = match f.get("parameters") {
+            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => return Err(ApiError::invalid(format!("{param}.parameters"), "`parameters` must be an object")),
+        };
+        let description = f.get("description").and_then(Value::as_str).unwrap_or_default().to_owned();
+        tools.push(FunctionTool { name: name.to_owned(), description, parameters });
+        Ok(())
+    };
+    match obj.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, t) in items.iter().enumerate() {
+                let param = format!("tools[{i}]");
+                if t.get("type").and_then(Value::as_str) != Some("function") {
+                    return Err(ApiError::invalid(format!("{param}.type"), "only `function` tools are supported"));
+                }
+                let f = t.get("function").filter(|f| f.is_object()).ok_or_else(|| {
+                    ApiError::invalid(format!("{param}.function"), "`function` must be an object")
+                })?;
+                push(format!("{param}.function"), f)?;
+            }
+        }
+        Some(_) => return Err(ApiError::invalid("tools", "`tools` must be an array")),
+    }
+    match obj.get("functions") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            legacy = !items.is_empty();
+            for (i, f) in items.iter().enumerate() {
+                push(format!("functions[{i}]"), f)?;
+            }
+        }
+        Some(_) => return Err(ApiError::invalid("functions", "`functions` must be an array")),
+    }
+    Ok((tools, legacy))
+}
+
+fn is_tool_name(n: &str) -> bool {
+    (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn parse_tool_choice(obj: &Map<String, Value>, tools: &[FunctionTool]) -> Result<ToolChoice, ApiError> {
+    let (param, v) = match (obj.get("tool_choice"), obj.get("function_call")) {
+        (Some(v), _) if !v.is_null() => ("tool_choice", v),
+        (_, Some(v)) if !v.is_null() => ("function_call", v),
+        _ => return Ok(ToolChoice::Auto),
+    };
+    let choice = match v {
+        Value::String(s) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ => return Err(ApiError::invalid(param, "must be `auto`, `none`, `required` or a named function")),
+        },
+        Value::Object(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .or_else(|| o.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid(param, "a named tool choice needs `function.name`"))?;
+            ToolChoice::Function(name.to_owned())
+        }
+        _ => return Err(ApiError::invalid(param, "must be a string or an object")),
+    };
+    if let ToolChoice::Function(name) = &choice {
+        if !tools.iter().any(|t| &t.name == name) {
+            return Err(ApiError::invalid(param, format!("tool `{name}` is not among the request's tools")));
+        }
+    }
+    if matches!(choice, ToolChoice::Required) && tools.is_empty() {
+        return Err(ApiError::invalid(param, "`required` needs at least one tool"));
+    }
+    Ok(choice)
+}
+
+fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be a boolean"))),
+    }
+}
+
+fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be a string"))),
+    }
+}
+
+fn opt_uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(key, format!("`{key}` must be a non-negative integer"))),
+    }
+}
+
+fn range(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<(), ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => match v.as_f64() {
+            Some(x) if (lo..=hi).contains(&x) => Ok(()),
+            Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be between {lo} and {hi}"))),
+            None => Err(ApiError::invalid(key, format!("`{key}` must be a number"))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: serde_json::Value) -> Result<ChatRequest, ApiError> {
+        ChatRequest::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn accepts_a_minimal_request_and_ignores_unknown_fields() {
+        let r = parse(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {}, "x_vendor": 1
+        }))
+        .unwrap();
+        assert_eq!(r.model, "m");
+        assert_eq!(r.messages[0].text(), "hi");
+        assert_eq!(r.n, 1);
+        assert!(!r.stream);
+    }
+
+    #[test]
+    fn wrong_types_and_ranges_name_the_param() {
+        let base = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            for (k, val) in extra.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            parse(v).unwrap_err()
+        };
+        assert_eq!(base(serde_json::json!({"temperature": 3})).param.as_deref(), Some("temperature"));
+        assert_eq!(base(serde_json::json!({"temperature": "hot"})).param.as_deref(), Some("temperature"));
+        assert_eq!(base(serde_json::json!({"stream": "yes"})).param.as_deref(), Some("stream"));
+        assert_eq!(base(serde_json::json!({"n": 0})).param.as_deref(), Some("n"));
+        assert_eq!(base(serde_json::json!({"max_tokens": -5})).param.as_deref(), Some("max_tokens"));
+        assert_eq!(base(serde_json::json!({"stop": 7})).param.as_deref(), Some("stop"));
+        assert_eq!(base(serde_json::json!({"messages": []})).param.as_deref(), Some("messages"));
+        assert_eq!(
+            base(serde_json::json!({"messages": [{"role": "wizard", "content": "x"}]})).param.as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            base(serde_json::json!({"stream_options": {"include_usage": 1}})).param.as_deref(),
+            Some("stream_options.include_usage")
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_a_400() {
+        let e = ChatRequest::parse(b"{not json").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.code, Some("invalid_json"));
+        assert_eq!(ChatRequest::parse(b"[1]").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn parts_tools_and_legacy_functions() {
+        let r = parse(serde_json::json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                ]},
+                {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}},
+                {"role": "function", "name": "f", "content": "42"}
+            ],
+            "functions": [{"name": "f", "parameters": {"type": "object"}}]
+        }))
+        .unwrap();
+        assert_eq!(r.messages[0].parts[1], Part::Image("data:image/png;base64,AAAA".into()));
+        assert!(r.legacy_functions);
+        assert_eq!(r.tools[0].name, "f");
+        assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("call_f"));
+    }
+}

@@ -1,0 +1,174 @@
+//! OpenAI wire shapes for chat responses: streamed chunks and the
+//! non-streamed `chat.completion` object, both built from [`RunEvent`]s.
+
+use serde_json::{json, Value};
+
+use super::run::{ChatRun, Finish, RunEvent};
+use crate::api::error::ApiError;
+use crate::core::{ToolCall, Usage};
+
+/// What every chunk of one response shares.
+#[derive(Debug, Clone)]
+pub struct ChatMeta {
+    pub id: String,
+    pub created: u64,
+    /// The model name as the client asked for it.
+    pub model: String,
+    pub system_fingerprint: String,
+    pub include_usage: bool,
+    /// The request used the deprecated `functions` field.
+    pub legacy_functions: bool,
+}
+
+pub(crate) fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": u.reasoning_output_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+// === streamed ===
+
+/// Renders chunk JSON values, one call per run event.
+pub struct ChunkRenderer {
+    meta: ChatMeta,
+    /// Tool calls emitted so far per choice (their `index` in `delta.tool_calls`).
+    calls: Vec<usize>,
+}
+
+impl ChunkRenderer {
+    pub fn new(meta: ChatMeta, choices: usize) -> ChunkRenderer {
+        ChunkRenderer { meta, calls: vec![0; choices] }
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        let mut c = json!({
+            "id": self.meta.id,
+            "object": "chat.completion.chunk",
+            "created": self.meta.created,
+            "model": self.meta.model,
+            "system_fingerprint": self.meta.system_fingerprint,
+            "choices": choices,
+        });
+        if self.meta.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    fn choice(&self, index: usize, delta: Value, finish: Option<&str>) -> Value {
+        self.chunk(json!([{ "index": index, "delta": delta, "logprobs": null, "finish_reason": finish }]))
+    }
+
+    /// The first chunk of each choice: the assistant role, empty content.
+    pub fn role(&self, index: usize) -> Value {
+        self.choice(index, json!({"role": "assistant", "content": "", "refusal": null}), None)
+    }
+
+    /// Chunks for one event; an error becomes `{"error": ...}`.
+    pub fn render(&mut self, event: &RunEvent) -> Vec<Value> {
+        match event {
+            RunEvent::Text(i, text) => vec![self.choice(*i, json!({"content": text}), None)],
+            RunEvent::ToolCall(i, call) => {
+                let k = self.calls[*i];
+                self.calls[*i] += 1;
+                let delta = if self.meta.legacy_functions {
+                    json!({"function_call": {"name": call.name, "arguments": call.arguments}})
+                } else {
+                    json!({"tool_calls": [{
+                        "index": k, "id": call.call_id, "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments}
+                    }]})
+                };
+                vec![self.choice(*i, delta, None)]
+            }
+            RunEvent::Finish(i, finish) => {
+                let reason = match (finish, self.meta.legacy_functions) {
+                    (Finish::ToolCalls, true) => "function_call",
+                    (f, _) => f.as_str(),
+                };
+                vec![self.choice(*i, json!({}), Some(reason))]
+            }
+            RunEvent::Usage(u) if self.meta.include_usage => {
+                let mut c = self.chunk(json!([]));
+                c["usage"] = usage_json(u);
+                vec![c]
+            }
+            RunEvent::Usage(_) => Vec::new(),
+            RunEvent::Error(e) => vec![e.body_json()],
+        }
+    }
+}
+
+// === non-streamed ===
+
+#[derive(Default)]
+struct ChoiceAcc {
+    content: String,
+    calls: Vec<ToolCall>,
+    finish: Option<Finish>,
+}
+
+/// Drives the run to its end and builds the `chat.completion` object.
+pub async fn aggregate(mut run: ChatRun, meta: &ChatMeta) -> Result<Value, ApiError> {
+    let mut choices: Vec<ChoiceAcc> = (0..run.choices()).map(|_| ChoiceAcc::default()).collect();
+    let mut usage = Usage::default();
+    while let Some(event) = run.next().await {
+        match event {
+            RunEvent::Text(i, t) => choices[i].content.push_str(&t),
+            RunEvent::ToolCall(i, c) => choices[i].calls.push(c),
+            RunEvent::Finish(i, f) => choices[i].finish = Some(f),
+            RunEvent::Usage(u) => usage = u,
+            RunEvent::Error(e) => return Err(e),
+        }
+    }
+    let choices: Vec<Value> = choices
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let finish = c.finish.unwrap_or(Finish::Stop);
+            let mut message = json!({
+                "role": "assistant",
+                "content": if c.content.is_empty() && !c.calls.is_empty() { Value::Null } else { Value::String(c.content) },
+                "refusal": null,
+                "annotations": [],
+            });
+            let mut reason = finish.as_str();
+            if !c.calls.is_empty() {
+                if meta.legacy_functions {
+                    let call = &c.calls[0];
+                    message["function_call"] = json!({"name": call.name, "arguments": call.arguments});
+                    reason = "function_call";
+                } else {
+                    message["tool_calls"] = c
+                        .calls
+                        .iter()
+                        .map(|call| {
+                            json!({"id": call.call_id, "type": "function",
+                                   "function": {"name": call.name, "arguments": call.arguments}})
+                        })
+                        .collect();
+                }
+            }
+            json!({"index": index, "message": message, "logprobs": null, "finish_reason": reason})
+        })
+        .collect();
+    Ok(json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": meta.system_fingerprint,
+        "choices": choices,
+        "usage": usage_json(&usage),
+        "service_tier": "default",
+    }))
+}

@@ -1,0 +1,177 @@
+//! The one place where failures become OpenAI-shaped JSON error responses.
+//!
+//! Envelope: `{"error": {"message", "type", "param", "code"}}`. The mapping
+//! from core failures to statuses is the table in `docs/errors.md`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+use super::ApiBody;
+use crate::core::{Failure, FailureKind};
+
+/// An error a client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    pub retry_after: Option<Duration>,
+    /// `x-should-retry: false` where retrying cannot help.
+    pub should_retry: Option<bool>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+            should_retry: None,
+        }
+    }
+
+    /// A 400 `invalid_request_error` naming the offending parameter.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+            .param(param)
+            .code("invalid_request_error")
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", message).code("not_found")
+    }
+
+    pub fn model_not_found(model: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("The model `{model}` does not exist or you do not have access to it."),
+        )
+        .param("model")
+        .code("model_not_found")
+    }
+
+    pub fn method_not_allowed(allowed: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            format!("Method not allowed; use {allowed}."),
+        )
+        .code("method_not_allowed")
+    }
+
+    pub fn param(mut self, p: impl Into<String>) -> ApiError {
+        self.param = Some(p.into());
+        self
+    }
+
+    pub fn code(mut self, c: &'static str) -> ApiError {
+        self.code = Some(c);
+        self
+    }
+
+    pub fn retry_after(mut self, d: Duration) -> ApiError {
+        self.retry_after = Some(d);
+        self
+    }
+
+    /// The JSON envelope, also used as the `data:` of an SSE error frame.
+    pub fn body_json(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+
+    pub fn into_response(self) -> Response<ApiBody> {
+        let body = serde_json::to_vec(&self.body_json()).expect("json values serialize");
+        let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(body))));
+        *res.status_mut() = self.status;
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(d) = self.retry_after {
+            // Whole seconds, rounded up, never 0: clients treat 0 as "now".
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+        }
+        if let Some(retry) = self.should_retry {
+            headers.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));
+        }
+        res
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> ApiError {
+        let (status, kind, code) = match f.kind {
+            FailureKind::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "worker_not_ready"),
+            FailureKind::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "overloaded"),
+            FailureKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
+            FailureKind::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", "insufficient_quota"),
+            FailureKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "upstream_bad_request"),
+            FailureKind::ContextLengthExceeded => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", "context_length_exceeded")
+            }
+            FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
+            FailureKind::WorkerGone => (StatusCode::BAD_GATEWAY, "api_error", "worker_gone"),
+            FailureKind::SlowClient => (StatusCode::BAD_GATEWAY, "api_error", "stream_overflow"),
+            FailureKind::Upstream => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
+        };
+        let mut e = ApiError::new(status, kind, f.message).code(code);
+        e.retry_after = f.retry_after;
+        if f.kind == FailureKind::QuotaExceeded {
+            e.should_retry = Some(false);
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_the_four_fields_openai_clients_read() {
+        let e = ApiError::invalid("temperature", "temperature must be between 0 and 2");
+        let v = e.body_json();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "temperature");
+        assert_eq!(v["error"]["message"], "temperature must be between 0 and 2");
+        assert!(v["error"].get("code").is_some());
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_and_never_zero() {
+        let res = ApiError::from(
+            Failure::new(FailureKind::NotReady, "x").with_retry_after(Duration::from_millis(1)),
+        )
+        .into_response();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["retry-after"], "1");
+        let res =
+            ApiError::from(Failure::new(FailureKind::RateLimited, "x").with_retry_after(Duration::from_millis(2100)))
+                .into_response();
+        assert_eq!(res.headers()["retry-after"], "3");
+    }
+
+    #[test]
+    fn quota_errors_say_retrying_cannot_help() {
+        let res =
+            ApiError::from(Failure::new(FailureKind::QuotaExceeded, "x")).into_response();
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()["x-should-retry"], "false");
+    }
+}

@@ -1,0 +1,22 @@
+//! Response ids and timestamps.
+
+use rand::distr::Alphanumeric;
+use rand::Rng;
+
+/// `chatcmpl-` and 29 random alphanumerics, like OpenAI's.
+pub fn completion_id() -> String {
+    let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(29).map(char::from).collect();
+    format!("chatcmpl-{suffix}")
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Identifies the backend configuration, as OpenAI's field does.
+pub fn system_fingerprint() -> String {
+    format!("fp_codex_{}", crate::protocol::pinned_codex_version().replace('.', "_"))
+}

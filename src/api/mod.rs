@@ -1,0 +1,168 @@
+//! The HTTP API: OpenAI wire shapes in and out, validation, routing.
+//!
+//! [`Api`] is the innermost service of the stack. It turns requests into
+//! typed core calls and core results into OpenAI JSON or SSE events; it does
+//! not know JSON-RPC method names.
+
+pub mod chat;
+pub mod error;
+mod health;
+pub mod ids;
+pub mod models;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use codex_maintenance::MaintenanceHandle;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+
+use crate::core::CodexCore;
+use error::ApiError;
+use models::Aliases;
+
+/// What the API hands the SSE layer: a JSON body or a stream of events.
+pub type ApiBody = codex_sse::Payload<Full<Bytes>>;
+
+/// The route a request matched, with a bounded set of names (metrics labels).
+pub fn route_name(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/v1/models" => "/v1/models",
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/responses" => "/v1/responses",
+        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
+        p if p.starts_with("/admin/") => "/admin",
+        _ => "other",
+    }
+}
+
+/// State shared by every request.
+pub struct ApiState {
+    pub core: CodexCore,
+    pub aliases: Aliases,
+    pub max_body_bytes: usize,
+    pub maintenance: Option<MaintenanceHandle>,
+    draining: Arc<AtomicBool>,
+}
+
+impl ApiState {
+    pub fn new(core: CodexCore, aliases: Aliases, max_body_bytes: usize) -> ApiState {
+        ApiState { core, aliases, max_body_bytes, maintenance: None, draining: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// The flag `serve` sets when shutdown starts (readiness turns false).
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The API service.
+#[derive(Clone)]
+pub struct Api {
+    state: Arc<ApiState>,
+}
+
+impl Api {
+    pub fn new(state: Arc<ApiState>) -> Api {
+        Api { state }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Api
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<ApiBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(route(&state, req).await.unwrap_or_else(|e| e.into_response())) })
+    }
+}
+
+async fn route<B>(state: &ApiState, req: Request<B>) -> Result<Response<ApiBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (path.as_str(), &method) {
+        ("/healthz", &Method::GET | &Method::HEAD) => Ok(health::healthz(state)),
+        ("/readyz", &Method::GET | &Method::HEAD) => Ok(health::readyz(state)),
+        ("/v1/models", &Method::GET | &Method::HEAD) => {
+            let models = state.core.models().map_err(ApiError::from)?;
+            Ok(json_response(StatusCode::OK, &models::list_json(&models, &state.aliases, ids::unix_now())))
+        }
+        (p, &Method::GET) if p.starts_with("/v1/models/") => {
+            let id = &p["/v1/models/".len()..];
+            let models = state.core.models().map_err(ApiError::from)?;
+            models::resolve(&models, &state.aliases, id)?;
+            Ok(json_response(StatusCode::OK, &models::model_object(id, ids::unix_now())))
+        }
+        ("/v1/chat/completions", &Method::POST) => {
+            let body = read_body(req, state.max_body_bytes).await?;
+            chat::handle(state, body).await
+        }
+        ("/healthz" | "/readyz" | "/v1/models", _) => Err(ApiError::method_not_allowed("GET")),
+        ("/v1/chat/completions", _) => Err(ApiError::method_not_allowed("POST")),
+        _ => Err(ApiError::not_found(format!("Unknown request URL: {method} {path}."))),
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with a 413.
+pub async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The request body is larger than the {limit}-byte limit."),
+        )
+        .code("request_too_large")
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::invalid("body", format!("Could not read the request body: {e}"))),
+    }
+}
+
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {
+    let body = serde_json::to_vec(value).expect("json values serialize");
+    let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(body))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}

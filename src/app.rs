@@ -1,0 +1,131 @@
+//! Wires configuration, worker, core, API and stack together and runs them.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use codex_auth::{ApiKey, KeySet};
+use codex_maintenance::{MaintenanceConfig, MaintenanceHandle, MaintenanceLayer};
+use codex_metrics::HttpMetrics;
+use codex_rate_limit::Quota;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::models::Aliases;
+use crate::api::{Api, ApiState};
+use crate::config::Config;
+use crate::core::{CodexCore, CoreConfig};
+use crate::server::{serve, ServeConfig};
+use crate::stack::{self, StackConfig};
+use crate::worker::{Supervisor, WorkerHandle};
+
+/// Handles a running gateway exposes to its embedder (tests, `main`).
+#[derive(Clone)]
+pub struct GatewayHandles {
+    pub worker: WorkerHandle,
+    pub maintenance: MaintenanceHandle,
+}
+
+/// Refuses configurations that would expose the worker to anyone who can reach the port.
+pub fn check_exposure(config: &Config) -> Result<(), String> {
+    if !config.host.is_loopback() && config.api_keys.is_empty() && config.api_keys_file.is_none() && !config.allow_unauthenticated {
+        return Err(format!(
+            "refusing to listen on {} without an API key: set PROXY_API_KEY (or PROXY_ALLOW_UNAUTHENTICATED=true to accept the risk)",
+            config.host
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the gateway on `listener` until `shutdown` resolves: serves, drains,
+/// then stops the worker. `on_start` receives the handles once everything is wired.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    on_start: impl FnOnce(GatewayHandles),
+) -> Result<(), String> {
+    check_exposure(&config)?;
+    let workdir = match &config.worker.workdir {
+        Some(dir) => dir.clone(),
+        None => private_workdir()?,
+    };
+
+    let mut registry = Registry::with_prefix("codex_gateway");
+    let http_metrics = HttpMetrics::register(&mut registry);
+
+    let (supervisor, worker) = Supervisor::new(config.worker.clone(), workdir.clone());
+    let stop_worker = CancellationToken::new();
+    let supervisor_task = tokio::spawn(supervisor.run(stop_worker.clone()));
+
+    let core = CodexCore::new(
+        worker.clone(),
+        CoreConfig {
+            cwd: workdir.display().to_string(),
+            sandbox: config.worker.sandbox,
+            enable_codex_tools: config.worker.enable_codex_tools,
+            model_provider: config.worker.model_provider.clone(),
+            idle_timeout: config.stream_idle_timeout,
+        },
+    );
+    let (maintenance_layer, maintenance) = MaintenanceLayer::pair(MaintenanceConfig {
+        enabled: config.maintenance,
+        retry_after_secs: config.maintenance_retry_after_s,
+        message: config.maintenance_message.clone(),
+    });
+    let aliases = Aliases::parse(&config.model_aliases).map_err(|e| format!("invalid PROXY_MODEL_ALIASES: {e}"))?;
+    let mut state = ApiState::new(core, aliases, config.max_body_bytes);
+    state.maintenance = Some(maintenance.clone());
+    let draining = state.draining_flag();
+    let api = Api::new(Arc::new(state));
+
+    let keys = KeySet::new(config.api_keys.iter().map(|(name, secret)| ApiKey::new(name.as_str(), secret.0.clone())).collect());
+    let service = stack::build(
+        api,
+        StackConfig {
+            keys,
+            protect_models: config.protect_models,
+            maintenance: maintenance_layer,
+            http_metrics,
+            cors: config.cors_enabled.then(|| config.cors_origins.clone()),
+            rate_limit: config.rate_limit_enabled.then(|| Quota::new(config.rate_limit_max, config.rate_limit_window)),
+            trust_proxy: config.trust_proxy,
+            output_mode: config.output_mode.parse().map_err(|e| format!("invalid PROXY_OUTPUT_MODE: {e}"))?,
+            sse_keepalive: config.sse_keepalive,
+        },
+    );
+
+    on_start(GatewayHandles { worker, maintenance });
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "listening");
+    let shutdown = async move {
+        shutdown.await;
+        draining.store(true, Ordering::Relaxed);
+        tracing::info!("shutdown requested");
+    };
+    serve(
+        listener,
+        service,
+        ServeConfig { header_timeout: config.header_timeout, drain_timeout: config.shutdown_drain },
+        shutdown,
+    )
+    .await;
+
+    // Streams have drained (or their deadline passed): now the worker may go.
+    stop_worker.cancel();
+    let grace = config.worker.shutdown_grace + Duration::from_secs(1);
+    if tokio::time::timeout(grace, supervisor_task).await.is_err() {
+        tracing::warn!("the worker did not stop in time");
+    }
+    Ok(())
+}
+
+/// A fresh directory for the worker's cwd: threads get a cwd with nothing in it.
+fn private_workdir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("codex-completions-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}

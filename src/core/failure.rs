@@ -1,0 +1,134 @@
+//! Why a turn or a request to the worker failed, classified for the API's error mapping.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::protocol::TurnError;
+use crate::rpc::RpcError;
+
+/// A failure class the API maps to an HTTP status (see `docs/errors.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The worker is not ready (starting, restarting, stopped).
+    NotReady,
+    /// The provider rate-limited the worker's requests.
+    RateLimited,
+    /// The worker's account has no quota left; retrying cannot help.
+    QuotaExceeded,
+    /// The provider rejected the request as malformed.
+    BadRequest,
+    /// The prompt does not fit the model's context window.
+    ContextLengthExceeded,
+    /// No answer in time.
+    Timeout,
+    /// The worker died or its channel closed mid-request.
+    WorkerGone,
+    /// The gateway is at its concurrency limit.
+    Overloaded,
+    /// The client fell too far behind the stream.
+    SlowClient,
+    /// Anything else that went wrong in the worker or provider.
+    Upstream,
+}
+
+/// A classified failure with a message fit for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure { kind, message: message.into(), retry_after: None }
+    }
+
+    pub fn with_retry_after(mut self, d: Duration) -> Failure {
+        self.retry_after = Some(d);
+        self
+    }
+
+    /// Classifies a turn error by its `codexErrorInfo`.
+    pub fn from_turn_error(err: &TurnError) -> Failure {
+        let info = err.codex_error_info.as_ref();
+        let http_status = info.and_then(|v| {
+            v.as_object()?.values().find_map(|inner| inner.get("httpStatusCode")?.as_u64())
+        });
+        let tag = match info {
+            Some(Value::String(s)) => s.as_str(),
+            Some(Value::Object(map)) => map.keys().next().map(String::as_str).unwrap_or("other"),
+            _ => "other",
+        };
+        let kind = match (tag, http_status) {
+            ("usageLimitExceeded" | "sessionBudgetExceeded", _) => FailureKind::QuotaExceeded,
+            ("rateLimitExceeded" | "serverOverloaded", _) | (_, Some(429)) => FailureKind::RateLimited,
+            ("contextWindowExceeded", _) => FailureKind::ContextLengthExceeded,
+            ("badRequest" | "other", _) | (_, Some(400)) if is_client_fault(tag, http_status) => {
+                FailureKind::BadRequest
+            }
+            _ => FailureKind::Upstream,
+        };
+        let f = Failure::new(kind, err.message.clone());
+        match f.kind {
+            FailureKind::RateLimited => f.with_retry_after(Duration::from_secs(1)),
+            _ => f,
+        }
+    }
+
+    pub fn from_rpc(err: &RpcError) -> Failure {
+        match err {
+            RpcError::Timeout { .. } => Failure::new(FailureKind::Timeout, err.to_string()),
+            RpcError::WorkerGone(_) => Failure::new(FailureKind::WorkerGone, err.to_string())
+                .with_retry_after(Duration::from_secs(1)),
+            RpcError::Remote { .. } | RpcError::Decode { .. } => {
+                Failure::new(FailureKind::Upstream, err.to_string())
+            }
+        }
+    }
+}
+
+/// Codex reports a provider 400 as `other` with the provider's body as the
+/// message (measured); `badRequest` is explicit. Anything with a non-400
+/// status is not the client's fault.
+fn is_client_fault(tag: &str, status: Option<u64>) -> bool {
+    match status {
+        Some(400) => true,
+        Some(_) => false,
+        None => tag == "badRequest" || tag == "other",
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn classify(info: Value) -> FailureKind {
+        Failure::from_turn_error(&TurnError { message: "m".into(), codex_error_info: Some(info) }).kind
+    }
+
+    #[test]
+    fn provider_errors_are_classified_as_measured() {
+        assert_eq!(
+            classify(json!({"responseTooManyFailedAttempts": {"httpStatusCode": 429}})),
+            FailureKind::RateLimited
+        );
+        assert_eq!(classify(json!("internalServerError")), FailureKind::Upstream);
+        assert_eq!(classify(json!("other")), FailureKind::BadRequest);
+        assert_eq!(classify(json!("usageLimitExceeded")), FailureKind::QuotaExceeded);
+        assert_eq!(classify(json!("contextWindowExceeded")), FailureKind::ContextLengthExceeded);
+        // The worker's own credentials are bad: not the HTTP client's fault.
+        assert_eq!(
+            classify(json!({"httpConnectionFailed": {"httpStatusCode": 401}})),
+            FailureKind::Upstream
+        );
+    }
+}

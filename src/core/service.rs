@@ -1,0 +1,116 @@
+//! [`CodexCore`]: starts threads and turns on the ready worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::failure::{Failure, FailureKind};
+use super::stream::{TurnCleanup, TurnStream};
+use super::turn::TurnRequest;
+use crate::config::SandboxMode;
+use crate::protocol::{
+    Model, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart, ThreadStartParams, TurnStart,
+    TurnStartParams,
+};
+use crate::worker::{WorkerHandle, HOST_TOOL_FEATURES};
+
+/// How the core sets up threads.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The thread's working directory.
+    pub cwd: String,
+    pub sandbox: SandboxMode,
+    /// Let the model use codex's own host tools (off by default).
+    pub enable_codex_tools: bool,
+    pub model_provider: Option<String>,
+    /// Longest silence from the worker before a turn fails (`None`: no limit).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Runs API requests on the worker. Cheap to clone.
+#[derive(Clone)]
+pub struct CodexCore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    worker: WorkerHandle,
+    config: CoreConfig,
+    /// Per-thread overrides, built once.
+    thread_config: Map<String, Value>,
+}
+
+impl CodexCore {
+    pub fn new(worker: WorkerHandle, config: CoreConfig) -> CodexCore {
+        let thread_config = thread_config(config.enable_codex_tools);
+        CodexCore { inner: Arc::new(Inner { worker, config, thread_config }) }
+    }
+
+    pub fn worker(&self) -> &WorkerHandle {
+        &self.inner.worker
+    }
+
+    /// The models the worker listed at its handshake.
+    pub fn models(&self) -> Result<Arc<Vec<Model>>, Failure> {
+        self.inner.worker.ready().map(|(_, models)| models).map_err(not_ready)
+    }
+
+    /// Starts one turn on a fresh ephemeral thread. Dropping the returned
+    /// stream (or this future) before the turn ends interrupts it, and the
+    /// thread is released either way.
+    pub async fn start_turn(&self, req: TurnRequest) -> Result<TurnStream, Failure> {
+        let (client, _) = self.inner.worker.ready().map_err(not_ready)?;
+        let config = &self.inner.config;
+        let params = ThreadStartParams {
+            model: Some(req.model.clone()),
+            model_provider: config.model_provider.clone(),
+            cwd: Some(config.cwd.clone()),
+            approval_policy: Some("never".into()),
+            sandbox: Some(config.sandbox.as_str().into()),
+            developer_instructions: req.instructions.clone(),
+            ephemeral: Some(true),
+            config: Some(self.inner.thread_config.clone()),
+            dynamic_tools: (!req.tools.is_empty()).then(|| req.tools.clone()),
+        };
+        let thread = client.call::<ThreadStart>(&params).await.map_err(|e| Failure::from_rpc(&e))?;
+        let thread_id = thread.thread.id;
+        // From here on the guard releases the thread however this function ends.
+        let mut cleanup = TurnCleanup::new(client.clone(), thread_id.clone());
+        let subscription = client.subscribe(&thread_id);
+
+        if !req.history.is_empty() {
+            let params = ThreadInjectItemsParams { thread_id: thread_id.clone(), items: req.history };
+            client.call::<ThreadInjectItems>(&params).await.map_err(|e| Failure::from_rpc(&e))?;
+        }
+        let params = TurnStartParams {
+            thread_id: thread_id.clone(),
+            input: req.input,
+            effort: req.effort,
+            output_schema: req.output_schema,
+        };
+        let turn = client.call::<TurnStart>(&params).await.map_err(|e| Failure::from_rpc(&e))?;
+        cleanup.set_turn(turn.turn.id);
+        Ok(TurnStream::new(subscription, cleanup, config.idle_timeout))
+    }
+}
+
+fn not_ready(e: crate::worker::NotReady) -> Failure {
+    Failure::new(FailureKind::NotReady, format!("The Codex worker is not ready: {}", e.reason))
+        .with_retry_after(Duration::from_secs(2))
+}
+
+/// Per-thread config overrides. Codex's host tools are switched off here
+/// (the form measured to remove them from the model's tool list) as well as
+/// on the worker's command line.
+fn thread_config(enable_codex_tools: bool) -> Map<String, Value> {
+    let mut map = Map::new();
+    if !enable_codex_tools {
+        for feature in HOST_TOOL_FEATURES {
+            map.insert(format!("features.{feature}"), json!(false));
+        }
+        map.insert("agents.enabled".into(), json!(false));
+        map.insert("web_search".into(), json!("disabled"));
+    }
+    map
+}

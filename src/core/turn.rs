@@ -1,0 +1,65 @@
+//! The typed request and events of one turn.
+
+use serde_json::Value;
+
+use crate::protocol::{DynamicToolSpec, UserInput};
+
+/// What the API handlers ask the core to run.
+#[derive(Debug, Clone, Default)]
+pub struct TurnRequest {
+    /// A model id the worker listed.
+    pub model: String,
+    /// `low` | `medium` | `high` | `xhigh`, if requested.
+    pub effort: Option<String>,
+    /// System and developer messages, joined.
+    pub instructions: Option<String>,
+    /// Earlier conversation as raw Responses items, injected before the turn.
+    pub history: Vec<Value>,
+    /// The new user input of this turn.
+    pub input: Vec<UserInput>,
+    /// Client tools, offered to the model as codex dynamic tools.
+    pub tools: Vec<DynamicToolSpec>,
+    /// JSON schema the final message must follow.
+    pub output_schema: Option<Value>,
+}
+
+/// A call the model made to a client tool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub call_id: String,
+    pub name: String,
+    /// The arguments as a JSON text, as OpenAI clients expect them.
+    pub arguments: String,
+}
+
+/// Token accounting of the whole turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Why the turn ended, in OpenAI's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    ToolCalls,
+}
+
+/// What a turn yields, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// A piece of the assistant's text.
+    TextDelta(String),
+    /// The model called a client tool; the worker waits for its result.
+    ToolCall(ToolCall),
+    /// Token usage (sent once, just before the end).
+    Usage(Usage),
+    /// The turn ended normally. Always the last event unless `Failed` is.
+    Finished(FinishReason),
+    /// The turn failed; always the last event.
+    Failed(super::Failure),
+}

@@ -1,0 +1,16 @@
+//! An OpenAI-compatible HTTP gateway in front of `codex app-server`.
+//!
+//! Read `docs/architecture.md` first: it draws a request's path from the
+//! hyper server through the layer stack to the worker's JSON-RPC channel.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod core;
+pub mod protocol;
+pub mod rpc;
+pub mod server;
+pub mod stack;
+pub mod worker;

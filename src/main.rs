@@ -1,0 +1,87 @@
+//! The `codex-completions-api` binary: reads the environment, serves until
+//! SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use codex_completions_api::{app, config};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let arg = std::env::args().nth(1);
+    match arg.as_deref() {
+        Some("--help" | "-h") => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!(
+                "codex-completions-api {} (codex {})",
+                env!("CARGO_PKG_VERSION"),
+                codex_completions_api::protocol::pinned_codex_version()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("unknown argument `{other}`; see --help");
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+    let config = match config::Config::from_process_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("codex-completions-api: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_json);
+    if let Err(e) = app::check_exposure(&config) {
+        eprintln!("codex-completions-api: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("codex-completions-api: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("codex-completions-api: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match app::run(config, listener, shutdown_signal(), |_| {}).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("codex-completions-api: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

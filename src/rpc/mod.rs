@@ -1,0 +1,19 @@
+//! The JSON-RPC 2.0 channel to one `codex app-server` process.
+//!
+//! One writer task owns the worker's stdin and one reader task owns its stdout;
+//! everything else talks to them through [`RpcClient`]. The channel knows
+//! framing (one JSON object per line), correlation of our request ids with
+//! their responses, per-request timeouts, routing of notifications and
+//! server→client requests to the subscriber of their thread, and answering
+//! every server→client request nobody else will. It does not know what a chat
+//! completion is.
+
+mod client;
+mod error;
+mod message;
+mod server_requests;
+
+pub use client::{CallObserver, RpcClient, RpcClientConfig, SubscriptionEnd, ThreadSubscription};
+pub use error::RpcError;
+pub use message::{Incoming, RequestId, ServerRequest, ThreadEvent};
+pub use server_requests::{ServerRequestPolicy, DYNAMIC_TOOL_CALL};

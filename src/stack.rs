@@ -1,0 +1,205 @@
+//! The one place the layer stack is assembled, outermost first.
+//!
+//! Each layer has a line saying why it sits where it does. The request
+//! extensions the layers insert and read:
+//!
+//! | extension | inserted by | read by |
+//! |---|---|---|
+//! | `PeerAddr` | `server::serve` | rate limit (client key without auth), `/metrics` access |
+//! | `RequestId` | request-id layer | tracing, echoed as `x-request-id` |
+//! | `AuthenticatedKey` | auth | rate limit |
+//! | `OutputMode` | output mode | chat handler (tool-call rendering) |
+//!
+//! Rejections are responses (hyper drops the connection on `Err`), each
+//! marked in the response extensions so metrics counts them by cause.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codex_auth::{AuthRejected, AuthenticatedKey, KeySet, RequireAuthLayer};
+use codex_maintenance::{MaintenanceLayer, MaintenanceRejected};
+use codex_metrics::{HttpMetrics, MetricsLayer};
+use codex_output_mode::{OutputMode, OutputModeLayer, OutputModeRejected};
+use codex_rate_limit::{Quota, RateKey, RateLimitLayer, RateLimited};
+use codex_sse::SseLayer;
+use http::{header, HeaderName, HeaderValue, Method, Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tower::util::BoxCloneService;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{route_name, Api};
+use crate::server::PeerAddr;
+
+/// The body type at the hyper boundary, erased once here.
+pub type BoxBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The whole stack as hyper sees it.
+pub type GatewayService = BoxCloneService<Request<Incoming>, Response<BoxBody>, Infallible>;
+
+/// What the stack needs besides the API service.
+pub struct StackConfig {
+    pub keys: KeySet,
+    pub protect_models: bool,
+    pub maintenance: MaintenanceLayer,
+    pub http_metrics: HttpMetrics,
+    pub cors: Option<Vec<String>>,
+    pub rate_limit: Option<Quota>,
+    pub trust_proxy: bool,
+    pub output_mode: OutputMode,
+    pub sse_keepalive: Duration,
+}
+
+/// Paths that must answer even in maintenance and without a key: probes
+/// (orchestrators restart what they cannot probe) and metrics (it has its own token).
+fn is_probe_or_metrics(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+pub fn build(api: Api, config: StackConfig) -> GatewayService {
+    let auth_exempt = {
+        let open = config.keys.is_empty();
+        let protect_models = config.protect_models;
+        move |req: &Request<Incoming>| {
+            let path = req.uri().path();
+            open
+                || is_probe_or_metrics(path)
+                // Browsers send preflights without credentials.
+                || req.method() == Method::OPTIONS
+                || (!protect_models && (path == "/v1/models" || path.starts_with("/v1/models/")))
+        }
+    };
+    let rate_policy = {
+        let quota = config.rate_limit;
+        let trust_proxy = config.trust_proxy;
+        move |req: &Request<Incoming>| -> Option<RateKey> {
+            let quota = quota?;
+            if is_probe_or_metrics(req.uri().path()) {
+                return None;
+            }
+            if let Some(key) = req.extensions().get::<AuthenticatedKey>() {
+                return Some(RateKey::new(format!("key:{}", key.name()), quota));
+            }
+            client_ip(req, trust_proxy).map(|ip| RateKey::new(format!("ip:{ip}"), quota))
+        }
+    };
+    let rejection_cause = |parts: &http::response::Parts| -> Option<&'static str> {
+        let ext = &parts.extensions;
+        if ext.get::<AuthRejected>().is_some() {
+            Some("auth")
+        } else if ext.get::<MaintenanceRejected>().is_some() {
+            Some("maintenance")
+        } else if ext.get::<RateLimited>().is_some() {
+            Some("rate_limit")
+        } else if ext.get::<OutputModeRejected>().is_some() {
+            Some("bad_output_mode")
+        } else if parts.status == http::StatusCode::TOO_MANY_REQUESTS {
+            Some("overload")
+        } else {
+            None
+        }
+    };
+    let x_request_id = HeaderName::from_static("x-request-id");
+
+    let service = ServiceBuilder::new()
+        // Erase the body type once, at the hyper boundary.
+        .map_response(erase_body)
+        // Secrets are marked before anything can log a header.
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::PROXY_AUTHORIZATION, header::COOKIE]))
+        // Every request gets an id early, so every log line and the response carry it.
+        .layer(SetRequestIdLayer::new(x_request_id.clone(), RandomRequestId))
+        .layer(PropagateRequestIdLayer::new(x_request_id))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Incoming>| {
+            let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        // Outside every rejecting layer, so it counts each rejection by cause,
+        // and outside the SSE layer, so a stream's duration ends with its body.
+        .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_name(req.uri().path())).rejection_cause(rejection_cause))
+        // Preflights are answered before auth (browsers send them without keys),
+        // and rejections below still carry CORS headers so browsers can read them.
+        .option_layer(config.cors.map(cors_layer))
+        // CORS answers preflights with an empty `Default` body, which the
+        // rejection bodies below (`Either<_, Full>`) do not have: erase the
+        // type here. (A second, outer erasure happens at the hyper boundary;
+        // one extra allocation per response, negligible next to a model turn.)
+        .map_response(erase_body)
+        // The cheapest rejection first: in maintenance nothing else needs to run.
+        .layer(config.maintenance.exempt(|req: &Request<Incoming>| is_probe_or_metrics(req.uri().path()) || req.uri().path().starts_with("/admin/")))
+        // Who is calling; the identity goes into extensions for the rate limit.
+        .layer(RequireAuthLayer::new(config.keys).exempt(auth_exempt))
+        // Keyed by that identity (or the client address), so needs auth first.
+        .layer(RateLimitLayer::new(rate_policy))
+        // A bad x-proxy-output-mode is a 400 before any work starts.
+        .layer(OutputModeLayer::new(config.output_mode))
+        // Turns the API's event streams into SSE bytes with keep-alives.
+        .layer(SseLayer::new().keep_alive(config.sse_keepalive))
+        .service(api);
+    BoxCloneService::new(service)
+}
+
+/// Boxes a response body (see where `build` calls it).
+fn erase_body<B>(res: Response<B>) -> Response<BoxBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    res.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+fn cors_layer(origins: Vec<String>) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        // Browser OpenAI clients send x-stainless-* and openai-* headers; a
+        // predicate is needed for the prefixes, so mirror what was asked for
+        // when every asked header is one we accept.
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("retry-after"),
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The client's address: the peer, or with a trusted proxy the first
+/// `X-Forwarded-For` entry.
+pub fn client_ip<B>(req: &Request<B>, trust_proxy: bool) -> Option<IpAddr> {
+    if trust_proxy {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
+}
+
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let id: u128 = rand::random();
+        HeaderValue::from_str(&format!("req_{id:032x}")).ok().map(RequestId::new)
+    }
+}

@@ -1,0 +1,140 @@
+//! The worker's lifecycle state as the rest of the gateway sees it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::protocol::Model;
+use crate::rpc::RpcClient;
+
+/// Where the worker is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerPhase {
+    Starting,
+    Handshaking,
+    Ready,
+    BackingOff,
+    Stopped,
+}
+
+/// A snapshot of the worker. Cheap to clone (the client and models are shared).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerStatus {
+    pub phase: WorkerPhase,
+    pub pid: Option<u32>,
+    /// Processes started since the gateway started, the first one included.
+    pub starts: u32,
+    /// Failed starts or exits in a row; reset after a healthy period.
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "unix_seconds")]
+    pub since: SystemTime,
+    #[serde(skip)]
+    pub client: Option<RpcClient>,
+    #[serde(skip)]
+    pub models: Arc<Vec<Model>>,
+}
+
+fn unix_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+
+impl WorkerStatus {
+    pub fn initial() -> WorkerStatus {
+        WorkerStatus {
+            phase: WorkerPhase::Starting,
+            pid: None,
+            starts: 0,
+            consecutive_failures: 0,
+            last_error: None,
+            since: SystemTime::now(),
+            client: None,
+            models: Arc::new(Vec::new()),
+        }
+    }
+
+    /// Ready means handshaken and the channel still open: a worker that just
+    /// died may not have been reaped yet, but its channel closes at once.
+    pub fn is_ready(&self) -> bool {
+        self.phase == WorkerPhase::Ready && self.client.as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// Why the worker cannot take requests now.
+    pub fn not_ready_reason(&self) -> String {
+        match self.phase {
+            WorkerPhase::Ready if self.is_ready() => "ready".into(),
+            WorkerPhase::Ready => "worker connection lost; restarting".into(),
+            WorkerPhase::Starting => "worker is starting".into(),
+            WorkerPhase::Handshaking => "worker is handshaking".into(),
+            WorkerPhase::BackingOff => format!(
+                "worker exited ({}); restarting after backoff",
+                self.last_error.as_deref().unwrap_or("no reason given")
+            ),
+            WorkerPhase::Stopped => format!(
+                "worker stopped: {}",
+                self.last_error.as_deref().unwrap_or("the gateway is shutting down")
+            ),
+        }
+    }
+}
+
+/// The worker could not take a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub phase: WorkerPhase,
+    pub reason: String,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for NotReady {}
+
+/// A read-only view of the worker, shared by every request.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    rx: watch::Receiver<WorkerStatus>,
+}
+
+impl WorkerHandle {
+    pub fn new(rx: watch::Receiver<WorkerStatus>) -> WorkerHandle {
+        WorkerHandle { rx }
+    }
+
+    pub fn status(&self) -> WorkerStatus {
+        self.rx.borrow().clone()
+    }
+
+    /// The channel to use for one request, or why there is none.
+    pub fn ready(&self) -> Result<(RpcClient, Arc<Vec<Model>>), NotReady> {
+        let status = self.rx.borrow();
+        match (&status.client, status.is_ready()) {
+            (Some(client), true) => Ok((client.clone(), status.models.clone())),
+            _ => Err(NotReady { phase: status.phase, reason: status.not_ready_reason() }),
+        }
+    }
+
+    /// Waits until the worker is ready (used by tests and start-up logging).
+    pub async fn wait_ready(&self) -> Result<(), NotReady> {
+        let mut rx = self.rx.clone();
+        let res = rx
+            .wait_for(|s| s.is_ready() || s.phase == WorkerPhase::Stopped)
+            .await
+            .map(|s| s.is_ready());
+        match res {
+            Ok(true) => Ok(()),
+            _ => Err(NotReady { phase: WorkerPhase::Stopped, reason: self.status().not_ready_reason() }),
+        }
+    }
+
+    /// Resolves on every state change.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+}

@@ -1,0 +1,207 @@
+//! Spawns the worker, keeps it running, and stops it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::command::worker_command;
+use super::handshake::handshake;
+use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
+use crate::config::WorkerConfig;
+use crate::rpc::{CallObserver, RpcClient, RpcClientConfig};
+
+/// Owns the worker process. Run it with [`Supervisor::run`] in its own task.
+pub struct Supervisor {
+    config: WorkerConfig,
+    workdir: PathBuf,
+    status: watch::Sender<WorkerStatus>,
+    observer: Option<CallObserver>,
+}
+
+struct Running {
+    child: Child,
+    client: RpcClient,
+}
+
+impl Supervisor {
+    pub fn new(config: WorkerConfig, workdir: PathBuf) -> (Supervisor, WorkerHandle) {
+        let (status, rx) = watch::channel(WorkerStatus::initial());
+        (Supervisor { config, workdir, status, observer: None }, WorkerHandle::new(rx))
+    }
+
+    /// Counts JSON-RPC calls (method, outcome) on every worker's channel.
+    pub fn with_call_observer(mut self, observer: CallObserver) -> Supervisor {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Keeps a worker running until `shutdown` fires or it has failed
+    /// `WORKER_RESTART_MAX` times in a row. Returns once the worker is gone.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let backoff = Backoff { initial: self.config.backoff_initial, max: self.config.backoff_max };
+        let mut failures: u32 = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                self.set(|s| s.phase = WorkerPhase::Stopped);
+                return;
+            }
+            self.set(|s| {
+                s.phase = WorkerPhase::Starting;
+                s.pid = None;
+                s.client = None;
+                s.starts += 1;
+            });
+            let reason = match self.start_once(&shutdown).await {
+                Err(e) => e,
+                Ok(mut running) => {
+                    let ready_at = Instant::now();
+                    let outcome = tokio::select! {
+                        status = running.child.wait() => match status {
+                            Ok(st) => format!("worker exited with {st}"),
+                            Err(e) => format!("waiting for the worker failed: {e}"),
+                        },
+                        _ = running.client.closed() => {
+                            let why = running.client.close_reason().unwrap_or_default();
+                            stop_child(&mut running, self.config.shutdown_grace).await;
+                            format!("worker channel closed: {why}")
+                        }
+                        _ = shutdown.cancelled() => {
+                            self.set(|s| s.phase = WorkerPhase::Stopped);
+                            tracing::info!("stopping the worker");
+                            stop_child(&mut running, self.config.shutdown_grace).await;
+                            self.set(|s| {
+                                s.pid = None;
+                                s.client = None;
+                                s.last_error = Some("the gateway is shutting down".into());
+                            });
+                            return;
+                        }
+                    };
+                    running.client.close(outcome.clone());
+                    if ready_at.elapsed() >= self.config.healthy_reset {
+                        failures = 0;
+                    }
+                    outcome
+                }
+            };
+            failures += 1;
+            tracing::warn!(failures, reason = %reason, "worker is down");
+            if failures >= self.config.restart_max {
+                tracing::error!(
+                    failures,
+                    reason = %reason,
+                    "worker failed {failures} times in a row and stays down; check CODEX_BIN, \
+                     CODEX_HOME and the worker log lines above, then restart the gateway"
+                );
+                self.set(|s| {
+                    s.phase = WorkerPhase::Stopped;
+                    s.consecutive_failures = failures;
+                    s.pid = None;
+                    s.client = None;
+                    s.last_error = Some(format!("gave up after {failures} consecutive failures: {reason}"));
+                });
+                return;
+            }
+            let delay = backoff.delay(failures);
+            self.set(|s| {
+                s.phase = WorkerPhase::BackingOff;
+                s.consecutive_failures = failures;
+                s.pid = None;
+                s.client = None;
+                s.last_error = Some(reason.clone());
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn start_once(&self, shutdown: &CancellationToken) -> Result<Running, String> {
+        let mut cmd = worker_command(&self.config, &self.workdir);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.config.codex_bin.display()))?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err("worker stdio was not piped".into());
+        };
+        tokio::spawn(forward_stderr(stderr, pid));
+        let client = RpcClient::spawn(
+            stdout,
+            stdin,
+            RpcClientConfig { request_timeout: self.config.request_timeout, ..Default::default() },
+            self.observer.clone(),
+        );
+        self.set(|s| {
+            s.phase = WorkerPhase::Handshaking;
+            s.pid = pid;
+        });
+        let mut running = Running { child, client };
+        let models = tokio::select! {
+            r = handshake(&running.client, self.config.startup_timeout, self.config.handshake_timeout) => r,
+            _ = shutdown.cancelled() => Err("the gateway is shutting down".into()),
+        };
+        match models {
+            Ok(models) => {
+                tracing::info!(pid, models = models.len(), "worker ready");
+                let client = running.client.clone();
+                self.set(|s| {
+                    s.phase = WorkerPhase::Ready;
+                    s.client = Some(client);
+                    s.models = Arc::new(models);
+                    s.last_error = None;
+                });
+                Ok(running)
+            }
+            Err(e) => {
+                running.client.close(e.clone());
+                stop_child(&mut running, self.config.shutdown_grace).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut WorkerStatus)) {
+        self.status.send_modify(|s| {
+            f(s);
+            s.since = SystemTime::now();
+        });
+    }
+}
+
+/// Closes stdin (codex exits on EOF in ~15 ms, even mid-turn), waits up to
+/// `grace`, then kills.
+async fn stop_child(running: &mut Running, grace: std::time::Duration) {
+    running.client.close("the worker is being stopped");
+    match tokio::time::timeout(grace, running.child.wait()).await {
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(pid = running.child.id(), ?grace, "worker ignored stdin EOF; killing it");
+            let _ = running.child.kill().await;
+        }
+    }
+}
+
+/// Worker stderr lines become tracing events carrying the worker's pid.
+async fn forward_stderr(stderr: ChildStderr, pid: Option<u32>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let pid = pid.unwrap_or(0);
+        if line.contains("ERROR") {
+            tracing::error!(target: "codex_worker", pid, "{line}");
+        } else if line.contains("WARN") {
+            tracing::warn!(target: "codex_worker", pid, "{line}");
+        } else {
+            tracing::debug!(target: "codex_worker", pid, "{line}");
+        }
+    }
+}
