@@ -47,6 +47,9 @@ pub fn worker_command(config: &WorkerConfig, workdir: &Path) -> Command {
         cmd.args(["-c", "agents.enabled=false"]);
         cmd.args(["-c", "web_search=\"disabled\""]);
     }
+    // The worker's log lines are re-emitted as tracing events: plain text,
+    // at the level the operator chose for the worker.
+    cmd.env("NO_COLOR", "1").env("RUST_LOG", &config.log_filter);
     if let Some(home) = &config.codex_home {
         cmd.env("CODEX_HOME", home);
     }
