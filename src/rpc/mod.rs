@@ -17,3 +17,6 @@ pub use client::{CallObserver, RpcClient, RpcClientConfig, SubscriptionEnd, Thre
 pub use error::RpcError;
 pub use message::{Incoming, RequestId, ServerRequest, ThreadEvent};
 pub use server_requests::{ServerRequestPolicy, DYNAMIC_TOOL_CALL};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! Channel tests against a fake worker over in-memory pipes.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines};
+
+use super::*;
+
+/// The worker's side of the pipes.
+struct FakeWorker {
+    from_client: Lines<BufReader<DuplexStream>>,
+    to_client: DuplexStream,
+}
+
+impl FakeWorker {
+    async fn read(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(5), self.from_client.next_line())
+            .await
+            .expect("client wrote nothing")
+            .unwrap()
+            .expect("client closed stdin");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    async fn write(&mut self, v: Value) {
+        self.write_raw(&v.to_string()).await;
+    }
+
+    async fn write_raw(&mut self, line: &str) {
+        self.to_client.write_all(line.as_bytes()).await.unwrap();
+        self.to_client.write_all(b"\n").await.unwrap();
+    }
+}
+
+fn pair(config: RpcClientConfig) -> (RpcClient, FakeWorker) {
+    let (client_stdin, worker_stdin) = tokio::io::duplex(1 << 16);
+    let (worker_stdout, client_stdout) = tokio::io::duplex(1 << 16);
+    let client = RpcClient::spawn(client_stdout, client_stdin, config, None);
+    (client, FakeWorker { from_client: BufReader::new(worker_stdin).lines(), to_client: worker_stdout })
+}
+
+fn quick() -> RpcClientConfig {
+    RpcClientConfig { request_timeout: Duration::from_secs(5), ..Default::default() }
+}
+
+#[tokio::test]
+async fn responses_are_correlated_by_id_not_by_order() {
+    let (client, mut worker) = pair(quick());
+    let a = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("a", json!({})).await }
+    });
+    let first = worker.read().await;
+    let b = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("b", json!({})).await }
+    });
+    let second = worker.read().await;
+    // Answer in reverse order, with a notification in between.
+    worker.write(json!({"id": second["id"], "result": {"who": "b"}})).await;
+    worker.write(json!({"method": "thread/started", "params": {"threadId": "x"}})).await;
+    worker.write(json!({"id": first["id"], "result": {"who": "a"}})).await;
+    assert_eq!(a.await.unwrap().unwrap(), json!({"who": "a"}));
+    assert_eq!(b.await.unwrap().unwrap(), json!({"who": "b"}));
+    assert_eq!(client.pending_requests(), 0);
+}
+
+#[tokio::test]
+async fn remote_errors_are_typed() {
+    let (client, mut worker) = pair(quick());
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("foo/bar", json!({})).await }
+    });
+    let req = worker.read().await;
+    worker.write(json!({"id": req["id"], "error": {"code": -32600, "message": "Invalid request"}})).await;
+    assert_eq!(
+        call.await.unwrap().unwrap_err(),
+        RpcError::Remote { code: -32600, message: "Invalid request".into() }
+    );
+}
+
+#[tokio::test]
+async fn every_server_request_gets_an_answer() {
+    let (client, mut worker) = pair(quick());
+    worker
+        .write(json!({"id": 0, "method": "item/commandExecution/requestApproval", "params": {"threadId": "t"}}))
+        .await;
+    assert_eq!(worker.read().await, json!({"id": 0, "result": {"decision": "decline"}}));
+    worker.write(json!({"id": 1, "method": "item/tool/requestUserInput", "params": {"threadId": "t"}})).await;
+    assert_eq!(worker.read().await, json!({"id": 1, "result": {"answers": {}}}));
+    // A tool call for a thread nobody follows: answered as a failed call.
+    worker.write(json!({"id": 2, "method": "item/tool/call", "params": {"threadId": "t", "callId": "c"}})).await;
+    let answer = worker.read().await;
+    assert_eq!(answer["id"], 2);
+    assert_eq!(answer["result"]["success"], false);
+    worker.write(json!({"id": "s-3", "method": "attestation/generate", "params": {}})).await;
+    let answer = worker.read().await;
+    assert_eq!(answer["id"], "s-3");
+    assert_eq!(answer["error"]["code"], -32601);
+    drop(client);
+}
+
+#[tokio::test]
+async fn notifications_and_tool_calls_reach_their_thread_only() {
+    let (client, mut worker) = pair(quick());
+    let mut t1 = client.subscribe("t1");
+    let mut t2 = client.subscribe("t2");
+    worker.write(json!({"method": "item/agentMessage/delta", "params": {"threadId": "t2", "delta": "b"}})).await;
+    worker.write(json!({"method": "item/agentMessage/delta", "params": {"threadId": "t1", "delta": "a"}})).await;
+    worker.write(json!({"id": 7, "method": "item/tool/call", "params": {"threadId": "t1", "callId": "c1"}})).await;
+    match t1.recv().await.unwrap() {
+        ThreadEvent::Notification { params, .. } => assert_eq!(params["delta"], "a"),
+        other => panic!("{other:?}"),
+    }
+    match t1.recv().await.unwrap() {
+        ThreadEvent::Request(req) => {
+            assert_eq!(req.id, RequestId::Int(7));
+            client.respond(&req.id, Ok(json!({"contentItems": [], "success": true}))).await.unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(worker.read().await, json!({"id": 7, "result": {"contentItems": [], "success": true}}));
+    match t2.recv().await.unwrap() {
+        ThreadEvent::Notification { params, .. } => assert_eq!(params["delta"], "b"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unread_tool_call_is_answered_when_its_subscriber_goes() {
+    let (client, mut worker) = pair(quick());
+    let sub = client.subscribe("t1");
+    worker.write(json!({"id": 4, "method": "item/tool/call", "params": {"threadId": "t1", "callId": "c1"}})).await;
+    // Let the reader deliver it before the subscriber is dropped.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(sub);
+    let answer = worker.read().await;
+    assert_eq!(answer["id"], 4);
+    assert_eq!(answer["result"]["success"], false);
+    assert_eq!(client.subscribed_threads(), 0);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_is_cut_off_without_stalling_others() {
+    let config = RpcClientConfig { subscription_capacity: 4, ..quick() };
+    let (client, mut worker) = pair(config);
+    let mut slow = client.subscribe("slow");
+    let mut fast = client.subscribe("fast");
+    for i in 0..10 {
+        worker.write(json!({"method": "m", "params": {"threadId": "slow", "i": i}})).await;
+    }
+    worker.write(json!({"method": "m", "params": {"threadId": "fast", "i": 0}})).await;
+    assert!(matches!(fast.recv().await, Ok(ThreadEvent::Notification { .. })));
+    let mut got = 0;
+    let end = loop {
+        match slow.recv().await {
+            Ok(_) => got += 1,
+            Err(end) => break end,
+        }
+    };
+    assert_eq!(got, 4, "the buffered events are still delivered");
+    assert_eq!(end, SubscriptionEnd::Overflow);
+}
+
+#[tokio::test]
+async fn a_silent_worker_times_requests_out_and_forgets_them() {
+    let config = RpcClientConfig { request_timeout: Duration::from_millis(100), ..Default::default() };
+    let (client, mut worker) = pair(config);
+    let err = client.request("model/list", json!({})).await.unwrap_err();
+    assert!(matches!(err, RpcError::Timeout { method: "model/list", .. }), "{err:?}");
+    assert_eq!(client.pending_requests(), 0);
+    // A late answer is dropped without harm.
+    let req = worker.read().await;
+    worker.write(json!({"id": req["id"], "result": {}})).await;
+    worker.write(json!({"id": 999, "result": {}})).await;
+    let ok = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("x", json!({})).await }
+    });
+    let req = worker.read().await;
+    worker.write(json!({"id": req["id"], "result": 1})).await;
+    assert_eq!(ok.await.unwrap().unwrap(), json!(1));
+}
+
+#[tokio::test]
+async fn malformed_lines_are_skipped() {
+    let (client, mut worker) = pair(quick());
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("x", json!({})).await }
+    });
+    let req = worker.read().await;
+    worker.write_raw("this is not json").await;
+    worker.write_raw("[1,2,3]").await;
+    worker.write_raw(r#"{"id":900,"#).await;
+    worker.write_raw("").await;
+    worker.write(json!({"id": req["id"], "result": "fine"})).await;
+    assert_eq!(call.await.unwrap().unwrap(), json!("fine"));
+}
+
+#[tokio::test]
+async fn when_the_worker_dies_everything_pending_fails_at_once() {
+    let (client, worker) = pair(RpcClientConfig { request_timeout: Duration::from_secs(60), ..Default::default() });
+    let mut sub = client.subscribe("t");
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("turn/start", json!({})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = std::time::Instant::now();
+    drop(worker); // stdout closes, as when the process exits
+    let err = call.await.unwrap().unwrap_err();
+    assert!(matches!(err, RpcError::WorkerGone(_)), "{err:?}");
+    assert!(matches!(sub.recv().await, Err(SubscriptionEnd::WorkerGone(_))));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // New calls fail fast too.
+    assert!(matches!(client.request("x", json!({})).await, Err(RpcError::WorkerGone(_))));
+    assert!(client.is_closed());
+}
