@@ -1,0 +1,228 @@
+//! End-to-end harness: the real gateway (in-process, on 127.0.0.1:0) driving
+//! the real pinned Codex CLI, which talks to the project's offline model.
+//! Only the model is fake.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codex_completions_api::app::{self, GatewayHandles};
+use codex_completions_api::config::{Config, Env};
+use codex_offline_model::OfflineModel;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Harness {
+    pub model: OfflineModel,
+    pub addr: SocketAddr,
+    pub handles: GatewayHandles,
+    pub dir: PathBuf,
+    client: Client<HttpConnector, Full<Bytes>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), String>>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `data:` payloads of an SSE body, in order (`[DONE]` included).
+    pub fn sse_data(&self) -> Vec<String> {
+        sse_data(&self.text())
+    }
+}
+
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|frame| frame.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The codex binary: `CODEX_BIN`, else the project-local install.
+pub fn codex_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CODEX_BIN") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex");
+    assert!(
+        local.is_file(),
+        "the pinned Codex CLI is not installed: run ./scripts/install-codex.sh (the test command does)"
+    );
+    local
+}
+
+static API_KEY_ENV: Once = Once::new();
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_with(&[]).await
+    }
+
+    /// Starts the offline model and the gateway with extra environment variables.
+    pub async fn start_with(env: &[(&str, &str)]) -> Harness {
+        // The worker inherits the process environment; codex reads the
+        // offline provider's key from it.
+        API_KEY_ENV.call_once(|| std::env::set_var(codex_offline_model::API_KEY_ENV, codex_offline_model::API_KEY));
+        let model = OfflineModel::start(0).await.expect("offline model");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{:016x}", rand::random::<u64>()));
+        let home = dir.join("codex-home");
+        let workdir = dir.join("work");
+        std::fs::create_dir_all(&workdir).unwrap();
+        codex_offline_model::write_codex_home(&home, &model.base_url()).expect("codex home");
+
+        let mut vars: HashMap<String, String> = HashMap::new();
+        vars.insert("CODEX_HOME".into(), home.display().to_string());
+        vars.insert("CODEX_BIN".into(), codex_bin().display().to_string());
+        vars.insert("PROXY_CODEX_WORKDIR".into(), workdir.display().to_string());
+        vars.insert("WORKER_BACKOFF_INITIAL_MS".into(), "100".into());
+        vars.insert("WORKER_BACKOFF_MAX_MS".into(), "500".into());
+        for (k, v) in env {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_env(&Env::new(move |k| vars.get(k).cloned())).expect("config");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let (handles_tx, handles_rx) = oneshot::channel();
+        let task = tokio::spawn(app::run(config, listener, async move { let _ = rx.await; }, move |h| {
+            let _ = handles_tx.send(h);
+        }));
+        let handles = handles_rx.await.expect("gateway started");
+        tokio::time::timeout(Duration::from_secs(30), handles.worker.wait_ready())
+            .await
+            .expect("worker ready within 30 s")
+            .expect("worker ready");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Harness { model, addr, handles, dir, client, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let res = self.open(req).await;
+        let (parts, body) = res.into_parts();
+        let body = tokio::time::timeout(Duration::from_secs(60), body.collect())
+            .await
+            .expect("body within 60 s")
+            .expect("body")
+            .to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body }
+    }
+
+    /// Sends and returns the response with its body still streaming.
+    pub async fn open(&self, req: Request<Full<Bytes>>) -> http::Response<Incoming> {
+        tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
+            .await
+            .expect("response within 60 s")
+            .expect("response")
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Request::get(self.url(path)).body(Full::default()).unwrap()).await
+    }
+
+    pub fn post_request(&self, path: &str, body: &Value) -> Request<Full<Bytes>> {
+        Request::post(self.url(path))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.post_request(path, body)).await
+    }
+
+    /// A one-message chat request for the offline model.
+    pub fn chat(prompt: &str, stream: bool) -> Value {
+        serde_json::json!({
+            "model": codex_offline_model::MODEL_ID,
+            "stream": stream,
+            "messages": [{"role": "user", "content": prompt}]
+        })
+    }
+
+    /// Starts graceful shutdown (the same path as SIGTERM) without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts down and waits for the gateway (and its worker) to stop.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("gateway stops within 30 s")
+                .expect("join")
+                .expect("run");
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Reads an SSE response body to its end, collecting the text.
+pub async fn read_all(body: &mut Incoming) -> String {
+    let mut out = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame()).await.expect("frame in 30 s") {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            out.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Reads until `needle` has appeared in the body.
+pub async fn read_until(body: &mut Incoming, needle: &str) -> String {
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
+            .await
+            .expect("frame in 30 s")
+            .unwrap_or_else(|| panic!("body ended before {needle:?}: {}", String::from_utf8_lossy(&out)))
+            .expect("frame");
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+        }
+        let text = String::from_utf8_lossy(&out);
+        if text.contains(needle) {
+            return text.into_owned();
+        }
+    }
+}
