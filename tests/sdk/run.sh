@@ -96,6 +96,7 @@ env CODEX_HOME="$codex_home" \
   PROXY_HOST=127.0.0.1 \
   PORT="$port" \
   PROXY_SHUTDOWN_DRAIN_MS=2000 \
+  NO_COLOR=1 \
   "$bin_dir/codex-completions-api" >"$gateway_log" 2>&1 &
 pids+=($!)
 
