@@ -31,7 +31,11 @@ pub struct GatewayHandles {
 
 /// Refuses configurations that would expose the worker to anyone who can reach the port.
 pub fn check_exposure(config: &Config) -> Result<(), String> {
-    if !config.host.is_loopback() && config.api_keys.is_empty() && config.api_keys_file.is_none() && !config.allow_unauthenticated {
+    if !config.host.is_loopback()
+        && config.api_keys.is_empty()
+        && config.api_keys_file.is_none()
+        && !config.allow_unauthenticated
+    {
         return Err(format!(
             "refusing to listen on {} without an API key: set PROXY_API_KEY (or PROXY_ALLOW_UNAUTHENTICATED=true to accept the risk)",
             config.host
@@ -76,13 +80,20 @@ pub async fn run(
         retry_after_secs: config.maintenance_retry_after_s,
         message: config.maintenance_message.clone(),
     });
-    let aliases = Aliases::parse(&config.model_aliases).map_err(|e| format!("invalid PROXY_MODEL_ALIASES: {e}"))?;
+    let aliases = Aliases::parse(&config.model_aliases)
+        .map_err(|e| format!("invalid PROXY_MODEL_ALIASES: {e}"))?;
     let mut state = ApiState::new(core, aliases, config.max_body_bytes);
     state.maintenance = Some(maintenance.clone());
     let draining = state.draining_flag();
     let api = Api::new(Arc::new(state));
 
-    let keys = KeySet::new(config.api_keys.iter().map(|(name, secret)| ApiKey::new(name.as_str(), secret.0.clone())).collect());
+    let keys = KeySet::new(
+        config
+            .api_keys
+            .iter()
+            .map(|(name, secret)| ApiKey::new(name.as_str(), secret.0.clone()))
+            .collect(),
+    );
     let service = stack::build(
         api,
         StackConfig {
@@ -91,14 +102,22 @@ pub async fn run(
             maintenance: maintenance_layer,
             http_metrics,
             cors: config.cors_enabled.then(|| config.cors_origins.clone()),
-            rate_limit: config.rate_limit_enabled.then(|| Quota::new(config.rate_limit_max, config.rate_limit_window)),
+            rate_limit: config
+                .rate_limit_enabled
+                .then(|| Quota::new(config.rate_limit_max, config.rate_limit_window)),
             trust_proxy: config.trust_proxy,
-            output_mode: config.output_mode.parse().map_err(|e| format!("invalid PROXY_OUTPUT_MODE: {e}"))?,
+            output_mode: config
+                .output_mode
+                .parse()
+                .map_err(|e| format!("invalid PROXY_OUTPUT_MODE: {e}"))?,
             sse_keepalive: config.sse_keepalive,
         },
     );
 
-    on_start(GatewayHandles { worker, maintenance });
+    on_start(GatewayHandles {
+        worker,
+        maintenance,
+    });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "listening");
     let shutdown = async move {
@@ -109,7 +128,10 @@ pub async fn run(
     serve(
         listener,
         service,
-        ServeConfig { header_timeout: config.header_timeout, drain_timeout: config.shutdown_drain },
+        ServeConfig {
+            header_timeout: config.header_timeout,
+            drain_timeout: config.shutdown_drain,
+        },
         shutdown,
     )
     .await;

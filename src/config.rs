@@ -179,17 +179,24 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Some(self.raw(name)).filter(|v| !v.is_empty())
     }
 
-    pub fn parse<T: std::str::FromStr>(&self, name: &'static str, what: &str) -> Result<T, ConfigError>
+    pub fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        what: &str,
+    ) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
         let raw = self.raw(name);
-        raw.parse::<T>()
-            .map_err(|e| ConfigError { variable: name, message: format!("`{raw}` is not {what} ({e})") })
+        raw.parse::<T>().map_err(|e| ConfigError {
+            variable: name,
+            message: format!("`{raw}` is not {what} ({e})"),
+        })
     }
 
     pub fn millis(&self, name: &'static str) -> Result<Duration, ConfigError> {
-        self.parse::<u64>(name, "a whole number of milliseconds").map(Duration::from_millis)
+        self.parse::<u64>(name, "a whole number of milliseconds")
+            .map(Duration::from_millis)
     }
 
     pub fn flag(&self, name: &'static str) -> Result<bool, ConfigError> {
@@ -197,7 +204,10 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         match raw.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
             "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError { variable: name, message: format!("`{raw}` is not true or false") }),
+            _ => Err(ConfigError {
+                variable: name,
+                message: format!("`{raw}` is not true or false"),
+            }),
         }
     }
 }
@@ -236,7 +246,9 @@ impl Config {
             other => {
                 return Err(ConfigError {
                     variable: "PROXY_SANDBOX_MODE",
-                    message: format!("`{other}` is not read-only, workspace-write or danger-full-access"),
+                    message: format!(
+                        "`{other}` is not read-only, workspace-write or danger-full-access"
+                    ),
                 })
             }
         };
@@ -258,7 +270,10 @@ impl Config {
         }
         let max_body_bytes: usize = env.parse("PROXY_MAX_BODY_BYTES", "a byte count")?;
         if max_body_bytes == 0 {
-            return Err(ConfigError { variable: "PROXY_MAX_BODY_BYTES", message: "must be above 0".into() });
+            return Err(ConfigError {
+                variable: "PROXY_MAX_BODY_BYTES",
+                message: "must be above 0".into(),
+            });
         }
         let restart_max: u32 = env.parse("WORKER_RESTART_MAX", "a whole number")?;
         let backoff_initial = env.millis("WORKER_BACKOFF_INITIAL_MS")?;
@@ -270,10 +285,19 @@ impl Config {
             });
         }
         if let Err(e) = crate::api::models::Aliases::parse(&env.raw("PROXY_MODEL_ALIASES")) {
-            return Err(ConfigError { variable: "PROXY_MODEL_ALIASES", message: e });
+            return Err(ConfigError {
+                variable: "PROXY_MODEL_ALIASES",
+                message: e,
+            });
         }
-        if let Err(e) = env.raw("PROXY_OUTPUT_MODE").parse::<codex_output_mode::OutputMode>() {
-            return Err(ConfigError { variable: "PROXY_OUTPUT_MODE", message: e.to_string() });
+        if let Err(e) = env
+            .raw("PROXY_OUTPUT_MODE")
+            .parse::<codex_output_mode::OutputMode>()
+        {
+            return Err(ConfigError {
+                variable: "PROXY_OUTPUT_MODE",
+                message: e.to_string(),
+            });
         }
         let config = Config {
             host,
@@ -289,11 +313,20 @@ impl Config {
             model_aliases: env.raw("PROXY_MODEL_ALIASES"),
             output_mode: env.raw("PROXY_OUTPUT_MODE"),
             sse_keepalive: env.millis("PROXY_SSE_KEEPALIVE_MS")?,
-            stream_idle_timeout: Some(env.millis("PROXY_STREAM_IDLE_TIMEOUT_MS")?).filter(|d| !d.is_zero()),
+            stream_idle_timeout: Some(env.millis("PROXY_STREAM_IDLE_TIMEOUT_MS")?)
+                .filter(|d| !d.is_zero()),
             cors_enabled: env.flag("PROXY_ENABLE_CORS")?,
-            cors_origins: env.raw("PROXY_CORS_ALLOWED_ORIGINS").split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            cors_origins: env
+                .raw("PROXY_CORS_ALLOWED_ORIGINS")
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
             maintenance: env.flag("PROXY_MAINTENANCE_MODE")?,
-            maintenance_retry_after_s: env.parse("PROXY_MAINTENANCE_RETRY_AFTER_S", "a whole number of seconds")?,
+            maintenance_retry_after_s: env.parse(
+                "PROXY_MAINTENANCE_RETRY_AFTER_S",
+                "a whole number of seconds",
+            )?,
             maintenance_message: env.raw("PROXY_MAINTENANCE_MESSAGE"),
             rate_limit_enabled: env.flag("PROXY_RATE_LIMIT_ENABLED")?,
             rate_limit_window: nonzero(env, "PROXY_RATE_LIMIT_WINDOW_MS")?,
@@ -302,7 +335,10 @@ impl Config {
             metrics_enabled: env.flag("PROXY_ENABLE_METRICS")?,
             metrics_token: env.opt("PROXY_METRICS_TOKEN").map(Secret),
             worker: WorkerConfig {
-                codex_bin: env.opt("CODEX_BIN").map(PathBuf::from).unwrap_or_else(default_codex_bin),
+                codex_bin: env
+                    .opt("CODEX_BIN")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(default_codex_bin),
                 codex_home: env.opt("CODEX_HOME").map(PathBuf::from),
                 workdir: env.opt("PROXY_CODEX_WORKDIR").map(PathBuf::from),
                 sandbox,
@@ -323,10 +359,16 @@ impl Config {
     }
 }
 
-fn nonzero<F: Fn(&str) -> Option<String>>(env: &Env<F>, name: &'static str) -> Result<Duration, ConfigError> {
+fn nonzero<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    name: &'static str,
+) -> Result<Duration, ConfigError> {
     let d = env.millis(name)?;
     if d.is_zero() {
-        return Err(ConfigError { variable: name, message: "must be above 0".into() });
+        return Err(ConfigError {
+            variable: name,
+            message: "must be above 0".into(),
+        });
     }
     Ok(d)
 }
@@ -352,8 +394,15 @@ pub fn help_text() -> String {
          Configuration is read from environment variables:\n\n",
     );
     for v in VARIABLES {
-        let default = if v.default.is_empty() { "(unset)" } else { v.default };
-        out.push_str(&format!("  {:<30} default {:<12} {}\n", v.name, default, v.help));
+        let default = if v.default.is_empty() {
+            "(unset)"
+        } else {
+            v.default
+        };
+        out.push_str(&format!(
+            "  {:<30} default {:<12} {}\n",
+            v.name, default, v.help
+        ));
     }
     out
 }
@@ -364,8 +413,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_env(&Env::new(move |k| map.get(k).cloned()))
     }
 
@@ -391,14 +442,35 @@ mod tests {
         let e = env(&[("PORT", "eleven")]).unwrap_err();
         assert_eq!(e.variable, "PORT");
         assert!(e.to_string().starts_with("invalid PORT: `eleven`"), "{e}");
-        assert_eq!(env(&[("WORKER_RESTART_MAX", "-1")]).unwrap_err().variable, "WORKER_RESTART_MAX");
-        assert_eq!(env(&[("PROXY_SANDBOX_MODE", "yolo")]).unwrap_err().variable, "PROXY_SANDBOX_MODE");
-        assert_eq!(env(&[("WORKER_REQUEST_TIMEOUT_MS", "0")]).unwrap_err().variable, "WORKER_REQUEST_TIMEOUT_MS");
         assert_eq!(
-            env(&[("WORKER_BACKOFF_INITIAL_MS", "900"), ("WORKER_BACKOFF_MAX_MS", "800")]).unwrap_err().variable,
+            env(&[("WORKER_RESTART_MAX", "-1")]).unwrap_err().variable,
+            "WORKER_RESTART_MAX"
+        );
+        assert_eq!(
+            env(&[("PROXY_SANDBOX_MODE", "yolo")]).unwrap_err().variable,
+            "PROXY_SANDBOX_MODE"
+        );
+        assert_eq!(
+            env(&[("WORKER_REQUEST_TIMEOUT_MS", "0")])
+                .unwrap_err()
+                .variable,
+            "WORKER_REQUEST_TIMEOUT_MS"
+        );
+        assert_eq!(
+            env(&[
+                ("WORKER_BACKOFF_INITIAL_MS", "900"),
+                ("WORKER_BACKOFF_MAX_MS", "800")
+            ])
+            .unwrap_err()
+            .variable,
             "WORKER_BACKOFF_MAX_MS"
         );
-        assert_eq!(env(&[("PROXY_PROTECT_MODELS", "maybe")]).unwrap_err().variable, "PROXY_PROTECT_MODELS");
+        assert_eq!(
+            env(&[("PROXY_PROTECT_MODELS", "maybe")])
+                .unwrap_err()
+                .variable,
+            "PROXY_PROTECT_MODELS"
+        );
     }
 
     #[test]
@@ -407,7 +479,10 @@ mod tests {
         assert_eq!(c.api_keys.len(), 2);
         assert_eq!(c.api_keys[1].1 .0, "sk-two");
         let debug = format!("{c:?}");
-        assert!(!debug.contains("sk-one") && !debug.contains("sk-two"), "{debug}");
+        assert!(
+            !debug.contains("sk-one") && !debug.contains("sk-two"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ use hyper::body::Incoming;
 use tower::util::BoxCloneService;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
@@ -200,6 +202,8 @@ struct RandomRequestId;
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let id: u128 = rand::random();
-        HeaderValue::from_str(&format!("req_{id:032x}")).ok().map(RequestId::new)
+        HeaderValue::from_str(&format!("req_{id:032x}"))
+            .ok()
+            .map(RequestId::new)
     }
 }

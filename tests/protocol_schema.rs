@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use codex_completions_api::protocol::*;
-use codex_completions_api::rpc::{RequestId, ServerRequest, ServerRequestPolicy, DYNAMIC_TOOL_CALL};
+use codex_completions_api::rpc::{
+    RequestId, ServerRequest, ServerRequestPolicy, DYNAMIC_TOOL_CALL,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -41,9 +43,15 @@ struct Schema {
 impl Schema {
     fn load() -> Schema {
         let path = root().join("fixtures/protocol/schema-subset.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/check-protocol.sh --update)", path.display()));
-        Schema { doc: serde_json::from_str(&text).expect("schema-subset.json is JSON") }
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run scripts/check-protocol.sh --update)",
+                path.display()
+            )
+        });
+        Schema {
+            doc: serde_json::from_str(&text).expect("schema-subset.json is JSON"),
+        }
     }
 
     fn def(&self, name: &str) -> &Value {
@@ -102,7 +110,12 @@ impl Schema {
         let own_props = s.get("properties").and_then(Value::as_object);
         // Branches of a schema that also has `properties` only add to its object.
         let branch_keys_checked = keys_checked || own_props.is_some();
-        for b in s.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        for b in s
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.check(v, b, path, branch_keys_checked, errs);
         }
         for key in ["anyOf", "oneOf"] {
@@ -120,7 +133,9 @@ impl Schema {
                     }
                 }
                 if let Some(e) = best {
-                    errs.push(format!("{path}: matches none of the {key} branches; closest:"));
+                    errs.push(format!(
+                        "{path}: matches none of the {key} branches; closest:"
+                    ));
                     errs.extend(e.into_iter().map(|e| format!("  {e}")));
                 }
             }
@@ -161,7 +176,12 @@ impl Schema {
             }
         }
         let Some(obj) = v.as_object() else { return };
-        for req in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for req in s
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let req = req.as_str().unwrap();
             if !obj.contains_key(req) {
                 errs.push(format!("{path}: required property `{req}` is missing"));
@@ -185,8 +205,12 @@ impl Schema {
             }
             match s.get("additionalProperties") {
                 Some(Value::Bool(true)) => {}
-                Some(extra @ Value::Object(_)) => self.check(x, extra, &format!("{path}.{k}"), false, errs),
-                _ => errs.push(format!("{path}: `{k}` is not a property the schema declares")),
+                Some(extra @ Value::Object(_)) => {
+                    self.check(x, extra, &format!("{path}.{k}"), false, errs)
+                }
+                _ => errs.push(format!(
+                    "{path}: `{k}` is not a property the schema declares"
+                )),
             }
         }
     }
@@ -226,14 +250,21 @@ impl Schema {
         if s == &Value::Bool(true) || s.as_object().is_some_and(|o| o.is_empty()) {
             return json!({});
         }
-        if let Some(first) = s.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        if let Some(first) = s
+            .get("enum")
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
             return first.clone();
         }
         let own_props = s.get("properties").and_then(Value::as_object);
         let mut branch = None;
         for key in ["allOf", "anyOf", "oneOf"] {
             if let Some(bs) = s.get(key).and_then(Value::as_array) {
-                let non_null: Vec<&Value> = bs.iter().filter(|b| !is_null_schema(self.resolve(b))).collect();
+                let non_null: Vec<&Value> = bs
+                    .iter()
+                    .filter(|b| !is_null_schema(self.resolve(b)))
+                    .collect();
                 if key != "allOf" && !full && own_props.is_none() && non_null.len() < bs.len() {
                     return Value::Null;
                 }
@@ -254,7 +285,12 @@ impl Schema {
         if !full && types.contains(&"null") {
             return Value::Null;
         }
-        match types.iter().copied().find(|t| *t != "null").unwrap_or("null") {
+        match types
+            .iter()
+            .copied()
+            .find(|t| *t != "null")
+            .unwrap_or("null")
+        {
             "null" => Value::Null,
             "string" => json!("x"),
             "integer" | "number" => json!(0),
@@ -293,7 +329,11 @@ fn is_null_schema(s: &Value) -> bool {
 
 fn assert_conforms(schema: &Schema, def: &str, v: &Value, what: &str) {
     let errs = schema.errors(v, schema.def(def));
-    assert!(errs.is_empty(), "{what} does not conform to {def}:\n{}\nvalue: {v:#}", errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "{what} does not conform to {def}:\n{}\nvalue: {v:#}",
+        errs.join("\n")
+    );
 }
 
 fn type_name<T>() -> &'static str {
@@ -304,7 +344,12 @@ fn type_name<T>() -> &'static str {
 fn sends<T: Serialize>(schema: &Schema, def: &str, value: &T) {
     let v = serde_json::to_value(value).unwrap();
     assert_no_nulls(&v, type_name::<T>());
-    assert_conforms(schema, def, &v, &format!("a fully-populated {}", type_name::<T>()));
+    assert_conforms(
+        schema,
+        def,
+        &v,
+        &format!("a fully-populated {}", type_name::<T>()),
+    );
 }
 
 /// "Fully populated" must mean it: an Option left `None` would hide its key.
@@ -324,7 +369,10 @@ fn decodes<T: DeserializeOwned>(schema: &Schema, def: &str) {
         // The generator and the validator keep each other honest.
         assert_conforms(schema, def, &v, &format!("the generated {label} {def}"));
         if let Err(e) = serde_json::from_value::<T>(v.clone()) {
-            panic!("a valid {label} {def} does not decode into {}: {e}\n{v:#}", type_name::<T>());
+            panic!(
+                "a valid {label} {def} does not decode into {}: {e}\n{v:#}",
+                type_name::<T>()
+            );
         }
     }
 }
@@ -349,7 +397,12 @@ fn initialize() {
             },
             capabilities: Some(InitializeCapabilities {
                 experimental_api: true,
-                opt_out_notification_methods: Some(OPT_OUT_NOTIFICATIONS.iter().map(|m| m.to_string()).collect()),
+                opt_out_notification_methods: Some(
+                    OPT_OUT_NOTIFICATIONS
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect(),
+                ),
             }),
         },
     );
@@ -394,12 +447,22 @@ fn thread_inject_items() {
 
 #[test]
 fn thread_unsubscribe() {
-    check_method::<ThreadUnsubscribe>(&Schema::load(), ThreadIdParams { thread_id: "thr".into() });
+    check_method::<ThreadUnsubscribe>(
+        &Schema::load(),
+        ThreadIdParams {
+            thread_id: "thr".into(),
+        },
+    );
 }
 
 #[test]
 fn thread_loaded_list() {
-    check_method::<ThreadLoadedList>(&Schema::load(), ThreadLoadedListParams { cursor: Some("c".into()) });
+    check_method::<ThreadLoadedList>(
+        &Schema::load(),
+        ThreadLoadedListParams {
+            cursor: Some("c".into()),
+        },
+    );
 }
 
 #[test]
@@ -411,9 +474,13 @@ fn turn_start() {
             input: vec![
                 UserInput::Text {
                     text: "hello".into(),
-                    text_elements: vec![json!({"byteRange": {"start": 0, "end": 5}, "placeholder": "hello"})],
+                    text_elements: vec![
+                        json!({"byteRange": {"start": 0, "end": 5}, "placeholder": "hello"}),
+                    ],
                 },
-                UserInput::Image { url: "data:image/png;base64,AAAA".into() },
+                UserInput::Image {
+                    url: "data:image/png;base64,AAAA".into(),
+                },
             ],
             effort: Some("low".into()),
             output_schema: Some(json!({"type": "object"})),
@@ -425,7 +492,10 @@ fn turn_start() {
 fn turn_interrupt() {
     check_method::<TurnInterrupt>(
         &Schema::load(),
-        TurnInterruptParams { thread_id: "thr".into(), turn_id: "turn".into() },
+        TurnInterruptParams {
+            thread_id: "thr".into(),
+            turn_id: "turn".into(),
+        },
     );
 }
 
@@ -433,7 +503,10 @@ fn turn_interrupt() {
 fn model_list() {
     check_method::<ModelList>(
         &Schema::load(),
-        ModelListParams { cursor: Some("c".into()), include_hidden: Some(true) },
+        ModelListParams {
+            cursor: Some("c".into()),
+            include_hidden: Some(true),
+        },
     );
 }
 
@@ -444,8 +517,15 @@ fn a_wrong_params_binding_would_be_caught() {
     let schema = Schema::load();
     let s = schema.def("TurnInterruptParams");
     let errs = schema.errors(&json!({"threadId": "t", "turn_id": "u"}), s);
-    assert!(errs.iter().any(|e| e.contains("`turn_id` is not a property")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("`turnId` is missing")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("`turn_id` is not a property")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("`turnId` is missing")),
+        "{errs:?}"
+    );
     let errs = schema.errors(&json!({"threadId": 1, "turnId": "u"}), s);
     assert!(errs.iter().any(|e| e.contains("$.threadId")), "{errs:?}");
     // ...and a binding that demands a field codex may leave out would not decode.
@@ -476,15 +556,33 @@ fn notifications_decode() {
 #[test]
 fn opt_out_names_real_notifications_the_gateway_does_not_read() {
     let schema = Schema::load();
-    let all: BTreeSet<&str> =
-        schema.doc["allNotificationMethods"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    let read = [AGENT_MESSAGE_DELTA, ITEM_STARTED, ITEM_COMPLETED, TOKEN_USAGE_UPDATED, TURN_STARTED, TURN_COMPLETED, ERROR];
+    let all: BTreeSet<&str> = schema.doc["allNotificationMethods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let read = [
+        AGENT_MESSAGE_DELTA,
+        ITEM_STARTED,
+        ITEM_COMPLETED,
+        TOKEN_USAGE_UPDATED,
+        TURN_STARTED,
+        TURN_COMPLETED,
+        ERROR,
+    ];
     for m in read {
-        assert!(all.contains(m), "the gateway reads `{m}`, which the pinned codex never sends");
+        assert!(
+            all.contains(m),
+            "the gateway reads `{m}`, which the pinned codex never sends"
+        );
     }
     for m in OPT_OUT_NOTIFICATIONS {
         // A misspelt opt-out is silently ignored by codex.
-        assert!(all.contains(m), "opt-out `{m}` is not a notification of the pinned codex");
+        assert!(
+            all.contains(m),
+            "opt-out `{m}` is not a notification of the pinned codex"
+        );
         assert!(!read.contains(m), "`{m}` is both read and opted out of");
     }
 }
@@ -517,9 +615,18 @@ fn unclaimed_server_requests_get_answers_codex_accepts() {
     let policy = ServerRequestPolicy;
     for method in methods.keys() {
         let (p, r) = schema.request("serverRequests", method);
-        let req = ServerRequest { id: RequestId::Int(1), method: method.clone(), params: schema.full(schema.def(p)) };
+        let req = ServerRequest {
+            id: RequestId::Int(1),
+            method: method.clone(),
+            params: schema.full(schema.def(p)),
+        };
         match policy.answer(&req) {
-            Ok(answer) => assert_conforms(&schema, r, &answer, &format!("the gateway's answer to `{method}`")),
+            Ok(answer) => assert_conforms(
+                &schema,
+                r,
+                &answer,
+                &format!("the gateway's answer to `{method}`"),
+            ),
             Err((code, msg)) => panic!("`{method}` gets error {code} {msg}; codex expects a {r}"),
         }
     }
@@ -547,7 +654,9 @@ fn pinned_version_matches_codex_version_file_and_fixture() {
 type Check = fn(&Value) -> Result<(), String>;
 
 fn decode<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
-    serde_json::from_value::<T>(v.clone()).map(drop).map_err(|e| format!("{}: {e}", type_name::<T>()))
+    serde_json::from_value::<T>(v.clone())
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", type_name::<T>()))
 }
 
 /// Keys the capture sends although the gateway never does (plan mode is the
@@ -557,7 +666,8 @@ const UNBOUND_SENT_KEYS: &[&str] = &["collaborationMode"];
 /// Params we send: decoding and re-encoding keeps everything but `UNBOUND_SENT_KEYS`,
 /// so a binding field named differently from the wire key is caught.
 fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> {
-    let t: T = serde_json::from_value(v.clone()).map_err(|e| format!("{}: {e}", type_name::<T>()))?;
+    let t: T =
+        serde_json::from_value(v.clone()).map_err(|e| format!("{}: {e}", type_name::<T>()))?;
     let back = serde_json::to_value(&t).unwrap();
     let mut expected = v.clone();
     if let Some(o) = expected.as_object_mut() {
@@ -566,7 +676,10 @@ fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> 
     if back == expected {
         Ok(())
     } else {
-        Err(format!("{} does not round-trip:\n  sent {expected}\n  back {back}", type_name::<T>()))
+        Err(format!(
+            "{} does not round-trip:\n  sent {expected}\n  back {back}",
+            type_name::<T>()
+        ))
     }
 }
 
@@ -576,7 +689,10 @@ fn bound() -> BTreeMap<&'static str, (Check, Option<Check>)> {
     where
         M::Params: DeserializeOwned,
     {
-        (M::NAME, (round_trip::<M::Params>, Some(decode::<M::Response>)))
+        (
+            M::NAME,
+            (round_trip::<M::Params>, Some(decode::<M::Response>)),
+        )
     }
     BTreeMap::from([
         method::<Initialize>(),
@@ -587,14 +703,26 @@ fn bound() -> BTreeMap<&'static str, (Check, Option<Check>)> {
         method::<TurnStart>(),
         method::<TurnInterrupt>(),
         method::<ModelList>(),
-        (AGENT_MESSAGE_DELTA, (decode::<AgentMessageDeltaNotification> as Check, None)),
+        (
+            AGENT_MESSAGE_DELTA,
+            (decode::<AgentMessageDeltaNotification> as Check, None),
+        ),
         (ITEM_STARTED, (decode::<ItemNotification>, None)),
         (ITEM_COMPLETED, (decode::<ItemNotification>, None)),
-        (TOKEN_USAGE_UPDATED, (decode::<TokenUsageUpdatedNotification>, None)),
+        (
+            TOKEN_USAGE_UPDATED,
+            (decode::<TokenUsageUpdatedNotification>, None),
+        ),
         (TURN_STARTED, (decode::<TurnStartedNotification>, None)),
         (TURN_COMPLETED, (decode::<TurnCompletedNotification>, None)),
         (ERROR, (decode::<ErrorNotification>, None)),
-        (DYNAMIC_TOOL_CALL, (decode::<DynamicToolCallParams>, Some(round_trip::<DynamicToolCallResponse>))),
+        (
+            DYNAMIC_TOOL_CALL,
+            (
+                decode::<DynamicToolCallParams>,
+                Some(round_trip::<DynamicToolCallResponse>),
+            ),
+        ),
     ])
 }
 
@@ -619,7 +747,9 @@ fn read_lines(p: &Path) -> Vec<Value> {
         .unwrap()
         .lines()
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", p.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", p.display(), i + 1))
+        })
         .collect()
 }
 
@@ -629,10 +759,16 @@ fn captured_lines_decode_into_the_bindings() {
     let mut seen: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     for (method, lines) in samples() {
-        let Some((name, (on_params, on_result))) = bound.get_key_value(method.as_str()) else { continue };
+        let Some((name, (on_params, on_result))) = bound.get_key_value(method.as_str()) else {
+            continue;
+        };
         let counts = seen.entry(name).or_default();
         for (i, line) in lines.iter().enumerate() {
-            assert!(line.get("error").is_none(), "{method} sample {} is an error: {line}", i + 1);
+            assert!(
+                line.get("error").is_none(),
+                "{method} sample {} is an error: {line}",
+                i + 1
+            );
             let outcome = if line.get("method").is_some() {
                 counts.0 += 1;
                 on_params(&line["params"])
@@ -648,8 +784,14 @@ fn captured_lines_decode_into_the_bindings() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for (method, (_, result)) in &bound {
         let (params, results) = seen.get(method).copied().unwrap_or_default();
-        assert!(params > 0, "no captured sample of `{method}`: rerun fixtures/protocol/capture.py");
-        assert!(result.is_none() || results > 0, "no captured response to `{method}`");
+        assert!(
+            params > 0,
+            "no captured sample of `{method}`: rerun fixtures/protocol/capture.py"
+        );
+        assert!(
+            result.is_none() || results > 0,
+            "no captured response to `{method}`"
+        );
     }
 }
 
@@ -661,14 +803,18 @@ fn captured_lines_conform_to_the_schema_subset() {
     let schema = Schema::load();
     let mut checked = 0;
     for (method, lines) in samples() {
-        let (params_def, result_def) = if let Some(n) = schema.doc["notifications"][&method].as_str() {
-            (n, None)
-        } else if let Some(t) = ["methods", "serverRequests"].into_iter().find(|t| schema.doc[t].get(&method).is_some()) {
-            let (p, r) = schema.request(t, &method);
-            (p, Some(r))
-        } else {
-            continue;
-        };
+        let (params_def, result_def) =
+            if let Some(n) = schema.doc["notifications"][&method].as_str() {
+                (n, None)
+            } else if let Some(t) = ["methods", "serverRequests"]
+                .into_iter()
+                .find(|t| schema.doc[t].get(&method).is_some())
+            {
+                let (p, r) = schema.request(t, &method);
+                (p, Some(r))
+            } else {
+                continue;
+            };
         for (i, line) in lines.iter().enumerate() {
             let what = format!("samples/{method} line {}", i + 1);
             match (line.get("params"), line.get("result"), result_def) {

@@ -101,14 +101,20 @@ impl ApiError {
         let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(body))));
         *res.status_mut() = self.status;
         let headers = res.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(d) = self.retry_after {
             // Whole seconds, rounded up, never 0: clients treat 0 as "now".
             let secs = d.as_millis().div_ceil(1000).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
         }
         if let Some(retry) = self.should_retry {
-            headers.insert("x-should-retry", HeaderValue::from_static(if retry { "true" } else { "false" }));
+            headers.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
         }
         res
     }
@@ -117,14 +123,36 @@ impl ApiError {
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> ApiError {
         let (status, kind, code) = match f.kind {
-            FailureKind::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "worker_not_ready"),
-            FailureKind::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "overloaded"),
-            FailureKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
-            FailureKind::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", "insufficient_quota"),
-            FailureKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "upstream_bad_request"),
-            FailureKind::ContextLengthExceeded => {
-                (StatusCode::BAD_REQUEST, "invalid_request_error", "context_length_exceeded")
-            }
+            FailureKind::NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "worker_not_ready",
+            ),
+            FailureKind::Overloaded => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "overloaded",
+            ),
+            FailureKind::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            ),
+            FailureKind::QuotaExceeded => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "insufficient_quota",
+            ),
+            FailureKind::BadRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "upstream_bad_request",
+            ),
+            FailureKind::ContextLengthExceeded => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "context_length_exceeded",
+            ),
             FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
             FailureKind::WorkerGone => (StatusCode::BAD_GATEWAY, "api_error", "worker_gone"),
             FailureKind::SlowClient => (StatusCode::BAD_GATEWAY, "api_error", "stream_overflow"),
@@ -161,16 +189,17 @@ mod tests {
         .into_response();
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()["retry-after"], "1");
-        let res =
-            ApiError::from(Failure::new(FailureKind::RateLimited, "x").with_retry_after(Duration::from_millis(2100)))
-                .into_response();
+        let res = ApiError::from(
+            Failure::new(FailureKind::RateLimited, "x")
+                .with_retry_after(Duration::from_millis(2100)),
+        )
+        .into_response();
         assert_eq!(res.headers()["retry-after"], "3");
     }
 
     #[test]
     fn quota_errors_say_retrying_cannot_help() {
-        let res =
-            ApiError::from(Failure::new(FailureKind::QuotaExceeded, "x")).into_response();
+        let res = ApiError::from(Failure::new(FailureKind::QuotaExceeded, "x")).into_response();
         assert_eq!(res.status(), 429);
         assert_eq!(res.headers()["x-should-retry"], "false");
     }

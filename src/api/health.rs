@@ -33,7 +33,10 @@ pub(crate) fn readyz(state: &ApiState) -> Response<ApiBody> {
         None
     };
     match reason {
-        None => json_response(StatusCode::OK, &json!({"status": "ready", "worker": worker})),
+        None => json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "worker": worker}),
+        ),
         Some(reason) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"status": "not_ready", "reason": reason, "worker": worker}),

@@ -5,7 +5,11 @@ use rand::Rng;
 
 /// `chatcmpl-` and 29 random alphanumerics, like OpenAI's.
 pub fn completion_id() -> String {
-    let suffix: String = rand::rng().sample_iter(&Alphanumeric).take(29).map(char::from).collect();
+    let suffix: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(29)
+        .map(char::from)
+        .collect();
     format!("chatcmpl-{suffix}")
 }
 
@@ -18,5 +22,8 @@ pub fn unix_now() -> u64 {
 
 /// Identifies the backend configuration, as OpenAI's field does.
 pub fn system_fingerprint() -> String {
-    format!("fp_codex_{}", crate::protocol::pinned_codex_version().replace('.', "_"))
+    format!(
+        "fp_codex_{}",
+        crate::protocol::pinned_codex_version().replace('.', "_")
+    )
 }

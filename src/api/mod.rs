@@ -56,7 +56,13 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(core: CodexCore, aliases: Aliases, max_body_bytes: usize) -> ApiState {
-        ApiState { core, aliases, max_body_bytes, maintenance: None, draining: Arc::new(AtomicBool::new(false)) }
+        ApiState {
+            core,
+            aliases,
+            max_body_bytes,
+            maintenance: None,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// The flag `serve` sets when shutdown starts (readiness turns false).
@@ -96,7 +102,11 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(route(&state, req).await.unwrap_or_else(|e| e.into_response())) })
+        Box::pin(async move {
+            Ok(route(&state, req)
+                .await
+                .unwrap_or_else(|e| e.into_response()))
+        })
     }
 }
 
@@ -112,13 +122,19 @@ where
         ("/readyz", &Method::GET | &Method::HEAD) => Ok(health::readyz(state)),
         ("/v1/models", &Method::GET | &Method::HEAD) => {
             let models = state.core.models().map_err(ApiError::from)?;
-            Ok(json_response(StatusCode::OK, &models::list_json(&models, &state.aliases, ids::unix_now())))
+            Ok(json_response(
+                StatusCode::OK,
+                &models::list_json(&models, &state.aliases, ids::unix_now()),
+            ))
         }
         (p, &Method::GET) if p.starts_with("/v1/models/") => {
             let id = &p["/v1/models/".len()..];
             let models = state.core.models().map_err(ApiError::from)?;
             models::resolve(&models, &state.aliases, id)?;
-            Ok(json_response(StatusCode::OK, &models::model_object(id, ids::unix_now())))
+            Ok(json_response(
+                StatusCode::OK,
+                &models::model_object(id, ids::unix_now()),
+            ))
         }
         ("/v1/chat/completions", &Method::POST) => {
             let body = read_body(req, state.max_body_bytes).await?;
@@ -126,7 +142,9 @@ where
         }
         ("/healthz" | "/readyz" | "/v1/models", _) => Err(ApiError::method_not_allowed("GET")),
         ("/v1/chat/completions", _) => Err(ApiError::method_not_allowed("POST")),
-        _ => Err(ApiError::not_found(format!("Unknown request URL: {method} {path}."))),
+        _ => Err(ApiError::not_found(format!(
+            "Unknown request URL: {method} {path}."
+        ))),
     }
 }
 
@@ -155,7 +173,10 @@ where
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::invalid("body", format!("Could not read the request body: {e}"))),
+        Err(e) => Err(ApiError::invalid(
+            "body",
+            format!("Could not read the request body: {e}"),
+        )),
     }
 }
 
@@ -163,6 +184,9 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     let body = serde_json::to_vec(value).expect("json values serialize");
     let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(body))));
     *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }

@@ -47,13 +47,22 @@ impl Aliases {
 pub fn resolve(models: &[Model], aliases: &Aliases, name: &str) -> Result<Resolved, ApiError> {
     let target = aliases.0.get(name).map(String::as_str).unwrap_or(name);
     if let Some(m) = models.iter().find(|m| m.id == target) {
-        return Ok(Resolved { model: m.model.clone(), effort: None });
+        return Ok(Resolved {
+            model: m.model.clone(),
+            effort: None,
+        });
     }
     if let Some((base, effort)) = target.rsplit_once('-') {
         if EFFORTS.contains(&effort) {
             if let Some(m) = models.iter().find(|m| m.id == base) {
-                if m.supported_reasoning_efforts.iter().any(|e| e.reasoning_effort == effort) {
-                    return Ok(Resolved { model: m.model.clone(), effort: Some(effort.to_owned()) });
+                if m.supported_reasoning_efforts
+                    .iter()
+                    .any(|e| e.reasoning_effort == effort)
+                {
+                    return Ok(Resolved {
+                        model: m.model.clone(),
+                        effort: Some(effort.to_owned()),
+                    });
                 }
             }
         }
@@ -85,7 +94,10 @@ pub fn model_object(id: &str, created: u64) -> Value {
 }
 
 pub fn list_json(models: &[Model], aliases: &Aliases, created: u64) -> Value {
-    let data: Vec<Value> = listed_names(models, aliases).iter().map(|id| model_object(id, created)).collect();
+    let data: Vec<Value> = listed_names(models, aliases)
+        .iter()
+        .map(|id| model_object(id, created))
+        .collect();
     json!({"object": "list", "data": data})
 }
 
@@ -103,7 +115,10 @@ mod tests {
             is_default: true,
             supported_reasoning_efforts: ["low", "high"]
                 .iter()
-                .map(|e| ReasoningEffortOption { reasoning_effort: e.to_string(), description: None })
+                .map(|e| ReasoningEffortOption {
+                    reasoning_effort: e.to_string(),
+                    description: None,
+                })
                 .collect(),
             default_reasoning_effort: Some("low".into()),
         }]
@@ -113,16 +128,40 @@ mod tests {
     fn ids_effort_variants_and_aliases_resolve() {
         let aliases = Aliases::parse("codex-5=gpt-x, codex-5-high=gpt-x-high").unwrap();
         let m = models();
-        assert_eq!(resolve(&m, &aliases, "gpt-x").unwrap(), Resolved { model: "gpt-x".into(), effort: None });
-        assert_eq!(resolve(&m, &aliases, "gpt-x-high").unwrap().effort.as_deref(), Some("high"));
-        assert_eq!(resolve(&m, &aliases, "codex-5-high").unwrap().effort.as_deref(), Some("high"));
+        assert_eq!(
+            resolve(&m, &aliases, "gpt-x").unwrap(),
+            Resolved {
+                model: "gpt-x".into(),
+                effort: None
+            }
+        );
+        assert_eq!(
+            resolve(&m, &aliases, "gpt-x-high")
+                .unwrap()
+                .effort
+                .as_deref(),
+            Some("high")
+        );
+        assert_eq!(
+            resolve(&m, &aliases, "codex-5-high")
+                .unwrap()
+                .effort
+                .as_deref(),
+            Some("high")
+        );
         // `medium` is not advertised by this model.
         let e = resolve(&m, &aliases, "gpt-x-medium").unwrap_err();
         assert_eq!((e.status.as_u16(), e.code), (404, Some("model_not_found")));
         assert!(resolve(&m, &aliases, "nope").is_err());
         assert_eq!(
             listed_names(&m, &aliases),
-            vec!["gpt-x", "gpt-x-low", "gpt-x-high", "codex-5", "codex-5-high"]
+            vec![
+                "gpt-x",
+                "gpt-x-low",
+                "gpt-x-high",
+                "codex-5",
+                "codex-5-high"
+            ]
         );
     }
 

@@ -42,7 +42,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
-        Failure { kind, message: message.into(), retry_after: None }
+        Failure {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn with_retry_after(mut self, d: Duration) -> Failure {
@@ -54,7 +58,9 @@ impl Failure {
     pub fn from_turn_error(err: &TurnError) -> Failure {
         let info = err.codex_error_info.as_ref();
         let http_status = info.and_then(|v| {
-            v.as_object()?.values().find_map(|inner| inner.get("httpStatusCode")?.as_u64())
+            v.as_object()?
+                .values()
+                .find_map(|inner| inner.get("httpStatusCode")?.as_u64())
         });
         let tag = match info {
             Some(Value::String(s)) => s.as_str(),
@@ -63,7 +69,9 @@ impl Failure {
         };
         let kind = match (tag, http_status) {
             ("usageLimitExceeded" | "sessionBudgetExceeded", _) => FailureKind::QuotaExceeded,
-            ("rateLimitExceeded" | "serverOverloaded", _) | (_, Some(429)) => FailureKind::RateLimited,
+            ("rateLimitExceeded" | "serverOverloaded", _) | (_, Some(429)) => {
+                FailureKind::RateLimited
+            }
             ("contextWindowExceeded", _) => FailureKind::ContextLengthExceeded,
             ("badRequest" | "other", _) | (_, Some(400)) if is_client_fault(tag, http_status) => {
                 FailureKind::BadRequest
@@ -112,7 +120,11 @@ mod tests {
     use serde_json::json;
 
     fn classify(info: Value) -> FailureKind {
-        Failure::from_turn_error(&TurnError { message: "m".into(), codex_error_info: Some(info) }).kind
+        Failure::from_turn_error(&TurnError {
+            message: "m".into(),
+            codex_error_info: Some(info),
+        })
+        .kind
     }
 
     #[test]
@@ -121,10 +133,19 @@ mod tests {
             classify(json!({"responseTooManyFailedAttempts": {"httpStatusCode": 429}})),
             FailureKind::RateLimited
         );
-        assert_eq!(classify(json!("internalServerError")), FailureKind::Upstream);
+        assert_eq!(
+            classify(json!("internalServerError")),
+            FailureKind::Upstream
+        );
         assert_eq!(classify(json!("other")), FailureKind::BadRequest);
-        assert_eq!(classify(json!("usageLimitExceeded")), FailureKind::QuotaExceeded);
-        assert_eq!(classify(json!("contextWindowExceeded")), FailureKind::ContextLengthExceeded);
+        assert_eq!(
+            classify(json!("usageLimitExceeded")),
+            FailureKind::QuotaExceeded
+        );
+        assert_eq!(
+            classify(json!("contextWindowExceeded")),
+            FailureKind::ContextLengthExceeded
+        );
         // The worker's own credentials are bad: not the HTTP client's fault.
         assert_eq!(
             classify(json!({"httpConnectionFailed": {"httpStatusCode": 401}})),

@@ -44,7 +44,13 @@ struct Inner {
 impl CodexCore {
     pub fn new(worker: WorkerHandle, config: CoreConfig) -> CodexCore {
         let thread_config = thread_config(config.enable_codex_tools);
-        CodexCore { inner: Arc::new(Inner { worker, config, thread_config }) }
+        CodexCore {
+            inner: Arc::new(Inner {
+                worker,
+                config,
+                thread_config,
+            }),
+        }
     }
 
     pub fn worker(&self) -> &WorkerHandle {
@@ -53,7 +59,11 @@ impl CodexCore {
 
     /// The models the worker listed at its handshake.
     pub fn models(&self) -> Result<Arc<Vec<Model>>, Failure> {
-        self.inner.worker.ready().map(|(_, models)| models).map_err(not_ready)
+        self.inner
+            .worker
+            .ready()
+            .map(|(_, models)| models)
+            .map_err(not_ready)
     }
 
     /// Starts one turn on a fresh ephemeral thread. Dropping the returned
@@ -73,15 +83,24 @@ impl CodexCore {
             config: Some(self.inner.thread_config.clone()),
             dynamic_tools: (!req.tools.is_empty()).then(|| req.tools.clone()),
         };
-        let thread = client.call::<ThreadStart>(&params).await.map_err(|e| Failure::from_rpc(&e))?;
+        let thread = client
+            .call::<ThreadStart>(&params)
+            .await
+            .map_err(|e| Failure::from_rpc(&e))?;
         let thread_id = thread.thread.id;
         // From here on the guard releases the thread however this function ends.
         let mut cleanup = TurnCleanup::new(client.clone(), thread_id.clone());
         let subscription = client.subscribe(&thread_id);
 
         if !req.history.is_empty() {
-            let params = ThreadInjectItemsParams { thread_id: thread_id.clone(), items: req.history };
-            client.call::<ThreadInjectItems>(&params).await.map_err(|e| Failure::from_rpc(&e))?;
+            let params = ThreadInjectItemsParams {
+                thread_id: thread_id.clone(),
+                items: req.history,
+            };
+            client
+                .call::<ThreadInjectItems>(&params)
+                .await
+                .map_err(|e| Failure::from_rpc(&e))?;
         }
         let params = TurnStartParams {
             thread_id: thread_id.clone(),
@@ -89,15 +108,21 @@ impl CodexCore {
             effort: req.effort,
             output_schema: req.output_schema,
         };
-        let turn = client.call::<TurnStart>(&params).await.map_err(|e| Failure::from_rpc(&e))?;
+        let turn = client
+            .call::<TurnStart>(&params)
+            .await
+            .map_err(|e| Failure::from_rpc(&e))?;
         cleanup.set_turn(turn.turn.id);
         Ok(TurnStream::new(subscription, cleanup, config.idle_timeout))
     }
 }
 
 fn not_ready(e: crate::worker::NotReady) -> Failure {
-    Failure::new(FailureKind::NotReady, format!("The Codex worker is not ready: {}", e.reason))
-        .with_retry_after(Duration::from_secs(2))
+    Failure::new(
+        FailureKind::NotReady,
+        format!("The Codex worker is not ready: {}", e.reason),
+    )
+    .with_retry_after(Duration::from_secs(2))
 }
 
 /// Per-thread config overrides. Codex's host tools are switched off here

@@ -88,7 +88,9 @@ impl TurnStream {
                 None => self.subscription.recv().await,
             };
             match received {
-                Ok(ThreadEvent::Notification { method, params }) => self.on_notification(&method, params),
+                Ok(ThreadEvent::Notification { method, params }) => {
+                    self.on_notification(&method, params)
+                }
                 Ok(ThreadEvent::Request(req)) => self.on_tool_call(req.id, req.params),
                 Err(SubscriptionEnd::Overflow) => self.fail(Failure::new(
                     FailureKind::SlowClient,
@@ -97,8 +99,11 @@ impl TurnStream {
                 Err(SubscriptionEnd::WorkerGone(why)) => {
                     self.cleanup.finished = true; // nothing left to interrupt
                     self.fail(
-                        Failure::new(FailureKind::WorkerGone, format!("The Codex worker went away: {why}"))
-                            .with_retry_after(Duration::from_secs(1)),
+                        Failure::new(
+                            FailureKind::WorkerGone,
+                            format!("The Codex worker went away: {why}"),
+                        )
+                        .with_retry_after(Duration::from_secs(1)),
                     )
                 }
             }
@@ -120,14 +125,20 @@ impl TurnStream {
                 }
             }
             protocol::ITEM_COMPLETED => {
-                let Ok(n) = serde_json::from_value::<ItemNotification>(params) else { return };
+                let Ok(n) = serde_json::from_value::<ItemNotification>(params) else {
+                    return;
+                };
                 let item = &n.item;
                 if item.get("type").and_then(Value::as_str) != Some("agentMessage") {
                     return;
                 }
                 let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
                 if !self.streamed_items.contains(id) {
-                    if let Some(text) = item.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                    if let Some(text) = item
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .filter(|t| !t.is_empty())
+                    {
                         self.queue.push_back(TurnEvent::TextDelta(text.to_owned()));
                     }
                 }
@@ -154,15 +165,20 @@ impl TurnStream {
                 }
             }
             protocol::TURN_COMPLETED => {
-                let Ok(n) = serde_json::from_value::<TurnCompletedNotification>(params) else { return };
+                let Ok(n) = serde_json::from_value::<TurnCompletedNotification>(params) else {
+                    return;
+                };
                 self.cleanup.finished = true;
                 match n.turn.status.as_deref() {
                     Some("completed") => {
                         if let Some(usage) = self.usage {
                             self.queue.push_back(TurnEvent::Usage(usage));
                         }
-                        let reason =
-                            if self.tool_calls > 0 { FinishReason::ToolCalls } else { FinishReason::Stop };
+                        let reason = if self.tool_calls > 0 {
+                            FinishReason::ToolCalls
+                        } else {
+                            FinishReason::Stop
+                        };
                         self.queue.push_back(TurnEvent::Finished(reason));
                     }
                     status => {
@@ -175,7 +191,10 @@ impl TurnStream {
                             .unwrap_or_else(|| {
                                 Failure::new(
                                     FailureKind::Upstream,
-                                    format!("The turn ended with status {}.", status.unwrap_or("unknown")),
+                                    format!(
+                                        "The turn ended with status {}.",
+                                        status.unwrap_or("unknown")
+                                    ),
                                 )
                             });
                         self.fail(failure);
@@ -199,13 +218,19 @@ impl TurnStream {
                 };
                 self.tool_calls += 1;
                 self.pending_calls.push((id, call.call_id.clone()));
-                self.queue.push_back(TurnEvent::ToolCall(ToolCall { call_id: call.call_id, name, arguments }));
+                self.queue.push_back(TurnEvent::ToolCall(ToolCall {
+                    call_id: call.call_id,
+                    name,
+                    arguments,
+                }));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed item/tool/call from the worker");
                 let client = self.subscription.client().clone();
                 tokio::spawn(async move {
-                    let _ = client.respond(&id, Err((-32602, "malformed tool call".into()))).await;
+                    let _ = client
+                        .respond(&id, Err((-32602, "malformed tool call".into())))
+                        .await;
                 });
             }
         }
@@ -233,7 +258,12 @@ pub(super) struct TurnCleanup {
 
 impl TurnCleanup {
     pub(super) fn new(client: RpcClient, thread_id: String) -> TurnCleanup {
-        TurnCleanup { client, thread_id, turn_id: None, finished: false }
+        TurnCleanup {
+            client,
+            thread_id,
+            turn_id: None,
+            finished: false,
+        }
     }
 
     pub(super) fn set_turn(&mut self, turn_id: String) {
@@ -249,7 +279,9 @@ impl Drop for TurnCleanup {
         let client = self.client.clone();
         let thread_id = std::mem::take(&mut self.thread_id);
         let interrupt = (!self.finished).then(|| self.turn_id.take()).flatten();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         runtime.spawn(async move {
             if let Some(turn_id) = interrupt {
                 let params = TurnInterruptParams { thread_id: thread_id.clone(), turn_id };

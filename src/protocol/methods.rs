@@ -18,11 +18,36 @@ macro_rules! method {
     };
 }
 
-method!(Initialize, "initialize", InitializeParams, InitializeResponse);
-method!(ThreadStart, "thread/start", ThreadStartParams, ThreadStartResponse);
-method!(ThreadInjectItems, "thread/inject_items", ThreadInjectItemsParams, Value);
-method!(ThreadUnsubscribe, "thread/unsubscribe", ThreadIdParams, ThreadUnsubscribeResponse);
-method!(ThreadLoadedList, "thread/loaded/list", ThreadLoadedListParams, ThreadLoadedListResponse);
+method!(
+    Initialize,
+    "initialize",
+    InitializeParams,
+    InitializeResponse
+);
+method!(
+    ThreadStart,
+    "thread/start",
+    ThreadStartParams,
+    ThreadStartResponse
+);
+method!(
+    ThreadInjectItems,
+    "thread/inject_items",
+    ThreadInjectItemsParams,
+    Value
+);
+method!(
+    ThreadUnsubscribe,
+    "thread/unsubscribe",
+    ThreadIdParams,
+    ThreadUnsubscribeResponse
+);
+method!(
+    ThreadLoadedList,
+    "thread/loaded/list",
+    ThreadLoadedListParams,
+    ThreadLoadedListResponse
+);
 method!(TurnStart, "turn/start", TurnStartParams, TurnStartResponse);
 method!(TurnInterrupt, "turn/interrupt", TurnInterruptParams, Value);
 method!(ModelList, "model/list", ModelListParams, ModelListResponse);
@@ -180,7 +205,10 @@ pub enum UserInput {
 
 impl UserInput {
     pub fn text(text: impl Into<String>) -> UserInput {
-        UserInput::Text { text: text.into(), text_elements: Vec::new() }
+        UserInput::Text {
+            text: text.into(),
+            text_elements: Vec::new(),
+        }
     }
 }
 

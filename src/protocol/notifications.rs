@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::TurnError;
 use super::Turn;
+use super::TurnError;
 
 pub const AGENT_MESSAGE_DELTA: &str = "item/agentMessage/delta";
 pub const ITEM_STARTED: &str = "item/started";

@@ -164,8 +164,13 @@ impl RpcClient {
 
         match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RpcError::WorkerGone(self.close_reason().unwrap_or_default())),
-            Err(_) => Err(RpcError::Timeout { method, after: self.inner.config.request_timeout }),
+            Ok(Err(_)) => Err(RpcError::WorkerGone(
+                self.close_reason().unwrap_or_default(),
+            )),
+            Err(_) => Err(RpcError::Timeout {
+                method,
+                after: self.inner.config.request_timeout,
+            }),
         }
     }
 
@@ -200,12 +205,21 @@ impl RpcClient {
         let overflowed = Arc::new(AtomicBool::new(false));
         let mut state = self.inner.state.lock().expect("rpc state poisoned");
         if state.closed.is_none() {
-            state
-                .threads
-                .insert(thread_id.to_owned(), Subscriber { tx, overflowed: overflowed.clone() });
+            state.threads.insert(
+                thread_id.to_owned(),
+                Subscriber {
+                    tx,
+                    overflowed: overflowed.clone(),
+                },
+            );
         }
         // When closed, `tx` is dropped here and the subscription ends at once.
-        ThreadSubscription { rx, thread_id: thread_id.to_owned(), overflowed, client: self.clone() }
+        ThreadSubscription {
+            rx,
+            thread_id: thread_id.to_owned(),
+            overflowed,
+            client: self.clone(),
+        }
     }
 
     /// Fails every pending request and ends every subscription. Idempotent;
@@ -219,7 +233,10 @@ impl RpcClient {
             let reason = reason.into();
             tracing::debug!(%reason, "json-rpc channel closed");
             state.closed = Some(reason);
-            (std::mem::take(&mut state.pending), std::mem::take(&mut state.threads))
+            (
+                std::mem::take(&mut state.pending),
+                std::mem::take(&mut state.threads),
+            )
         };
         let why = self.close_reason().unwrap_or_default();
         for (_, tx) in pending {
@@ -231,7 +248,12 @@ impl RpcClient {
 
     /// Why the channel closed, if it has.
     pub fn close_reason(&self) -> Option<String> {
-        self.inner.state.lock().expect("rpc state poisoned").closed.clone()
+        self.inner
+            .state
+            .lock()
+            .expect("rpc state poisoned")
+            .closed
+            .clone()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -245,24 +267,41 @@ impl RpcClient {
 
     /// Requests sent and not yet answered.
     pub fn pending_requests(&self) -> usize {
-        self.inner.state.lock().expect("rpc state poisoned").pending.len()
+        self.inner
+            .state
+            .lock()
+            .expect("rpc state poisoned")
+            .pending
+            .len()
     }
 
     /// Threads with a live subscriber.
     pub fn subscribed_threads(&self) -> usize {
-        self.inner.state.lock().expect("rpc state poisoned").threads.len()
+        self.inner
+            .state
+            .lock()
+            .expect("rpc state poisoned")
+            .threads
+            .len()
     }
 
     async fn send_line(&self, line: Vec<u8>) -> Result<(), RpcError> {
-        self.inner
-            .outgoing
-            .send(line)
-            .await
-            .map_err(|_| RpcError::WorkerGone(self.close_reason().unwrap_or_else(|| "writer stopped".into())))
+        self.inner.outgoing.send(line).await.map_err(|_| {
+            RpcError::WorkerGone(
+                self.close_reason()
+                    .unwrap_or_else(|| "writer stopped".into()),
+            )
+        })
     }
 
     fn complete(&self, id: i64, result: Result<Value, RpcError>) -> bool {
-        let tx = self.inner.state.lock().expect("rpc state poisoned").pending.remove(&id);
+        let tx = self
+            .inner
+            .state
+            .lock()
+            .expect("rpc state poisoned")
+            .pending
+            .remove(&id);
         match tx {
             Some(tx) => {
                 let _ = tx.send(result);
@@ -351,7 +390,9 @@ impl ThreadSubscription {
             Some(event) => Ok(event),
             None if self.overflowed.load(Ordering::Acquire) => Err(SubscriptionEnd::Overflow),
             None => Err(SubscriptionEnd::WorkerGone(
-                self.client.close_reason().unwrap_or_else(|| "subscription ended".into()),
+                self.client
+                    .close_reason()
+                    .unwrap_or_else(|| "subscription ended".into()),
             )),
         }
     }
@@ -421,7 +462,9 @@ async fn read_loop<R: AsyncRead + Unpin>(client: RpcClient, reader: R) {
             Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
                 tracing::warn!("skipped a worker line longer than the configured maximum");
             }
-            Some(Err(LinesCodecError::Io(e))) => break format!("reading worker stdout failed: {e}"),
+            Some(Err(LinesCodecError::Io(e))) => {
+                break format!("reading worker stdout failed: {e}")
+            }
             Some(Ok(line)) => dispatch(&client, line.as_bytes()).await,
         }
     };
@@ -438,17 +481,26 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
         return;
     };
     match msg {
-        Incoming::Response { id: RequestId::Int(id), result } => {
+        Incoming::Response {
+            id: RequestId::Int(id),
+            result,
+        } => {
             let result = result.map_err(|(code, message)| RpcError::Remote { code, message });
             if !client.complete(id, result) {
-                tracing::debug!(id, "response for a request nobody waits for (timed out or cancelled)");
+                tracing::debug!(
+                    id,
+                    "response for a request nobody waits for (timed out or cancelled)"
+                );
             }
         }
         Incoming::Response { id, .. } => {
             tracing::debug!(?id, "response with an id this client never sends");
         }
         Incoming::Notification { method, params } => {
-            let thread = params.get("threadId").and_then(Value::as_str).map(str::to_owned);
+            let thread = params
+                .get("threadId")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             if let Some(thread) = thread {
                 // A notification for a thread nobody follows is dropped on purpose.
                 let _ = client.deliver(&thread, ThreadEvent::Notification { method, params });
@@ -461,7 +513,7 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             if policy.routes_to_subscriber(&req) {
                 let thread = req.thread_id().unwrap_or_default().to_owned();
                 match client.deliver(&thread, ThreadEvent::Request(req)) {
-                    Ok(()) => return,
+                    Ok(()) => {}
                     Err(ThreadEvent::Request(req)) => answer_now(client, req).await,
                     Err(ThreadEvent::Notification { .. }) => {}
                 }

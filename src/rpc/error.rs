@@ -6,11 +6,17 @@ pub enum RpcError {
     /// The worker answered with a JSON-RPC error object.
     Remote { code: i64, message: String },
     /// No answer within the per-request deadline.
-    Timeout { method: &'static str, after: Duration },
+    Timeout {
+        method: &'static str,
+        after: Duration,
+    },
     /// The worker process went away (or the channel was closed) before answering.
     WorkerGone(String),
     /// The answer did not have the shape the pinned protocol promises.
-    Decode { method: &'static str, detail: String },
+    Decode {
+        method: &'static str,
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for RpcError {

@@ -44,7 +44,10 @@ impl ServerRequest {
 /// What a thread's subscriber receives, in the order the worker wrote it.
 #[derive(Debug, Clone)]
 pub enum ThreadEvent {
-    Notification { method: String, params: Value },
+    Notification {
+        method: String,
+        params: Value,
+    },
     /// A server→client request routed to this thread. The subscriber must
     /// answer it with [`RpcClient::respond`](super::RpcClient::respond) or
     /// interrupt the turn; the channel answers it itself only when no
@@ -55,8 +58,14 @@ pub enum ThreadEvent {
 /// One decoded line from the worker.
 #[derive(Debug)]
 pub enum Incoming {
-    Response { id: RequestId, result: Result<Value, (i64, String)> },
-    Notification { method: String, params: Value },
+    Response {
+        id: RequestId,
+        result: Result<Value, (i64, String)>,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
     Request(ServerRequest),
 }
 
@@ -70,11 +79,16 @@ impl Incoming {
         let id = obj.get("id").and_then(RequestId::from_value);
         let params = obj.remove("params").unwrap_or(Value::Null);
         match (method, id) {
-            (Some(method), Some(id)) => Some(Incoming::Request(ServerRequest { id, method, params })),
+            (Some(method), Some(id)) => {
+                Some(Incoming::Request(ServerRequest { id, method, params }))
+            }
             (Some(method), None) => Some(Incoming::Notification { method, params }),
             (None, Some(id)) => {
                 if let Some(result) = obj.remove("result") {
-                    Some(Incoming::Response { id, result: Ok(result) })
+                    Some(Incoming::Response {
+                        id,
+                        result: Ok(result),
+                    })
                 } else {
                     let err = obj.get("error")?;
                     let code = err.get("code").and_then(Value::as_i64).unwrap_or(-32603);
@@ -83,7 +97,10 @@ impl Incoming {
                         .and_then(Value::as_str)
                         .unwrap_or("unknown error")
                         .to_owned();
-                    Some(Incoming::Response { id, result: Err((code, message)) })
+                    Some(Incoming::Response {
+                        id,
+                        result: Err((code, message)),
+                    })
                 }
             }
             (None, None) => None,
@@ -98,11 +115,20 @@ mod tests {
     #[test]
     fn parses_the_four_shapes_codex_writes() {
         let r = Incoming::parse(br#"{"id":3,"result":{"ok":true}}"#).unwrap();
-        assert!(matches!(r, Incoming::Response { id: RequestId::Int(3), result: Ok(_) }));
+        assert!(matches!(
+            r,
+            Incoming::Response {
+                id: RequestId::Int(3),
+                result: Ok(_)
+            }
+        ));
         let e = Incoming::parse(br#"{"id":4,"error":{"code":-32600,"message":"Not initialized"}}"#)
             .unwrap();
         match e {
-            Incoming::Response { result: Err((code, msg)), .. } => {
+            Incoming::Response {
+                result: Err((code, msg)),
+                ..
+            } => {
                 assert_eq!(code, -32600);
                 assert_eq!(msg, "Not initialized");
             }

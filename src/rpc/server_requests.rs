@@ -51,7 +51,10 @@ impl ServerRequestPolicy {
                     .unwrap_or(0);
                 Ok(json!({ "currentTimeAt": now }))
             }
-            other => Err((-32601, format!("method `{other}` is not supported by this client"))),
+            other => Err((
+                -32601,
+                format!("method `{other}` is not supported by this client"),
+            )),
         }
     }
 }
@@ -62,20 +65,37 @@ mod tests {
     use crate::rpc::RequestId;
 
     fn req(method: &str) -> ServerRequest {
-        ServerRequest { id: RequestId::Int(0), method: method.into(), params: json!({"threadId": "t"}) }
+        ServerRequest {
+            id: RequestId::Int(0),
+            method: method.into(),
+            params: json!({"threadId": "t"}),
+        }
     }
 
     #[test]
     fn approvals_are_denied_and_questions_get_no_answers() {
         let p = ServerRequestPolicy;
         assert_eq!(
-            p.answer(&req("item/commandExecution/requestApproval")).unwrap(),
+            p.answer(&req("item/commandExecution/requestApproval"))
+                .unwrap(),
             json!({"decision":"decline"})
         );
-        assert_eq!(p.answer(&req("execCommandApproval")).unwrap(), json!({"decision":"denied"}));
-        assert_eq!(p.answer(&req("item/tool/requestUserInput")).unwrap(), json!({"answers":{}}));
-        assert_eq!(p.answer(&req("item/tool/call")).unwrap()["success"], json!(false));
-        assert_eq!(p.answer(&req("attestation/generate")).unwrap_err().0, -32601);
+        assert_eq!(
+            p.answer(&req("execCommandApproval")).unwrap(),
+            json!({"decision":"denied"})
+        );
+        assert_eq!(
+            p.answer(&req("item/tool/requestUserInput")).unwrap(),
+            json!({"answers":{}})
+        );
+        assert_eq!(
+            p.answer(&req("item/tool/call")).unwrap()["success"],
+            json!(false)
+        );
+        assert_eq!(
+            p.answer(&req("attestation/generate")).unwrap_err().0,
+            -32601
+        );
     }
 
     #[test]
@@ -83,7 +103,11 @@ mod tests {
         let p = ServerRequestPolicy;
         assert!(p.routes_to_subscriber(&req("item/tool/call")));
         assert!(!p.routes_to_subscriber(&req("item/tool/requestUserInput")));
-        let orphan = ServerRequest { id: RequestId::Int(1), method: "item/tool/call".into(), params: json!({}) };
+        let orphan = ServerRequest {
+            id: RequestId::Int(1),
+            method: "item/tool/call".into(),
+            params: json!({}),
+        };
         assert!(!p.routes_to_subscriber(&orphan));
     }
 }

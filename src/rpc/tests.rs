@@ -37,11 +37,20 @@ fn pair(config: RpcClientConfig) -> (RpcClient, FakeWorker) {
     let (client_stdin, worker_stdin) = tokio::io::duplex(1 << 16);
     let (worker_stdout, client_stdout) = tokio::io::duplex(1 << 16);
     let client = RpcClient::spawn(client_stdout, client_stdin, config, None);
-    (client, FakeWorker { from_client: BufReader::new(worker_stdin).lines(), to_client: worker_stdout })
+    (
+        client,
+        FakeWorker {
+            from_client: BufReader::new(worker_stdin).lines(),
+            to_client: worker_stdout,
+        },
+    )
 }
 
 fn quick() -> RpcClientConfig {
-    RpcClientConfig { request_timeout: Duration::from_secs(5), ..Default::default() }
+    RpcClientConfig {
+        request_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -58,9 +67,15 @@ async fn responses_are_correlated_by_id_not_by_order() {
     });
     let second = worker.read().await;
     // Answer in reverse order, with a notification in between.
-    worker.write(json!({"id": second["id"], "result": {"who": "b"}})).await;
-    worker.write(json!({"method": "thread/started", "params": {"threadId": "x"}})).await;
-    worker.write(json!({"id": first["id"], "result": {"who": "a"}})).await;
+    worker
+        .write(json!({"id": second["id"], "result": {"who": "b"}}))
+        .await;
+    worker
+        .write(json!({"method": "thread/started", "params": {"threadId": "x"}}))
+        .await;
+    worker
+        .write(json!({"id": first["id"], "result": {"who": "a"}}))
+        .await;
     assert_eq!(a.await.unwrap().unwrap(), json!({"who": "a"}));
     assert_eq!(b.await.unwrap().unwrap(), json!({"who": "b"}));
     assert_eq!(client.pending_requests(), 0);
@@ -74,10 +89,15 @@ async fn remote_errors_are_typed() {
         async move { c.request("foo/bar", json!({})).await }
     });
     let req = worker.read().await;
-    worker.write(json!({"id": req["id"], "error": {"code": -32600, "message": "Invalid request"}})).await;
+    worker
+        .write(json!({"id": req["id"], "error": {"code": -32600, "message": "Invalid request"}}))
+        .await;
     assert_eq!(
         call.await.unwrap().unwrap_err(),
-        RpcError::Remote { code: -32600, message: "Invalid request".into() }
+        RpcError::Remote {
+            code: -32600,
+            message: "Invalid request".into()
+        }
     );
 }
 
@@ -87,15 +107,27 @@ async fn every_server_request_gets_an_answer() {
     worker
         .write(json!({"id": 0, "method": "item/commandExecution/requestApproval", "params": {"threadId": "t"}}))
         .await;
-    assert_eq!(worker.read().await, json!({"id": 0, "result": {"decision": "decline"}}));
-    worker.write(json!({"id": 1, "method": "item/tool/requestUserInput", "params": {"threadId": "t"}})).await;
-    assert_eq!(worker.read().await, json!({"id": 1, "result": {"answers": {}}}));
+    assert_eq!(
+        worker.read().await,
+        json!({"id": 0, "result": {"decision": "decline"}})
+    );
+    worker
+        .write(
+            json!({"id": 1, "method": "item/tool/requestUserInput", "params": {"threadId": "t"}}),
+        )
+        .await;
+    assert_eq!(
+        worker.read().await,
+        json!({"id": 1, "result": {"answers": {}}})
+    );
     // A tool call for a thread nobody follows: answered as a failed call.
     worker.write(json!({"id": 2, "method": "item/tool/call", "params": {"threadId": "t", "callId": "c"}})).await;
     let answer = worker.read().await;
     assert_eq!(answer["id"], 2);
     assert_eq!(answer["result"]["success"], false);
-    worker.write(json!({"id": "s-3", "method": "attestation/generate", "params": {}})).await;
+    worker
+        .write(json!({"id": "s-3", "method": "attestation/generate", "params": {}}))
+        .await;
     let answer = worker.read().await;
     assert_eq!(answer["id"], "s-3");
     assert_eq!(answer["error"]["code"], -32601);
@@ -117,11 +149,17 @@ async fn notifications_and_tool_calls_reach_their_thread_only() {
     match t1.recv().await.unwrap() {
         ThreadEvent::Request(req) => {
             assert_eq!(req.id, RequestId::Int(7));
-            client.respond(&req.id, Ok(json!({"contentItems": [], "success": true}))).await.unwrap();
+            client
+                .respond(&req.id, Ok(json!({"contentItems": [], "success": true})))
+                .await
+                .unwrap();
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(worker.read().await, json!({"id": 7, "result": {"contentItems": [], "success": true}}));
+    assert_eq!(
+        worker.read().await,
+        json!({"id": 7, "result": {"contentItems": [], "success": true}})
+    );
     match t2.recv().await.unwrap() {
         ThreadEvent::Notification { params, .. } => assert_eq!(params["delta"], "b"),
         other => panic!("{other:?}"),
@@ -144,15 +182,25 @@ async fn an_unread_tool_call_is_answered_when_its_subscriber_goes() {
 
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_is_cut_off_without_stalling_others() {
-    let config = RpcClientConfig { subscription_capacity: 4, ..quick() };
+    let config = RpcClientConfig {
+        subscription_capacity: 4,
+        ..quick()
+    };
     let (client, mut worker) = pair(config);
     let mut slow = client.subscribe("slow");
     let mut fast = client.subscribe("fast");
     for i in 0..10 {
-        worker.write(json!({"method": "m", "params": {"threadId": "slow", "i": i}})).await;
+        worker
+            .write(json!({"method": "m", "params": {"threadId": "slow", "i": i}}))
+            .await;
     }
-    worker.write(json!({"method": "m", "params": {"threadId": "fast", "i": 0}})).await;
-    assert!(matches!(fast.recv().await, Ok(ThreadEvent::Notification { .. })));
+    worker
+        .write(json!({"method": "m", "params": {"threadId": "fast", "i": 0}}))
+        .await;
+    assert!(matches!(
+        fast.recv().await,
+        Ok(ThreadEvent::Notification { .. })
+    ));
     let mut got = 0;
     let end = loop {
         match slow.recv().await {
@@ -166,10 +214,22 @@ async fn a_subscriber_that_falls_behind_is_cut_off_without_stalling_others() {
 
 #[tokio::test]
 async fn a_silent_worker_times_requests_out_and_forgets_them() {
-    let config = RpcClientConfig { request_timeout: Duration::from_millis(100), ..Default::default() };
+    let config = RpcClientConfig {
+        request_timeout: Duration::from_millis(100),
+        ..Default::default()
+    };
     let (client, mut worker) = pair(config);
     let err = client.request("model/list", json!({})).await.unwrap_err();
-    assert!(matches!(err, RpcError::Timeout { method: "model/list", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RpcError::Timeout {
+                method: "model/list",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(client.pending_requests(), 0);
     // A late answer is dropped without harm.
     let req = worker.read().await;
@@ -196,13 +256,18 @@ async fn malformed_lines_are_skipped() {
     worker.write_raw("[1,2,3]").await;
     worker.write_raw(r#"{"id":900,"#).await;
     worker.write_raw("").await;
-    worker.write(json!({"id": req["id"], "result": "fine"})).await;
+    worker
+        .write(json!({"id": req["id"], "result": "fine"}))
+        .await;
     assert_eq!(call.await.unwrap().unwrap(), json!("fine"));
 }
 
 #[tokio::test]
 async fn when_the_worker_dies_everything_pending_fails_at_once() {
-    let (client, worker) = pair(RpcClientConfig { request_timeout: Duration::from_secs(60), ..Default::default() });
+    let (client, worker) = pair(RpcClientConfig {
+        request_timeout: Duration::from_secs(60),
+        ..Default::default()
+    });
     let mut sub = client.subscribe("t");
     let call = tokio::spawn({
         let c = client.clone();
@@ -213,9 +278,15 @@ async fn when_the_worker_dies_everything_pending_fails_at_once() {
     drop(worker); // stdout closes, as when the process exits
     let err = call.await.unwrap().unwrap_err();
     assert!(matches!(err, RpcError::WorkerGone(_)), "{err:?}");
-    assert!(matches!(sub.recv().await, Err(SubscriptionEnd::WorkerGone(_))));
+    assert!(matches!(
+        sub.recv().await,
+        Err(SubscriptionEnd::WorkerGone(_))
+    ));
     assert!(started.elapsed() < Duration::from_secs(1));
     // New calls fail fast too.
-    assert!(matches!(client.request("x", json!({})).await, Err(RpcError::WorkerGone(_))));
+    assert!(matches!(
+        client.request("x", json!({})).await,
+        Err(RpcError::WorkerGone(_))
+    ));
     assert!(client.is_closed());
 }

@@ -33,7 +33,10 @@ mod tests {
 
     #[test]
     fn doubles_then_caps_and_jitters_below_the_ceiling() {
-        let b = Backoff { initial: Duration::from_millis(500), max: Duration::from_millis(5000) };
+        let b = Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_millis(5000),
+        };
         assert_eq!(b.ceiling(1), Duration::from_millis(500));
         assert_eq!(b.ceiling(2), Duration::from_millis(1000));
         assert_eq!(b.ceiling(4), Duration::from_millis(4000));
@@ -41,7 +44,10 @@ mod tests {
         assert_eq!(b.ceiling(1000), Duration::from_millis(5000));
         for failures in 1..10 {
             let d = b.delay(failures);
-            assert!(d <= b.ceiling(failures) && d >= b.ceiling(failures) / 2, "{d:?}");
+            assert!(
+                d <= b.ceiling(failures) && d >= b.ceiling(failures) / 2,
+                "{d:?}"
+            );
         }
     }
 }

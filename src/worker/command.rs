@@ -27,7 +27,13 @@ const ALWAYS_DISABLED_FEATURES: &[&str] = &[
 /// Codex's own tools that act on this host. Off unless the operator opts in
 /// with `PROXY_ENABLE_CODEX_TOOLS=true`. The same switches are also sent per
 /// thread (see `core::thread_config`), which is the form measured to work.
-pub const HOST_TOOL_FEATURES: &[&str] = &["shell_tool", "unified_exec", "view_image", "goals", "memories"];
+pub const HOST_TOOL_FEATURES: &[&str] = &[
+    "shell_tool",
+    "unified_exec",
+    "view_image",
+    "goals",
+    "memories",
+];
 
 /// Builds `codex app-server` with the gateway's settings as `-c`/`--disable`
 /// overrides; the operator's `config.toml` is never rewritten.
@@ -35,7 +41,10 @@ pub fn worker_command(config: &WorkerConfig, workdir: &Path) -> Command {
     let mut cmd = Command::new(&config.codex_bin);
     cmd.arg("app-server");
     cmd.args(["-c", "approval_policy=\"never\""]);
-    cmd.args(["-c", &format!("sandbox_mode=\"{}\"", config.sandbox.as_str())]);
+    cmd.args([
+        "-c",
+        &format!("sandbox_mode=\"{}\"", config.sandbox.as_str()),
+    ]);
     cmd.args(["-c", "check_for_update_on_startup=false"]);
     for feature in ALWAYS_DISABLED_FEATURES {
         cmd.args(["--disable", feature]);

@@ -26,19 +26,29 @@ pub async fn handshake(
             // Client tools are codex "dynamic tools", an experimental API.
             experimental_api: true,
             opt_out_notification_methods: Some(
-                OPT_OUT_NOTIFICATIONS.iter().map(|s| s.to_string()).collect(),
+                OPT_OUT_NOTIFICATIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
             ),
         }),
     };
     tokio::time::timeout(startup, client.call::<Initialize>(&params))
         .await
-        .map_err(|_| format!("no answer to `initialize` within {startup:?} (WORKER_STARTUP_TIMEOUT_MS)"))?
+        .map_err(|_| {
+            format!("no answer to `initialize` within {startup:?} (WORKER_STARTUP_TIMEOUT_MS)")
+        })?
         .map_err(|e| format!("`initialize` failed: {e}"))?;
-    client.notify("initialized", None).await.map_err(|e| e.to_string())?;
+    client
+        .notify("initialized", None)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let models = tokio::time::timeout_at(deadline, list_models(client))
         .await
-        .map_err(|_| format!("handshake did not finish within {total:?} (WORKER_HANDSHAKE_TIMEOUT_MS)"))?
+        .map_err(|_| {
+            format!("handshake did not finish within {total:?} (WORKER_HANDSHAKE_TIMEOUT_MS)")
+        })?
         .map_err(|e| format!("`model/list` failed: {e}"))?;
     Ok(models)
 }
@@ -49,7 +59,12 @@ pub(crate) async fn list_models(client: &RpcClient) -> Result<Vec<Model>, RpcErr
     let mut cursor = None;
     // Bounded: a misbehaving worker cannot keep us paging forever.
     for _ in 0..100 {
-        let page = client.call::<ModelList>(&ModelListParams { cursor, include_hidden: None }).await?;
+        let page = client
+            .call::<ModelList>(&ModelListParams {
+                cursor,
+                include_hidden: None,
+            })
+            .await?;
         models.extend(page.data);
         match page.next_cursor {
             Some(next) => cursor = Some(next),

@@ -39,7 +39,11 @@ pub struct WorkerStatus {
 }
 
 fn unix_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    s.serialize_u64(
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
 }
 
 impl WorkerStatus {
@@ -75,7 +79,9 @@ impl WorkerStatus {
             ),
             WorkerPhase::Stopped => format!(
                 "worker stopped: {}",
-                self.last_error.as_deref().unwrap_or("the gateway is shutting down")
+                self.last_error
+                    .as_deref()
+                    .unwrap_or("the gateway is shutting down")
             ),
         }
     }
@@ -116,7 +122,10 @@ impl WorkerHandle {
         let status = self.rx.borrow();
         match (&status.client, status.is_ready()) {
             (Some(client), true) => Ok((client.clone(), status.models.clone())),
-            _ => Err(NotReady { phase: status.phase, reason: status.not_ready_reason() }),
+            _ => Err(NotReady {
+                phase: status.phase,
+                reason: status.not_ready_reason(),
+            }),
         }
     }
 
@@ -129,7 +138,10 @@ impl WorkerHandle {
             .map(|s| s.is_ready());
         match res {
             Ok(true) => Ok(()),
-            _ => Err(NotReady { phase: WorkerPhase::Stopped, reason: self.status().not_ready_reason() }),
+            _ => Err(NotReady {
+                phase: WorkerPhase::Stopped,
+                reason: self.status().not_ready_reason(),
+            }),
         }
     }
 

@@ -32,7 +32,15 @@ struct Running {
 impl Supervisor {
     pub fn new(config: WorkerConfig, workdir: PathBuf) -> (Supervisor, WorkerHandle) {
         let (status, rx) = watch::channel(WorkerStatus::initial());
-        (Supervisor { config, workdir, status, observer: None }, WorkerHandle::new(rx))
+        (
+            Supervisor {
+                config,
+                workdir,
+                status,
+                observer: None,
+            },
+            WorkerHandle::new(rx),
+        )
     }
 
     /// Counts JSON-RPC calls (method, outcome) on every worker's channel.
@@ -44,7 +52,10 @@ impl Supervisor {
     /// Keeps a worker running until `shutdown` fires or it has failed
     /// `WORKER_RESTART_MAX` times in a row. Returns once the worker is gone.
     pub async fn run(self, shutdown: CancellationToken) {
-        let backoff = Backoff { initial: self.config.backoff_initial, max: self.config.backoff_max };
+        let backoff = Backoff {
+            initial: self.config.backoff_initial,
+            max: self.config.backoff_max,
+        };
         let mut failures: u32 = 0;
         loop {
             if shutdown.is_cancelled() {
@@ -104,7 +115,9 @@ impl Supervisor {
                     s.consecutive_failures = failures;
                     s.pid = None;
                     s.client = None;
-                    s.last_error = Some(format!("gave up after {failures} consecutive failures: {reason}"));
+                    s.last_error = Some(format!(
+                        "gave up after {failures} consecutive failures: {reason}"
+                    ));
                 });
                 return;
             }
@@ -138,7 +151,10 @@ impl Supervisor {
         let client = RpcClient::spawn(
             stdout,
             stdin,
-            RpcClientConfig { request_timeout: self.config.request_timeout, ..Default::default() },
+            RpcClientConfig {
+                request_timeout: self.config.request_timeout,
+                ..Default::default()
+            },
             self.observer.clone(),
         );
         self.set(|s| {
@@ -185,7 +201,11 @@ async fn stop_child(running: &mut Running, grace: std::time::Duration) {
     match tokio::time::timeout(grace, running.child.wait()).await {
         Ok(_) => {}
         Err(_) => {
-            tracing::warn!(pid = running.child.id(), ?grace, "worker ignored stdin EOF; killing it");
+            tracing::warn!(
+                pid = running.child.id(),
+                ?grace,
+                "worker ignored stdin EOF; killing it"
+            );
             let _ = running.child.kill().await;
         }
     }

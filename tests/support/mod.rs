@@ -2,7 +2,7 @@
 //! the real pinned Codex CLI, which talks to the project's offline model.
 //! Only the model is fake.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code, unreachable_pub)] // a module shared by test binaries, each using part of it
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -87,9 +87,15 @@ impl Harness {
     pub async fn start_with(env: &[(&str, &str)]) -> Harness {
         // The worker inherits the process environment; codex reads the
         // offline provider's key from it.
-        API_KEY_ENV.call_once(|| std::env::set_var(codex_offline_model::API_KEY_ENV, codex_offline_model::API_KEY));
+        API_KEY_ENV.call_once(|| {
+            std::env::set_var(
+                codex_offline_model::API_KEY_ENV,
+                codex_offline_model::API_KEY,
+            )
+        });
         let model = OfflineModel::start(0).await.expect("offline model");
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{:016x}", rand::random::<u64>()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("e2e-{:016x}", rand::random::<u64>()));
         let home = dir.join("codex-home");
         let workdir = dir.join("work");
         std::fs::create_dir_all(&workdir).unwrap();
@@ -110,16 +116,31 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let (handles_tx, handles_rx) = oneshot::channel();
-        let task = tokio::spawn(app::run(config, listener, async move { let _ = rx.await; }, move |h| {
-            let _ = handles_tx.send(h);
-        }));
+        let task = tokio::spawn(app::run(
+            config,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            move |h| {
+                let _ = handles_tx.send(h);
+            },
+        ));
         let handles = handles_rx.await.expect("gateway started");
         tokio::time::timeout(Duration::from_secs(30), handles.worker.wait_ready())
             .await
             .expect("worker ready within 30 s")
             .expect("worker ready");
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Harness { model, addr, handles, dir, client, shutdown: Some(tx), task: Some(task) }
+        Harness {
+            model,
+            addr,
+            handles,
+            dir,
+            client,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -134,7 +155,11 @@ impl Harness {
             .expect("body within 60 s")
             .expect("body")
             .to_bytes();
-        Reply { status: parts.status, headers: parts.headers, body }
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
     }
 
     /// Sends and returns the response with its body still streaming.
@@ -146,7 +171,8 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(Request::get(self.url(path)).body(Full::default()).unwrap()).await
+        self.send(Request::get(self.url(path)).body(Full::default()).unwrap())
+            .await
     }
 
     pub fn post_request(&self, path: &str, body: &Value) -> Request<Full<Bytes>> {
@@ -200,7 +226,10 @@ impl Drop for Harness {
 /// Reads an SSE response body to its end, collecting the text.
 pub async fn read_all(body: &mut Incoming) -> String {
     let mut out = Vec::new();
-    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame()).await.expect("frame in 30 s") {
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .expect("frame in 30 s")
+    {
         if let Ok(data) = frame.expect("frame").into_data() {
             out.extend_from_slice(&data);
         }
@@ -215,7 +244,12 @@ pub async fn read_until(body: &mut Incoming, needle: &str) -> String {
         let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
             .await
             .expect("frame in 30 s")
-            .unwrap_or_else(|| panic!("body ended before {needle:?}: {}", String::from_utf8_lossy(&out)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "body ended before {needle:?}: {}",
+                    String::from_utf8_lossy(&out)
+                )
+            })
             .expect("frame");
         if let Ok(data) = frame.into_data() {
             out.extend_from_slice(&data);

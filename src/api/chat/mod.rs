@@ -73,7 +73,8 @@ fn chunk_stream(
     first: Option<Option<RunEvent>>,
 ) -> impl futures_util::Stream<Item = SseEvent> + Send {
     let mut renderer = ChunkRenderer::new(meta, run.choices());
-    let mut opening: Vec<serde_json::Value> = (0..run.choices()).map(|i| renderer.role(i)).collect();
+    let mut opening: Vec<serde_json::Value> =
+        (0..run.choices()).map(|i| renderer.role(i)).collect();
     // `first` is what the commit window saw: an event, the end, or nothing yet.
     let ended = match first {
         Some(Some(event)) => {
@@ -84,14 +85,17 @@ fn chunk_stream(
         None => false,
     };
     let head = stream::iter(opening.into_iter().map(|v| to_event(&v)));
-    let tail = stream::unfold((run, renderer, ended), |(mut run, mut renderer, done)| async move {
-        if done {
-            return None;
-        }
-        let event = run.next().await?;
-        let frames: Vec<SseEvent> = renderer.render(&event).iter().map(to_event).collect();
-        Some((stream::iter(frames), (run, renderer, false)))
-    });
+    let tail = stream::unfold(
+        (run, renderer, ended),
+        |(mut run, mut renderer, done)| async move {
+            if done {
+                return None;
+            }
+            let event = run.next().await?;
+            let frames: Vec<SseEvent> = renderer.render(&event).iter().map(to_event).collect();
+            Some((stream::iter(frames), (run, renderer, false)))
+        },
+    );
     futures_util::StreamExt::chain(head, futures_util::StreamExt::flatten(tail))
 }
 

@@ -111,7 +111,10 @@ impl ChatRequest {
             .code("invalid_json")
         })?;
         let Value::Object(obj) = value else {
-            return Err(ApiError::invalid("body", "The request body must be a JSON object."));
+            return Err(ApiError::invalid(
+                "body",
+                "The request body must be a JSON object.",
+            ));
         };
         Self::from_object(&obj)
     }
@@ -120,9 +123,17 @@ impl ChatRequest {
         let model = match obj.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_owned(),
             None | Some(Value::Null) => {
-                return Err(ApiError::invalid("model", "you must provide a model parameter"))
+                return Err(ApiError::invalid(
+                    "model",
+                    "you must provide a model parameter",
+                ))
             }
-            Some(_) => return Err(ApiError::invalid("model", "`model` must be a non-empty string")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "model",
+                    "`model` must be a non-empty string",
+                ))
+            }
         };
         let messages = match obj.get("messages") {
             Some(Value::Array(items)) if !items.is_empty() => items
@@ -131,10 +142,16 @@ impl ChatRequest {
                 .map(|(i, m)| parse_message(i, m))
                 .collect::<Result<Vec<_>, _>>()?,
             Some(Value::Array(_)) => {
-                return Err(ApiError::invalid("messages", "`messages` must contain at least one message"))
+                return Err(ApiError::invalid(
+                    "messages",
+                    "`messages` must contain at least one message",
+                ))
             }
             None | Some(Value::Null) => {
-                return Err(ApiError::invalid("messages", "Missing required parameter: 'messages'."))
+                return Err(ApiError::invalid(
+                    "messages",
+                    "Missing required parameter: 'messages'.",
+                ))
             }
             Some(_) => return Err(ApiError::invalid("messages", "`messages` must be an array")),
         };
@@ -144,18 +161,30 @@ impl ChatRequest {
             Some(Value::Object(o)) => opt_bool(o, "include_usage")
                 .map_err(|e| e.param("stream_options.include_usage"))?
                 .unwrap_or(false),
-            Some(_) => return Err(ApiError::invalid("stream_options", "`stream_options` must be an object")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "stream_options",
+                    "`stream_options` must be an object",
+                ))
+            }
         };
         let n = opt_uint(obj, "n")?.unwrap_or(1);
         if !(1..=MAX_N).contains(&n) {
-            return Err(ApiError::invalid("n", format!("`n` must be between 1 and {MAX_N}")));
+            return Err(ApiError::invalid(
+                "n",
+                format!("`n` must be between 1 and {MAX_N}"),
+            ));
         }
         let max_tokens = match opt_uint(obj, "max_completion_tokens")? {
             Some(v) => Some(v),
             None => opt_uint(obj, "max_tokens")?,
         };
         if max_tokens == Some(0) {
-            let p = if obj.contains_key("max_completion_tokens") { "max_completion_tokens" } else { "max_tokens" };
+            let p = if obj.contains_key("max_completion_tokens") {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
             return Err(ApiError::invalid(p, format!("`{p}` must be at least 1")));
         }
         let stop = match obj.get("stop") {
@@ -165,11 +194,21 @@ impl ChatRequest {
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| ApiError::invalid("stop", "`stop` must be a string or an array of strings"))?,
+                .ok_or_else(|| {
+                    ApiError::invalid("stop", "`stop` must be a string or an array of strings")
+                })?,
             Some(Value::Array(_)) => {
-                return Err(ApiError::invalid("stop", "`stop` may hold at most 4 sequences"))
+                return Err(ApiError::invalid(
+                    "stop",
+                    "`stop` may hold at most 4 sequences",
+                ))
             }
-            Some(_) => return Err(ApiError::invalid("stop", "`stop` must be a string or an array of strings")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "stop",
+                    "`stop` must be a string or an array of strings",
+                ))
+            }
         };
         let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
         range(obj, "temperature", 0.0, 2.0)?;
@@ -190,7 +229,10 @@ impl ChatRequest {
             }
         }
         if let Some(e) = &reasoning_effort {
-            if !matches!(e.as_str(), "none" | "minimal" | "low" | "medium" | "high" | "xhigh") {
+            if !matches!(
+                e.as_str(),
+                "none" | "minimal" | "low" | "medium" | "high" | "xhigh"
+            ) {
                 return Err(ApiError::invalid(
                     "reasoning_effort",
                     format!("`{e}` is not one of none, minimal, low, medium, high, xhigh"),
@@ -222,7 +264,10 @@ impl ChatRequest {
 fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
     let p = |field: &str| format!("messages[{i}].{field}");
     let Value::Object(obj) = m else {
-        return Err(ApiError::invalid(format!("messages[{i}]"), "each message must be an object"));
+        return Err(ApiError::invalid(
+            format!("messages[{i}]"),
+            "each message must be an object",
+        ));
     };
     let role = match obj.get("role").and_then(Value::as_str) {
         Some("system") => Role::System,
@@ -247,33 +292,53 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
             .map(|(j, part)| parse_part(&format!("messages[{i}].content[{j}]"), part))
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => {
-            return Err(ApiError::invalid(p("content"), "`content` must be a string or an array of content parts"))
+            return Err(ApiError::invalid(
+                p("content"),
+                "`content` must be a string or an array of content parts",
+            ))
         }
     };
     if parts.is_empty() && role != Role::Assistant {
-        return Err(ApiError::invalid(p("content"), "only assistant messages may omit `content`"));
+        return Err(ApiError::invalid(
+            p("content"),
+            "only assistant messages may omit `content`",
+        ));
     }
     if role != Role::User && parts.iter().any(|part| matches!(part, Part::Image(_))) {
-        return Err(ApiError::invalid(p("content"), "image parts are only allowed in user messages"));
+        return Err(ApiError::invalid(
+            p("content"),
+            "image parts are only allowed in user messages",
+        ));
     }
     let mut tool_calls = Vec::new();
     if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
         let Value::Array(calls) = calls else {
-            return Err(ApiError::invalid(p("tool_calls"), "`tool_calls` must be an array"));
+            return Err(ApiError::invalid(
+                p("tool_calls"),
+                "`tool_calls` must be an array",
+            ));
         };
         for (j, call) in calls.iter().enumerate() {
             let q = format!("messages[{i}].tool_calls[{j}]");
             let id = call.get("id").and_then(Value::as_str);
             let f = call.get("function");
             let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
-            let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or("{}");
+            let args = f
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str)
+                .unwrap_or("{}");
             match (id, name) {
                 (Some(id), Some(name)) => tool_calls.push(AssistantToolCall {
                     id: id.to_owned(),
                     name: name.to_owned(),
                     arguments: args.to_owned(),
                 }),
-                _ => return Err(ApiError::invalid(q, "each tool call needs `id` and `function.name`")),
+                _ => {
+                    return Err(ApiError::invalid(
+                        q,
+                        "each tool call needs `id` and `function.name`",
+                    ))
+                }
             }
         }
     }
@@ -284,19 +349,33 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
             ApiError::invalid(p("function_call"), "`function_call` needs a `name`")
         })?;
         let args = fc.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-        tool_calls.push(AssistantToolCall { id: format!("call_{name}"), name: name.into(), arguments: args.into() });
+        tool_calls.push(AssistantToolCall {
+            id: format!("call_{name}"),
+            name: name.into(),
+            arguments: args.into(),
+        });
     }
     let tool_call_id = match (role.clone(), obj.get("tool_call_id"), obj.get("name")) {
         (Role::Tool, Some(Value::String(id)), _) => Some(id.clone()),
-        (Role::Tool, _, Some(Value::String(name))) if obj.get("role").and_then(Value::as_str) == Some("function") => {
+        (Role::Tool, _, Some(Value::String(name)))
+            if obj.get("role").and_then(Value::as_str) == Some("function") =>
+        {
             Some(format!("call_{name}"))
         }
         (Role::Tool, _, _) => {
-            return Err(ApiError::invalid(p("tool_call_id"), "tool messages need a string `tool_call_id`"))
+            return Err(ApiError::invalid(
+                p("tool_call_id"),
+                "tool messages need a string `tool_call_id`",
+            ))
         }
         _ => None,
     };
-    Ok(Message { role, parts, tool_calls, tool_call_id })
+    Ok(Message {
+        role,
+        parts,
+        tool_calls,
+        tool_call_id,
+    })
 }
 
 fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
@@ -305,15 +384,24 @@ fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
             .get("text")
             .and_then(Value::as_str)
             .map(|t| Part::Text(t.to_owned()))
-            .ok_or_else(|| ApiError::invalid(format!("{param}.text"), "text parts need a string `text`")),
+            .ok_or_else(|| {
+                ApiError::invalid(format!("{param}.text"), "text parts need a string `text`")
+            }),
         Some("image_url") => {
             let url = match part.get("image_url") {
                 Some(Value::String(u)) => Some(u.as_str()),
                 Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
                 _ => None,
             }
-            .ok_or_else(|| ApiError::invalid(format!("{param}.image_url"), "image parts need `image_url.url`"))?;
-            let ok = url.starts_with("data:image/") || url.starts_with("https://") || url.starts_with("http://");
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{param}.image_url"),
+                    "image parts need `image_url.url`",
+                )
+            })?;
+            let ok = url.starts_with("data:image/")
+                || url.starts_with("https://")
+                || url.starts_with("http://");
             if !ok {
                 return Err(ApiError::invalid(
                     format!("{param}.image_url.url"),
@@ -326,12 +414,17 @@ fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
             format!("{param}.type"),
             format!("content part type `{other}` is not supported; use `text` or `image_url`"),
         )),
-        None => Err(ApiError::invalid(format!("{param}.type"), "each content part needs a `type`")),
+        None => Err(ApiError::invalid(
+            format!("{param}.type"),
+            "each content part needs a `type`",
+        )),
     }
 }
 
 fn parse_response_format(v: Option<&Value>) -> Result<ResponseFormat, ApiError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(ResponseFormat::Text) };
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(ResponseFormat::Text);
+    };
     match v.get("type").and_then(Value::as_str) {
         Some("text") => Ok(ResponseFormat::Text),
         Some("json_object") => Ok(ResponseFormat::JsonObject),
@@ -341,7 +434,10 @@ fn parse_response_format(v: Option<&Value>) -> Result<ResponseFormat, ApiError> 
                 .and_then(|s| s.get("schema"))
                 .filter(|s| s.is_object())
                 .ok_or_else(|| {
-                    ApiError::invalid("response_format.json_schema.schema", "`json_schema.schema` must be an object")
+                    ApiError::invalid(
+                        "response_format.json_schema.schema",
+                        "`json_schema.schema` must be an object",
+                    )
                 })?;
             Ok(ResponseFormat::JsonSchema(schema.clone()))
         }
@@ -356,19 +452,36 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), Ap
     let mut tools = Vec::new();
     let mut legacy = false;
     let mut push = |param: String, f: &Value| -> Result<(), ApiError> {
-        let name = f.get("name").and_then(Value::as_str).filter(|n| is_tool_name(n)).ok_or_else(|| {
-            ApiError::invalid(
-                format!("{param}.name"),
-                "function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
-            )
-        })?;
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| is_tool_name(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{param}.name"),
+                    "function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
+                )
+            })?;
         let parameters = match f.get("parameters") {
             None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
             Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => return Err(ApiError::invalid(format!("{param}.parameters"), "`parameters` must be an object")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("{param}.parameters"),
+                    "`parameters` must be an object",
+                ))
+            }
         };
-        let description = f.get("description").and_then(Value::as_str).unwrap_or_default().to_owned();
-        tools.push(FunctionTool { name: name.to_owned(), description, parameters });
+        let description = f
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        tools.push(FunctionTool {
+            name: name.to_owned(),
+            description,
+            parameters,
+        });
         Ok(())
     };
     match obj.get("tools") {
@@ -377,7 +490,10 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), Ap
             for (i, t) in items.iter().enumerate() {
                 let param = format!("tools[{i}]");
                 if t.get("type").and_then(Value::as_str) != Some("function") {
-                    return Err(ApiError::invalid(format!("{param}.type"), "only `function` tools are supported"));
+                    return Err(ApiError::invalid(
+                        format!("{param}.type"),
+                        "only `function` tools are supported",
+                    ));
                 }
                 let f = t.get("function").filter(|f| f.is_object()).ok_or_else(|| {
                     ApiError::invalid(format!("{param}.function"), "`function` must be an object")
@@ -395,16 +511,26 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), Ap
                 push(format!("functions[{i}]"), f)?;
             }
         }
-        Some(_) => return Err(ApiError::invalid("functions", "`functions` must be an array")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "functions",
+                "`functions` must be an array",
+            ))
+        }
     }
     Ok((tools, legacy))
 }
 
 fn is_tool_name(n: &str) -> bool {
-    (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn parse_tool_choice(obj: &Map<String, Value>, tools: &[FunctionTool]) -> Result<ToolChoice, ApiError> {
+fn parse_tool_choice(
+    obj: &Map<String, Value>,
+    tools: &[FunctionTool],
+) -> Result<ToolChoice, ApiError> {
     let (param, v) = match (obj.get("tool_choice"), obj.get("function_call")) {
         (Some(v), _) if !v.is_null() => ("tool_choice", v),
         (_, Some(v)) if !v.is_null() => ("function_call", v),
@@ -415,7 +541,12 @@ fn parse_tool_choice(obj: &Map<String, Value>, tools: &[FunctionTool]) -> Result
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            _ => return Err(ApiError::invalid(param, "must be `auto`, `none`, `required` or a named function")),
+            _ => {
+                return Err(ApiError::invalid(
+                    param,
+                    "must be `auto`, `none`, `required` or a named function",
+                ))
+            }
         },
         Value::Object(o) => {
             let name = o
@@ -423,18 +554,26 @@ fn parse_tool_choice(obj: &Map<String, Value>, tools: &[FunctionTool]) -> Result
                 .and_then(|f| f.get("name"))
                 .or_else(|| o.get("name"))
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::invalid(param, "a named tool choice needs `function.name`"))?;
+                .ok_or_else(|| {
+                    ApiError::invalid(param, "a named tool choice needs `function.name`")
+                })?;
             ToolChoice::Function(name.to_owned())
         }
         _ => return Err(ApiError::invalid(param, "must be a string or an object")),
     };
     if let ToolChoice::Function(name) = &choice {
         if !tools.iter().any(|t| &t.name == name) {
-            return Err(ApiError::invalid(param, format!("tool `{name}` is not among the request's tools")));
+            return Err(ApiError::invalid(
+                param,
+                format!("tool `{name}` is not among the request's tools"),
+            ));
         }
     }
     if matches!(choice, ToolChoice::Required) && tools.is_empty() {
-        return Err(ApiError::invalid(param, "`required` needs at least one tool"));
+        return Err(ApiError::invalid(
+            param,
+            "`required` needs at least one tool",
+        ));
     }
     Ok(choice)
 }
@@ -458,10 +597,9 @@ fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiErr
 fn opt_uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid(key, format!("`{key}` must be a non-negative integer"))),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::invalid(key, format!("`{key}` must be a non-negative integer"))
+        }),
     }
 }
 
@@ -470,7 +608,10 @@ fn range(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<(), Ap
         None | Some(Value::Null) => Ok(()),
         Some(v) => match v.as_f64() {
             Some(x) if (lo..=hi).contains(&x) => Ok(()),
-            Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be between {lo} and {hi}"))),
+            Some(_) => Err(ApiError::invalid(
+                key,
+                format!("`{key}` must be between {lo} and {hi}"),
+            )),
             None => Err(ApiError::invalid(key, format!("`{key}` must be a number"))),
         },
     }
@@ -499,25 +640,53 @@ mod tests {
     #[test]
     fn wrong_types_and_ranges_name_the_param() {
         let base = |extra: serde_json::Value| {
-            let mut v = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            let mut v =
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
             for (k, val) in extra.as_object().unwrap() {
                 v[k] = val.clone();
             }
             parse(v).unwrap_err()
         };
-        assert_eq!(base(serde_json::json!({"temperature": 3})).param.as_deref(), Some("temperature"));
-        assert_eq!(base(serde_json::json!({"temperature": "hot"})).param.as_deref(), Some("temperature"));
-        assert_eq!(base(serde_json::json!({"stream": "yes"})).param.as_deref(), Some("stream"));
-        assert_eq!(base(serde_json::json!({"n": 0})).param.as_deref(), Some("n"));
-        assert_eq!(base(serde_json::json!({"max_tokens": -5})).param.as_deref(), Some("max_tokens"));
-        assert_eq!(base(serde_json::json!({"stop": 7})).param.as_deref(), Some("stop"));
-        assert_eq!(base(serde_json::json!({"messages": []})).param.as_deref(), Some("messages"));
         assert_eq!(
-            base(serde_json::json!({"messages": [{"role": "wizard", "content": "x"}]})).param.as_deref(),
+            base(serde_json::json!({"temperature": 3})).param.as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            base(serde_json::json!({"temperature": "hot"}))
+                .param
+                .as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            base(serde_json::json!({"stream": "yes"})).param.as_deref(),
+            Some("stream")
+        );
+        assert_eq!(
+            base(serde_json::json!({"n": 0})).param.as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            base(serde_json::json!({"max_tokens": -5})).param.as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            base(serde_json::json!({"stop": 7})).param.as_deref(),
+            Some("stop")
+        );
+        assert_eq!(
+            base(serde_json::json!({"messages": []})).param.as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            base(serde_json::json!({"messages": [{"role": "wizard", "content": "x"}]}))
+                .param
+                .as_deref(),
             Some("messages[0].role")
         );
         assert_eq!(
-            base(serde_json::json!({"stream_options": {"include_usage": 1}})).param.as_deref(),
+            base(serde_json::json!({"stream_options": {"include_usage": 1}}))
+                .param
+                .as_deref(),
             Some("stream_options.include_usage")
         );
     }
@@ -545,7 +714,10 @@ mod tests {
             "functions": [{"name": "f", "parameters": {"type": "object"}}]
         }))
         .unwrap();
-        assert_eq!(r.messages[0].parts[1], Part::Image("data:image/png;base64,AAAA".into()));
+        assert_eq!(
+            r.messages[0].parts[1],
+            Part::Image("data:image/png;base64,AAAA".into())
+        );
         assert!(r.legacy_functions);
         assert_eq!(r.tools[0].name, "f");
         assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("call_f"));

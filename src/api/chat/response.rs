@@ -46,7 +46,10 @@ pub struct ChunkRenderer {
 
 impl ChunkRenderer {
     pub fn new(meta: ChatMeta, choices: usize) -> ChunkRenderer {
-        ChunkRenderer { meta, calls: vec![0; choices] }
+        ChunkRenderer {
+            meta,
+            calls: vec![0; choices],
+        }
     }
 
     fn chunk(&self, choices: Value) -> Value {
@@ -65,12 +68,18 @@ impl ChunkRenderer {
     }
 
     fn choice(&self, index: usize, delta: Value, finish: Option<&str>) -> Value {
-        self.chunk(json!([{ "index": index, "delta": delta, "logprobs": null, "finish_reason": finish }]))
+        self.chunk(
+            json!([{ "index": index, "delta": delta, "logprobs": null, "finish_reason": finish }]),
+        )
     }
 
     /// The first chunk of each choice: the assistant role, empty content.
     pub fn role(&self, index: usize) -> Value {
-        self.choice(index, json!({"role": "assistant", "content": "", "refusal": null}), None)
+        self.choice(
+            index,
+            json!({"role": "assistant", "content": "", "refusal": null}),
+            None,
+        )
     }
 
     /// Chunks for one event; an error becomes `{"error": ...}`.

@@ -61,7 +61,9 @@ pub struct ChatRun {
 }
 
 fn into_events(turn: TurnStream) -> Events {
-    Box::pin(stream::unfold(turn, |mut turn| async move { turn.next().await.map(|e| (e, turn)) }))
+    Box::pin(stream::unfold(turn, |mut turn| async move {
+        turn.next().await.map(|e| (e, turn))
+    }))
 }
 
 impl ChatRun {
@@ -74,7 +76,13 @@ impl ChatRun {
                 finished: false,
             })
             .collect();
-        ChatRun { choices, queue: Default::default(), usage: None, next: 0, ended: false }
+        ChatRun {
+            choices,
+            queue: Default::default(),
+            usage: None,
+            next: 0,
+            ended: false,
+        }
     }
 
     pub fn choices(&self) -> usize {
@@ -107,7 +115,9 @@ impl ChatRun {
         let n = self.choices.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            let Some(events) = self.choices[i].events.as_mut() else { continue };
+            let Some(events) = self.choices[i].events.as_mut() else {
+                continue;
+            };
             if let Poll::Ready(e) = events.poll_next_unpin(cx) {
                 self.next = (i + 1) % n;
                 return Poll::Ready((i, e));
@@ -124,7 +134,14 @@ impl ChatRun {
                     self.queue.push_back(RunEvent::Text(i, emit));
                 }
                 if let Some(cut) = cut {
-                    self.finish(i, if cut == Cut::Stop { Finish::Stop } else { Finish::Length });
+                    self.finish(
+                        i,
+                        if cut == Cut::Stop {
+                            Finish::Stop
+                        } else {
+                            Finish::Length
+                        },
+                    );
                 }
             }
             Some(TurnEvent::ToolCall(call)) => {

@@ -27,8 +27,15 @@ pub(crate) const CHARS_PER_TOKEN: u64 = 4;
 
 impl TextShaper {
     pub(crate) fn new(stop: Vec<String>, max_tokens: Option<u64>) -> TextShaper {
-        let max_chars = max_tokens.map(|t| usize::try_from(t.saturating_mul(CHARS_PER_TOKEN)).unwrap_or(usize::MAX));
-        TextShaper { stop, max_chars, emitted_chars: 0, held: String::new(), cut: None }
+        let max_chars = max_tokens
+            .map(|t| usize::try_from(t.saturating_mul(CHARS_PER_TOKEN)).unwrap_or(usize::MAX));
+        TextShaper {
+            stop,
+            max_chars,
+            emitted_chars: 0,
+            held: String::new(),
+            cut: None,
+        }
     }
 
     /// Takes a delta; returns the text to emit now and whether the choice is cut.
@@ -67,7 +74,11 @@ impl TextShaper {
         let chars = emit.chars().count();
         if self.emitted_chars + chars > max {
             let allowed = max - self.emitted_chars;
-            let byte_end = emit.char_indices().nth(allowed).map(|(i, _)| i).unwrap_or(emit.len());
+            let byte_end = emit
+                .char_indices()
+                .nth(allowed)
+                .map(|(i, _)| i)
+                .unwrap_or(emit.len());
             emit.truncate(byte_end);
             self.emitted_chars = max;
             self.held.clear();
@@ -82,7 +93,10 @@ impl TextShaper {
     }
 
     fn earliest_stop(&self) -> Option<usize> {
-        self.stop.iter().filter_map(|s| self.held.find(s.as_str())).min()
+        self.stop
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
     }
 
     /// Length in bytes of the longest suffix of `held` that starts some stop sequence.

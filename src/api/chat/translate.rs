@@ -26,15 +26,20 @@ pub fn to_turn_request(req: &ChatRequest, model: String, effort: Option<String>)
         instructions.push("Respond with one valid JSON object and nothing else.".into());
     }
     match &req.tool_choice {
-        ToolChoice::Required => instructions.push("You must call one of the provided tools in this turn.".into()),
+        ToolChoice::Required => {
+            instructions.push("You must call one of the provided tools in this turn.".into())
+        }
         ToolChoice::Function(name) => {
             instructions.push(format!("You must call the `{name}` tool in this turn."))
         }
         ToolChoice::Auto | ToolChoice::None => {}
     }
 
-    let conversation: Vec<&Message> =
-        req.messages.iter().filter(|m| !matches!(m.role, Role::System | Role::Developer)).collect();
+    let conversation: Vec<&Message> = req
+        .messages
+        .iter()
+        .filter(|m| !matches!(m.role, Role::System | Role::Developer))
+        .collect();
     let (history, input): (&[&Message], Vec<UserInput>) = match conversation.split_last() {
         Some((last, before)) if last.role == Role::User => (before, user_input(last)),
         _ => (&conversation[..], Vec::new()),
@@ -170,7 +175,10 @@ mod tests {
         let t = to_turn_request(&req, "m".into(), None);
         assert!(t.input.is_empty());
         assert_eq!(t.history[1]["type"], "function_call");
-        assert_eq!(t.history[2], json!({"type": "function_call_output", "call_id": "call_1", "output": "sunny"}));
+        assert_eq!(
+            t.history[2],
+            json!({"type": "function_call_output", "call_id": "call_1", "output": "sunny"})
+        );
         assert_eq!(t.tools[0].name, "w");
     }
 }
