@@ -91,10 +91,13 @@ RUN codex --version && codex-completions-api --help >/dev/null
 VOLUME ["/var/lib/codex"]
 EXPOSE 11435
 
-# /healthz is liveness: 200 while the process runs (docs/operations.md).
-# Orchestrators that route traffic should probe /readyz instead.
+# /healthz is liveness: 200 while the process runs, with the worker's state
+# (docs/operations.md). The check also fails when that state is "stopped":
+# the worker failed WORKER_RESTART_MAX times in a row and the gateway gave up
+# on it, which only a restart of the container fixes. A worker that is merely
+# restarting stays healthy. Load balancers should route on /readyz instead.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${PORT}/healthz" >/dev/null || exit 1
+  CMD curl -fsS "http://127.0.0.1:${PORT}/healthz" | grep -vq '"phase":"stopped"' || exit 1
 
 # SIGTERM starts the graceful shutdown: stop accepting, drain streams for up to
 # PROXY_SHUTDOWN_DRAIN_MS (30 s), then stop the worker within
