@@ -9,17 +9,19 @@ use std::time::Duration;
 use codex_auth::{ApiKey, KeySet};
 use codex_maintenance::{MaintenanceConfig, MaintenanceHandle, MaintenanceLayer};
 use codex_metrics::HttpMetrics;
-use codex_rate_limit::Quota;
+use codex_rate_limit::KeyedConcurrency;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessPolicy;
 use crate::api::models::Aliases;
 use crate::api::{Api, ApiState};
 use crate::config::Config;
 use crate::core::{CodexCore, CoreConfig};
 use crate::server::{serve, ServeConfig};
 use crate::stack::{self, StackConfig};
+use crate::telemetry::GatewayMetrics;
 use crate::worker::{Supervisor, WorkerHandle};
 
 /// Handles a running gateway exposes to its embedder (tests, `main`).
@@ -58,12 +60,16 @@ pub async fn run(
         None => private_workdir()?,
     };
 
+    let access = Arc::new(AccessPolicy::load(&config)?);
     let mut registry = Registry::with_prefix("codex_gateway");
     let http_metrics = HttpMetrics::register(&mut registry);
+    let gateway_metrics = GatewayMetrics::register(&mut registry);
 
     let (supervisor, worker) = Supervisor::new(config.worker.clone(), workdir.clone());
+    let supervisor = supervisor.with_call_observer(gateway_metrics.call_observer());
     let stop_worker = CancellationToken::new();
     let supervisor_task = tokio::spawn(supervisor.run(stop_worker.clone()));
+    gateway_metrics.watch_worker(worker.clone());
 
     let core = CodexCore::new(
         worker.clone(),
@@ -73,6 +79,10 @@ pub async fn run(
             enable_codex_tools: config.worker.enable_codex_tools,
             model_provider: config.worker.model_provider.clone(),
             idle_timeout: config.stream_idle_timeout,
+            max_concurrency: config.max_concurrency,
+            queue_max: config.queue_max,
+            queue_timeout: config.queue_timeout,
+            in_flight: Some(gateway_metrics.turns_in_flight().clone()),
         },
     );
     let (maintenance_layer, maintenance) = MaintenanceLayer::pair(MaintenanceConfig {
@@ -84,27 +94,33 @@ pub async fn run(
         .map_err(|e| format!("invalid PROXY_MODEL_ALIASES: {e}"))?;
     let mut state = ApiState::new(core, aliases, config.max_body_bytes);
     state.maintenance = Some(maintenance.clone());
+    state.access = access.clone();
+    state.metrics = Some(gateway_metrics);
+    state.registry = config.metrics_enabled.then(|| Arc::new(registry));
+    state.metrics_token = config.metrics_token.as_ref().map(|t| t.0.clone());
+    state.stream_limit =
+        (config.sse_max_concurrency > 0).then(|| KeyedConcurrency::new(config.sse_max_concurrency));
+    state.trust_proxy = config.trust_proxy;
+    state.request_timeout = config.request_timeout;
+    state.kill_on_disconnect = config.kill_on_disconnect;
     let draining = state.draining_flag();
     let api = Api::new(Arc::new(state));
 
     let keys = KeySet::new(
-        config
-            .api_keys
+        access
+            .keys
             .iter()
-            .map(|(name, secret)| ApiKey::new(name.as_str(), secret.0.clone()))
+            .map(|k| ApiKey::new(k.name.as_str(), k.secret.0.clone()))
             .collect(),
     );
     let service = stack::build(
         api,
         StackConfig {
             keys,
-            protect_models: config.protect_models,
+            access,
             maintenance: maintenance_layer,
             http_metrics,
             cors: config.cors_enabled.then(|| config.cors_origins.clone()),
-            rate_limit: config
-                .rate_limit_enabled
-                .then(|| Quota::new(config.rate_limit_max, config.rate_limit_window)),
             trust_proxy: config.trust_proxy,
             output_mode: config
                 .output_mode

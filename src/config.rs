@@ -49,6 +49,13 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_RATE_LIMIT_WINDOW_MS", default: "60000", help: "rate-limit window" },
     Variable { name: "PROXY_RATE_LIMIT_MAX", default: "60", help: "requests per window and key" },
     Variable { name: "PROXY_TRUST_PROXY", default: "false", help: "take the client address from X-Forwarded-For (only behind a trusted proxy)" },
+    Variable { name: "PROXY_CONFIG", default: "", help: "TOML file with per-route auth and rate limits (see docs/configuration.md)" },
+    Variable { name: "PROXY_SSE_MAX_CONCURRENCY", default: "0", help: "concurrent streams per key (or client address); 0 = unlimited" },
+    Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on the worker at once" },
+    Variable { name: "WORKER_QUEUE_MAX", default: "64", help: "requests waiting for a turn slot; beyond it 429 with Retry-After" },
+    Variable { name: "WORKER_QUEUE_TIMEOUT_MS", default: "10000", help: "longest wait for a turn slot before 429" },
+    Variable { name: "PROXY_TIMEOUT_MS", default: "600000", help: "longest a whole request may take before 504 (0 disables)" },
+    Variable { name: "PROXY_KILL_ON_DISCONNECT", default: "true", help: "interrupt the turn when the client disconnects" },
     Variable { name: "PROXY_ENABLE_METRICS", default: "false", help: "serve Prometheus metrics on GET /metrics" },
     Variable { name: "PROXY_METRICS_TOKEN", default: "", help: "bearer token for /metrics from non-loopback clients" },
     Variable { name: "WORKER_LOG_LEVEL", default: "warn", help: "RUST_LOG filter for the worker's own log (its stderr becomes gateway log events)" },
@@ -127,6 +134,13 @@ pub struct Config {
     pub rate_limit_window: Duration,
     pub rate_limit_max: u32,
     pub trust_proxy: bool,
+    pub route_config: Option<PathBuf>,
+    pub sse_max_concurrency: usize,
+    pub max_concurrency: usize,
+    pub queue_max: usize,
+    pub queue_timeout: Duration,
+    pub request_timeout: Option<Duration>,
+    pub kill_on_disconnect: bool,
     pub metrics_enabled: bool,
     pub metrics_token: Option<Secret>,
     pub worker: WorkerConfig,
@@ -332,6 +346,22 @@ impl Config {
             rate_limit_window: nonzero(env, "PROXY_RATE_LIMIT_WINDOW_MS")?,
             rate_limit_max: env.parse("PROXY_RATE_LIMIT_MAX", "a whole number")?,
             trust_proxy: env.flag("PROXY_TRUST_PROXY")?,
+            route_config: env.opt("PROXY_CONFIG").map(PathBuf::from),
+            sse_max_concurrency: env.parse("PROXY_SSE_MAX_CONCURRENCY", "a whole number")?,
+            max_concurrency: {
+                let n: usize = env.parse("WORKER_MAX_CONCURRENCY", "a whole number")?;
+                if n == 0 {
+                    return Err(ConfigError {
+                        variable: "WORKER_MAX_CONCURRENCY",
+                        message: "must be above 0".into(),
+                    });
+                }
+                n
+            },
+            queue_max: env.parse("WORKER_QUEUE_MAX", "a whole number")?,
+            queue_timeout: env.millis("WORKER_QUEUE_TIMEOUT_MS")?,
+            request_timeout: Some(env.millis("PROXY_TIMEOUT_MS")?).filter(|d| !d.is_zero()),
+            kill_on_disconnect: env.flag("PROXY_KILL_ON_DISCONNECT")?,
             metrics_enabled: env.flag("PROXY_ENABLE_METRICS")?,
             metrics_token: env.opt("PROXY_METRICS_TOKEN").map(Secret),
             worker: WorkerConfig {

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod protocol;
 pub mod rpc;
 pub mod server;
 pub mod stack;
+pub mod telemetry;
 pub mod worker;

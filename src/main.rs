@@ -56,7 +56,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match app::run(config, listener, shutdown_signal(), |_| {}).await {
+        let on_start = |handles: app::GatewayHandles| {
+            tokio::spawn(maintenance_signals(handles.maintenance));
+        };
+        match app::run(config, listener, shutdown_signal(), on_start).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("codex-completions-api: {e}");
@@ -75,6 +78,24 @@ fn init_tracing(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// SIGUSR1 switches maintenance mode on, SIGUSR2 off: for operators who
+/// would rather `kill -USR1` than call the admin endpoint.
+async fn maintenance_signals(handle: codex_maintenance::MaintenanceHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut on), Ok(mut off)) = (
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = on.recv() => { handle.enable(); tracing::warn!("maintenance mode on (SIGUSR1)"); }
+            _ = off.recv() => { handle.disable(); tracing::warn!("maintenance mode off (SIGUSR2)"); }
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use codex_auth::{AuthRejected, AuthenticatedKey, KeySet, RequireAuthLayer};
 use codex_maintenance::{MaintenanceLayer, MaintenanceRejected};
 use codex_metrics::{HttpMetrics, MetricsLayer};
 use codex_output_mode::{OutputMode, OutputModeLayer, OutputModeRejected};
-use codex_rate_limit::{Quota, RateKey, RateLimitLayer, RateLimited};
+use codex_rate_limit::{ConcurrencyExceeded, RateKey, RateLimitLayer, RateLimited};
 use codex_sse::SseLayer;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -37,6 +38,7 @@ use tower_http::request_id::{
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::AccessPolicy;
 use crate::api::{route_name, Api};
 use crate::server::PeerAddr;
 
@@ -49,11 +51,11 @@ pub type GatewayService = BoxCloneService<Request<Incoming>, Response<BoxBody>, 
 /// What the stack needs besides the API service.
 pub struct StackConfig {
     pub keys: KeySet,
-    pub protect_models: bool,
+    /// Which routes need a key, and the rate limits (keys file, route file, env).
+    pub access: Arc<AccessPolicy>,
     pub maintenance: MaintenanceLayer,
     pub http_metrics: HttpMetrics,
     pub cors: Option<Vec<String>>,
-    pub rate_limit: Option<Quota>,
     pub trust_proxy: bool,
     pub output_mode: OutputMode,
     pub sse_keepalive: Duration,
@@ -67,29 +69,24 @@ fn is_probe_or_metrics(path: &str) -> bool {
 
 pub fn build(api: Api, config: StackConfig) -> GatewayService {
     let auth_exempt = {
-        let open = config.keys.is_empty();
-        let protect_models = config.protect_models;
+        let access = config.access.clone();
         move |req: &Request<Incoming>| {
-            let path = req.uri().path();
-            open
-                || is_probe_or_metrics(path)
-                // Browsers send preflights without credentials.
-                || req.method() == Method::OPTIONS
-                || (!protect_models && (path == "/v1/models" || path.starts_with("/v1/models/")))
+            // Browsers send preflights without credentials.
+            req.method() == Method::OPTIONS || !access.requires_auth(req.uri().path())
         }
     };
     let rate_policy = {
-        let quota = config.rate_limit;
+        let access = config.access.clone();
         let trust_proxy = config.trust_proxy;
         move |req: &Request<Incoming>| -> Option<RateKey> {
-            let quota = quota?;
-            if is_probe_or_metrics(req.uri().path()) {
-                return None;
-            }
-            if let Some(key) = req.extensions().get::<AuthenticatedKey>() {
-                return Some(RateKey::new(format!("key:{}", key.name()), quota));
-            }
-            client_ip(req, trust_proxy).map(|ip| RateKey::new(format!("ip:{ip}"), quota))
+            let key = req.extensions().get::<AuthenticatedKey>();
+            let client = match key {
+                Some(key) => format!("key:{}", key.name()),
+                None => format!("ip:{}", client_ip(req, trust_proxy)?),
+            };
+            let (bucket, quota) =
+                access.rate_key(req.uri().path(), &client, key.map(|k| k.name()))?;
+            Some(RateKey::new(bucket, quota))
         }
     };
     let rejection_cause = |parts: &http::response::Parts| -> Option<&'static str> {
@@ -100,6 +97,8 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
             Some("maintenance")
         } else if ext.get::<RateLimited>().is_some() {
             Some("rate_limit")
+        } else if ext.get::<ConcurrencyExceeded>().is_some() {
+            Some("stream_limit")
         } else if ext.get::<OutputModeRejected>().is_some() {
             Some("bad_output_mode")
         } else if parts.status == http::StatusCode::TOO_MANY_REQUESTS {

@@ -4,10 +4,12 @@
 //! typed core calls and core results into OpenAI JSON or SSE events; it does
 //! not know JSON-RPC method names.
 
+mod admin;
 pub mod chat;
 pub mod error;
 mod health;
 pub mod ids;
+mod metrics_endpoint;
 pub mod models;
 
 use std::convert::Infallible;
@@ -23,7 +25,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
+use crate::access::AccessPolicy;
 use crate::core::CodexCore;
+use crate::telemetry::GatewayMetrics;
 use error::ApiError;
 use models::Aliases;
 
@@ -51,6 +55,18 @@ pub struct ApiState {
     pub aliases: Aliases,
     pub max_body_bytes: usize,
     pub maintenance: Option<MaintenanceHandle>,
+    pub access: Arc<AccessPolicy>,
+    pub metrics: Option<GatewayMetrics>,
+    /// What `GET /metrics` encodes; `None` when metrics are off.
+    pub registry: Option<Arc<prometheus_client::registry::Registry>>,
+    pub metrics_token: Option<String>,
+    /// Per-client limit on concurrent streams (`PROXY_SSE_MAX_CONCURRENCY`).
+    pub stream_limit: Option<codex_rate_limit::KeyedConcurrency>,
+    pub trust_proxy: bool,
+    /// Longest a whole chat request may take (`PROXY_TIMEOUT_MS`).
+    pub request_timeout: Option<std::time::Duration>,
+    /// Interrupt turns whose client went away (`PROXY_KILL_ON_DISCONNECT`).
+    pub kill_on_disconnect: bool,
     draining: Arc<AtomicBool>,
 }
 
@@ -61,6 +77,14 @@ impl ApiState {
             aliases,
             max_body_bytes,
             maintenance: None,
+            access: Arc::new(AccessPolicy::default()),
+            metrics: None,
+            registry: None,
+            metrics_token: None,
+            stream_limit: None,
+            trust_proxy: false,
+            request_timeout: None,
+            kill_on_disconnect: true,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -120,6 +144,16 @@ where
     match (path.as_str(), &method) {
         ("/healthz", &Method::GET | &Method::HEAD) => Ok(health::healthz(state)),
         ("/readyz", &Method::GET | &Method::HEAD) => Ok(health::readyz(state)),
+        ("/metrics", &Method::GET) => metrics_endpoint::serve(state, &req),
+        ("/admin/maintenance", &Method::GET | &Method::POST) => {
+            let caller = admin::authorize(state, &req)?;
+            let body = if method == Method::POST {
+                Some(read_body(req, 64 * 1024).await?)
+            } else {
+                None
+            };
+            admin::maintenance(state, &caller, body)
+        }
         ("/v1/models", &Method::GET | &Method::HEAD) => {
             let models = state.core.models().map_err(ApiError::from)?;
             Ok(json_response(
@@ -137,14 +171,42 @@ where
             ))
         }
         ("/v1/chat/completions", &Method::POST) => {
+            let client = Client::of(state, &req);
             let body = read_body(req, state.max_body_bytes).await?;
-            chat::handle(state, body).await
+            chat::handle(state, &client, body).await
         }
         ("/healthz" | "/readyz" | "/v1/models", _) => Err(ApiError::method_not_allowed("GET")),
         ("/v1/chat/completions", _) => Err(ApiError::method_not_allowed("POST")),
         _ => Err(ApiError::not_found(format!(
             "Unknown request URL: {method} {path}."
         ))),
+    }
+}
+
+/// Who is calling, as the handlers need it.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `key:<name>` with a key, else `ip:<address>`; `None` when unknown.
+    pub id: Option<String>,
+    pub output_mode: codex_output_mode::OutputMode,
+    pub started: std::time::Instant,
+}
+
+impl Client {
+    fn of<B>(state: &ApiState, req: &Request<B>) -> Client {
+        let id = match req.extensions().get::<codex_auth::AuthenticatedKey>() {
+            Some(key) => Some(format!("key:{}", key.name())),
+            None => crate::stack::client_ip(req, state.trust_proxy).map(|ip| format!("ip:{ip}")),
+        };
+        Client {
+            id,
+            output_mode: req
+                .extensions()
+                .get::<codex_output_mode::OutputMode>()
+                .copied()
+                .unwrap_or_default(),
+            started: std::time::Instant::now(),
+        }
     }
 }
 

@@ -73,7 +73,9 @@ impl Failure {
                 FailureKind::RateLimited
             }
             ("contextWindowExceeded", _) => FailureKind::ContextLengthExceeded,
-            ("badRequest" | "other", _) | (_, Some(400)) if is_client_fault(tag, http_status) => {
+            ("badRequest" | "other", _) | (_, Some(400))
+                if is_client_fault(tag, http_status, &err.message) =>
+            {
                 FailureKind::BadRequest
             }
             _ => FailureKind::Upstream,
@@ -97,14 +99,17 @@ impl Failure {
     }
 }
 
-/// Codex reports a provider 400 as `other` with the provider's body as the
-/// message (measured); `badRequest` is explicit. Anything with a non-400
-/// status is not the client's fault.
-fn is_client_fault(tag: &str, status: Option<u64>) -> bool {
+/// Codex reports a provider 400 as `other` with the provider's JSON error
+/// body as the message (measured), but it also tags a dropped model stream
+/// (`stream disconnected before completion`) as `other`: only the JSON body
+/// marks the client's fault. `badRequest` is explicit; any non-400 status is
+/// not the client's fault.
+fn is_client_fault(tag: &str, status: Option<u64>, message: &str) -> bool {
     match status {
         Some(400) => true,
         Some(_) => false,
-        None => tag == "badRequest" || tag == "other",
+        None if tag == "badRequest" => true,
+        None => serde_json::from_str::<Value>(message).is_ok_and(|v| v.get("error").is_some()),
     }
 }
 
@@ -137,7 +142,16 @@ mod tests {
             classify(json!("internalServerError")),
             FailureKind::Upstream
         );
-        assert_eq!(classify(json!("other")), FailureKind::BadRequest);
+        let provider_400 = TurnError {
+            message: r#"{"error":{"message":"bad","type":"invalid_request_error"}}"#.into(),
+            codex_error_info: Some(json!("other")),
+        };
+        assert_eq!(
+            Failure::from_turn_error(&provider_400).kind,
+            FailureKind::BadRequest
+        );
+        // A dropped model stream is also `other`, but not the client's fault.
+        assert_eq!(classify(json!("other")), FailureKind::Upstream);
         assert_eq!(
             classify(json!("usageLimitExceeded")),
             FailureKind::QuotaExceeded

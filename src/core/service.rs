@@ -1,7 +1,10 @@
 //! [`CodexCore`]: starts threads and turns on the ready worker.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde_json::{json, Map, Value};
 
@@ -26,6 +29,13 @@ pub struct CoreConfig {
     pub model_provider: Option<String>,
     /// Longest silence from the worker before a turn fails (`None`: no limit).
     pub idle_timeout: Option<Duration>,
+    /// Turns running at once (`WORKER_MAX_CONCURRENCY`).
+    pub max_concurrency: usize,
+    /// Requests that may wait for a slot (`WORKER_QUEUE_MAX`), and for how long.
+    pub queue_max: usize,
+    pub queue_timeout: Duration,
+    /// Turns in flight, for the metrics endpoint.
+    pub in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 /// Runs API requests on the worker. Cheap to clone.
@@ -39,6 +49,22 @@ struct Inner {
     config: CoreConfig,
     /// Per-thread overrides, built once.
     thread_config: Map<String, Value>,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// One of `WORKER_MAX_CONCURRENCY` turn slots; released when the turn's stream goes.
+pub(super) struct TurnSlot {
+    _permit: OwnedSemaphorePermit,
+    in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl Drop for TurnSlot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.in_flight {
+            g.dec();
+        }
+    }
 }
 
 impl CodexCore {
@@ -46,6 +72,8 @@ impl CodexCore {
         let thread_config = thread_config(config.enable_codex_tools);
         CodexCore {
             inner: Arc::new(Inner {
+                slots: Arc::new(Semaphore::new(config.max_concurrency)),
+                waiting: AtomicUsize::new(0),
                 worker,
                 config,
                 thread_config,
@@ -71,6 +99,7 @@ impl CodexCore {
     /// thread is released either way.
     pub async fn start_turn(&self, req: TurnRequest) -> Result<TurnStream, Failure> {
         let (client, _) = self.inner.worker.ready().map_err(not_ready)?;
+        let slot = self.acquire_slot().await?;
         let config = &self.inner.config;
         let params = ThreadStartParams {
             model: Some(req.model.clone()),
@@ -113,8 +142,75 @@ impl CodexCore {
             .await
             .map_err(|e| Failure::from_rpc(&e))?;
         cleanup.set_turn(turn.turn.id);
-        Ok(TurnStream::new(subscription, cleanup, config.idle_timeout))
+        Ok(TurnStream::new(
+            subscription,
+            cleanup,
+            config.idle_timeout,
+            slot,
+        ))
     }
+
+    /// A turn slot now, or after a short bounded wait; else `Overloaded`.
+    async fn acquire_slot(&self) -> Result<TurnSlot, Failure> {
+        let inner = &self.inner;
+        let overloaded = || {
+            Failure::new(
+                FailureKind::Overloaded,
+                format!(
+                    "The gateway is at its limit of {} concurrent turns; retry shortly.",
+                    inner.config.max_concurrency
+                ),
+            )
+            .with_retry_after(Duration::from_secs(1))
+        };
+        let permit = match inner.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Join the queue only while it has room; never wait unboundedly.
+                let queued = inner.waiting.fetch_add(1, Ordering::AcqRel);
+                let _leave = scopeguard(|| {
+                    inner.waiting.fetch_sub(1, Ordering::AcqRel);
+                });
+                if queued >= inner.config.queue_max {
+                    return Err(overloaded());
+                }
+                match tokio::time::timeout(
+                    inner.config.queue_timeout,
+                    inner.slots.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(overloaded()),
+                }
+            }
+        };
+        if let Some(g) = &inner.config.in_flight {
+            g.inc();
+        }
+        Ok(TurnSlot {
+            _permit: permit,
+            in_flight: inner.config.in_flight.clone(),
+        })
+    }
+
+    /// Turns running now.
+    pub fn turns_in_flight(&self) -> usize {
+        self.inner.config.max_concurrency - self.inner.slots.available_permits()
+    }
+}
+
+/// Runs `f` on drop.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn not_ready(e: crate::worker::NotReady) -> Failure {

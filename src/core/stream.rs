@@ -29,6 +29,8 @@ pub struct TurnStream {
     /// `item/tool/call` requests not yet answered.
     pending_calls: Vec<(RequestId, String)>,
     done: bool,
+    /// Released last, when the stream goes.
+    _slot: super::service::TurnSlot,
 }
 
 impl TurnStream {
@@ -36,6 +38,7 @@ impl TurnStream {
         subscription: ThreadSubscription,
         cleanup: TurnCleanup,
         idle_timeout: Option<Duration>,
+        slot: super::service::TurnSlot,
     ) -> TurnStream {
         TurnStream {
             subscription,
@@ -48,6 +51,7 @@ impl TurnStream {
             tool_calls: 0,
             pending_calls: Vec::new(),
             done: false,
+            _slot: slot,
         }
     }
 

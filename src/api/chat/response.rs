@@ -127,10 +127,15 @@ struct ChoiceAcc {
 }
 
 /// Drives the run to its end and builds the `chat.completion` object.
-pub async fn aggregate(mut run: ChatRun, meta: &ChatMeta) -> Result<Value, ApiError> {
+pub async fn aggregate(
+    mut run: ChatRun,
+    meta: &ChatMeta,
+    mut observer: super::Observer,
+) -> Result<Value, ApiError> {
     let mut choices: Vec<ChoiceAcc> = (0..run.choices()).map(|_| ChoiceAcc::default()).collect();
     let mut usage = Usage::default();
     while let Some(event) = run.next().await {
+        observer.see(&event);
         match event {
             RunEvent::Text(i, t) => choices[i].content.push_str(&t),
             RunEvent::ToolCall(i, c) => choices[i].calls.push(c),

@@ -58,6 +58,27 @@ pub struct ChatRun {
     usage: Option<Usage>,
     next: usize,
     ended: bool,
+    /// The whole request's deadline (`PROXY_TIMEOUT_MS`).
+    deadline: Option<tokio::time::Instant>,
+    /// When false, turns left running by a departed client finish in the
+    /// background instead of being interrupted (`PROXY_KILL_ON_DISCONNECT=false`).
+    interrupt_on_drop: bool,
+}
+
+impl Drop for ChatRun {
+    fn drop(&mut self) {
+        if self.interrupt_on_drop {
+            return; // dropping each turn's stream interrupts it
+        }
+        for choice in &mut self.choices {
+            if let Some(mut events) = choice.events.take() {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    // Bounded by the turn's own end, its idle timeout, or the worker's exit.
+                    rt.spawn(async move { while events.next().await.is_some() {} });
+                }
+            }
+        }
+    }
 }
 
 fn into_events(turn: TurnStream) -> Events {
@@ -82,7 +103,19 @@ impl ChatRun {
             usage: None,
             next: 0,
             ended: false,
+            deadline: None,
+            interrupt_on_drop: true,
         }
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<tokio::time::Instant>) -> ChatRun {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn interrupt_on_drop(mut self, interrupt: bool) -> ChatRun {
+        self.interrupt_on_drop = interrupt;
+        self
     }
 
     pub fn choices(&self) -> usize {
@@ -100,12 +133,26 @@ impl ChatRun {
             }
             if self.choices.iter().all(|c| c.finished) {
                 self.ended = true;
-                if let Some(u) = self.usage {
-                    return Some(RunEvent::Usage(u));
-                }
-                return None;
+                // Always sent, so the response has its usage object even when
+                // the worker reported none yet (a turn paused on a tool call
+                // reports its usage only after the call's result).
+                return Some(RunEvent::Usage(self.usage.unwrap_or_default()));
             }
-            let (index, event) = poll_fn(|cx| self.poll_any(cx)).await;
+            let deadline = self.deadline;
+            let next = poll_fn(|cx| self.poll_any(cx));
+            let (index, event) = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
+                    Ok(e) => e,
+                    Err(_) => {
+                        self.fail(ApiError::from(crate::core::Failure::new(
+                            crate::core::FailureKind::Timeout,
+                            "The request took longer than PROXY_TIMEOUT_MS allows.",
+                        )));
+                        continue;
+                    }
+                },
+                None => next.await,
+            };
             self.on_event(index, event);
         }
     }

@@ -1,0 +1,207 @@
+//! Gateway-level Prometheus metrics (the HTTP ones live in `codex-metrics`).
+//!
+//! | name (prefix `codex_gateway_`) | type | labels |
+//! |---|---|---|
+//! | `worker_starts_total` | counter | – |
+//! | `worker_ready` | gauge (0/1) | – |
+//! | `worker_phase` | gauge (1 for the current phase) | phase |
+//! | `jsonrpc_calls_total` | counter | method, outcome |
+//! | `tokens_total` | counter | kind (prompt, completion, cached_prompt, reasoning) |
+//! | `time_to_first_token_seconds` | histogram | stream |
+//! | `turns_in_flight` | gauge | – |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::core::Usage;
+use crate::rpc::CallObserver;
+use crate::worker::{WorkerHandle, WorkerPhase};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: &'static str,
+}
+
+/// Time-to-first-token buckets, seconds: model latency spans milliseconds
+/// (offline model) to a minute (long reasoning before the first token).
+pub const TTFT_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+/// Gateway metrics, shared by every request.
+#[derive(Clone, Debug)]
+pub struct GatewayMetrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    worker_starts: Counter,
+    worker_ready: Gauge,
+    worker_phase: Family<PhaseLabels, Gauge>,
+    calls: Family<CallLabels, Counter>,
+    tokens: Family<KindLabels, Counter>,
+    ttft: Family<StreamLabels, Histogram, fn() -> Histogram>,
+    turns_in_flight: Gauge,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &mut Registry) -> GatewayMetrics {
+        let inner = Inner {
+            worker_starts: Counter::default(),
+            worker_ready: Gauge::default(),
+            worker_phase: Family::default(),
+            calls: Family::default(),
+            tokens: Family::default(),
+            ttft: Family::new_with_constructor(|| Histogram::new(TTFT_BUCKETS)),
+            turns_in_flight: Gauge::default(),
+        };
+        registry.register(
+            "worker_starts",
+            "Codex worker processes started (restarts = this - 1)",
+            inner.worker_starts.clone(),
+        );
+        registry.register(
+            "worker_ready",
+            "1 while the worker is handshaken and its channel open",
+            inner.worker_ready.clone(),
+        );
+        registry.register(
+            "worker_phase",
+            "1 for the worker's current lifecycle phase",
+            inner.worker_phase.clone(),
+        );
+        registry.register(
+            "jsonrpc_calls",
+            "JSON-RPC requests to the worker by method and outcome",
+            inner.calls.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens reported by the worker, by kind",
+            inner.tokens.clone(),
+        );
+        registry.register_with_unit(
+            "time_to_first_token",
+            "From request arrival to the first content or tool call of a chat completion",
+            Unit::Seconds,
+            inner.ttft.clone(),
+        );
+        registry.register(
+            "turns_in_flight",
+            "Turns running on the worker now",
+            inner.turns_in_flight.clone(),
+        );
+        GatewayMetrics {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The observer the worker's channel reports each call to.
+    pub fn call_observer(&self) -> CallObserver {
+        let inner = self.inner.clone();
+        Arc::new(move |method, outcome| {
+            inner
+                .calls
+                .get_or_create(&CallLabels { method, outcome })
+                .inc();
+        })
+    }
+
+    pub fn record_usage(&self, u: &Usage) {
+        let t = &self.inner.tokens;
+        t.get_or_create(&KindLabels { kind: "prompt" })
+            .inc_by(u.input_tokens);
+        t.get_or_create(&KindLabels { kind: "completion" })
+            .inc_by(u.output_tokens);
+        t.get_or_create(&KindLabels {
+            kind: "cached_prompt",
+        })
+        .inc_by(u.cached_input_tokens);
+        t.get_or_create(&KindLabels { kind: "reasoning" })
+            .inc_by(u.reasoning_output_tokens);
+    }
+
+    pub fn record_first_token(&self, stream: bool, after: Duration) {
+        let label = StreamLabels {
+            stream: if stream { "true" } else { "false" },
+        };
+        self.inner
+            .ttft
+            .get_or_create(&label)
+            .observe(after.as_secs_f64());
+    }
+
+    pub fn turns_in_flight(&self) -> &Gauge {
+        &self.inner.turns_in_flight
+    }
+
+    /// Follows the worker's state until the handle's sender goes away.
+    pub fn watch_worker(&self, mut worker: WorkerHandle) -> tokio::task::JoinHandle<()> {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let mut last_starts = 0;
+            loop {
+                let status = worker.status();
+                if status.starts > last_starts {
+                    inner
+                        .worker_starts
+                        .inc_by(u64::from(status.starts - last_starts));
+                    last_starts = status.starts;
+                }
+                inner.worker_ready.set(i64::from(status.is_ready()));
+                for phase in [
+                    WorkerPhase::Starting,
+                    WorkerPhase::Handshaking,
+                    WorkerPhase::Ready,
+                    WorkerPhase::BackingOff,
+                    WorkerPhase::Stopped,
+                ] {
+                    let on = phase == status.phase;
+                    inner
+                        .worker_phase
+                        .get_or_create(&PhaseLabels {
+                            phase: phase_name(phase),
+                        })
+                        .set(i64::from(on));
+                }
+                if !worker.changed().await {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+fn phase_name(p: WorkerPhase) -> &'static str {
+    match p {
+        WorkerPhase::Starting => "starting",
+        WorkerPhase::Handshaking => "handshaking",
+        WorkerPhase::Ready => "ready",
+        WorkerPhase::BackingOff => "backing_off",
+        WorkerPhase::Stopped => "stopped",
+    }
+}
