@@ -225,15 +225,8 @@ describe('tool calls', () => {
     assert.deepEqual(JSON.parse(choice.message.tool_calls[0].function.arguments), { city: 'Paris' });
   });
 
-  // BUG (gateway, src/api/chat/run.rs ChatRun::next): with
-  // stream_options.include_usage the usage chunk is only sent when the turn
-  // reported usage; a tool-call turn ends before codex reports it, so the
-  // stream goes from finish_reason tool_calls straight to [DONE] (and
-  // non-streamed tool-call replies carry usage 0/0/0). OpenAI always sends the
-  // usage chunk. Marked todo; make it a plain test when fixed.
   test(
     'a streamed tool call with include_usage ends with a usage chunk',
-    { todo: 'BUG: no usage chunk after a tool call' },
     async () => {
       const stream = await client.chat.completions.create({
         model: MODEL,
@@ -323,16 +316,8 @@ describe('errors, as the SDK error classes', () => {
     assert.notEqual(text, `ECHO: ${prompt}`);
   });
 
-  // BUG (gateway, src/core/failure.rs): codex reports a provider stream that
-  // broke off with codexErrorInfo "other", the tag it also uses for a provider
-  // 400, and the gateway maps "other" to 400 invalid_request_error /
-  // upstream_bad_request: the SDK throws BadRequestError (never retried) for an
-  // upstream failure. Expected: 502 api_error / upstream_error, i.e.
-  // InternalServerError. Marked todo (it runs, its failure is reported but does
-  // not fail the run); make it a plain test when the gateway is fixed.
   test(
     'an upstream disconnect: InternalServerError (502)',
-    { todo: 'BUG: gateway answers 400 upstream_bad_request for a provider stream disconnect' },
     async () => {
       const err = await thrown(() =>
         client.chat.completions.create({ model: MODEL, messages: user('[[break 0]] cut me off') }),

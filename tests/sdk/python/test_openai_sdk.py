@@ -274,17 +274,6 @@ def test_streamed_tool_call_assembles_from_deltas(client):
     assert finishes == ["tool_calls"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG (gateway, src/api/chat/run.rs ChatRun::next): with stream_options.include_usage "
-        "the usage chunk is only sent when the turn reported usage; a tool-call turn ends before "
-        "codex reports it, so the stream goes straight from finish_reason tool_calls to [DONE] "
-        "(and non-streamed tool-call replies carry usage 0/0/0). OpenAI always sends the usage "
-        "chunk. Remove this mark when fixed."
-    ),
-)
 def test_streamed_tool_call_with_include_usage_ends_with_usage(client):
     stream = client.chat.completions.create(
         model=MODEL,
@@ -382,18 +371,6 @@ def test_stream_broken_mid_body_raises_api_error(client):
     assert text != f"ECHO: {prompt}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "BUG (gateway, src/core/failure.rs): codex reports a provider stream that broke off "
-        "with codexErrorInfo 'other', the same tag it uses for a provider 400, and the gateway "
-        "maps 'other' to 400 invalid_request_error/upstream_bad_request, so the SDK raises "
-        "BadRequestError (not retried) for an upstream failure. Expected 502 api_error/"
-        "upstream_error -> InternalServerError. Remove this mark when fixed (strict: an "
-        "unexpected pass fails the suite)."
-    ),
-)
 def test_upstream_disconnect_raises_internal_server_error(client):
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model=MODEL, messages=user("[[break 0]] cut me off"))
