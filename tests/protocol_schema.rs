@@ -16,7 +16,10 @@
 //!   binding;
 //! * the canned answers the channel gives to server requests nobody takes;
 //! * real lines captured from the pinned codex (`fixtures/protocol/samples`,
-//!   redone with `fixtures/protocol/capture.py`) decode into the bindings;
+//!   redone with `fixtures/protocol/capture.py`) decode into the bindings, the
+//!   bindings keep their values, params re-encode to the same line, and every
+//!   binding field occurs on some captured line (a misspelt `#[serde(default)]`
+//!   field would otherwise decode to its default forever);
 //! * the pin itself: `PINNED_CODEX_VERSION`, `CODEX_VERSION` and the fixture agree.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -690,13 +693,65 @@ fn pinned_version_matches_codex_version_file_and_fixture() {
 
 // === captured samples ===
 
-/// How a sample line of a bound method is checked.
-type Check = fn(&Value) -> Result<(), String>;
+/// How a sample line of a bound method is checked: it decodes, and the
+/// binding re-encodes it to the returned value.
+type Check = fn(&Value) -> Result<Value, String>;
 
-fn decode<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
-    serde_json::from_value::<T>(v.clone())
-        .map(drop)
-        .map_err(|e| format!("{}: {e}", type_name::<T>()))
+/// What we read: decodes, and what the binding keeps reads back as it came
+/// (`carried_as_sent`).
+fn decode<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+    let t: T =
+        serde_json::from_value(v.clone()).map_err(|e| format!("{}: {e}", type_name::<T>()))?;
+    let back = serde_json::to_value(&t).unwrap();
+    let mut errs = Vec::new();
+    carried_as_sent(v, &back, "$", &mut errs);
+    if errs.is_empty() {
+        Ok(back)
+    } else {
+        Err(format!(
+            "{} changes values:\n  {}",
+            type_name::<T>(),
+            errs.join("\n  ")
+        ))
+    }
+}
+
+/// Every value the binding re-encodes equals the wire value at the same key.
+/// Keys the wire lacks are left to the coverage check in the test.
+fn carried_as_sent(wire: &Value, back: &Value, path: &str, errs: &mut Vec<String>) {
+    match (wire, back) {
+        (Value::Object(w), Value::Object(b)) => {
+            for (k, bv) in b {
+                if let Some(wv) = w.get(k) {
+                    carried_as_sent(wv, bv, &format!("{path}.{k}"), errs);
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(b)) if w.len() == b.len() => {
+            for (i, (wv, bv)) in w.iter().zip(b).enumerate() {
+                carried_as_sent(wv, bv, &format!("{path}[{i}]"), errs);
+            }
+        }
+        _ if wire == back => {}
+        _ => errs.push(format!("{path}: wire {wire}, binding {back}")),
+    }
+}
+
+/// Key paths of a value (`turn.items[]`), for the coverage check.
+fn key_paths(v: &Value, path: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                let p = format!("{path}.{k}");
+                key_paths(x, &p, out);
+                out.insert(p);
+            }
+        }
+        Value::Array(a) => a
+            .iter()
+            .for_each(|x| key_paths(x, &format!("{path}[]"), out)),
+        _ => {}
+    }
 }
 
 /// Keys the capture sends although the gateway never does (plan mode is the
@@ -705,7 +760,7 @@ const UNBOUND_SENT_KEYS: &[&str] = &["collaborationMode"];
 
 /// Params we send: decoding and re-encoding keeps everything but `UNBOUND_SENT_KEYS`,
 /// so a binding field named differently from the wire key is caught.
-fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> {
+fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
     let t: T =
         serde_json::from_value(v.clone()).map_err(|e| format!("{}: {e}", type_name::<T>()))?;
     let back = serde_json::to_value(&t).unwrap();
@@ -714,7 +769,7 @@ fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<(), String> 
         UNBOUND_SENT_KEYS.iter().for_each(|k| drop(o.remove(*k)));
     }
     if back == expected {
-        Ok(())
+        Ok(back)
     } else {
         Err(format!(
             "{} does not round-trip:\n  sent {expected}\n  back {back}",
@@ -728,6 +783,7 @@ fn bound() -> BTreeMap<&'static str, (Check, Option<Check>)> {
     fn method<M: Method>() -> (&'static str, (Check, Option<Check>))
     where
         M::Params: DeserializeOwned,
+        M::Response: Serialize,
     {
         (
             M::NAME,
@@ -797,6 +853,8 @@ fn read_lines(p: &Path) -> Vec<Value> {
 fn captured_lines_decode_into_the_bindings() {
     let bound = bound();
     let mut seen: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    // Per (method, params or result): key paths on the wire, key paths the binding writes.
+    let mut paths: BTreeMap<(String, &str), [BTreeSet<String>; 2]> = BTreeMap::new();
     let mut failures = Vec::new();
     for (method, lines) in samples() {
         let Some((name, (on_params, on_result))) = bound.get_key_value(method.as_str()) else {
@@ -809,16 +867,33 @@ fn captured_lines_decode_into_the_bindings() {
                 "{method} sample {} is an error: {line}",
                 i + 1
             );
-            let outcome = if line.get("method").is_some() {
+            let (kind, wire, outcome) = if line.get("method").is_some() {
                 counts.0 += 1;
-                on_params(&line["params"])
+                ("params", &line["params"], on_params(&line["params"]))
             } else {
                 counts.1 += 1;
-                on_result.expect("a notification has no response")(&line["result"])
+                let check = on_result.expect("a notification has no response");
+                ("result", &line["result"], check(&line["result"]))
             };
-            if let Err(e) = outcome {
-                failures.push(format!("{method} line {}: {e}", i + 1));
+            match outcome {
+                Ok(back) => {
+                    let [w, b] = paths.entry((method.clone(), kind)).or_default();
+                    key_paths(wire, "$", w);
+                    key_paths(&back, "$", b);
+                }
+                Err(e) => failures.push(format!("{method} line {}: {e}", i + 1)),
             }
+        }
+    }
+    // A binding field whose wire name is misspelt decodes to its default on
+    // every line; it shows up as a key the binding writes that no line has.
+    for ((method, kind), [wire, back]) in &paths {
+        let unseen: Vec<&String> = back.difference(wire).collect();
+        if !unseen.is_empty() {
+            failures.push(format!(
+                "{method} {kind}: the binding has {unseen:?}, which no captured line carries \
+                 (misnamed field, or rerun capture.py to cover it)"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
