@@ -71,6 +71,7 @@ let context;
 let seen;
 let setupError;
 const consoleLines = [];
+const preflights = [];
 try {
   context = await chromium.launchPersistentContext(profileDir, {
     executablePath: '/usr/bin/chromium',
@@ -90,6 +91,15 @@ try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (msg) => consoleLines.push(`[${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (err) => consoleLines.push(`[pageerror] ${err.message}`));
+  // Chromium reports its CORS preflights to DevTools (Playwright's own
+  // request events do not include them): count the ones sent to the gateway.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  cdp.on('Network.requestWillBeSent', ({ request }) => {
+    if (request.method === 'OPTIONS' && request.url.startsWith(gatewayUrl)) {
+      preflights.push(request.headers);
+    }
+  });
   await page.goto(`${pageOrigin}/?gateway=${encodeURIComponent(gatewayUrl)}`);
   await page.waitForFunction(() => window.done !== undefined, null, { timeout: PAGE_TIMEOUT_MS });
   seen = await page.evaluate(() => window.done);
@@ -100,11 +110,21 @@ try {
 
 const checks = [
   [
-    'cross-origin streamed chat with custom headers (only possible after a preflight) reads the whole SSE body',
+    'cross-origin streamed chat: Chromium preflights the custom headers, then reads the whole SSE body',
     () => {
       const s = seen.stream;
       assert.equal(s.error, null, `fetch failed in the page (CORS?): ${s.error}`);
       assert.equal(seen.origin, pageOrigin);
+      // Headers as Chromium sent them (names in its own case).
+      const asked = preflights.map((h) =>
+        Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v])));
+      assert.ok(asked.length >= 1, 'Chromium sent no OPTIONS preflight to the gateway');
+      assert.equal(asked[0].origin, pageOrigin);
+      assert.equal(asked[0]['access-control-request-method'], 'POST');
+      for (const h of ['authorization', 'x-stainless-lang', 'openai-beta']) {
+        assert.ok(asked[0]['access-control-request-headers']?.split(',').includes(h),
+          `preflight did not ask for ${h}: ${asked[0]['access-control-request-headers']}`);
+      }
       assert.equal(s.status, 200, `status ${s.status}, body: ${s.text.slice(0, 300)}`);
       assert.match(s.contentType ?? '', /^text\/event-stream/);
       assert.ok(s.requestId, 'x-request-id is not readable by the page (Access-Control-Expose-Headers)');
