@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessPolicy;
+use crate::api::continuation::Continuations;
 use crate::api::models::Aliases;
 use crate::api::{Api, ApiState};
 use crate::config::Config;
@@ -31,15 +32,14 @@ pub struct GatewayHandles {
     pub maintenance: MaintenanceHandle,
 }
 
-/// Refuses configurations that would expose the worker to anyone who can reach the port.
-pub fn check_exposure(config: &Config) -> Result<(), String> {
-    if !config.host.is_loopback()
-        && config.api_keys.is_empty()
-        && config.api_keys_file.is_none()
-        && !config.allow_unauthenticated
-    {
+/// Refuses configurations that would expose the worker to anyone who can
+/// reach the port: beyond loopback, some key must exist (an empty keys file
+/// does not count).
+pub fn check_exposure(config: &Config, access: &AccessPolicy) -> Result<(), String> {
+    if !config.host.is_loopback() && access.keys.is_empty() && !config.allow_unauthenticated {
         return Err(format!(
-            "refusing to listen on {} without an API key: set PROXY_API_KEY (or PROXY_ALLOW_UNAUTHENTICATED=true to accept the risk)",
+            "refusing to listen on {} without an API key: set PROXY_API_KEY or PROXY_API_KEYS_FILE \
+             (or PROXY_ALLOW_UNAUTHENTICATED=true to accept the risk)",
             config.host
         ));
     }
@@ -54,13 +54,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     on_start: impl FnOnce(GatewayHandles),
 ) -> Result<(), String> {
-    check_exposure(&config)?;
     let workdir = match &config.worker.workdir {
         Some(dir) => dir.clone(),
         None => private_workdir()?,
     };
 
     let access = Arc::new(AccessPolicy::load(&config)?);
+    check_exposure(&config, &access)?;
     let mut registry = Registry::with_prefix("codex_gateway");
     let http_metrics = HttpMetrics::register(&mut registry);
     let gateway_metrics = GatewayMetrics::register(&mut registry);
@@ -103,6 +103,22 @@ pub async fn run(
     state.trust_proxy = config.trust_proxy;
     state.request_timeout = config.request_timeout;
     state.kill_on_disconnect = config.kill_on_disconnect;
+    state.tools = config.tools.clone();
+    state.continuations = Arc::new(Continuations::new(
+        config.tools.continuation_ttl,
+        config.tools.continuation_max,
+    ));
+    let sweeper = {
+        let store = state.continuations.clone();
+        let every = config.tools.continuation_ttl / 4;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+            loop {
+                tick.tick().await;
+                store.sweep();
+            }
+        })
+    };
     let draining = state.draining_flag();
     let api = Api::new(Arc::new(state));
 
@@ -153,6 +169,7 @@ pub async fn run(
     .await;
 
     // Streams have drained (or their deadline passed): now the worker may go.
+    sweeper.abort();
     stop_worker.cancel();
     let grace = config.worker.shutdown_grace + Duration::from_secs(1);
     if tokio::time::timeout(grace, supervisor_task).await.is_err() {

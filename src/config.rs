@@ -56,6 +56,14 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "WORKER_QUEUE_TIMEOUT_MS", default: "10000", help: "longest wait for a turn slot before 429" },
     Variable { name: "PROXY_TIMEOUT_MS", default: "600000", help: "longest a whole request may take before 504 (0 disables)" },
     Variable { name: "PROXY_KILL_ON_DISCONNECT", default: "true", help: "interrupt the turn when the client disconnects" },
+    Variable { name: "PROXY_ENABLE_PARALLEL_TOOL_CALLS", default: "false", help: "allow several tool calls in one response (else one per response)" },
+    Variable { name: "PROXY_STOP_AFTER_TOOLS", default: "false", help: "end a response once the model wrote <use_tool> blocks" },
+    Variable { name: "PROXY_STOP_AFTER_TOOLS_MODE", default: "burst", help: "first: stop at the first block; burst: after a burst of blocks" },
+    Variable { name: "PROXY_STOP_AFTER_TOOLS_GRACE_MS", default: "300", help: "how long to wait for more tool calls after one" },
+    Variable { name: "PROXY_SUPPRESS_TAIL_AFTER_TOOLS", default: "false", help: "drop assistant text after the last tool call" },
+    Variable { name: "PROXY_TOOL_BLOCK_MAX", default: "0", help: "most tool calls per response (0 = unlimited)" },
+    Variable { name: "PROXY_TOOL_CONTINUATION_TTL_MS", default: "300000", help: "how long a turn waiting for tool results is kept for the client's next request" },
+    Variable { name: "PROXY_TOOL_CONTINUATION_MAX", default: "256", help: "most turns kept waiting for tool results" },
     Variable { name: "PROXY_ENABLE_METRICS", default: "false", help: "serve Prometheus metrics on GET /metrics" },
     Variable { name: "PROXY_METRICS_TOKEN", default: "", help: "bearer token for /metrics from non-loopback clients" },
     Variable { name: "WORKER_LOG_LEVEL", default: "warn", help: "RUST_LOG filter for the worker's own log (its stderr becomes gateway log events)" },
@@ -68,6 +76,34 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "WORKER_SHUTDOWN_GRACE_MS", default: "5000", help: "time the worker gets to exit after its stdin closes before it is killed" },
     Variable { name: "WORKER_REQUEST_TIMEOUT_MS", default: "120000", help: "deadline for each JSON-RPC request to the worker" },
 ];
+
+/// Operator switches for tool calls (defaults as the variables' defaults).
+#[derive(Debug, Clone)]
+pub struct ToolsConfig {
+    pub parallel: bool,
+    pub stop_after_tools: bool,
+    pub burst: bool,
+    pub grace: Duration,
+    pub suppress_tail: bool,
+    pub block_max: usize,
+    pub continuation_ttl: Duration,
+    pub continuation_max: usize,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            parallel: false,
+            stop_after_tools: false,
+            burst: true,
+            grace: Duration::from_millis(300),
+            suppress_tail: false,
+            block_max: 0,
+            continuation_ttl: Duration::from_secs(300),
+            continuation_max: 256,
+        }
+    }
+}
 
 /// Sandbox modes codex accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +177,7 @@ pub struct Config {
     pub queue_timeout: Duration,
     pub request_timeout: Option<Duration>,
     pub kill_on_disconnect: bool,
+    pub tools: ToolsConfig,
     pub metrics_enabled: bool,
     pub metrics_token: Option<Secret>,
     pub worker: WorkerConfig,
@@ -362,6 +399,25 @@ impl Config {
             queue_timeout: env.millis("WORKER_QUEUE_TIMEOUT_MS")?,
             request_timeout: Some(env.millis("PROXY_TIMEOUT_MS")?).filter(|d| !d.is_zero()),
             kill_on_disconnect: env.flag("PROXY_KILL_ON_DISCONNECT")?,
+            tools: ToolsConfig {
+                parallel: env.flag("PROXY_ENABLE_PARALLEL_TOOL_CALLS")?,
+                stop_after_tools: env.flag("PROXY_STOP_AFTER_TOOLS")?,
+                burst: match env.raw("PROXY_STOP_AFTER_TOOLS_MODE").as_str() {
+                    "burst" => true,
+                    "first" => false,
+                    other => {
+                        return Err(ConfigError {
+                            variable: "PROXY_STOP_AFTER_TOOLS_MODE",
+                            message: format!("`{other}` is not first or burst"),
+                        })
+                    }
+                },
+                grace: env.millis("PROXY_STOP_AFTER_TOOLS_GRACE_MS")?,
+                suppress_tail: env.flag("PROXY_SUPPRESS_TAIL_AFTER_TOOLS")?,
+                block_max: env.parse("PROXY_TOOL_BLOCK_MAX", "a whole number")?,
+                continuation_ttl: nonzero(env, "PROXY_TOOL_CONTINUATION_TTL_MS")?,
+                continuation_max: env.parse("PROXY_TOOL_CONTINUATION_MAX", "a whole number")?,
+            },
             metrics_enabled: env.flag("PROXY_ENABLE_METRICS")?,
             metrics_token: env.opt("PROXY_METRICS_TOKEN").map(Secret),
             worker: WorkerConfig {
@@ -369,8 +425,10 @@ impl Config {
                     .opt("CODEX_BIN")
                     .map(PathBuf::from)
                     .unwrap_or_else(default_codex_bin),
-                codex_home: env.opt("CODEX_HOME").map(PathBuf::from),
-                workdir: env.opt("PROXY_CODEX_WORKDIR").map(PathBuf::from),
+                // The worker runs in its own working directory: relative paths
+                // are resolved against the gateway's, where the operator meant them.
+                codex_home: env.opt("CODEX_HOME").map(absolute),
+                workdir: env.opt("PROXY_CODEX_WORKDIR").map(absolute),
                 sandbox,
                 enable_codex_tools: env.flag("PROXY_ENABLE_CODEX_TOOLS")?,
                 model_provider: env.opt("PROXY_MODEL_PROVIDER"),
@@ -401,6 +459,10 @@ fn nonzero<F: Fn(&str) -> Option<String>>(
         });
     }
     Ok(d)
+}
+
+fn absolute(p: String) -> PathBuf {
+    std::path::absolute(&p).unwrap_or_else(|_| PathBuf::from(p))
 }
 
 /// The project-local install made by `scripts/install-codex.sh`, else `codex` on PATH.

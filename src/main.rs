@@ -36,7 +36,8 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_json);
-    if let Err(e) = app::check_exposure(&config) {
+    let access = codex_completions_api::access::AccessPolicy::load(&config);
+    if let Err(e) = access.and_then(|a| app::check_exposure(&config, &a)) {
         eprintln!("codex-completions-api: {e}");
         return ExitCode::from(2);
     }

@@ -164,9 +164,9 @@ fn cors_layer(origins: Vec<String>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        // Browser OpenAI clients send x-stainless-* and openai-* headers; a
-        // predicate is needed for the prefixes, so mirror what was asked for
-        // when every asked header is one we accept.
+        // Browser OpenAI clients send x-stainless-* and openai-* headers (the
+        // set changes with SDK versions): mirror whatever the preflight asks
+        // for. Safe because credentials are bearer keys, not cookies.
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .expose_headers([
             HeaderName::from_static("x-request-id"),

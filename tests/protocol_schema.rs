@@ -667,13 +667,7 @@ fn unclaimed_server_requests_get_answers_codex_accepts() {
 /// Canned answers known not to fit the pinned schema, with why. Each one is a
 /// bug in `src/rpc/server_requests.rs`; the test fails once it is fixed, so
 /// the entry cannot outlive it.
-const KNOWN_BAD_ANSWERS: &[(&str, &str)] = &[
-    // v1 `ReviewDecision` has no plain "denied": it is `{"denied":{"rejection":"…"}}`
-    // (or "abort"). Codex sends these only to v1 (`newConversation`) clients, never
-    // on this gateway's v2 threads, so no turn can hang on it today.
-    ("applyPatchApproval", "\"denied\" is not a ReviewDecision"),
-    ("execCommandApproval", "\"denied\" is not a ReviewDecision"),
-];
+const KNOWN_BAD_ANSWERS: &[(&str, &str)] = &[];
 
 // === the pin ===
 

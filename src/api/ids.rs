@@ -27,3 +27,12 @@ pub fn system_fingerprint() -> String {
         crate::protocol::pinned_codex_version().replace('.', "_")
     )
 }
+
+/// 24 random alphanumerics, for ids the gateway makes up (tool calls parsed from text).
+pub fn short_id() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}

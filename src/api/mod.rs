@@ -6,11 +6,13 @@
 
 mod admin;
 pub mod chat;
+pub mod continuation;
 pub mod error;
 mod health;
 pub mod ids;
 mod metrics_endpoint;
 pub mod models;
+pub mod tools;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -67,6 +69,10 @@ pub struct ApiState {
     pub request_timeout: Option<std::time::Duration>,
     /// Interrupt turns whose client went away (`PROXY_KILL_ON_DISCONNECT`).
     pub kill_on_disconnect: bool,
+    /// Operator switches for tool calls.
+    pub tools: crate::config::ToolsConfig,
+    /// Turns paused on tool calls, for the client's next request.
+    pub continuations: Arc<continuation::Continuations>,
     draining: Arc<AtomicBool>,
 }
 
@@ -85,6 +91,11 @@ impl ApiState {
             trust_proxy: false,
             request_timeout: None,
             kill_on_disconnect: true,
+            tools: crate::config::ToolsConfig::default(),
+            continuations: Arc::new(continuation::Continuations::new(
+                std::time::Duration::from_secs(300),
+                256,
+            )),
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -64,6 +64,24 @@ impl TurnStream {
         self.pending_calls.iter().map(|(_, call)| call.as_str())
     }
 
+    /// Answers a pending tool call with the client's result, so the turn goes
+    /// on. `false` when no such call is pending or the worker is gone.
+    pub async fn answer_tool_call(&mut self, call_id: &str, output: &str) -> bool {
+        let Some(pos) = self.pending_calls.iter().position(|(_, c)| c == call_id) else {
+            return false;
+        };
+        let (id, _) = self.pending_calls.remove(pos);
+        let result = serde_json::json!({
+            "contentItems": [{"type": "inputText", "text": output}],
+            "success": true,
+        });
+        self.subscription
+            .client()
+            .respond(&id, Ok(result))
+            .await
+            .is_ok()
+    }
+
     /// The next event; `None` after the last one.
     pub async fn next(&mut self) -> Option<TurnEvent> {
         loop {

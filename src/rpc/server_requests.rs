@@ -30,7 +30,9 @@ impl ServerRequestPolicy {
                 Ok(json!({ "decision": "decline" }))
             }
             // v1 approval requests.
-            "execCommandApproval" | "applyPatchApproval" => Ok(json!({ "decision": "denied" })),
+            "execCommandApproval" | "applyPatchApproval" => Ok(json!({
+                "decision": { "denied": { "rejection": "approvals are not available through this HTTP API" } }
+            })),
             // Grants nothing beyond the sandbox the operator configured.
             "item/permissions/requestApproval" => Ok(json!({ "permissions": {} })),
             "mcpServer/elicitation/request" => Ok(json!({ "action": "decline" })),
@@ -80,9 +82,9 @@ mod tests {
                 .unwrap(),
             json!({"decision":"decline"})
         );
-        assert_eq!(
-            p.answer(&req("execCommandApproval")).unwrap(),
-            json!({"decision":"denied"})
+        assert!(
+            p.answer(&req("execCommandApproval")).unwrap()["decision"]["denied"]["rejection"]
+                .is_string()
         );
         assert_eq!(
             p.answer(&req("item/tool/requestUserInput")).unwrap(),

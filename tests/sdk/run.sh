@@ -93,6 +93,7 @@ env CODEX_HOME="$codex_home" \
   OFFLINE_MODEL_API_KEY="sk-offline-dummy" \
   CODEX_BIN="$codex_bin" \
   PROXY_API_KEY="$api_key" \
+  PROXY_OUTPUT_MODE=openai-json \
   PROXY_HOST=127.0.0.1 \
   PORT="$port" \
   PROXY_SHUTDOWN_DRAIN_MS=2000 \

@@ -6,9 +6,9 @@ mod run;
 mod shaper;
 mod translate;
 
-pub use request::ChatRequest;
+pub use request::{ChatRequest, Message, Role};
 pub use response::{aggregate, ChatMeta, ChunkRenderer};
-pub use run::{ChatRun, Finish, RunEvent};
+pub use run::{ChatRun, Finish, RunEvent, ToolPolicy};
 pub use translate::to_turn_request;
 
 use std::time::Duration;
@@ -21,7 +21,7 @@ use http::Response;
 
 use super::error::ApiError;
 use super::models::resolve;
-use super::{json_response, ApiBody, ApiState, Client};
+use super::{continuation, json_response, ApiBody, ApiState, Client};
 
 /// How long a streamed request waits for its first event before the 200 and
 /// the SSE headers go out. A failure inside this window (a provider 429, a
@@ -53,14 +53,40 @@ pub async fn handle(
     let models = state.core.models().map_err(ApiError::from)?;
     let resolved = resolve(&models, &state.aliases, &req.model)?;
     let effort = req.reasoning_effort.clone().or(resolved.effort);
-    let turn = to_turn_request(&req, resolved.model, effort);
 
-    // One thread per choice, in parallel. If one fails to start, the others
-    // are dropped here, which releases their threads.
-    let turns = try_join_all((0..req.n).map(|_| state.core.start_turn(turn.clone())))
-        .await
-        .map_err(ApiError::from)?;
+    // A request that brings the results of calls a live turn waits on
+    // continues that turn; anything else starts fresh threads.
+    let continued = match (req.n, continuation::results_of(&req)) {
+        (1, Some(results)) => resume(state, &results).await,
+        _ => None,
+    };
+    let turns = match continued {
+        Some(turn) => vec![turn],
+        None => {
+            let turn = to_turn_request(&req, resolved.model, effort);
+            // One thread per choice, in parallel. If one fails to start, the
+            // others are dropped here, which releases their threads.
+            try_join_all((0..req.n).map(|_| state.core.start_turn(turn.clone())))
+                .await
+                .map_err(ApiError::from)?
+        }
+    };
+    let policy = ToolPolicy {
+        mode: client.output_mode,
+        parallel: state.tools.parallel && req.parallel_tool_calls != Some(false),
+        grace: state.tools.grace,
+        stop_after_tools: state.tools.stop_after_tools,
+        burst: state.tools.burst,
+        suppress_tail: state.tools.suppress_tail,
+        block_max: state.tools.block_max,
+        schemas: req
+            .tools
+            .iter()
+            .map(|t| (t.name.clone(), t.parameters.clone()))
+            .collect(),
+    };
     let mut run = ChatRun::new(turns, req.stop.clone(), req.max_tokens)
+        .with_policy(policy)
         .with_deadline(
             state
                 .request_timeout
@@ -75,6 +101,11 @@ pub async fn handle(
         include_usage: req.include_usage,
         legacy_functions: req.legacy_functions,
     };
+    let parking = (req.n == 1).then(|| Parking {
+        store: state.continuations.clone(),
+        model: req.model.clone(),
+        messages: req.messages.clone(),
+    });
 
     let observer = Observer {
         metrics: state.metrics.clone(),
@@ -83,7 +114,10 @@ pub async fn handle(
         seen_first: false,
     };
     if !req.stream {
-        let completion = aggregate(run, &meta, observer).await?;
+        let completion = aggregate(&mut run, &meta, observer).await?;
+        if let Some(p) = parking {
+            p.park(&mut run);
+        }
         return Ok(json_response(http::StatusCode::OK, &completion));
     }
 
@@ -98,8 +132,43 @@ pub async fn handle(
         }
         Err(_) => None,
     };
-    let events = chunk_stream(run, meta, first, observer, stream_permit);
+    let events = chunk_stream(run, meta, first, observer, stream_permit, parking);
     Ok(Response::new(ApiBody::Events(EventStream::new(events))))
+}
+
+/// Takes the parked turn these results answer and hands it the results.
+async fn resume(
+    state: &ApiState,
+    results: &continuation::Results,
+) -> Option<crate::core::TurnStream> {
+    let mut turn = state.continuations.take(results)?;
+    for (call_id, output) in &results.outputs {
+        if !turn.answer_tool_call(call_id, output).await {
+            // Not a call this turn waits on: rebuild instead (dropping the turn interrupts it).
+            return None;
+        }
+    }
+    tracing::debug!(
+        thread = turn.thread_id(),
+        calls = results.outputs.len(),
+        "continuing a turn with tool results"
+    );
+    Some(turn)
+}
+
+/// Where a response that ends on tool calls leaves its turn.
+struct Parking {
+    store: std::sync::Arc<continuation::Continuations>,
+    model: String,
+    messages: Vec<Message>,
+}
+
+impl Parking {
+    fn park(self, run: &mut ChatRun) {
+        for (turn, calls) in run.take_parked() {
+            self.store.park(&self.model, &self.messages, turn, calls);
+        }
+    }
 }
 
 /// Records time to first token and token usage as run events pass.
@@ -132,6 +201,7 @@ fn chunk_stream(
     first: Option<Option<RunEvent>>,
     observer: Observer,
     permit: Option<codex_rate_limit::ConcurrencyPermit>,
+    parking: Option<Parking>,
 ) -> impl futures_util::Stream<Item = SseEvent> + Send {
     let mut renderer = ChunkRenderer::new(meta, run.choices());
     let mut opening: Vec<serde_json::Value> =
@@ -148,19 +218,24 @@ fn chunk_stream(
     let head = stream::iter(opening.into_iter().map(|v| to_event(&v)));
     // The permit lives in the stream's state, so the client's slot frees
     // when the stream ends or the client goes away.
-    let state = (run, renderer, ended, observer, permit);
+    let state = (run, renderer, ended, observer, permit, parking);
     let tail = stream::unfold(
         state,
-        |(mut run, mut renderer, done, mut observer, permit)| async move {
-            if done {
+        |(mut run, mut renderer, done, mut observer, permit, mut parking)| async move {
+            let event = if done { None } else { run.next().await };
+            let Some(event) = event else {
+                // The response is complete: a turn waiting on its tool calls
+                // stays for the client's next request.
+                if let Some(p) = parking.take() {
+                    p.park(&mut run);
+                }
                 return None;
-            }
-            let event = run.next().await?;
+            };
             observer.see(&event);
             let frames: Vec<SseEvent> = renderer.render(&event).iter().map(to_event).collect();
             Some((
                 stream::iter(frames),
-                (run, renderer, false, observer, permit),
+                (run, renderer, false, observer, permit, parking),
             ))
         },
     );

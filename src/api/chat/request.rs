@@ -27,7 +27,7 @@ pub struct ChatRequest {
     pub parallel_tool_calls: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub enum Role {
     System,
     Developer,
@@ -37,14 +37,14 @@ pub enum Role {
 }
 
 /// One content part of a message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub enum Part {
     Text(String),
     /// A data URL or an http(s) URL.
     Image(String),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct Message {
     pub role: Role,
     pub parts: Vec<Part>,
@@ -67,7 +67,7 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct AssistantToolCall {
     pub id: String,
     pub name: String,

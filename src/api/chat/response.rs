@@ -89,15 +89,23 @@ impl ChunkRenderer {
             RunEvent::ToolCall(i, call) => {
                 let k = self.calls[*i];
                 self.calls[*i] += 1;
-                let delta = if self.meta.legacy_functions {
-                    json!({"function_call": {"name": call.name, "arguments": call.arguments}})
-                } else {
-                    json!({"tool_calls": [{
-                        "index": k, "id": call.call_id, "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments}
-                    }]})
-                };
-                vec![self.choice(*i, delta, None)]
+                // Arguments stream as fragments, each cut on a character
+                // boundary; `id`, `type` and `name` ride on the first only.
+                fragments(&call.arguments, ARGUMENT_FRAGMENT_BYTES)
+                    .enumerate()
+                    .map(|(n, args)| {
+                        let delta = match (self.meta.legacy_functions, n) {
+                            (true, 0) => json!({"function_call": {"name": call.name, "arguments": args}}),
+                            (true, _) => json!({"function_call": {"arguments": args}}),
+                            (false, 0) => json!({"tool_calls": [{
+                                "index": k, "id": call.call_id, "type": "function",
+                                "function": {"name": call.name, "arguments": args}
+                            }]}),
+                            (false, _) => json!({"tool_calls": [{"index": k, "function": {"arguments": args}}]}),
+                        };
+                        self.choice(*i, delta, None)
+                    })
+                    .collect()
             }
             RunEvent::Finish(i, finish) => {
                 let reason = match (finish, self.meta.legacy_functions) {
@@ -117,6 +125,29 @@ impl ChunkRenderer {
     }
 }
 
+/// Largest piece of a tool call's arguments in one chunk.
+pub(crate) const ARGUMENT_FRAGMENT_BYTES: usize = 4096;
+
+/// Splits `s` into pieces of at most `max` bytes without splitting a
+/// character; an empty string is one empty piece.
+pub(crate) fn fragments(s: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    let mut first = true;
+    std::iter::from_fn(move || {
+        if rest.is_empty() && !first {
+            return None;
+        }
+        first = false;
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 // === non-streamed ===
 
 #[derive(Default)]
@@ -128,7 +159,7 @@ struct ChoiceAcc {
 
 /// Drives the run to its end and builds the `chat.completion` object.
 pub async fn aggregate(
-    mut run: ChatRun,
+    run: &mut ChatRun,
     meta: &ChatMeta,
     mut observer: super::Observer,
 ) -> Result<Value, ApiError> {
@@ -185,4 +216,20 @@ pub async fn aggregate(
         "usage": usage_json(&usage),
         "service_tier": "default",
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_never_split_a_character_and_rejoin_exactly() {
+        let s = "é".repeat(5000) + "漢字🎉" + &"x".repeat(3);
+        let parts: Vec<&str> = fragments(&s, 4096).collect();
+        assert!(parts.len() > 2);
+        assert!(parts.iter().all(|p| p.len() <= 4096 && !p.is_empty()));
+        assert_eq!(parts.concat(), s);
+        assert_eq!(fragments("", 4096).collect::<Vec<_>>(), vec![""]);
+        assert_eq!(fragments("{}", 4096).collect::<Vec<_>>(), vec!["{}"]);
+    }
 }

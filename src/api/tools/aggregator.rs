@@ -1,0 +1,200 @@
+//! [`ToolCallAggregator`]: finds `<use_tool>` blocks in streamed text.
+//!
+//! Text is released as soon as it cannot be part of a block; a partial
+//! `<use_tool` at the end of a delta, and a whole block until its
+//! `</use_tool>` arrives, are held back, so a block split across deltas
+//! is never emitted in pieces. One aggregator serves one choice.
+
+use std::sync::Arc;
+
+use super::xml::{self, ParsedCall, CLOSE, OPEN};
+
+/// What the aggregator releases, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    Text(String),
+    /// A complete block: its raw text and, if it parses, the call.
+    Block {
+        raw: String,
+        call: Option<ParsedCall>,
+    },
+}
+
+/// An immutable view of what a choice has produced so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub text: String,
+    pub calls: Vec<ParsedCall>,
+    /// Bytes held back, waiting for more deltas.
+    pub held: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ToolCallAggregator {
+    held: String,
+    snapshot: Arc<Snapshot>,
+}
+
+impl ToolCallAggregator {
+    pub fn new() -> ToolCallAggregator {
+        ToolCallAggregator::default()
+    }
+
+    /// Takes a streamed delta.
+    pub fn ingest_delta(&mut self, delta: &str) -> Vec<Segment> {
+        self.held.push_str(delta);
+        let mut out = Vec::new();
+        loop {
+            match self.held.find(OPEN) {
+                Some(start) => {
+                    if start > 0 {
+                        out.push(Segment::Text(self.held[..start].to_owned()));
+                    }
+                    match self.held[start..].find(CLOSE) {
+                        Some(rel_end) => {
+                            let end = start + rel_end + CLOSE.len();
+                            let raw = self.held[start..end].to_owned();
+                            let call = xml::parse(&raw);
+                            out.push(Segment::Block { raw, call });
+                            self.held.drain(..end);
+                        }
+                        None => {
+                            // An open block: keep it (and nothing before it).
+                            self.held.drain(..start);
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let keep = partial_open_suffix(&self.held);
+                    let split = self.held.len() - keep;
+                    if split > 0 {
+                        out.push(Segment::Text(self.held[..split].to_owned()));
+                        self.held.drain(..split);
+                    }
+                    break;
+                }
+            }
+        }
+        self.record(&out);
+        out
+    }
+
+    /// Takes a whole message (non-streamed) and flushes it.
+    pub fn ingest_message(&mut self, text: &str) -> Vec<Segment> {
+        let mut out = self.ingest_delta(text);
+        out.extend(self.finish());
+        out
+    }
+
+    /// At the end of the turn: whatever is held is plain text (an unclosed block stays text).
+    pub fn finish(&mut self) -> Vec<Segment> {
+        let out = if self.held.is_empty() {
+            Vec::new()
+        } else {
+            vec![Segment::Text(std::mem::take(&mut self.held))]
+        };
+        self.record(&out);
+        out
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    /// Forgets everything (a new turn on the same choice).
+    pub fn reset_turn(&mut self) {
+        self.held.clear();
+        self.snapshot = Arc::new(Snapshot::default());
+    }
+
+    fn record(&mut self, segments: &[Segment]) {
+        let mut next = (*self.snapshot).clone();
+        for s in segments {
+            match s {
+                Segment::Text(t) => next.text.push_str(t),
+                Segment::Block { raw, call } => {
+                    next.text.push_str(raw);
+                    if let Some(c) = call {
+                        next.calls.push(c.clone());
+                    }
+                }
+            }
+        }
+        next.held = self.held.len();
+        self.snapshot = Arc::new(next);
+    }
+}
+
+/// Bytes at the end of `s` that could start `<use_tool>`.
+fn partial_open_suffix(s: &str) -> usize {
+    (1..OPEN.len())
+        .rev()
+        .find(|&n| {
+            s.len() >= n && s.is_char_boundary(s.len() - n) && OPEN.starts_with(&s[s.len() - n..])
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn texts(segs: &[Segment]) -> String {
+        segs.iter()
+            .map(|s| match s {
+                Segment::Text(t) => t.clone(),
+                Segment::Block { raw, .. } => format!("[{raw}]"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_block_split_across_deltas_is_held_until_it_closes() {
+        let mut a = ToolCallAggregator::new();
+        assert_eq!(
+            texts(&a.ingest_delta("Let me look. <use_")),
+            "Let me look. "
+        );
+        assert_eq!(a.snapshot().held, 5);
+        assert_eq!(texts(&a.ingest_delta("tool>\n<name>search</name>\n<q")), "");
+        let out = a.ingest_delta("uery>piano</query>\n</use_tool> done");
+        assert_eq!(out.len(), 2);
+        match &out[0] {
+            Segment::Block { call: Some(c), .. } => {
+                assert_eq!(c.name, "search");
+                assert_eq!(c.arguments, json!({"query": "piano"}));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out[1], Segment::Text(" done".into()));
+        let snap = a.snapshot();
+        assert_eq!(snap.calls.len(), 1);
+        assert!(snap.text.starts_with("Let me look. <use_tool>"));
+        a.reset_turn();
+        assert_eq!(*a.snapshot(), Snapshot::default());
+    }
+
+    #[test]
+    fn false_starts_and_multibyte_text_pass_through() {
+        let mut a = ToolCallAggregator::new();
+        assert_eq!(texts(&a.ingest_delta("a <b> ü <us")), "a <b> ü ");
+        assert_eq!(texts(&a.ingest_delta("e this")), "<use this");
+        assert_eq!(texts(&a.finish()), "");
+        let mut b = ToolCallAggregator::new();
+        let segs = b.ingest_message(
+            "x<use_tool><name>a</name></use_tool><use_tool><name>b</name></use_tool>",
+        );
+        assert_eq!(
+            segs.iter()
+                .filter(|s| matches!(s, Segment::Block { .. }))
+                .count(),
+            2
+        );
+        // An unclosed block at the end is released as text.
+        let mut c = ToolCallAggregator::new();
+        c.ingest_delta("<use_tool><name>a</name>");
+        assert_eq!(texts(&c.finish()), "<use_tool><name>a</name>");
+    }
+}
