@@ -399,13 +399,20 @@ fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
                     "image parts need `image_url.url`",
                 )
             })?;
-            let ok = url.starts_with("data:image/")
-                || url.starts_with("https://")
-                || url.starts_with("http://");
-            if !ok {
+            if url.starts_with("https://") || url.starts_with("http://") {
+                // The pinned Codex CLI refuses remote image URLs (measured), and
+                // fetching arbitrary URLs from the gateway's network would be a
+                // server-side request forgery risk: ask for the bytes instead.
                 return Err(ApiError::invalid(
                     format!("{param}.image_url.url"),
-                    "image URLs must be http(s) URLs or data:image/... URLs",
+                    "Remote image URLs are not supported by this backend; send the image inline as a data:image/...;base64 URL.",
+                )
+                .code("unsupported_image_url"));
+            }
+            if !url.starts_with("data:image/") {
+                return Err(ApiError::invalid(
+                    format!("{param}.image_url.url"),
+                    "image URLs must be data:image/...;base64 URLs",
                 ));
             }
             Ok(Part::Image(url.to_owned()))
