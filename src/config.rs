@@ -492,7 +492,7 @@ pub fn help_text() -> String {
             v.default
         };
         out.push_str(&format!(
-            "  {:<30} default {:<12} {}\n",
+            "  {:<34} default {:<14} {}\n",
             v.name, default, v.help
         ));
     }
