@@ -108,4 +108,14 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    // A second signal during the drain means "now": exit at once. The worker
+    // sees its stdin close when this process goes, and exits by itself.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("codex-completions-api: second signal, exiting without waiting for the drain");
+        std::process::exit(130);
+    });
 }

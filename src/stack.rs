@@ -39,6 +39,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::access::AccessPolicy;
+use crate::api::error::Rejection;
 use crate::api::{route_name, Api};
 use crate::server::PeerAddr;
 
@@ -101,8 +102,14 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
             Some("stream_limit")
         } else if ext.get::<OutputModeRejected>().is_some() {
             Some("bad_output_mode")
-        } else if parts.status == http::StatusCode::TOO_MANY_REQUESTS {
-            Some("overload")
+        } else if let Some(Rejection(code)) = ext.get::<Rejection>() {
+            match *code {
+                "too_many_streams" => Some("stream_limit"),
+                "overloaded" => Some("overload"),
+                "worker_not_ready" => Some("not_ready"),
+                "request_too_large" => Some("body_too_large"),
+                _ => None,
+            }
         } else {
             None
         }

@@ -356,7 +356,11 @@ async fn metrics_move_as_requests_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_per_client_are_limited() {
-    let h = Harness::start_with(&[("PROXY_SSE_MAX_CONCURRENCY", "1")]).await;
+    let h = Harness::start_with(&[
+        ("PROXY_SSE_MAX_CONCURRENCY", "1"),
+        ("PROXY_ENABLE_METRICS", "true"),
+    ])
+    .await;
     let slow = h
         .open(h.post_request(
             "/v1/chat/completions",
@@ -371,6 +375,11 @@ async fn concurrent_streams_per_client_are_limited() {
         .await;
     assert_eq!(second.status, 429, "{}", second.text());
     assert_eq!(second.json()["error"]["code"], "too_many_streams");
+    let metrics = h.get("/metrics").await.text();
+    assert!(
+        metrics.contains("codex_gateway_http_rejections_total{cause=\"stream_limit\"} 1"),
+        "{metrics}"
+    );
     // Non-streamed requests are not streams.
     assert_eq!(
         h.post("/v1/chat/completions", &Harness::chat("plain", false))

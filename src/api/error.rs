@@ -13,6 +13,10 @@ use serde_json::json;
 use super::ApiBody;
 use crate::core::{Failure, FailureKind};
 
+/// Marks a response as one of the API's own rejections, by error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection(pub &'static str);
+
 /// An error a client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -100,6 +104,10 @@ impl ApiError {
         let body = serde_json::to_vec(&self.body_json()).expect("json values serialize");
         let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(body))));
         *res.status_mut() = self.status;
+        // Lets the metrics layer count the gateway's own rejections by cause.
+        if let Some(code) = self.code {
+            res.extensions_mut().insert(Rejection(code));
+        }
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
