@@ -12,6 +12,7 @@ mod health;
 pub mod ids;
 mod metrics_endpoint;
 pub mod models;
+pub mod responses;
 pub mod tools;
 
 use std::convert::Infallible;
@@ -181,13 +182,18 @@ where
                 &models::model_object(id, ids::unix_now()),
             ))
         }
+        ("/v1/responses", &Method::POST) => {
+            let client = Client::of(state, &req);
+            let body = read_body(req, state.max_body_bytes).await?;
+            responses::handle(state, &client, body).await
+        }
         ("/v1/chat/completions", &Method::POST) => {
             let client = Client::of(state, &req);
             let body = read_body(req, state.max_body_bytes).await?;
             chat::handle(state, &client, body).await
         }
         ("/healthz" | "/readyz" | "/v1/models", _) => Err(ApiError::method_not_allowed("GET")),
-        ("/v1/chat/completions", _) => Err(ApiError::method_not_allowed("POST")),
+        ("/v1/chat/completions" | "/v1/responses", _) => Err(ApiError::method_not_allowed("POST")),
         _ => Err(ApiError::not_found(format!(
             "Unknown request URL: {method} {path}."
         ))),

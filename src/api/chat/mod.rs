@@ -35,8 +35,53 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Response<ApiBody>, ApiError> {
     let req = ChatRequest::parse(&body)?;
-    // Held for the whole stream: moved into the event stream below.
-    let stream_permit = match (&state.stream_limit, &client.id) {
+    let Prepared {
+        mut run,
+        parking,
+        permit,
+        mut observer,
+    } = prepare(state, client, &req, client.output_mode).await?;
+    let meta = ChatMeta {
+        id: super::ids::completion_id(),
+        created: super::ids::unix_now(),
+        model: req.model.clone(),
+        system_fingerprint: super::ids::system_fingerprint(),
+        include_usage: req.include_usage,
+        legacy_functions: req.legacy_functions,
+    };
+    if !req.stream {
+        let completion = aggregate(&mut run, &meta, observer).await?;
+        if let Some(p) = parking {
+            p.park(&mut run);
+        }
+        return Ok(json_response(http::StatusCode::OK, &completion));
+    }
+    let first = first_event(&mut run, &mut observer).await?;
+    let events = chunk_stream(run, meta, first, observer, permit, parking);
+    Ok(Response::new(ApiBody::Events(EventStream::new(events))))
+}
+
+/// A request's turns, started (or resumed) and ready to be read.
+pub(crate) struct Prepared {
+    pub(crate) run: ChatRun,
+    /// Where the run's paused turn goes when the response ends on tool calls.
+    pub(crate) parking: Option<Parking>,
+    /// The client's stream slot, held until the stream ends.
+    pub(crate) permit: Option<codex_rate_limit::ConcurrencyPermit>,
+    pub(crate) observer: Observer,
+}
+
+/// Everything between a validated request and its events: the stream slot,
+/// model resolution, continuation or fresh threads, and the tool policy.
+/// Shared by chat completions and the Responses API.
+pub(crate) async fn prepare(
+    state: &ApiState,
+    client: &Client,
+    req: &ChatRequest,
+    mode: codex_output_mode::OutputMode,
+) -> Result<Prepared, ApiError> {
+    // Held for the whole stream: moved into the event stream by the caller.
+    let permit = match (&state.stream_limit, &client.id) {
         (Some(limit), Some(id)) if req.stream => Some(limit.try_acquire(id).map_err(|e| {
             ApiError::new(
                 http::StatusCode::TOO_MANY_REQUESTS,
@@ -56,14 +101,14 @@ pub async fn handle(
 
     // A request that brings the results of calls a live turn waits on
     // continues that turn; anything else starts fresh threads.
-    let continued = match (req.n, continuation::results_of(&req)) {
+    let continued = match (req.n, continuation::results_of(req)) {
         (1, Some(results)) => resume(state, &results).await,
         _ => None,
     };
     let turns = match continued {
         Some(turn) => vec![turn],
         None => {
-            let turn = to_turn_request(&req, resolved.model, effort);
+            let turn = to_turn_request(req, resolved.model, effort);
             // One thread per choice, in parallel. If one fails to start, the
             // others are dropped here, which releases their threads.
             try_join_all((0..req.n).map(|_| state.core.start_turn(turn.clone())))
@@ -72,7 +117,7 @@ pub async fn handle(
         }
     };
     let policy = ToolPolicy {
-        mode: client.output_mode,
+        mode,
         parallel: state.tools.parallel && req.parallel_tool_calls != Some(false),
         grace: state.tools.grace,
         stop_after_tools: state.tools.stop_after_tools,
@@ -85,7 +130,7 @@ pub async fn handle(
             .map(|t| (t.name.clone(), t.parameters.clone()))
             .collect(),
     };
-    let mut run = ChatRun::new(turns, req.stop.clone(), req.max_tokens)
+    let run = ChatRun::new(turns, req.stop.clone(), req.max_tokens)
         .with_policy(policy)
         .with_deadline(
             state
@@ -93,47 +138,41 @@ pub async fn handle(
                 .map(|t| tokio::time::Instant::from_std(client.started) + t),
         )
         .interrupt_on_drop(state.kill_on_disconnect);
-    let meta = ChatMeta {
-        id: super::ids::completion_id(),
-        created: super::ids::unix_now(),
-        model: req.model.clone(),
-        system_fingerprint: super::ids::system_fingerprint(),
-        include_usage: req.include_usage,
-        legacy_functions: req.legacy_functions,
-    };
     let parking = (req.n == 1).then(|| Parking {
         store: state.continuations.clone(),
         model: req.model.clone(),
         messages: req.messages.clone(),
     });
-
     let observer = Observer {
         metrics: state.metrics.clone(),
         started: client.started,
         stream: req.stream,
         seen_first: false,
     };
-    if !req.stream {
-        let completion = aggregate(&mut run, &meta, observer).await?;
-        if let Some(p) = parking {
-            p.park(&mut run);
-        }
-        return Ok(json_response(http::StatusCode::OK, &completion));
-    }
+    Ok(Prepared {
+        run,
+        parking,
+        permit,
+        observer,
+    })
+}
 
-    let mut observer = observer;
-    let first = match tokio::time::timeout(STREAM_COMMIT_WINDOW, run.next()).await {
-        Ok(Some(RunEvent::Error(e))) => return Err(e),
+/// Waits up to the commit window for the first event: a failure inside it
+/// becomes a proper HTTP error instead of an error frame. `None`: nothing yet.
+pub(crate) async fn first_event(
+    run: &mut ChatRun,
+    observer: &mut Observer,
+) -> Result<Option<Option<RunEvent>>, ApiError> {
+    match tokio::time::timeout(STREAM_COMMIT_WINDOW, run.next()).await {
+        Ok(Some(RunEvent::Error(e))) => Err(e),
         Ok(first) => {
             if let Some(e) = &first {
                 observer.see(e);
             }
-            Some(first)
+            Ok(Some(first))
         }
-        Err(_) => None,
-    };
-    let events = chunk_stream(run, meta, first, observer, stream_permit, parking);
-    Ok(Response::new(ApiBody::Events(EventStream::new(events))))
+        Err(_) => Ok(None),
+    }
 }
 
 /// Takes the parked turn these results answer and hands it the results.
@@ -157,14 +196,14 @@ async fn resume(
 }
 
 /// Where a response that ends on tool calls leaves its turn.
-struct Parking {
+pub(crate) struct Parking {
     store: std::sync::Arc<continuation::Continuations>,
     model: String,
     messages: Vec<Message>,
 }
 
 impl Parking {
-    fn park(self, run: &mut ChatRun) {
+    pub(crate) fn park(self, run: &mut ChatRun) {
         for (turn, calls) in run.take_parked() {
             self.store.park(&self.model, &self.messages, turn, calls);
         }

@@ -1,0 +1,240 @@
+//! [`ResponseBuilder`]: Responses API objects and stream events from run events.
+//!
+//! The streamed events and the final `response` object come from the same
+//! accumulated state, so they always agree.
+
+use serde_json::{json, Value};
+
+use super::named;
+use super::request::ResponsesRequest;
+use crate::api::chat::{Finish, RunEvent};
+use crate::api::error::ApiError;
+use crate::api::ids;
+use crate::core::Usage;
+use codex_sse::SseEvent;
+
+pub(super) struct ResponseBuilder {
+    id: String,
+    created_at: u64,
+    model: String,
+    instructions: Option<String>,
+    tools: Value,
+    max_output_tokens: Option<u64>,
+    parallel_tool_calls: bool,
+    output: Vec<Value>,
+    /// Index in `output` of the message being streamed, if one is open.
+    open_message: Option<usize>,
+    finish: Option<Finish>,
+    usage: Usage,
+    error: Option<ApiError>,
+    seq: u64,
+}
+
+impl ResponseBuilder {
+    pub(super) fn new(req: &ResponsesRequest) -> ResponseBuilder {
+        ResponseBuilder {
+            id: format!("resp_{}", ids::short_id()),
+            created_at: ids::unix_now(),
+            model: req.chat.model.clone(),
+            instructions: req.instructions.clone(),
+            tools: req.tools.clone(),
+            max_output_tokens: req.chat.max_tokens,
+            parallel_tool_calls: req.chat.parallel_tool_calls.unwrap_or(true),
+            output: Vec::new(),
+            open_message: None,
+            finish: None,
+            usage: Usage::default(),
+            error: None,
+            seq: 0,
+        }
+    }
+
+    pub(super) fn error(&self) -> Option<&ApiError> {
+        self.error.as_ref()
+    }
+
+    fn status(&self) -> &'static str {
+        match (&self.error, self.finish) {
+            (Some(_), _) => "failed",
+            (None, Some(Finish::Length)) => "incomplete",
+            (None, Some(_)) => "completed",
+            (None, None) => "in_progress",
+        }
+    }
+
+    /// The `response` object as it stands.
+    pub(super) fn response(&self) -> Value {
+        let status = self.status();
+        let u = &self.usage;
+        json!({
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "error": self.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
+            "incomplete_details": (status == "incomplete").then(|| json!({"reason": "max_output_tokens"})),
+            "instructions": self.instructions,
+            "max_output_tokens": self.max_output_tokens,
+            "model": self.model,
+            "output": self.output,
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "tool_choice": "auto",
+            "tools": self.tools,
+            "usage": (status != "in_progress").then(|| json!({
+                "input_tokens": u.input_tokens,
+                "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
+                "output_tokens": u.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": u.reasoning_output_tokens},
+                "total_tokens": u.input_tokens + u.output_tokens,
+            })),
+        })
+    }
+
+    fn event(&mut self, name: &'static str, mut data: Value) -> SseEvent {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        named(name, &data)
+    }
+
+    /// `response.created` and `response.in_progress`.
+    pub(super) fn opening(&mut self) -> Vec<SseEvent> {
+        let r = self.response();
+        vec![
+            self.event("response.created", json!({"response": r})),
+            self.event("response.in_progress", json!({"response": r})),
+        ]
+    }
+
+    /// The terminal event: `response.completed`, `.incomplete` or `.failed`.
+    pub(super) fn closing(&mut self) -> Vec<SseEvent> {
+        let mut out = self.close_message();
+        let name = match self.status() {
+            "failed" => "response.failed",
+            "incomplete" => "response.incomplete",
+            _ => "response.completed",
+        };
+        let r = self.response();
+        out.push(self.event(name, json!({"response": r})));
+        out
+    }
+
+    /// Takes one run event; returns the stream events it produces.
+    pub(super) fn ingest(&mut self, event: &RunEvent) -> Vec<SseEvent> {
+        match event {
+            RunEvent::Text(_, text) => {
+                let mut out = Vec::new();
+                let index = match self.open_message {
+                    Some(i) => i,
+                    None => {
+                        let item = json!({
+                            "type": "message", "id": format!("msg_{}", ids::short_id()),
+                            "status": "in_progress", "role": "assistant", "content": []
+                        });
+                        self.output.push(item.clone());
+                        let i = self.output.len() - 1;
+                        self.open_message = Some(i);
+                        out.push(self.event(
+                            "response.output_item.added",
+                            json!({"output_index": i, "item": item}),
+                        ));
+                        let item_id = self.output[i]["id"].clone();
+                        out.push(self.event(
+                            "response.content_part.added",
+                            json!({"item_id": item_id, "output_index": i, "content_index": 0,
+                                   "part": {"type": "output_text", "text": "", "annotations": []}}),
+                        ));
+                        self.output[i]["content"] =
+                            json!([{"type": "output_text", "text": "", "annotations": []}]);
+                        i
+                    }
+                };
+                let joined = format!(
+                    "{}{}",
+                    self.output[index]["content"][0]["text"]
+                        .as_str()
+                        .unwrap_or(""),
+                    text
+                );
+                self.output[index]["content"][0]["text"] = json!(joined);
+                let item_id = self.output[index]["id"].clone();
+                out.push(self.event(
+                    "response.output_text.delta",
+                    json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": text}),
+                ));
+                out
+            }
+            RunEvent::ToolCall(_, call) => {
+                let mut out = self.close_message();
+                let item = json!({
+                    "type": "function_call", "id": format!("fc_{}", ids::short_id()),
+                    "call_id": call.call_id, "name": call.name, "arguments": call.arguments, "status": "completed"
+                });
+                self.output.push(item.clone());
+                let i = self.output.len() - 1;
+                let mut added = item.clone();
+                added["arguments"] = json!("");
+                added["status"] = json!("in_progress");
+                out.push(self.event(
+                    "response.output_item.added",
+                    json!({"output_index": i, "item": added}),
+                ));
+                out.push(self.event(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": item["id"], "output_index": i, "delta": call.arguments}),
+                ));
+                out.push(self.event(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": item["id"], "output_index": i, "arguments": call.arguments}),
+                ));
+                out.push(self.event(
+                    "response.output_item.done",
+                    json!({"output_index": i, "item": item}),
+                ));
+                out
+            }
+            RunEvent::Finish(_, finish) => {
+                self.finish = Some(*finish);
+                Vec::new()
+            }
+            RunEvent::Usage(u) => {
+                self.usage = *u;
+                Vec::new()
+            }
+            RunEvent::Error(e) => {
+                self.error = Some(e.clone());
+                let mut out = vec![self.event(
+                    "error",
+                    json!({"code": e.code, "message": e.message, "param": e.param}),
+                )];
+                out.extend(self.closing());
+                out
+            }
+        }
+    }
+
+    /// Closes the open message item, if any.
+    fn close_message(&mut self) -> Vec<SseEvent> {
+        let Some(i) = self.open_message.take() else {
+            return Vec::new();
+        };
+        self.output[i]["status"] = json!("completed");
+        let item = self.output[i].clone();
+        let text = item["content"][0]["text"].clone();
+        let part = item["content"][0].clone();
+        vec![
+            self.event(
+                "response.output_text.done",
+                json!({"item_id": item["id"], "output_index": i, "content_index": 0, "text": text}),
+            ),
+            self.event(
+                "response.content_part.done",
+                json!({"item_id": item["id"], "output_index": i, "content_index": 0, "part": part}),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({"output_index": i, "item": item}),
+            ),
+        ]
+    }
+}
