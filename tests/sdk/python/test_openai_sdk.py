@@ -378,3 +378,43 @@ def test_upstream_disconnect_raises_internal_server_error(client):
     assert isinstance(err, openai.InternalServerError), f"{type(err).__name__} {err.status_code} {err.code}"
     assert err.status_code == 502
     assert err.code == "upstream_error"
+
+
+# --- Responses API --------------------------------------------------------
+
+
+def test_responses_create_returns_output_text(client):
+    response = client.responses.create(model=MODEL, input="hello responses", instructions="Be kind.")
+    assert response.status == "completed"
+    assert response.output_text == "ECHO: hello responses"
+    assert response.usage.input_tokens > 0
+
+
+def test_responses_stream_ends_with_completed(client):
+    events = list(client.responses.create(model=MODEL, input="stream the response", stream=True))
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "ECHO: stream the response"
+    assert events[-1].response.output_text == text
+
+
+def test_responses_function_call_round_trip(client):
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    first = client.responses.create(
+        model=MODEL, tools=tools, input=[{"role": "user", "content": '[[call get_weather {"city": "Oslo"}]]'}]
+    )
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Oslo"}
+    second = client.responses.create(
+        model=MODEL,
+        tools=tools,
+        input=[
+            {"role": "user", "content": '[[call get_weather {"city": "Oslo"}]]'},
+            call,
+            {"type": "function_call_output", "call_id": call.call_id, "output": "cold"},
+        ],
+    )
+    assert second.output_text == f"TOOL RESULT {call.call_id}: cold"
