@@ -89,11 +89,19 @@ say "offline model on $model_url"
 
 port="$(free_port)"
 api_key="sk-test-key"
+# One route with a tight limit, so a test can watch the SDK honour Retry-After.
+routes_file="$run_dir/sdk-routes.toml"
+cat > "$routes_file" <<'TOML'
+[routes."/v1/models/{id}"]
+rate_limit_max = 1
+rate_limit_window_ms = 2000
+TOML
 env CODEX_HOME="$codex_home" \
   OFFLINE_MODEL_API_KEY="sk-offline-dummy" \
   CODEX_BIN="$codex_bin" \
   PROXY_API_KEY="$api_key" \
   PROXY_OUTPUT_MODE=openai-json \
+  PROXY_CONFIG="$routes_file" \
   PROXY_HOST=127.0.0.1 \
   PORT="$port" \
   PROXY_SHUTDOWN_DRAIN_MS=2000 \

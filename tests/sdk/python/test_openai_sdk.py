@@ -418,3 +418,23 @@ def test_responses_function_call_round_trip(client):
         ],
     )
     assert second.output_text == f"TOOL RESULT {call.call_id}: cold"
+
+
+def test_rate_limited_request_is_retried_after_retry_after():
+    """`/v1/models/{id}` allows one call per 2 s here (tests/sdk/run.sh).
+
+    The second call gets a 429 with Retry-After; the SDK waits that long and
+    retries on its own, so the caller just sees the answer, later."""
+    with openai.OpenAI(base_url=BASE_URL, api_key=API_KEY, max_retries=0, timeout=TIMEOUT_S) as strict:
+        strict.models.retrieve(MODEL)
+        with pytest.raises(openai.RateLimitError) as info:
+            strict.models.retrieve(MODEL)
+        retry_after = int(info.value.response.headers["retry-after"])
+        assert 1 <= retry_after <= 2
+        assert info.value.response.headers["x-ratelimit-limit-requests"] == "1"
+    with openai.OpenAI(base_url=BASE_URL, api_key=API_KEY, max_retries=2, timeout=TIMEOUT_S) as patient:
+        started = time.monotonic()
+        model = patient.models.retrieve(MODEL)
+        assert model.id == MODEL
+        # The bucket was empty: the answer came only after the SDK slept on Retry-After.
+        assert time.monotonic() - started >= 0.9
