@@ -1,0 +1,1512 @@
+//! Load generator and reporter for the gateway: latency overhead, throughput
+//! and memory, printed as markdown (run it through `scripts/bench`, which
+//! builds everything in release mode and writes `docs/benchmarks.md`).
+//!
+//! ```text
+//! bench [--quick] [--skip-real]
+//! ```
+//!
+//! What it measures, all over loopback:
+//!
+//! * **latency** of a streamed chat completion, from sending the request to
+//!   the first SSE `data:` frame carrying content ("first") and to the end of
+//!   the body ("end"), p50/p99, at 1, 16 and 64 concurrent streams (closed
+//!   loop, one keep-alive connection per stream). The same turns are also run
+//!   by a **direct JSON-RPC client** on a worker of the same kind (spawned
+//!   with the gateway's own command line, same `initialize` and
+//!   `thread/start` params, `thread/unsubscribe` afterwards), timed to the
+//!   first `item/agentMessage/delta` and to `turn/completed`. The gateway's
+//!   overhead is gateway − direct. Once with `examples/fake_worker` (answers
+//!   at once) and once with the real Codex CLI and the offline model.
+//! * **overhead at a fixed rate** (open loop, 1,000 requests/s and 80 % of
+//!   the measured maximum), gateway and direct.
+//! * **throughput**: streamed completions/s with the fake worker, closed loop
+//!   at 64/128/256 connections, with CPU time per completion of the gateway,
+//!   the worker and this load generator, read from `/proc`.
+//! * **memory**: the gateway's VmRSS idle and with streams held open (a slow
+//!   fake worker, `FAKE_WORKER_DELAY_MS`) → KiB per open stream.
+//!
+//! The gateway runs as its own release process (so `/proc/<pid>` is its
+//! alone); this load generator uses one thread, so on a 2-core machine it
+//! competes with the gateway and the worker for the CPU, as a co-located
+//! client would. Binaries are found next to this example
+//! (`target/release/{codex-completions-api,offline-model,examples/fake_worker}`);
+//! override with `BENCH_GATEWAY_BIN`, `BENCH_FAKE_WORKER`, `BENCH_OFFLINE_MODEL`.
+//! The real CLI comes from `CODEX_BIN` or `./.tools/codex` (`scripts/install-codex.sh`).
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use codex_completions_api::config::{Config, Env};
+use codex_completions_api::protocol::{
+    ClientInfo, InitializeCapabilities, InitializeParams, ThreadStartParams, OPT_OUT_NOTIFICATIONS,
+};
+use codex_completions_api::worker::{worker_command, HOST_TOOL_FEATURES};
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const PROMPT: &str = "Say hello in a few words.";
+/// Deltas per fake turn (the fake worker's default, set explicitly).
+const FAKE_DELTAS: &str = "8";
+/// Longest a single request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = Opts {
+        quick: args.iter().any(|a| a == "--quick"),
+        skip_real: args.iter().any(|a| a == "--skip-real"),
+    };
+    if let Some(bad) = args
+        .iter()
+        .find(|a| !matches!(a.as_str(), "--quick" | "--skip-real"))
+    {
+        eprintln!("bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real]");
+        std::process::exit(2);
+    }
+    // One thread for the whole load generator: on a small machine the
+    // client's CPU share stays bounded and comparable between runs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(run(opts))?;
+    print!("{report}");
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct Opts {
+    quick: bool,
+    skip_real: bool,
+}
+
+impl Opts {
+    /// A measuring window, shortened with `--quick`.
+    fn secs(&self, s: f64) -> Duration {
+        Duration::from_secs_f64(if self.quick { s / 4.0 } else { s })
+    }
+}
+
+struct Paths {
+    gateway: PathBuf,
+    fake_worker: PathBuf,
+    offline_model: PathBuf,
+    codex: Option<PathBuf>,
+    /// Scratch space: worker cwd, CODEX_HOME, logs.
+    scratch: PathBuf,
+}
+
+impl Paths {
+    fn find() -> Result<Paths, BoxError> {
+        let exe = std::env::current_exe()?;
+        let examples = exe.parent().ok_or("no exe dir")?.to_path_buf();
+        let release = examples.parent().ok_or("no target dir")?.to_path_buf();
+        let pick = |var: &str, default: PathBuf| {
+            std::env::var_os(var).map(PathBuf::from).unwrap_or(default)
+        };
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let codex = std::env::var_os("CODEX_BIN").map(PathBuf::from).or_else(|| {
+            let local = root.join(".tools/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex");
+            local.is_file().then_some(local)
+        });
+        let scratch = release.join("bench-scratch");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch)?;
+        let paths = Paths {
+            gateway: pick("BENCH_GATEWAY_BIN", release.join("codex-completions-api")),
+            fake_worker: pick("BENCH_FAKE_WORKER", examples.join("fake_worker")),
+            offline_model: pick("BENCH_OFFLINE_MODEL", release.join("offline-model")),
+            codex,
+            scratch,
+        };
+        for p in [&paths.gateway, &paths.fake_worker] {
+            if !p.is_file() {
+                return Err(format!("{} not found: build with scripts/bench", p.display()).into());
+            }
+        }
+        Ok(paths)
+    }
+}
+
+async fn run(opts: Opts) -> Result<String, BoxError> {
+    let paths = Paths::find()?;
+    let mut out = String::new();
+    let load_start = loadavg();
+    let started = Instant::now();
+
+    // === fake worker: latency, fixed rate, throughput ===
+    progress("fake worker: starting the gateway and a direct worker");
+    let fake_env = vec![
+        (
+            "CODEX_BIN".to_owned(),
+            paths.fake_worker.display().to_string(),
+        ),
+        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
+    ];
+    let gateway = Gateway::start(&paths, &fake_env, "gateway-fake").await?;
+    let direct = Direct::start(&paths, &fake_env, None, "direct-fake").await?;
+    let gw = Target::Gateway(gateway.addr);
+    let dt = Target::Direct(direct.clone());
+    // Warm both paths (allocator pools, connection set-up, lazy statics).
+    closed_loop(&gw, 16, Duration::ZERO, opts.secs(1.0)).await;
+    closed_loop(&dt, 16, Duration::ZERO, opts.secs(1.0)).await;
+    let rss_warm = proc_status(gateway.pid);
+
+    let mut latency_fake = Vec::new();
+    for conc in [1, 16, 64] {
+        progress(&format!("fake worker: {conc} concurrent streams"));
+        let g = closed_loop(&gw, conc, opts.secs(0.5), opts.secs(3.0)).await;
+        let d = closed_loop(&dt, conc, opts.secs(0.5), opts.secs(3.0)).await;
+        latency_fake.push((conc, g, d));
+    }
+
+    let mut fixed = Vec::new();
+    progress("fake worker: open loop at 1000 requests/s");
+    let g = open_loop(&gw, 1000.0, opts.secs(1.0), opts.secs(5.0)).await;
+    let d = open_loop(&dt, 1000.0, opts.secs(1.0), opts.secs(5.0)).await;
+    fixed.push((1000.0, g, d));
+
+    let mut throughput = Vec::new();
+    for conc in [64, 128, 256] {
+        progress(&format!("fake worker: throughput, {conc} connections"));
+        let before = CpuSnapshot::take(gateway.pid);
+        let mut run = closed_loop(&gw, conc, opts.secs(1.0), opts.secs(5.0)).await;
+        let after = CpuSnapshot::take(gateway.pid);
+        run.cpu = Some(after.minus(&before));
+        throughput.push((conc, run));
+    }
+    let best = throughput
+        .iter()
+        .map(|(_, r)| r.rate())
+        .fold(0.0_f64, f64::max);
+    let rate80 = (best * 0.8 / 100.0).floor() * 100.0;
+    if rate80 >= 100.0 {
+        progress(&format!(
+            "fake worker: open loop at {rate80} requests/s (80 % of max)"
+        ));
+        let g = open_loop(&gw, rate80, opts.secs(1.0), opts.secs(5.0)).await;
+        let d = open_loop(&dt, rate80, opts.secs(1.0), opts.secs(5.0)).await;
+        fixed.push((rate80, g, d));
+    }
+    let rss_after_load = proc_status(gateway.pid);
+    gateway.stop().await;
+    direct.stop().await;
+
+    // === memory with streams held open ===
+    progress("memory: slow fake worker, streams held open");
+    let memory = memory(&paths, &opts).await?;
+
+    // === real CLI + offline model ===
+    let real = if opts.skip_real {
+        Err("skipped (--skip-real)".to_owned())
+    } else {
+        match &paths.codex {
+            None => Err(
+                "not run: no Codex CLI (set CODEX_BIN or run scripts/install-codex.sh)".to_owned(),
+            ),
+            Some(codex) => real_cli(&paths, codex, &opts)
+                .await
+                .map_err(|e| format!("failed: {e}")),
+        }
+    };
+
+    // === report ===
+    let load_end = loadavg();
+    writeln!(out, "## Results\n")?;
+    writeln!(
+        out,
+        "Run took {:.0} s. Load average (1/5/15 min) at start: {load_start}; at end: {load_end}.\n",
+        started.elapsed().as_secs_f64()
+    )?;
+    writeln!(out, "Latency columns: **first** = request sent → first SSE `data:` frame with content \
+        (direct: → first `item/agentMessage/delta`); **end** = → end of the SSE body after `[DONE]` \
+        (direct: → `turn/completed`). Times in ms. \"overhead\" rows are gateway − direct at the same \
+        percentile (a difference of percentiles, not a percentile of differences).\n")?;
+
+    writeln!(
+        out,
+        "### a) Latency, fake worker (instant, {FAKE_DELTAS} deltas per turn), closed loop\n"
+    )?;
+    latency_table(&mut out, &latency_fake)?;
+
+    writeln!(
+        out,
+        "\n### Overhead at a fixed offered rate, fake worker (open loop)\n"
+    )?;
+    writeln!(out, "Requests are started on a fixed schedule by up to {OPEN_LOOP_WORKERS} client tasks, \
+        whatever the earlier ones are doing; latency is timed from the moment each request is sent.\n")?;
+    fixed_table(&mut out, &fixed)?;
+
+    writeln!(out, "\n### b) Throughput, fake worker, closed loop\n")?;
+    throughput_table(&mut out, &throughput)?;
+
+    writeln!(
+        out,
+        "\n### c) Memory (gateway process, `/proc/<pid>/status`)\n"
+    )?;
+    memory_table(&mut out, &memory, rss_warm, rss_after_load)?;
+
+    writeln!(
+        out,
+        "\n### a) Latency, real Codex CLI + offline model, closed loop\n"
+    )?;
+    match &real {
+        Ok(rows) => latency_table(&mut out, rows)?,
+        Err(why) => writeln!(out, "Real CLI run {why}.")?,
+    }
+
+    writeln!(out, "\n### Goals\n")?;
+    goals_table(&mut out, &fixed, &throughput, &memory)?;
+    Ok(out)
+}
+
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+// === measurements ===
+
+/// One request's timings.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    first: Duration,
+    end: Duration,
+}
+
+/// The outcome of one load run.
+#[derive(Default)]
+struct RunStats {
+    samples: Vec<Sample>,
+    errors: u64,
+    first_error: Option<String>,
+    /// Requests that ended inside the measuring window.
+    completed: u64,
+    window: Duration,
+    /// Open loop: requests sent more than 1 ms after their scheduled time.
+    late: u64,
+    cpu: Option<CpuDelta>,
+}
+
+impl RunStats {
+    fn rate(&self) -> f64 {
+        self.completed as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    fn pct(&self, p: f64, end: bool) -> Option<Duration> {
+        let mut v: Vec<Duration> = self
+            .samples
+            .iter()
+            .map(|s| if end { s.end } else { s.first })
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Some(v[rank - 1])
+    }
+
+    fn merge(&mut self, other: RunStats) {
+        self.samples.extend(other.samples);
+        self.errors += other.errors;
+        self.completed += other.completed;
+        self.late += other.late;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// Where requests go.
+#[derive(Clone)]
+enum Target {
+    Gateway(SocketAddr),
+    Direct(Arc<Direct>),
+}
+
+/// What one client task holds: a keep-alive connection, or the shared channel.
+enum Session {
+    Http(HttpConn),
+    Rpc(Arc<Direct>),
+}
+
+impl Target {
+    async fn session(&self) -> Result<Session, BoxError> {
+        Ok(match self {
+            Target::Gateway(addr) => Session::Http(HttpConn::connect(*addr).await?),
+            Target::Direct(d) => Session::Rpc(d.clone()),
+        })
+    }
+}
+
+impl Session {
+    async fn once(&mut self) -> Result<Sample, String> {
+        let fut = async {
+            match self {
+                Session::Http(c) => c.stream_completion().await,
+                Session::Rpc(d) => d.turn().await,
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+    }
+}
+
+/// `conc` tasks, each sending one request after the other for
+/// `warmup + window`; only requests started after the warm-up are timed.
+async fn closed_loop(target: &Target, conc: usize, warmup: Duration, window: Duration) -> RunStats {
+    let mut sessions = Vec::with_capacity(conc);
+    for _ in 0..conc {
+        match target.session().await {
+            Ok(s) => sessions.push(s),
+            Err(e) => {
+                return RunStats {
+                    errors: 1,
+                    first_error: Some(format!("connect: {e}")),
+                    window,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+    let start = Instant::now();
+    let from = start + warmup;
+    let until = from + window;
+    let mut set = JoinSet::new();
+    for mut session in sessions {
+        let target = target.clone();
+        set.spawn(async move {
+            let mut stats = RunStats::default();
+            loop {
+                let t0 = Instant::now();
+                if t0 >= until {
+                    break;
+                }
+                match session.once().await {
+                    Ok(s) => {
+                        if t0 >= from {
+                            stats.samples.push(s);
+                        }
+                        let done = t0 + s.end;
+                        if done >= from && done < until {
+                            stats.completed += 1;
+                        }
+                    }
+                    Err(e) => {
+                        stats.errors += 1;
+                        stats.first_error.get_or_insert(e);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if let Ok(s) = target.session().await {
+                            session = s;
+                        }
+                    }
+                }
+            }
+            stats
+        });
+    }
+    let mut total = RunStats {
+        window,
+        ..Default::default()
+    };
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            total.merge(r);
+        }
+    }
+    total
+}
+
+/// Client tasks available to an open-loop run.
+const OPEN_LOOP_WORKERS: usize = 256;
+
+/// Requests started on a fixed schedule at `rate`/s; timed from when each is sent.
+async fn open_loop(target: &Target, rate: f64, warmup: Duration, window: Duration) -> RunStats {
+    let (tx, rx) = mpsc::channel::<(Instant, bool)>(100_000);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut set = JoinSet::new();
+    for _ in 0..OPEN_LOOP_WORKERS {
+        let target = target.clone();
+        let rx = rx.clone();
+        set.spawn(async move {
+            let mut stats = RunStats::default();
+            let mut session: Option<Session> = None;
+            loop {
+                let job = rx.lock().await.recv().await;
+                let Some((due, timed)) = job else { break };
+                if session.is_none() {
+                    session = target.session().await.ok();
+                }
+                let Some(s) = session.as_mut() else {
+                    stats.errors += 1;
+                    stats.first_error.get_or_insert("connect failed".into());
+                    continue;
+                };
+                let sent = Instant::now();
+                if timed && sent.duration_since(due) > Duration::from_millis(1) {
+                    stats.late += 1;
+                }
+                match s.once().await {
+                    Ok(sample) if timed => {
+                        stats.samples.push(sample);
+                        stats.completed += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        stats.errors += 1;
+                        stats.first_error.get_or_insert(e);
+                        session = None;
+                    }
+                }
+            }
+            stats
+        });
+    }
+    let start = tokio::time::Instant::now();
+    let from = start + warmup;
+    let total = warmup + window;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut i: u64 = 0;
+    loop {
+        let due = start + interval.mul_f64(i as f64);
+        if due >= start + total {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        // Send everything that is due now (the timer ticks in whole ms).
+        let now = tokio::time::Instant::now();
+        loop {
+            let due = start + interval.mul_f64(i as f64);
+            if due > now || due >= start + total {
+                break;
+            }
+            let _ = tx.send((due.into_std(), due >= from)).await;
+            i += 1;
+        }
+    }
+    drop(tx);
+    let mut stats = RunStats {
+        window,
+        ..Default::default()
+    };
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            stats.merge(r);
+        }
+    }
+    stats
+}
+
+// === HTTP client ===
+
+/// One keep-alive HTTP/1.1 connection to the gateway.
+struct HttpConn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+fn chat_body() -> Bytes {
+    Bytes::from(
+        json!({
+            "model": "codex-offline",
+            "stream": true,
+            "messages": [{"role": "user", "content": PROMPT}]
+        })
+        .to_string(),
+    )
+}
+
+impl HttpConn {
+    async fn connect(addr: SocketAddr) -> Result<HttpConn, BoxError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(HttpConn { sender })
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        self.sender
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn chat_request() -> Request<Full<Bytes>> {
+        Request::post("/v1/chat/completions")
+            .header(header::HOST, "127.0.0.1")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(chat_body()))
+            .expect("valid request")
+    }
+
+    /// One streamed completion, read to its end.
+    async fn stream_completion(&mut self) -> Result<Sample, String> {
+        let t0 = Instant::now();
+        let res = self.send(Self::chat_request()).await?;
+        let status = res.status();
+        let mut body = res.into_body();
+        if status != StatusCode::OK {
+            let text = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&text)));
+        }
+        let mut scan = SseScan::default();
+        let mut first = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            if let Some(data) = frame.data_ref() {
+                scan.push(data)?;
+                if first.is_none() && scan.content > 0 {
+                    first = Some(t0.elapsed());
+                }
+            }
+        }
+        let end = t0.elapsed();
+        match first {
+            Some(first) if scan.done => Ok(Sample { first, end }),
+            _ => Err(format!(
+                "stream ended without content or [DONE] ({} content frames)",
+                scan.content
+            )),
+        }
+    }
+
+    /// Opens a completion and returns once its first content frame arrived,
+    /// handing back the still-open body.
+    async fn open_stream(&mut self) -> Result<hyper::body::Incoming, String> {
+        let res = self.send(Self::chat_request()).await?;
+        if res.status() != StatusCode::OK {
+            return Err(format!("HTTP {}", res.status()));
+        }
+        let mut body = res.into_body();
+        let mut scan = SseScan::default();
+        while scan.content == 0 {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        scan.push(data)?;
+                    }
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("stream ended before any content".into()),
+            }
+        }
+        Ok(body)
+    }
+
+    async fn get(&mut self, path: &str) -> Result<StatusCode, String> {
+        let req = Request::get(path)
+            .header(header::HOST, "127.0.0.1")
+            .body(Full::default())
+            .expect("valid request");
+        let res = self.send(req).await?;
+        let status = res.status();
+        let _ = res.into_body().collect().await;
+        Ok(status)
+    }
+}
+
+/// Counts SSE frames without parsing JSON: a chunk whose `content` is not
+/// empty, `[DONE]`, and error frames.
+#[derive(Default)]
+struct SseScan {
+    buf: BytesMut,
+    content: usize,
+    done: bool,
+}
+
+impl SseScan {
+    fn push(&mut self, data: &Bytes) -> Result<(), String> {
+        self.buf.extend_from_slice(data);
+        while let Some(pos) = find(&self.buf, b"\n\n") {
+            let frame = self.buf.split_to(pos + 2);
+            let Some(payload) = frame.strip_prefix(b"data: ") else {
+                continue; // a comment (keep-alive)
+            };
+            if payload.starts_with(b"[DONE]") {
+                self.done = true;
+            } else if payload.starts_with(b"{\"error\"") {
+                return Err(format!("error frame: {}", String::from_utf8_lossy(payload)));
+            } else if let Some(i) = find(payload, b"\"content\":\"") {
+                if payload.get(i + 11) != Some(&b'"') {
+                    self.content += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// === gateway process ===
+
+/// The release gateway binary, running on a loopback port.
+struct Gateway {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl Gateway {
+    async fn start(
+        paths: &Paths,
+        env: &[(String, String)],
+        name: &str,
+    ) -> Result<Gateway, BoxError> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let workdir = paths.scratch.join(format!("{name}-work"));
+        std::fs::create_dir_all(&workdir)?;
+        let log = std::fs::File::create(paths.scratch.join(format!("{name}.log")))?;
+        let mut cmd = Command::new(&paths.gateway);
+        cmd.env("PORT", port.to_string())
+            .env("PROXY_HOST", "127.0.0.1")
+            .env("PROXY_CODEX_WORKDIR", &workdir)
+            // No request limits in the way of the load: rate limiting off, and
+            // the worker concurrency cap (not read by every version) set high.
+            .env("PROXY_RATE_LIMIT_ENABLED", "false")
+            .env("WORKER_MAX_CONCURRENCY", "100000")
+            .env("PROXY_SHUTDOWN_DRAIN_MS", "2000")
+            .env("WORKER_SHUTDOWN_GRACE_MS", "1000")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd.spawn()?;
+        let pid = child.id().ok_or("gateway exited at once")?;
+        let gateway = Gateway { child, pid, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = HttpConn::connect(addr).await {
+                if c.get("/readyz").await == Ok(StatusCode::OK) {
+                    return Ok(gateway);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "gateway not ready within 30 s; see {}",
+                    paths.scratch.join(format!("{name}.log")).display()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM (graceful: drains, then stops its worker), SIGKILL after 10 s.
+    async fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+// === direct JSON-RPC client ===
+
+/// A worker spawned by the bench itself and driven over its stdio, the
+/// baseline the gateway's overhead is measured against.
+struct Direct {
+    child: tokio::sync::Mutex<Option<Child>>,
+    out: mpsc::Sender<Vec<u8>>,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>,
+    threads: Mutex<HashMap<String, mpsc::UnboundedSender<(String, Value)>>>,
+    thread_params: Value,
+}
+
+impl Direct {
+    /// Spawns the worker with exactly the gateway's command line and does its handshake.
+    async fn start(
+        paths: &Paths,
+        env: &[(String, String)],
+        codex_home: Option<&Path>,
+        name: &str,
+    ) -> Result<Arc<Direct>, BoxError> {
+        let workdir = paths.scratch.join(format!("{name}-work"));
+        std::fs::create_dir_all(&workdir)?;
+        let mut vars: HashMap<String, String> = env.iter().cloned().collect();
+        if let Some(home) = codex_home {
+            vars.insert("CODEX_HOME".into(), home.display().to_string());
+        }
+        let lookup = vars.clone();
+        let config = Config::from_env(&Env::new(move |k| lookup.get(k).cloned()))?;
+        let mut cmd = worker_command(&config.worker, &workdir);
+        cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let log_path = paths.scratch.join(format!("{name}.log"));
+        tokio::spawn(async move {
+            // Drained so the worker never blocks on a full stderr pipe.
+            let mut log = tokio::fs::File::create(log_path).await.ok();
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(f) = log.as_mut() {
+                    let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+                }
+            }
+        });
+
+        let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(4096);
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::BufWriter::new(stdin);
+            while let Some(line) = out_rx.recv().await {
+                if stdin.write_all(&line).await.is_err() {
+                    return;
+                }
+                // Write what else is queued, then flush once.
+                while let Ok(line) = out_rx.try_recv() {
+                    if stdin.write_all(&line).await.is_err() {
+                        return;
+                    }
+                }
+                if stdin.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        let thread_config: serde_json::Map<String, Value> = HOST_TOOL_FEATURES
+            .iter()
+            .map(|f| (format!("features.{f}"), json!(false)))
+            .chain([
+                ("agents.enabled".to_owned(), json!(false)),
+                ("web_search".to_owned(), json!("disabled")),
+            ])
+            .collect();
+        let thread_params = serde_json::to_value(ThreadStartParams {
+            model: Some("codex-offline".into()),
+            model_provider: config.worker.model_provider.clone(),
+            cwd: Some(workdir.display().to_string()),
+            approval_policy: Some("never".into()),
+            sandbox: Some(config.worker.sandbox.as_str().into()),
+            developer_instructions: None,
+            ephemeral: Some(true),
+            config: Some(thread_config),
+            dynamic_tools: None,
+        })?;
+
+        let direct = Arc::new(Direct {
+            child: tokio::sync::Mutex::new(Some(child)),
+            out,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            threads: Mutex::new(HashMap::new()),
+            thread_params,
+        });
+        tokio::spawn(read_loop(direct.clone(), stdout));
+
+        let init = InitializeParams {
+            client_info: ClientInfo {
+                name: "codex-completions-api".into(),
+                title: Some("Codex Completions API".into()),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            capabilities: Some(InitializeCapabilities {
+                experimental_api: true,
+                opt_out_notification_methods: Some(
+                    OPT_OUT_NOTIFICATIONS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                ),
+            }),
+        };
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            direct.call("initialize", serde_json::to_value(init)?),
+        )
+        .await
+        .map_err(|_| "worker: no initialize answer in 30 s")??;
+        direct.send(json!({"method": "initialized"})).await?;
+        direct.call("model/list", json!({})).await?;
+        Ok(direct)
+    }
+
+    async fn send(&self, msg: Value) -> Result<(), String> {
+        let mut line = serde_json::to_vec(&msg).expect("json");
+        line.push(b'\n');
+        self.out
+            .send(line)
+            .await
+            .map_err(|_| "worker stdin closed".to_owned())
+    }
+
+    async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("lock").insert(id, tx);
+        self.send(json!({"id": id, "method": method, "params": params}))
+            .await?;
+        rx.await.map_err(|_| "worker gone".to_owned())?
+    }
+
+    /// One turn on a fresh ephemeral thread, as the gateway runs it.
+    async fn turn(self: &Arc<Self>) -> Result<Sample, String> {
+        let t0 = Instant::now();
+        let thread = self
+            .call("thread/start", self.thread_params.clone())
+            .await?;
+        let thread_id = thread["thread"]["id"]
+            .as_str()
+            .ok_or("thread/start: no thread id")?
+            .to_owned();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.threads
+            .lock()
+            .expect("lock")
+            .insert(thread_id.clone(), tx);
+        let input = json!([{"type": "text", "text": PROMPT, "text_elements": []}]);
+        let outcome = async {
+            self.call("turn/start", json!({"threadId": thread_id, "input": input}))
+                .await?;
+            let mut first = None;
+            loop {
+                let (method, params) = rx.recv().await.ok_or("worker gone")?;
+                match method.as_str() {
+                    "item/agentMessage/delta" => {
+                        first.get_or_insert_with(|| t0.elapsed());
+                    }
+                    "turn/completed" => {
+                        let status = params["turn"]["status"].as_str().unwrap_or("?");
+                        if status != "completed" {
+                            return Err(format!(
+                                "turn ended {status}: {}",
+                                params["turn"]["error"]
+                            ));
+                        }
+                        let end = t0.elapsed();
+                        return first
+                            .map(|first| Sample { first, end })
+                            .ok_or_else(|| "turn completed without a delta".to_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        .await;
+        self.threads.lock().expect("lock").remove(&thread_id);
+        // Released in the background, as the gateway does after a stream ends.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me
+                .call("thread/unsubscribe", json!({"threadId": thread_id}))
+                .await;
+        });
+        outcome
+    }
+
+    async fn stop(&self) {
+        let child = self.child.lock().await.take();
+        if let Some(mut child) = child {
+            // Closing stdin is codex's shutdown signal; the writer holds it,
+            // so kill after a short grace instead of waiting on it.
+            if tokio::time::timeout(Duration::from_millis(200), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+async fn read_loop(direct: Arc<Direct>, stdout: tokio::process::ChildStdout) {
+    let mut lines = BufReader::with_capacity(64 * 1024, stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(mut msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        let id = msg.get("id").and_then(Value::as_u64);
+        match (method, id) {
+            (None, Some(id)) => {
+                let tx = direct.pending.lock().expect("lock").remove(&id);
+                if let Some(tx) = tx {
+                    let result = match msg.get_mut("error") {
+                        Some(err) => Err(err.to_string()),
+                        None => Ok(msg.get_mut("result").map(Value::take).unwrap_or_default()),
+                    };
+                    let _ = tx.send(result);
+                }
+            }
+            (Some(_), Some(_)) => {
+                // A server request (approval, tool call): none are expected here.
+                let id = msg["id"].clone();
+                let _ = direct
+                    .send(json!({"id": id, "error": {"code": -32601, "message": "not supported by the bench"}}))
+                    .await;
+            }
+            (Some(method), None) => {
+                let params = msg.get_mut("params").map(Value::take).unwrap_or_default();
+                let Some(thread) = params.get("threadId").and_then(Value::as_str) else {
+                    continue;
+                };
+                let tx = direct.threads.lock().expect("lock").get(thread).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.send((method, params));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    // Fail whoever still waits.
+    direct.pending.lock().expect("lock").clear();
+    direct.threads.lock().expect("lock").clear();
+}
+
+// === /proc ===
+
+/// VmRSS and RssAnon in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    rss_kib: u64,
+    anon_kib: u64,
+}
+
+fn proc_status(pid: u32) -> Rss {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Rss {
+        rss_kib: field("VmRSS:"),
+        anon_kib: field("RssAnon:"),
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn proc_cpu_ticks(pid: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 2..]) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+/// The pids whose parent is `ppid`.
+fn children(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if parent == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Busy and total ticks of the whole machine (`/proc/stat`).
+fn machine_ticks() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().next() else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CpuSnapshot {
+    gateway: u64,
+    worker: u64,
+    client: u64,
+    machine_busy: u64,
+    machine_total: u64,
+    at: Instant,
+}
+
+/// CPU used during a run, in clock ticks (USER_HZ, 100/s on Linux).
+#[derive(Debug, Clone, Copy)]
+struct CpuDelta {
+    gateway: u64,
+    worker: u64,
+    client: u64,
+    /// Busy ticks of every other process on the machine.
+    others: u64,
+    /// Ticks the machine had (cores × elapsed).
+    total: u64,
+    elapsed: Duration,
+}
+
+impl CpuSnapshot {
+    /// The gateway, its worker (its child process), and this process. The
+    /// direct worker idles during gateway runs; it would count under "others".
+    fn take(gateway: u32) -> CpuSnapshot {
+        let worker = children(gateway)
+            .iter()
+            .map(|p| proc_cpu_ticks(&p.to_string()))
+            .sum();
+        let (busy, total) = machine_ticks();
+        CpuSnapshot {
+            gateway: proc_cpu_ticks(&gateway.to_string()),
+            worker,
+            client: proc_cpu_ticks("self"),
+            machine_busy: busy,
+            machine_total: total,
+            at: Instant::now(),
+        }
+    }
+
+    fn minus(&self, before: &CpuSnapshot) -> CpuDelta {
+        let gateway = self.gateway.saturating_sub(before.gateway);
+        let worker = self.worker.saturating_sub(before.worker);
+        let client = self.client.saturating_sub(before.client);
+        let busy = self.machine_busy.saturating_sub(before.machine_busy);
+        CpuDelta {
+            gateway,
+            worker,
+            client,
+            others: busy.saturating_sub(gateway + worker + client),
+            total: self.machine_total.saturating_sub(before.machine_total),
+            elapsed: self.at.duration_since(before.at),
+        }
+    }
+}
+
+// === memory ===
+
+struct MemoryReport {
+    idle: Rss,
+    /// (open streams, RSS with them open)
+    points: Vec<(usize, Rss)>,
+    after_close: Rss,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
+    let env = vec![
+        (
+            "CODEX_BIN".to_owned(),
+            paths.fake_worker.display().to_string(),
+        ),
+        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
+        // Slow enough that no stream ends during the measurement.
+        ("FAKE_WORKER_DELAY_MS".to_owned(), "600000".to_owned()),
+    ];
+    let gateway = Gateway::start(paths, &env, "gateway-memory").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = proc_status(gateway.pid);
+    let steps: &[usize] = if opts.quick { &[50, 200] } else { &[100, 1000] };
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let mut held = JoinSet::new();
+    let mut points = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    let mut open = 0;
+    for &target in steps {
+        let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(target);
+        for _ in open..target {
+            let ready_tx = ready_tx.clone();
+            let mut close_rx = close_rx.clone();
+            let addr = gateway.addr;
+            held.spawn(async move {
+                let opened = async {
+                    let mut conn = HttpConn::connect(addr).await.map_err(|e| e.to_string())?;
+                    let body = conn.open_stream().await?;
+                    Ok::<_, String>((conn, body))
+                }
+                .await;
+                match opened {
+                    Ok(kept) => {
+                        let _ = ready_tx.send(Ok(())).await;
+                        let _ = close_rx.wait_for(|close| *close).await;
+                        drop(kept);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e)).await;
+                    }
+                }
+            });
+        }
+        drop(ready_tx);
+        // Each new stream reports once (and then keeps its sender while held).
+        for _ in open..target {
+            if let Some(Err(e)) = ready_rx.recv().await {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        open = target;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        points.push((target, proc_status(gateway.pid)));
+    }
+    let _ = close_tx.send(true);
+    while held.join_next().await.is_some() {}
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_close = proc_status(gateway.pid);
+    gateway.stop().await;
+    Ok(MemoryReport {
+        idle,
+        points,
+        after_close,
+        errors,
+        first_error,
+    })
+}
+
+// === real CLI ===
+
+async fn real_cli(
+    paths: &Paths,
+    codex: &Path,
+    opts: &Opts,
+) -> Result<Vec<(usize, RunStats, RunStats)>, BoxError> {
+    if !paths.offline_model.is_file() {
+        return Err(format!("{} not found", paths.offline_model.display()).into());
+    }
+    let home = paths.scratch.join("codex-home");
+    progress("real CLI: starting the offline model");
+    let mut model = Command::new(&paths.offline_model)
+        .args(["--port", "0", "--codex-home"])
+        .arg(&home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = model.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| "offline model did not start")??
+        .unwrap_or_default();
+    if !listening.contains("listening") {
+        return Err(format!("offline model said: {listening}").into());
+    }
+    let env = vec![
+        ("CODEX_BIN".to_owned(), codex.display().to_string()),
+        ("CODEX_HOME".to_owned(), home.display().to_string()),
+        (
+            codex_offline_model::API_KEY_ENV.to_owned(),
+            codex_offline_model::API_KEY.to_owned(),
+        ),
+    ];
+    progress("real CLI: starting the gateway and a direct worker");
+    let gateway = Gateway::start(paths, &env, "gateway-real").await?;
+    let direct = Direct::start(paths, &env, Some(&home), "direct-real").await?;
+    let gw = Target::Gateway(gateway.addr);
+    let dt = Target::Direct(direct.clone());
+    closed_loop(&gw, 4, Duration::ZERO, opts.secs(1.0)).await;
+    closed_loop(&dt, 4, Duration::ZERO, opts.secs(1.0)).await;
+    let mut rows = Vec::new();
+    for conc in [1, 16, 64] {
+        progress(&format!("real CLI: {conc} concurrent streams"));
+        let g = closed_loop(&gw, conc, opts.secs(1.0), opts.secs(4.0)).await;
+        let d = closed_loop(&dt, conc, opts.secs(1.0), opts.secs(4.0)).await;
+        rows.push((conc, g, d));
+    }
+    gateway.stop().await;
+    direct.stop().await;
+    let _ = model.kill().await;
+    Ok(rows)
+}
+
+// === report ===
+
+fn ms(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn diff(a: Option<Duration>, b: Option<Duration>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:+.3}", (a.as_secs_f64() - b.as_secs_f64()) * 1e3),
+        _ => "–".into(),
+    }
+}
+
+fn errors(r: &RunStats) -> String {
+    match &r.first_error {
+        Some(e) if r.errors > 0 => {
+            let e: String = e.chars().take(80).collect();
+            format!("{} ({})", r.errors, e.replace('|', "/"))
+        }
+        _ => r.errors.to_string(),
+    }
+}
+
+fn latency_table(out: &mut String, rows: &[(usize, RunStats, RunStats)]) -> std::fmt::Result {
+    writeln!(out, "| streams | path | requests | completions/s | first p50 | first p99 | end p50 | end p99 | errors |")?;
+    writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---|")?;
+    for (conc, g, d) in rows {
+        for (name, r) in [("gateway", g), ("direct JSON-RPC", d)] {
+            writeln!(
+                out,
+                "| {conc} | {name} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                r.samples.len(),
+                r.rate(),
+                ms(r.pct(0.5, false)),
+                ms(r.pct(0.99, false)),
+                ms(r.pct(0.5, true)),
+                ms(r.pct(0.99, true)),
+                errors(r)
+            )?;
+        }
+        writeln!(
+            out,
+            "| {conc} | **overhead** | | | **{}** | **{}** | **{}** | **{}** | |",
+            diff(g.pct(0.5, false), d.pct(0.5, false)),
+            diff(g.pct(0.99, false), d.pct(0.99, false)),
+            diff(g.pct(0.5, true), d.pct(0.5, true)),
+            diff(g.pct(0.99, true), d.pct(0.99, true)),
+        )?;
+    }
+    Ok(())
+}
+
+fn fixed_table(out: &mut String, rows: &[(f64, RunStats, RunStats)]) -> std::fmt::Result {
+    writeln!(out, "| offered/s | path | achieved/s | sent late (>1 ms) | first p50 | first p99 | end p50 | end p99 | errors |")?;
+    writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---|")?;
+    for (rate, g, d) in rows {
+        for (name, r) in [("gateway", g), ("direct JSON-RPC", d)] {
+            writeln!(
+                out,
+                "| {rate:.0} | {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                r.rate(),
+                r.late,
+                ms(r.pct(0.5, false)),
+                ms(r.pct(0.99, false)),
+                ms(r.pct(0.5, true)),
+                ms(r.pct(0.99, true)),
+                errors(r)
+            )?;
+        }
+        writeln!(
+            out,
+            "| {rate:.0} | **overhead** | | | **{}** | **{}** | **{}** | **{}** | |",
+            diff(g.pct(0.5, false), d.pct(0.5, false)),
+            diff(g.pct(0.99, false), d.pct(0.99, false)),
+            diff(g.pct(0.5, true), d.pct(0.5, true)),
+            diff(g.pct(0.99, true), d.pct(0.99, true)),
+        )?;
+    }
+    Ok(())
+}
+
+fn throughput_table(out: &mut String, rows: &[(usize, RunStats)]) -> std::fmt::Result {
+    writeln!(out, "| connections | completions/s | end p50 | end p99 | CPU µs per completion: gateway | worker | load generator | other processes (% of machine) | errors |")?;
+    writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    for (conc, r) in rows {
+        let (g, w, c, o) = match r.cpu {
+            Some(cpu) => {
+                // Ticks are 10 ms; per completion over the whole run (warm-up included).
+                let n = (r.completed as f64 * (cpu.elapsed.as_secs_f64() / r.window.as_secs_f64()))
+                    .max(1.0);
+                let us = |t: u64| format!("{:.0}", t as f64 * 10_000.0 / n);
+                let others = 100.0 * cpu.others as f64 / cpu.total.max(1) as f64;
+                (
+                    us(cpu.gateway),
+                    us(cpu.worker),
+                    us(cpu.client),
+                    format!("{others:.0} %"),
+                )
+            }
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+        };
+        writeln!(
+            out,
+            "| {conc} | **{:.0}** | {} | {} | {g} | {w} | {c} | {o} | {} |",
+            r.rate(),
+            ms(r.pct(0.5, true)),
+            ms(r.pct(0.99, true)),
+            errors(r)
+        )?;
+    }
+    Ok(())
+}
+
+fn memory_table(
+    out: &mut String,
+    m: &MemoryReport,
+    warm: Rss,
+    after_load: Rss,
+) -> std::fmt::Result {
+    let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
+    writeln!(out, "| gateway state | VmRSS MiB | RssAnon MiB |")?;
+    writeln!(out, "|---|---:|---:|")?;
+    writeln!(
+        out,
+        "| idle, fresh (worker ready, no request yet) | **{}** | {} |",
+        mib(m.idle.rss_kib),
+        mib(m.idle.anon_kib)
+    )?;
+    for (n, r) in &m.points {
+        writeln!(
+            out,
+            "| {n} streams open | {} | {} |",
+            mib(r.rss_kib),
+            mib(r.anon_kib)
+        )?;
+    }
+    writeln!(
+        out,
+        "| after closing them | {} | {} |",
+        mib(m.after_close.rss_kib),
+        mib(m.after_close.anon_kib)
+    )?;
+    writeln!(
+        out,
+        "| (fake-worker gateway) after warm-up | {} | {} |",
+        mib(warm.rss_kib),
+        mib(warm.anon_kib)
+    )?;
+    writeln!(
+        out,
+        "| (fake-worker gateway) after all load runs | {} | {} |",
+        mib(after_load.rss_kib),
+        mib(after_load.anon_kib)
+    )?;
+    if let (Some((n1, r1)), Some((n2, r2))) = (m.points.first(), m.points.last()) {
+        if n2 > n1 {
+            let marginal = r2.rss_kib.saturating_sub(r1.rss_kib) as f64 / (n2 - n1) as f64;
+            let average = r2.rss_kib.saturating_sub(m.idle.rss_kib) as f64 / *n2 as f64;
+            writeln!(
+                out,
+                "\nPer open stream: **{marginal:.1} KiB** (marginal, {n1} → {n2} streams); {average:.1} KiB \
+                 averaged over {n2} streams from idle. Each stream is a keep-alive connection with a \
+                 turn in progress (slow fake worker, `FAKE_WORKER_DELAY_MS=600000`), its first content \
+                 frame already read by the client."
+            )?;
+        }
+    }
+    if m.errors > 0 {
+        writeln!(
+            out,
+            "\n{} streams failed to open: {}",
+            m.errors,
+            m.first_error.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
+fn goals_table(
+    out: &mut String,
+    fixed: &[(f64, RunStats, RunStats)],
+    throughput: &[(usize, RunStats)],
+    m: &MemoryReport,
+) -> std::fmt::Result {
+    let yes = |ok: bool| if ok { "yes" } else { "**no**" };
+    writeln!(out, "| goal | measured | met |")?;
+    writeln!(out, "|---|---|---|")?;
+    if let Some((_, g, d)) = fixed.iter().find(|(r, _, _)| *r == 1000.0) {
+        let over = |end| match (g.pct(0.99, end), d.pct(0.99, end)) {
+            (Some(a), Some(b)) => Some(a.as_secs_f64() * 1e3 - b.as_secs_f64() * 1e3),
+            _ => None,
+        };
+        for (label, end) in [("first content", false), ("end of stream", true)] {
+            let o = over(end);
+            writeln!(
+                out,
+                "| overhead p99 < 1 ms at 1,000 req/s ({label}) | {} ms | {} |",
+                o.map(|o| format!("{o:+.3}")).unwrap_or_else(|| "–".into()),
+                yes(o.is_some_and(|o| o < 1.0) && g.errors == 0)
+            )?;
+        }
+    }
+    let best = throughput.iter().map(|(_, r)| r.rate()).fold(0.0, f64::max);
+    writeln!(
+        out,
+        "| ≥ 5,000 streamed completions/s (instant worker, 2 cores) | {best:.0}/s | {} |",
+        yes(best >= 5000.0)
+    )?;
+    let idle_mb = m.idle.rss_kib as f64 / 1000.0;
+    writeln!(
+        out,
+        "| < 30 MB RSS idle | {idle_mb:.1} MB ({:.1} MiB) | {} |",
+        m.idle.rss_kib as f64 / 1024.0,
+        yes(idle_mb < 30.0)
+    )?;
+    if let (Some((n1, r1)), Some((n2, r2))) = (m.points.first(), m.points.last()) {
+        if n2 > n1 {
+            let marginal = r2.rss_kib.saturating_sub(r1.rss_kib) as f64 / (n2 - n1) as f64;
+            writeln!(
+                out,
+                "| < 64 KiB per open stream | {marginal:.1} KiB | {} |",
+                yes(marginal < 64.0)
+            )?;
+        }
+    }
+    Ok(())
+}
