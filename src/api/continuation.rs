@@ -49,10 +49,18 @@ impl Continuations {
     }
 
     /// Keeps a turn whose response showed `calls`, for the conversation `messages`.
-    pub fn park(&self, model: &str, messages: &[Message], turn: TurnStream, calls: Vec<String>) {
+    pub fn park(
+        &self,
+        model: &str,
+        messages: &[Message],
+        mut turn: TurnStream,
+        calls: Vec<String>,
+    ) {
         if self.max == 0 || calls.is_empty() {
             return;
         }
+        // Waiting for a client costs the worker nothing: free the slot for others.
+        turn.release_slot();
         let key = key(model, messages, &calls);
         let now = Instant::now();
         let evicted: Vec<Parked>;

@@ -150,6 +150,13 @@ impl CodexCore {
         ))
     }
 
+    /// Takes a turn slot again for a parked turn the client continues.
+    pub async fn resume(&self, turn: &mut TurnStream) -> Result<(), Failure> {
+        let slot = self.acquire_slot().await?;
+        turn.set_slot(slot);
+        Ok(())
+    }
+
     /// A turn slot now, or after a short bounded wait; else `Overloaded`.
     async fn acquire_slot(&self) -> Result<TurnSlot, Failure> {
         let inner = &self.inner;

@@ -29,8 +29,9 @@ pub struct TurnStream {
     /// `item/tool/call` requests not yet answered.
     pending_calls: Vec<(RequestId, String)>,
     done: bool,
-    /// Released last, when the stream goes.
-    _slot: super::service::TurnSlot,
+    /// One of the worker's turn slots; released when the stream goes, or
+    /// while the turn is parked waiting for a client's tool results.
+    slot: Option<super::service::TurnSlot>,
 }
 
 impl TurnStream {
@@ -51,7 +52,7 @@ impl TurnStream {
             tool_calls: 0,
             pending_calls: Vec::new(),
             done: false,
-            _slot: slot,
+            slot: Some(slot),
         }
     }
 
@@ -62,6 +63,18 @@ impl TurnStream {
     /// Tool calls the worker is waiting on (call id).
     pub fn pending_tool_calls(&self) -> impl Iterator<Item = &str> {
         self.pending_calls.iter().map(|(_, call)| call.as_str())
+    }
+
+    /// Gives the turn slot back while the turn waits for a client (a paused
+    /// turn costs the worker no model time); [`CodexCore::resume`] takes one again.
+    ///
+    /// [`CodexCore::resume`]: super::CodexCore::resume
+    pub fn release_slot(&mut self) {
+        self.slot = None;
+    }
+
+    pub(super) fn set_slot(&mut self, slot: super::service::TurnSlot) {
+        self.slot = Some(slot);
     }
 
     /// Answers a pending tool call with the client's result, so the turn goes

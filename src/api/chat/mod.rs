@@ -102,7 +102,7 @@ pub(crate) async fn prepare(
     // A request that brings the results of calls a live turn waits on
     // continues that turn; anything else starts fresh threads.
     let continued = match (req.n, continuation::results_of(req)) {
-        (1, Some(results)) => resume(state, &results).await,
+        (1, Some(results)) => resume(state, &results).await?,
         _ => None,
     };
     let turns = match continued {
@@ -179,12 +179,15 @@ pub(crate) async fn first_event(
 async fn resume(
     state: &ApiState,
     results: &continuation::Results,
-) -> Option<crate::core::TurnStream> {
-    let mut turn = state.continuations.take(results)?;
+) -> Result<Option<crate::core::TurnStream>, ApiError> {
+    let Some(mut turn) = state.continuations.take(results) else {
+        return Ok(None);
+    };
+    state.core.resume(&mut turn).await.map_err(ApiError::from)?;
     for (call_id, output) in &results.outputs {
         if !turn.answer_tool_call(call_id, output).await {
             // Not a call this turn waits on: rebuild instead (dropping the turn interrupts it).
-            return None;
+            return Ok(None);
         }
     }
     tracing::debug!(
@@ -192,7 +195,7 @@ async fn resume(
         calls = results.outputs.len(),
         "continuing a turn with tool results"
     );
-    Some(turn)
+    Ok(Some(turn))
 }
 
 /// Where a response that ends on tool calls leaves its turn.
