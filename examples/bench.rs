@@ -697,6 +697,18 @@ impl Gateway {
         std::fs::create_dir_all(&workdir)?;
         let log = std::fs::File::create(paths.scratch.join(format!("{name}.log")))?;
         let mut cmd = Command::new(&paths.gateway);
+        // The caller's own gateway settings (a key, a rate limit, a log
+        // filter) must not leak into the measured configuration.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("PROXY_")
+                || k.starts_with("WORKER_")
+                || k == "RUST_LOG"
+                || k == "CODEX_HOME"
+            {
+                cmd.env_remove(&key);
+            }
+        }
         cmd.env("PORT", port.to_string())
             .env("PROXY_HOST", "127.0.0.1")
             .env("PROXY_CODEX_WORKDIR", &workdir)
@@ -1251,9 +1263,16 @@ async fn real_cli(
         .await
         .map_err(|_| "offline model did not start")??
         .unwrap_or_default();
-    if !listening.contains("listening") {
+    let Some(base_url) = listening
+        .strip_prefix("offline-model listening on ")
+        .map(str::trim)
+    else {
         return Err(format!("offline model said: {listening}").into());
-    }
+    };
+    // The direct worker gets its own CODEX_HOME (same config), so the two
+    // codex processes never share state databases.
+    let home_direct = paths.scratch.join("codex-home-direct");
+    codex_offline_model::write_codex_home(&home_direct, base_url)?;
     let env = vec![
         ("CODEX_BIN".to_owned(), codex.display().to_string()),
         ("CODEX_HOME".to_owned(), home.display().to_string()),
@@ -1264,7 +1283,7 @@ async fn real_cli(
     ];
     progress("real CLI: starting the gateway and a direct worker");
     let gateway = Gateway::start(paths, &env, "gateway-real").await?;
-    let direct = Direct::start(paths, &env, Some(&home), "direct-real").await?;
+    let direct = Direct::start(paths, &env, Some(&home_direct), "direct-real").await?;
     let gw = Target::Gateway(gateway.addr);
     let dt = Target::Direct(direct.clone());
     closed_loop(&gw, 4, Duration::ZERO, opts.secs(1.0)).await;

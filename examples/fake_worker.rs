@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The one model the fake lists.
@@ -76,7 +77,7 @@ fn main() {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if let Ok(msg) = serde_json::from_slice::<Value>(&line) {
+        if let Ok(msg) = serde_json::from_slice::<Incoming>(&line) {
             worker.handle(msg);
         }
         // Flush once per batch: only when nothing more is already waiting.
@@ -113,14 +114,26 @@ struct Out {
     active: HashSet<String>,
 }
 
+// Lines are written with `write!` rather than built as `serde_json::Value`s:
+// every id here is plain ASCII made by this program and every text a
+// constant, so nothing needs escaping, and the fake stays cheap enough that
+// a throughput run measures the gateway rather than the fake.
 impl Out {
-    fn line(&mut self, v: &Value) {
-        let _ = serde_json::to_writer(&mut self.w, v);
-        let _ = self.w.write_all(b"\n");
+    fn result(&mut self, id: &Value, result: std::fmt::Arguments<'_>) {
+        let _ = write!(self.w, "{{\"id\":{id},\"result\":{result}}}\n");
     }
 
-    fn notify(&mut self, method: &str, params: Value) {
-        self.line(&json!({"method": method, "params": params, "emittedAtMs": now_ms()}));
+    fn error(&mut self, id: &Value, message: &str) {
+        let line = json!({"id": id, "error": {"code": -32600, "message": message}});
+        let _ = writeln!(self.w, "{line}");
+    }
+
+    fn notify(&mut self, method: &str, params: std::fmt::Arguments<'_>) {
+        let _ = write!(
+            self.w,
+            "{{\"method\":\"{method}\",\"params\":{params},\"emittedAtMs\":{}}}\n",
+            now_ms()
+        );
     }
 }
 
@@ -141,43 +154,69 @@ impl Turn {
         self.sent += 1;
         out.notify(
             "item/agentMessage/delta",
-            json!({"threadId": self.thread_id, "turnId": self.turn_id, "itemId": self.item_id, "delta": word}),
+            format_args!(
+                "{{\"threadId\":\"{}\",\"turnId\":\"{}\",\"itemId\":\"{}\",\"delta\":\"{word}\"}}",
+                self.thread_id, self.turn_id, self.item_id
+            ),
         );
     }
 
-    fn text(&self) -> String {
-        (0..self.total).map(|i| WORDS[i % WORDS.len()]).collect()
+    fn item(&self, completed_ms: u64) -> String {
+        let text: String = (0..self.total).map(|i| WORDS[i % WORDS.len()]).collect();
+        format!(
+            "{{\"type\":\"agentMessage\",\"id\":\"{}\",\"text\":\"{text}\",\"phase\":null,\"startedAtMs\":{},\"completedAtMs\":{completed_ms}}}",
+            self.item_id, self.started_ms
+        )
     }
 
     /// `item/completed`, `thread/tokenUsage/updated`, `turn/completed`.
     fn finish(&self, out: &mut Out) {
         let now = now_ms();
-        let item = json!({
-            "type": "agentMessage", "id": self.item_id, "text": self.text(), "phase": null,
-            "startedAtMs": self.started_ms, "completedAtMs": now
-        });
+        let item = self.item(now);
+        let (thread, turn) = (&self.thread_id, &self.turn_id);
         out.notify(
             "item/completed",
-            json!({"item": item, "threadId": self.thread_id, "turnId": self.turn_id, "completedAtMs": now}),
+            format_args!(
+                "{{\"item\":{item},\"threadId\":\"{thread}\",\"turnId\":\"{turn}\",\"completedAtMs\":{now}}}"
+            ),
         );
-        let usage = json!({
-            "totalTokens": 12 + self.total, "inputTokens": 12, "cachedInputTokens": 0,
-            "cacheWriteInputTokens": 0, "outputTokens": self.total, "reasoningOutputTokens": 0
-        });
+        let n = self.total;
+        let usage = format!(
+            "{{\"totalTokens\":{},\"inputTokens\":12,\"cachedInputTokens\":0,\"cacheWriteInputTokens\":0,\"outputTokens\":{n},\"reasoningOutputTokens\":0}}",
+            12 + n
+        );
         out.notify(
             "thread/tokenUsage/updated",
-            json!({"threadId": self.thread_id, "turnId": self.turn_id,
-                   "tokenUsage": {"total": usage, "last": usage, "modelContextWindow": 121600}}),
+            format_args!(
+                "{{\"threadId\":\"{thread}\",\"turnId\":\"{turn}\",\"tokenUsage\":{{\"total\":{usage},\"last\":{usage},\"modelContextWindow\":121600}}}}"
+            ),
         );
         out.notify(
             "turn/completed",
-            json!({"threadId": self.thread_id, "turn": {
-                "id": self.turn_id, "items": [item], "itemsView": "summary", "status": "completed",
-                "error": null, "startedAt": self.started_ms / 1000, "completedAt": now / 1000,
-                "durationMs": now.saturating_sub(self.started_ms)
-            }}),
+            format_args!(
+                "{{\"threadId\":\"{thread}\",\"turn\":{{\"id\":\"{turn}\",\"items\":[{item}],\"itemsView\":\"summary\",\"status\":\"completed\",\"error\":null,\"startedAt\":{},\"completedAt\":{},\"durationMs\":{}}}}}",
+                self.started_ms / 1000,
+                now / 1000,
+                now.saturating_sub(self.started_ms)
+            ),
         );
     }
+}
+
+/// What the fake reads from a line; unknown fields are skipped unparsed.
+#[derive(Deserialize)]
+struct Incoming {
+    id: Option<Value>,
+    method: Option<String>,
+    params: Option<Params>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    thread_id: Option<String>,
+    turn_id: Option<String>,
+    cwd: Option<String>,
 }
 
 struct Worker {
@@ -194,70 +233,58 @@ impl Worker {
         format!("{prefix}-{:012x}", self.ids.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn handle(&mut self, msg: Value) {
-        let Some(method) = msg.get("method").and_then(Value::as_str) else {
-            return; // an answer to a server request: none are ever sent
+    fn handle(&mut self, msg: Incoming) {
+        let (Some(method), Some(id)) = (msg.method, msg.id) else {
+            return; // a notification (`initialized`) or an answer to a server request
         };
-        let Some(id) = msg.get("id").cloned() else {
-            return; // a notification (`initialized`)
-        };
-        let params = msg.get("params").cloned().unwrap_or(Value::Null);
-        let thread_id = params
-            .get("threadId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let params = msg.params.unwrap_or_default();
+        let thread_id = params.thread_id.unwrap_or_default();
         let out = self.out.clone();
         let mut out = out.lock().expect("stdout lock");
-        let reply = |out: &mut Out, result: Value| out.line(&json!({"id": id, "result": result}));
-        let fail = |out: &mut Out, message: String| {
-            out.line(&json!({"id": id, "error": {"code": -32600, "message": message}}))
-        };
-        match method {
-            "initialize" => reply(
-                &mut out,
-                json!({"userAgent": "fake_worker/0.169.0", "codexHome": "/nonexistent",
-                       "platformFamily": "unix", "platformOs": "linux"}),
+        match method.as_str() {
+            "initialize" => out.result(
+                &id,
+                format_args!(
+                    "{{\"userAgent\":\"fake_worker/0.169.0\",\"codexHome\":\"/nonexistent\",\"platformFamily\":\"unix\",\"platformOs\":\"linux\"}}"
+                ),
             ),
-            "model/list" => reply(&mut out, model_list()),
+            "model/list" => out.result(&id, format_args!("{}", model_list())),
             "thread/start" => {
                 let thread_id = self.id("thread");
                 self.loaded.insert(thread_id.clone());
-                let thread = json!({
-                    "id": thread_id, "ephemeral": true, "path": null, "modelProvider": "offline",
-                    "model": MODEL, "status": {"type": "idle"}, "cwd": params.get("cwd"),
-                    "cliVersion": "0.169.0", "source": "vscode", "turns": []
-                });
-                reply(
-                    &mut out,
-                    json!({"thread": thread, "model": MODEL, "modelProvider": "offline",
-                           "approvalPolicy": "never", "sandbox": {"type": "readOnly", "networkAccess": false},
-                           "reasoningEffort": null}),
+                let cwd = Value::from(params.cwd);
+                let thread = format!(
+                    "{{\"id\":\"{thread_id}\",\"ephemeral\":true,\"path\":null,\"modelProvider\":\"offline\",\"model\":\"{MODEL}\",\"status\":{{\"type\":\"idle\"}},\"cwd\":{cwd},\"cliVersion\":\"0.169.0\",\"source\":\"vscode\",\"turns\":[]}}"
                 );
-                out.notify("thread/started", json!({"thread": thread}));
+                out.result(
+                    &id,
+                    format_args!(
+                        "{{\"thread\":{thread},\"model\":\"{MODEL}\",\"modelProvider\":\"offline\",\"approvalPolicy\":\"never\",\"sandbox\":{{\"type\":\"readOnly\",\"networkAccess\":false}},\"reasoningEffort\":null}}"
+                    ),
+                );
+                out.notify("thread/started", format_args!("{{\"thread\":{thread}}}"));
             }
-            "thread/inject_items" | "thread/unsubscribe" if !self.loaded.contains(&thread_id) => {
-                fail(&mut out, format!("invalid thread id: {thread_id}"))
+            "thread/inject_items" | "thread/unsubscribe" | "turn/start"
+                if !self.loaded.contains(&thread_id) =>
+            {
+                out.error(&id, &format!("invalid thread id: {thread_id}"))
             }
-            "thread/inject_items" => reply(&mut out, json!({})),
+            "thread/inject_items" => out.result(&id, format_args!("{{}}")),
             "thread/unsubscribe" => {
                 self.loaded.remove(&thread_id);
-                reply(&mut out, json!({"status": "unsubscribed"}));
+                out.result(&id, format_args!("{{\"status\":\"unsubscribed\"}}"));
             }
             "thread/loaded/list" => {
-                let data: Vec<&String> = self.loaded.iter().collect();
-                reply(&mut out, json!({"data": data, "nextCursor": null}));
-            }
-            "turn/start" if !self.loaded.contains(&thread_id) => {
-                fail(&mut out, format!("invalid thread id: {thread_id}"))
+                let data = json!(self.loaded.iter().collect::<Vec<_>>());
+                out.result(&id, format_args!("{{\"data\":{data},\"nextCursor\":null}}"));
             }
             "turn/start" => {
                 let turn_id = self.id("turn");
                 let started_ms = now_ms();
-                let turn_json = json!({"id": turn_id, "items": [], "itemsView": "notLoaded",
-                    "status": "inProgress", "error": null, "startedAt": null,
-                    "completedAt": null, "durationMs": null});
-                reply(&mut out, json!({"turn": turn_json}));
+                let turn_json = format!(
+                    "{{\"id\":\"{turn_id}\",\"items\":[],\"itemsView\":\"notLoaded\",\"status\":\"inProgress\",\"error\":null,\"startedAt\":null,\"completedAt\":null,\"durationMs\":null}}"
+                );
+                out.result(&id, format_args!("{{\"turn\":{turn_json}}}"));
                 let mut turn = Turn {
                     thread_id: thread_id.clone(),
                     turn_id: turn_id.clone(),
@@ -268,13 +295,14 @@ impl Worker {
                 };
                 out.notify(
                     "turn/started",
-                    json!({"threadId": thread_id, "turn": turn_json}),
+                    format_args!("{{\"threadId\":\"{thread_id}\",\"turn\":{turn_json}}}"),
                 );
                 out.notify(
                     "item/started",
-                    json!({"item": {"type": "agentMessage", "id": turn.item_id, "text": "",
-                                    "phase": null, "startedAtMs": started_ms, "completedAtMs": null},
-                           "threadId": thread_id, "turnId": turn_id, "startedAtMs": started_ms}),
+                    format_args!(
+                        "{{\"item\":{{\"type\":\"agentMessage\",\"id\":\"{}\",\"text\":\"\",\"phase\":null,\"startedAtMs\":{started_ms},\"completedAtMs\":null}},\"threadId\":\"{thread_id}\",\"turnId\":\"{turn_id}\",\"startedAtMs\":{started_ms}}}",
+                        turn.item_id
+                    ),
                 );
                 turn.delta(&mut out);
                 match &self.timer {
@@ -291,26 +319,20 @@ impl Worker {
                 }
             }
             "turn/interrupt" => {
-                let turn_id = params
-                    .get("turnId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
+                let turn_id = params.turn_id.unwrap_or_default();
                 if out.active.remove(&turn_id) {
-                    reply(&mut out, json!({}));
+                    out.result(&id, format_args!("{{}}"));
                     out.notify(
                         "turn/completed",
-                        json!({"threadId": thread_id, "turn": {"id": turn_id, "items": [],
-                               "itemsView": "summary", "status": "interrupted", "error": null}}),
+                        format_args!(
+                            "{{\"threadId\":\"{thread_id}\",\"turn\":{{\"id\":\"{turn_id}\",\"items\":[],\"itemsView\":\"summary\",\"status\":\"interrupted\",\"error\":null}}}}"
+                        ),
                     );
                 } else {
-                    fail(&mut out, "no active turn to interrupt".into());
+                    out.error(&id, "no active turn to interrupt");
                 }
             }
-            other => fail(
-                &mut out,
-                format!("Invalid request: unknown variant `{other}`"),
-            ),
+            other => out.error(&id, &format!("Invalid request: unknown variant `{other}`")),
         }
     }
 }
