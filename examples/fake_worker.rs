@@ -120,7 +120,7 @@ struct Out {
 // a throughput run measures the gateway rather than the fake.
 impl Out {
     fn result(&mut self, id: &Value, result: std::fmt::Arguments<'_>) {
-        let _ = write!(self.w, "{{\"id\":{id},\"result\":{result}}}\n");
+        let _ = writeln!(self.w, "{{\"id\":{id},\"result\":{result}}}");
     }
 
     fn error(&mut self, id: &Value, message: &str) {
@@ -129,9 +129,9 @@ impl Out {
     }
 
     fn notify(&mut self, method: &str, params: std::fmt::Arguments<'_>) {
-        let _ = write!(
+        let _ = writeln!(
             self.w,
-            "{{\"method\":\"{method}\",\"params\":{params},\"emittedAtMs\":{}}}\n",
+            "{{\"method\":\"{method}\",\"params\":{params},\"emittedAtMs\":{}}}",
             now_ms()
         );
     }
