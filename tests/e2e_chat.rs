@@ -226,21 +226,30 @@ async fn provider_errors_map_to_openai_statuses() {
 }
 
 /// Loaded threads and how many of them are running a turn. Codex keeps an
-/// unsubscribed thread loaded (idle) for 30 minutes before unloading it, so
-/// "released" means: no active thread, and the gateway holds no subscription.
+/// unsubscribed idle thread loaded for about a minute (measured) before
+/// unloading it, so "released" means: no active thread, and the gateway holds
+/// no subscription.
 async fn thread_census(h: &Harness) -> (usize, usize) {
     let (client, _) = h.handles.worker.ready().unwrap();
-    let ids = client
-        .call::<ThreadLoadedList>(&ThreadLoadedListParams::default())
-        .await
-        .unwrap()
-        .data;
+    // Codex answers -32001 "Server overloaded" while its queue drains after a
+    // storm: ask again rather than fail.
+    let ids = loop {
+        match client
+            .call::<ThreadLoadedList>(&ThreadLoadedListParams::default())
+            .await
+        {
+            Ok(list) => break list.data,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
     let mut active = 0;
     for id in &ids {
-        let v = client
-            .request("thread/read", json!({"threadId": id}))
-            .await
-            .unwrap();
+        let v = loop {
+            match client.request("thread/read", json!({"threadId": id})).await {
+                Ok(v) => break v,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
         if v["thread"]["status"]["type"] == "active" {
             active += 1;
         }
@@ -346,7 +355,7 @@ async fn a_thousand_cancelled_requests_leave_no_threads_or_turns_behind() {
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed();
-    let (settle, loaded) = until_released(&h, Duration::from_secs(10)).await;
+    let (settle, loaded) = until_released(&h, Duration::from_secs(30)).await;
     let status = h.get("/healthz").await.json();
     let pid = status["worker"]["pid"].as_u64().unwrap();
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -359,7 +368,7 @@ async fn a_thousand_cancelled_requests_leave_no_threads_or_turns_behind() {
         .unwrap_or_default();
     println!(
         "1000 cancelled requests in {elapsed:?}; no active turn and no subscription {settle:?} later; \
-         {loaded} idle threads still loaded by codex (it unloads them after 30 min); worker {rss}"
+         {loaded} idle threads still loaded by codex (it unloads idle ones after about a minute); worker {rss}"
     );
     assert_eq!(status["worker"]["starts"], 1, "the worker never restarted");
     // And the gateway still serves.

@@ -92,6 +92,11 @@ impl Failure {
             RpcError::Timeout { .. } => Failure::new(FailureKind::Timeout, err.to_string()),
             RpcError::WorkerGone(_) => Failure::new(FailureKind::WorkerGone, err.to_string())
                 .with_retry_after(Duration::from_secs(1)),
+            // Codex's own ingress queue is full ("Server overloaded; retry later").
+            RpcError::Remote { code: -32001, .. } => {
+                Failure::new(FailureKind::Overloaded, err.to_string())
+                    .with_retry_after(Duration::from_secs(1))
+            }
             RpcError::Remote { .. } | RpcError::Decode { .. } => {
                 Failure::new(FailureKind::Upstream, err.to_string())
             }

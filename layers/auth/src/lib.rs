@@ -52,7 +52,6 @@
 #![warn(missing_docs)]
 
 mod bearer;
-mod envelope;
 mod future;
 mod key;
 mod layer;

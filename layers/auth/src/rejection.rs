@@ -7,7 +7,7 @@ use http::{
 };
 use http_body_util::Full;
 
-use crate::envelope::error_body;
+use codex_layer_support::error_body;
 
 /// Response extension marking a 401 produced by this layer, and why.
 ///

@@ -1,70 +1,8 @@
 //! [`ResponseFuture`]: either the inner service's response or a ready 503.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use bytes::Bytes;
-use http::Response;
-use http_body_util::{Either, Full};
-use pin_project_lite::pin_project;
-
-pin_project! {
-    /// Response future of [`Maintenance`](crate::Maintenance).
-    ///
-    /// Resolves to the inner response with its body untouched
-    /// (`Either::Left`) or to the rejection (`Either::Right`).
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    #[derive(Debug)]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response<Full<Bytes>>> },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    pub(crate) fn inner(future: F) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    pub(crate) fn rejected(response: Response<Full<Bytes>>) -> Self {
-        Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<Either<B, Full<Bytes>>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future
-                .poll(cx)
-                .map_ok(|response| response.map(Either::Left)),
-            KindProj::Rejected { response } => {
-                let response = response
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(response.map(Either::Right)))
-            }
-        }
-    }
-}
+/// Response future of [`Maintenance`](crate::Maintenance).
+///
+/// Resolves to the inner response with its body untouched (`Either::Left`)
+/// or to the rejection (`Either::Right`). The type is shared with the other
+/// rejecting layers through `codex-layer-support`.
+pub type ResponseFuture<F> = codex_layer_support::RejectOr<F>;

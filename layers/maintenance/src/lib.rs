@@ -45,7 +45,6 @@
 #![warn(missing_docs)]
 
 mod config;
-mod envelope;
 mod future;
 mod handle;
 mod layer;

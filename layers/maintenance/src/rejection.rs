@@ -7,7 +7,7 @@ use http::{
 };
 use http_body_util::Full;
 
-use crate::envelope::error_body;
+use codex_layer_support::error_body;
 
 /// Response extension marking a 503 produced by maintenance mode, so a
 /// metrics layer further out can count these apart from upstream failures.

@@ -46,7 +46,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod envelope;
 mod future;
 mod layer;
 mod mode;

@@ -4,7 +4,8 @@ use bytes::Bytes;
 use http::{header::CONTENT_TYPE, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::{envelope::error_body, OutputModeLayer, UnknownOutputMode};
+use crate::{OutputModeLayer, UnknownOutputMode};
+use codex_layer_support::error_body;
 
 /// Response extension marking a 400 produced because the
 /// `x-proxy-output-mode` header named no known mode, so metrics can count it.

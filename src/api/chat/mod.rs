@@ -138,7 +138,9 @@ pub(crate) async fn prepare(
                 .map(|t| tokio::time::Instant::from_std(client.started) + t),
         )
         .interrupt_on_drop(state.kill_on_disconnect);
-    let parking = (req.n == 1).then(|| Parking {
+    // Legacy `functions` clients answer with a `function` message that has no
+    // call id to match, so their turns are never parked.
+    let parking = (req.n == 1 && !req.legacy_functions).then(|| Parking {
         store: state.continuations.clone(),
         model: req.model.clone(),
         messages: req.messages.clone(),

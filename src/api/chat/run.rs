@@ -510,7 +510,13 @@ impl Drop for ChatRun {
                         (None, Some(step)) => step.await.0,
                         (None, None) => return,
                     };
-                    while turn.next().await.is_some() {}
+                    // A tool call nobody will answer would wait forever:
+                    // stop there (dropping the turn interrupts it).
+                    while let Some(event) = turn.next().await {
+                        if matches!(event, TurnEvent::ToolCall(_)) {
+                            break;
+                        }
+                    }
                 });
             }
         }

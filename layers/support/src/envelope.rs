@@ -21,7 +21,7 @@ struct ErrorObject<'a> {
 }
 
 /// The JSON body of an OpenAI-style error.
-pub(crate) fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) -> Bytes {
+pub fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) -> Bytes {
     let envelope = Envelope {
         error: ErrorObject {
             message,
