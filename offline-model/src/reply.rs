@@ -262,11 +262,12 @@ mod tests {
         b["input"][3]["content"][0]["text"] = json!("[[instructions]]");
         assert_eq!(text_of(decide(&b)), "INSTRUCTIONS: be brief\n---\nsys");
         b["input"][3]["content"][0]["text"] = json!("[[format]]");
-        assert_eq!(
-            text_of(decide(&b)),
-            // serde_json without `preserve_order`: keys come out sorted.
-            r#"FORMAT: {"name":"s","strict":true,"type":"json_schema"}"#
-        );
+        // Compared as JSON: key order depends on whether serde_json's
+        // `preserve_order` is unified into the build (the gateway enables it).
+        let format = text_of(decide(&b));
+        let format: serde_json::Value =
+            serde_json::from_str(format.strip_prefix("FORMAT: ").unwrap()).unwrap();
+        assert_eq!(format, json!({"type": "json_schema", "name": "s", "strict": true}));
         b["input"][3]["content"][0]["text"] = json!("[[effort]]");
         assert_eq!(text_of(decide(&b)), "EFFORT: high");
         assert_eq!(text_of(decide(&with_prompt("[[effort]]"))), "EFFORT: none");
