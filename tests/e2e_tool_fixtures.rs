@@ -225,10 +225,14 @@ async fn run_mode(flow: &Flow, stream: bool) {
     let mut ids = Ids::default();
     for (k, step) in flow.steps.iter().enumerate() {
         let ctx = format!("{} [{mode}] step {k}", flow.name);
-        if step.before.as_deref() == Some("replace_model") {
-            // codex keeps the old address, where nothing listens any more.
-            let fresh = codex_offline_model::OfflineModel::start(0).await.unwrap();
-            std::mem::replace(&mut h.model, fresh).shutdown().await;
+        match step.before.as_deref() {
+            None => {}
+            Some("replace_model") => {
+                // codex keeps the old address, where nothing listens any more.
+                let fresh = codex_offline_model::OfflineModel::start(0).await.unwrap();
+                std::mem::replace(&mut h.model, fresh).shutdown().await;
+            }
+            Some(other) => panic!("{ctx}: unknown `before`: {other}"),
         }
         let mut body = ids.to_real(&step.request);
         body["stream"] = json!(stream);
@@ -547,7 +551,9 @@ const KNOWN_BUGS: &[(&str, &str)] = &[
     // overflows the turn's 1024-event subscription before the gateway drains
     // it; the turn is killed and a NON-streamed request gets 502
     // "The client read the stream too slowly" (plain text too, from about
-    // 2000 deltas: `[[words 2000]]`).
+    // 2000 deltas: `[[words 2000]]`). A race between codex's burst and the
+    // gateway's draining: every debug-build run loses it; a release build on
+    // an idle machine wins it, so there the flow must simply pass.
     ("many_deltas_textual_block", "stream_overflow"),
 ];
 
@@ -574,7 +580,11 @@ fn every_fixture_is_run() {
 
 /// Runs a known-bug flow and requires it to fail with `symptom`. When the bug
 /// is fixed this fails too, so the flow moves to [`FLOWS`] and stays fixed.
+/// Release builds run the flow as a plain one (see [`KNOWN_BUGS`]).
 async fn known_bug(name: &'static str) {
+    if !cfg!(debug_assertions) {
+        return run(name).await;
+    }
     let symptom = KNOWN_BUGS
         .iter()
         .find(|(n, _)| *n == name)
