@@ -542,19 +542,10 @@ const FLOWS: &[&str] = &[
     "error_after_call",
     "disconnect_while_call_pending",
     "abandoned_parked_call",
-];
-
-/// Fixtures that hold what the gateway SHOULD do, and a symptom of the bug
-/// that stops it: run as strict expected failures (see [`known_bug`]).
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    // BUG stream_overflow: a reply of a few thousand deltas arriving in a burst
-    // overflows the turn's 1024-event subscription before the gateway drains
-    // it; the turn is killed and a NON-streamed request gets 502
-    // "The client read the stream too slowly" (plain text too, from about
-    // 2000 deltas: `[[words 2000]]`). A race between codex's burst and the
-    // gateway's draining: every debug-build run loses it; a release build on
-    // an idle machine wins it, so there the flow must simply pass.
-    ("many_deltas_textual_block", "stream_overflow"),
+    // A 6000-delta `<use_tool>` block arriving in one burst: once failed with
+    // `stream_overflow` (the turn's subscription buffer overflowed), now a
+    // plain flow that keeps that fixed.
+    "many_deltas_textual_block",
 ];
 
 #[test]
@@ -566,44 +557,12 @@ fn every_fixture_is_run() {
             name.strip_suffix(".json").map(str::to_owned)
         })
         .collect();
-    let listed: BTreeSet<String> = FLOWS
-        .iter()
-        .chain(KNOWN_BUGS.iter().map(|(n, _)| n))
-        .map(|s| s.to_string())
-        .collect();
+    let listed: BTreeSet<String> = FLOWS.iter().map(|s| s.to_string()).collect();
     assert_eq!(found, listed);
     for name in &listed {
         let flow = load(name);
         assert!(!flow.steps.is_empty() && !flow.modes.is_empty(), "{name}");
     }
-}
-
-/// Runs a known-bug flow and requires it to fail with `symptom`. When the bug
-/// is fixed this fails too, so the flow moves to [`FLOWS`] and stays fixed.
-/// Release builds run the flow as a plain one (see [`KNOWN_BUGS`]).
-async fn known_bug(name: &'static str) {
-    if !cfg!(debug_assertions) {
-        return run(name).await;
-    }
-    let symptom = KNOWN_BUGS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| *s)
-        .expect("listed in KNOWN_BUGS");
-    let outcome = tokio::spawn(run(name)).await;
-    let panic = match outcome {
-        Ok(()) => panic!("{name} passes now: the bug is fixed; move it from KNOWN_BUGS to FLOWS"),
-        Err(e) => e.into_panic(),
-    };
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    assert!(
-        message.contains(symptom),
-        "{name} fails, but not with the known bug's symptom {symptom:?}: {message}"
-    );
 }
 
 macro_rules! flows {
@@ -629,14 +588,8 @@ flows!(
     error_after_call,
     disconnect_while_call_pending,
     abandoned_parked_call,
+    many_deltas_textual_block,
 );
-
-/// KNOWN BUG stream_overflow (see [`KNOWN_BUGS`]): a 6000-delta `<use_tool>`
-/// block should become one tool call; the gateway answers 502.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_deltas_textual_block() {
-    known_bug("many_deltas_textual_block").await;
-}
 
 #[test]
 fn expand_and_ids_helpers() {

@@ -30,6 +30,8 @@ pub struct RpcClientConfig {
     pub subscription_capacity: usize,
     /// Longest line accepted from the worker; longer lines are logged and skipped.
     pub max_line_bytes: usize,
+    /// How long the reader waits for a full subscriber before cutting it off.
+    pub overflow_grace: Duration,
 }
 
 impl Default for RpcClientConfig {
@@ -37,8 +39,11 @@ impl Default for RpcClientConfig {
         RpcClientConfig {
             request_timeout: Duration::from_secs(120),
             outgoing_capacity: 1024,
-            subscription_capacity: 1024,
+            // Codex can burst thousands of deltas faster than a consumer parses
+            // them; ~4096 small events is a few MB at worst per lagging stream.
+            subscription_capacity: 4096,
             max_line_bytes: 64 * 1024 * 1024,
+            overflow_grace: Duration::from_millis(250),
         }
     }
 }
@@ -311,23 +316,39 @@ impl RpcClient {
         }
     }
 
-    /// Delivers an event to its thread's subscriber without ever waiting: the
-    /// reader serves every thread, so one slow subscriber must not stall the rest.
-    fn deliver(&self, thread_id: &str, event: ThreadEvent) -> Result<(), ThreadEvent> {
-        let mut state = self.inner.state.lock().expect("rpc state poisoned");
-        let Some(sub) = state.threads.get(thread_id) else {
-            return Err(event);
+    /// Delivers an event to its thread's subscriber. The reader serves every
+    /// thread, so it waits for a full subscriber only `overflow_grace` (a
+    /// consumer momentarily behind a burst catches up); one that stays behind
+    /// is cut off rather than allowed to stall every other thread.
+    async fn deliver(&self, thread_id: &str, event: ThreadEvent) -> Result<(), ThreadEvent> {
+        let (tx, overflowed) = {
+            let state = self.inner.state.lock().expect("rpc state poisoned");
+            let Some(sub) = state.threads.get(thread_id) else {
+                return Err(event);
+            };
+            (sub.tx.clone(), sub.overflowed.clone())
         };
-        match sub.tx.try_send(event) {
+        let event = match tx.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(event)) => {
+                self.unsubscribe(thread_id, &overflowed);
+                return Err(event);
+            }
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
+        match tx
+            .send_timeout(event, self.inner.config.overflow_grace)
+            .await
+        {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(event)) => {
+            Err(mpsc::error::SendTimeoutError::Timeout(event)) => {
                 tracing::warn!(thread_id, "subscriber fell behind; ending its stream");
-                sub.overflowed.store(true, Ordering::Release);
-                state.threads.remove(thread_id);
+                overflowed.store(true, Ordering::Release);
+                self.unsubscribe(thread_id, &overflowed);
                 Err(event)
             }
-            Err(mpsc::error::TrySendError::Closed(event)) => {
-                state.threads.remove(thread_id);
+            Err(mpsc::error::SendTimeoutError::Closed(event)) => {
+                self.unsubscribe(thread_id, &overflowed);
                 Err(event)
             }
         }
@@ -503,7 +524,9 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
                 .map(str::to_owned);
             if let Some(thread) = thread {
                 // A notification for a thread nobody follows is dropped on purpose.
-                let _ = client.deliver(&thread, ThreadEvent::Notification { method, params });
+                let _ = client
+                    .deliver(&thread, ThreadEvent::Notification { method, params })
+                    .await;
             } else {
                 tracing::trace!(%method, "notification without a thread");
             }
@@ -512,7 +535,7 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             let policy = client.inner.policy;
             if policy.routes_to_subscriber(&req) {
                 let thread = req.thread_id().unwrap_or_default().to_owned();
-                match client.deliver(&thread, ThreadEvent::Request(req)) {
+                match client.deliver(&thread, ThreadEvent::Request(req)).await {
                     Ok(()) => {}
                     Err(ThreadEvent::Request(req)) => answer_now(client, req).await,
                     Err(ThreadEvent::Notification { .. }) => {}
