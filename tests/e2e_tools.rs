@@ -347,12 +347,15 @@ async fn legacy_functions_and_tool_choice_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_waiting_for_tool_results_holds_no_turn_slot() {
-    let h = Harness::start_with(&[("WORKER_MAX_CONCURRENCY", "1"), ("WORKER_QUEUE_MAX", "0")]).await;
+    let h =
+        Harness::start_with(&[("WORKER_MAX_CONCURRENCY", "1"), ("WORKER_QUEUE_MAX", "0")]).await;
     let first = tool_request(r#"[[call get_weather {"city": "Lima"}]]"#, false);
     let v = post_mode(&h, &first, "openai-json").await.json();
     let call = v["choices"][0]["message"]["tool_calls"][0].clone();
     // The only slot is free while the first turn waits for its result.
-    let other = h.post("/v1/chat/completions", &Harness::chat("meanwhile", false)).await;
+    let other = h
+        .post("/v1/chat/completions", &Harness::chat("meanwhile", false))
+        .await;
     assert_eq!(other.status, 200, "{}", other.text());
     let mut second = first.clone();
     second["messages"].as_array_mut().unwrap().extend([
@@ -360,6 +363,9 @@ async fn a_turn_waiting_for_tool_results_holds_no_turn_slot() {
         json!({"role": "tool", "tool_call_id": call["id"], "content": "warm"}),
     ]);
     let v = post_mode(&h, &second, "openai-json").await.json();
-    assert_eq!(v["choices"][0]["message"]["content"], format!("TOOL RESULT {}: warm", call["id"].as_str().unwrap()));
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        format!("TOOL RESULT {}: warm", call["id"].as_str().unwrap())
+    );
     h.stop().await;
 }

@@ -267,7 +267,10 @@ mod tests {
         let format = text_of(decide(&b));
         let format: serde_json::Value =
             serde_json::from_str(format.strip_prefix("FORMAT: ").unwrap()).unwrap();
-        assert_eq!(format, json!({"type": "json_schema", "name": "s", "strict": true}));
+        assert_eq!(
+            format,
+            json!({"type": "json_schema", "name": "s", "strict": true})
+        );
         b["input"][3]["content"][0]["text"] = json!("[[effort]]");
         assert_eq!(text_of(decide(&b)), "EFFORT: high");
         assert_eq!(text_of(decide(&with_prompt("[[effort]]"))), "EFFORT: none");
