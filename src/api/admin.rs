@@ -45,12 +45,7 @@ pub(super) fn maintenance(
         return Err(ApiError::not_found("Maintenance mode is not available."));
     };
     if let Some(body) = body {
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::invalid(
-                "body",
-                format!("We could not parse the JSON body of your request: {e}."),
-            )
-        })?;
+        let v = Value::Object(super::json_object(&body)?);
         let enabled = v
             .get("enabled")
             .and_then(Value::as_bool)

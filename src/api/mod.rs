@@ -227,6 +227,26 @@ impl Client {
     }
 }
 
+/// Parses a request body that must be a JSON object (400 otherwise).
+pub(crate) fn json_object(
+    body: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("We could not parse the JSON body of your request: {e}."),
+        )
+        .code("invalid_json")
+    })?;
+    match value {
+        serde_json::Value::Object(obj) => Ok(obj),
+        _ => Err(ApiError::invalid(
+            "body",
+            "The request body must be a JSON object.",
+        )),
+    }
+}
+
 /// Reads the whole body, refusing more than `limit` bytes with a 413.
 pub async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
 where

@@ -103,23 +103,10 @@ pub(crate) const MAX_N: u64 = 8;
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::invalid(
-                "body",
-                format!("We could not parse the JSON body of your request: {e}."),
-            )
-            .code("invalid_json")
-        })?;
-        let Value::Object(obj) = value else {
-            return Err(ApiError::invalid(
-                "body",
-                "The request body must be a JSON object.",
-            ));
-        };
-        Self::from_object(&obj)
+        Self::from_object(&crate::api::json_object(body)?)
     }
 
-    fn from_object(obj: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
+    pub(crate) fn from_object(obj: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
         let model = match obj.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_owned(),
             None | Some(Value::Null) => {

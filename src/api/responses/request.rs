@@ -23,19 +23,7 @@ pub(super) struct ResponsesRequest {
 }
 
 pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(
-            "body",
-            format!("We could not parse the JSON body of your request: {e}."),
-        )
-        .code("invalid_json")
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(ApiError::invalid(
-            "body",
-            "The request body must be a JSON object.",
-        ));
-    };
+    let obj = crate::api::json_object(body)?;
     if obj
         .get("previous_response_id")
         .is_some_and(|v| !v.is_null())
@@ -147,8 +135,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         };
         chat.insert("tool_choice".into(), c);
     }
-    let chat = ChatRequest::parse(&serde_json::to_vec(&Value::Object(chat)).expect("json"))
-        .map_err(rename_param)?;
+    let chat = ChatRequest::from_object(&chat).map_err(rename_param)?;
     Ok(ResponsesRequest {
         chat,
         instructions,
