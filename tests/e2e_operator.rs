@@ -444,3 +444,52 @@ async fn beyond_the_turn_limit_and_its_queue_requests_get_429() {
     read_all(&mut body).await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_off_by_default_and_a_token_opens_them() {
+    let h = Harness::start().await;
+    let r = h.get("/metrics").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "not_found");
+    h.stop().await;
+    // Loopback peers are let in (see `metrics_move_as_requests_flow`); the
+    // token check itself is unit-tested in `api::metrics_endpoint`.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_turns_hit_the_request_and_idle_deadlines_with_504() {
+    let h = Harness::start_with(&[("PROXY_TIMEOUT_MS", "400")]).await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[slow 150]] a b c d e f g h", false),
+        )
+        .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "timeout");
+    h.stop().await;
+
+    let h = Harness::start_with(&[("PROXY_STREAM_IDLE_TIMEOUT_MS", "300")]).await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[slow 800]] a b c", false),
+        )
+        .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sent nothing"));
+    // Streamed: the deadline falls inside the commit window, before any
+    // header went out, so the client still gets a proper 504.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[slow 800]] a b c", true),
+        )
+        .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "timeout");
+    h.stop().await;
+}

@@ -48,3 +48,64 @@ pub(super) fn serve<B>(state: &ApiState, req: &Request<B>) -> Result<Response<Ap
     );
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::api::models::Aliases;
+    use crate::config::{Config, Env};
+    use crate::core::{CodexCore, CoreConfig};
+    use crate::worker::Supervisor;
+
+    fn state(token: Option<&str>) -> ApiState {
+        let config = Config::from_env(&Env::new(|_| None)).unwrap();
+        let (_supervisor, worker) = Supervisor::new(config.worker.clone(), std::env::temp_dir());
+        let core = CodexCore::new(
+            worker,
+            CoreConfig {
+                cwd: "/".into(),
+                sandbox: config.worker.sandbox,
+                enable_codex_tools: false,
+                model_provider: None,
+                idle_timeout: None,
+                max_concurrency: 1,
+                queue_max: 0,
+                queue_timeout: std::time::Duration::ZERO,
+                in_flight: None,
+            },
+        );
+        let mut s = ApiState::new(core, Aliases::default(), 1024);
+        s.registry = Some(Arc::new(prometheus_client::registry::Registry::default()));
+        s.metrics_token = token.map(str::to_owned);
+        s
+    }
+
+    fn from(peer: &str, bearer: Option<&str>) -> Request<()> {
+        let mut req = Request::get("/metrics");
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let mut req = req.body(()).unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+        req
+    }
+
+    #[test]
+    fn remote_scrapers_need_the_token() {
+        let s = state(Some("scrape-me"));
+        assert!(
+            serve(&s, &from("127.0.0.1:9", None)).is_ok(),
+            "loopback is let in"
+        );
+        let e = serve(&s, &from("10.1.2.3:9", None)).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (401, Some("invalid_api_key")));
+        assert!(serve(&s, &from("10.1.2.3:9", Some("wrong"))).is_err());
+        assert!(serve(&s, &from("10.1.2.3:9", Some("scrape-me"))).is_ok());
+        // Without a configured token, only loopback.
+        assert!(serve(&state(None), &from("10.1.2.3:9", Some("anything"))).is_err());
+    }
+}

@@ -716,4 +716,55 @@ mod tests {
         assert_eq!(r.tools[0].name, "f");
         assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("call_f"));
     }
+
+    #[test]
+    fn invalid_tools_and_images_name_their_param() {
+        let with = |extra: serde_json::Value| {
+            let mut v =
+                serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            for (k, val) in extra.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            parse(v).unwrap_err()
+        };
+        let e = with(serde_json::json!({"tools": [{"type": "retrieval"}]}));
+        assert_eq!(
+            (e.status.as_u16(), e.param.as_deref()),
+            (400, Some("tools[0].type"))
+        );
+        let e = with(
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}),
+        );
+        assert_eq!(e.param.as_deref(), Some("tools[0].function.name"));
+        let e = with(
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]}),
+        );
+        assert_eq!(e.param.as_deref(), Some("tools[0].function.parameters"));
+        let e = with(
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+        );
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        let e = with(serde_json::json!({"tool_choice": "required"}));
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        let e = with(serde_json::json!({"messages": [{"role": "tool", "content": "x"}]}));
+        assert_eq!(e.param.as_deref(), Some("messages[0].tool_call_id"));
+        let e = with(
+            serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}),
+        );
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].content[0].image_url.url")
+        );
+        let e = with(
+            serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
+        );
+        assert_eq!(e.code, Some("unsupported_image_url"));
+        let e = with(
+            serde_json::json!({"messages": [{"role": "system", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]}),
+        );
+        assert_eq!(e.param.as_deref(), Some("messages[0].content"));
+    }
 }

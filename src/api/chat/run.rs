@@ -304,11 +304,10 @@ impl ChatRun {
             Some(TurnEvent::Failed(f)) => self.fail(ApiError::from(f)),
             None => {
                 if !self.choices[i].finished {
-                    self.fail(ApiError::new(
-                        http::StatusCode::BAD_GATEWAY,
-                        "api_error",
+                    self.fail(ApiError::from(Failure::new(
+                        FailureKind::Upstream,
                         "The turn ended without a result.",
-                    ));
+                    )));
                 }
             }
         }
