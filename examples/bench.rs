@@ -742,10 +742,12 @@ impl Gateway {
         cmd.env("PORT", port.to_string())
             .env("PROXY_HOST", "127.0.0.1")
             .env("PROXY_CODEX_WORKDIR", &workdir)
-            // No request limits in the way of the load: rate limiting off, and
-            // the worker concurrency cap (not read by every version) set high.
-            .env("PROXY_RATE_LIMIT_ENABLED", "false")
+            // No request limits in the way of the load: the turn concurrency
+            // cap (default 32) set high, rate limiting and the per-client
+            // stream limit off (their defaults).
             .env("WORKER_MAX_CONCURRENCY", "100000")
+            .env("PROXY_RATE_LIMIT_ENABLED", "false")
+            .env("PROXY_SSE_MAX_CONCURRENCY", "0")
             .env("PROXY_SHUTDOWN_DRAIN_MS", "2000")
             .env("WORKER_SHUTDOWN_GRACE_MS", "1000")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
