@@ -214,6 +214,27 @@ describe('tool calls', () => {
     assert.equal(second.choices[0].message.content, `TOOL RESULT ${call.id}: sunny, 21C`);
   });
 
+  test('a streamed agent loop runs through to the final answer', async () => {
+    const runner = client.chat.completions.stream({ model: MODEL, messages: user(CALL_PROMPT), tools: [WEATHER_TOOL] });
+    const first = await runner.finalChatCompletion();
+    const [call] = first.choices[0].message.tool_calls;
+    assert.equal(first.choices[0].finish_reason, 'tool_calls');
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      tools: [WEATHER_TOOL],
+      stream: true,
+      messages: [...user(CALL_PROMPT), first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'cloudy' }],
+    });
+    let text = '';
+    let finish = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    assert.equal(text, `TOOL RESULT ${call.id}: cloudy`);
+    assert.equal(finish, 'stop');
+  });
+
   test('a streamed tool call assembles from deltas (stream helper)', async () => {
     // The SDK's own accumulator, which merges tool-call deltas by index.
     const runner = client.chat.completions.stream({ model: MODEL, messages: user(CALL_PROMPT), tools: [WEATHER_TOOL] });

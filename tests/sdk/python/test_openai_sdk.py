@@ -274,6 +274,31 @@ def test_streamed_tool_call_assembles_from_deltas(client):
     assert finishes == ["tool_calls"]
 
 
+def test_streamed_agent_loop_runs_through_to_the_final_answer(client):
+    calls = {}
+    stream = client.chat.completions.create(model=MODEL, messages=user(CALL_PROMPT), tools=[WEATHER_TOOL], stream=True)
+    for chunk in stream:
+        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            entry = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+            entry["id"] = tc.id or entry["id"]
+            entry["name"] += (tc.function.name or "") if tc.function else ""
+            entry["arguments"] += (tc.function.arguments or "") if tc.function else ""
+    call = calls[0]
+    assistant = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}]}
+    final = client.chat.completions.create(
+        model=MODEL, tools=[WEATHER_TOOL], stream=True,
+        messages=user(CALL_PROMPT) + [assistant, {"role": "tool", "tool_call_id": call["id"], "content": "windy"}],
+    )
+    text, finish = "", None
+    for chunk in final:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+    assert text == f"TOOL RESULT {call['id']}: windy"
+    assert finish == "stop"
+
+
 def test_streamed_tool_call_with_include_usage_ends_with_usage(client):
     stream = client.chat.completions.create(
         model=MODEL,
