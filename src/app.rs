@@ -104,6 +104,10 @@ pub async fn run(
     state.request_timeout = config.request_timeout;
     state.kill_on_disconnect = config.kill_on_disconnect;
     state.tools = config.tools.clone();
+    state.images = match &config.image_fetch {
+        Some(c) => Some(crate::api::images::ImageFetcher::new(c.clone())?),
+        None => None,
+    };
     state.continuations = Arc::new(Continuations::new(
         config.tools.continuation_ttl,
         config.tools.continuation_max,

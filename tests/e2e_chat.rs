@@ -381,3 +381,72 @@ async fn a_thousand_cancelled_requests_leave_no_threads_or_turns_behind() {
     assert_eq!(content(&r), "ECHO: after the storm");
     h.stop().await;
 }
+
+/// Serves one PNG (and one non-image) on loopback for the fetch tests.
+async fn image_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                // A real 1x1 PNG: codex drops images it cannot decode.
+                let png = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==",
+                )
+                .unwrap();
+                let (ctype, body): (&str, Vec<u8>) = if head.starts_with("GET /cat.png") {
+                    ("image/png", png)
+                } else {
+                    ("text/html", b"<html>not an image</html>".to_vec())
+                };
+                let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_image_urls_are_fetched_and_inlined_when_the_operator_allows_it() {
+    let server = image_server().await;
+    let image = |path: &str| {
+        chat(json!([{"role": "user", "content": [
+            {"type": "text", "text": "[[images]]"},
+            {"type": "image_url", "image_url": {"url": format!("http://{server}{path}")}}
+        ]}]))
+    };
+    let h = Harness::start_with(&[
+        ("PROXY_FETCH_IMAGE_URLS", "true"),
+        ("PROXY_FETCH_IMAGE_ALLOW_PRIVATE", "true"),
+    ])
+    .await;
+    let r = h.post("/v1/chat/completions", &image("/cat.png")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The model received the bytes inline, as a real image input.
+    assert!(
+        content(&r).starts_with("IMAGES: 1 data:image/png;base64,iVBORw0KGgo"),
+        "{}",
+        content(&r)
+    );
+    let r = h.post("/v1/chat/completions", &image("/page.html")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "invalid_image_url");
+    h.stop().await;
+
+    // Without the private-address switch, loopback is refused: no SSRF by default.
+    let h = Harness::start_with(&[("PROXY_FETCH_IMAGE_URLS", "true")]).await;
+    let r = h.post("/v1/chat/completions", &image("/cat.png")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("public"));
+    h.stop().await;
+}

@@ -10,6 +10,7 @@ pub mod continuation;
 pub mod error;
 mod health;
 pub mod ids;
+pub mod images;
 mod metrics_endpoint;
 pub mod models;
 pub mod responses;
@@ -72,6 +73,8 @@ pub struct ApiState {
     pub kill_on_disconnect: bool,
     /// Operator switches for tool calls.
     pub tools: crate::config::ToolsConfig,
+    /// Fetches http(s) image URLs when the operator allows it.
+    pub images: Option<images::ImageFetcher>,
     /// Turns paused on tool calls, for the client's next request.
     pub continuations: Arc<continuation::Continuations>,
     draining: Arc<AtomicBool>,
@@ -93,6 +96,7 @@ impl ApiState {
             request_timeout: None,
             kill_on_disconnect: true,
             tools: crate::config::ToolsConfig::default(),
+            images: None,
             continuations: Arc::new(continuation::Continuations::new(
                 std::time::Duration::from_secs(300),
                 256,

@@ -34,7 +34,8 @@ pub async fn handle(
     client: &Client,
     body: Bytes,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let req = ChatRequest::parse(&body)?;
+    let mut req = ChatRequest::parse(&body)?;
+    inline_remote_images(state, &mut req).await?;
     let Prepared {
         mut run,
         parking,
@@ -59,6 +60,35 @@ pub async fn handle(
     let first = first_event(&mut run, &mut observer).await?;
     let events = chunk_stream(run, meta, first, observer, permit, parking);
     Ok(Response::new(ApiBody::Events(EventStream::new(events))))
+}
+
+/// Replaces http(s) image URLs with inline data URLs (the pinned CLI accepts
+/// only those), or refuses them when the operator has not enabled fetching.
+pub(crate) async fn inline_remote_images(
+    state: &ApiState,
+    req: &mut ChatRequest,
+) -> Result<(), ApiError> {
+    for (i, message) in req.messages.iter_mut().enumerate() {
+        for (j, part) in message.parts.iter_mut().enumerate() {
+            let request::Part::Image(url) = part else {
+                continue;
+            };
+            if url.starts_with("data:") {
+                continue;
+            }
+            let param = format!("messages[{i}].content[{j}].image_url.url");
+            let Some(fetcher) = &state.images else {
+                return Err(ApiError::invalid(
+                    param,
+                    "Remote image URLs are not fetched by this gateway (PROXY_FETCH_IMAGE_URLS is off); \
+                     send the image inline as a data:image/...;base64 URL.",
+                )
+                .code("unsupported_image_url"));
+            };
+            *url = fetcher.inline(url, &param).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A request's turns, started (or resumed) and ready to be read.

@@ -386,20 +386,12 @@ fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
                     "image parts need `image_url.url`",
                 )
             })?;
-            if url.starts_with("https://") || url.starts_with("http://") {
-                // The pinned Codex CLI refuses remote image URLs (measured), and
-                // fetching arbitrary URLs from the gateway's network would be a
-                // server-side request forgery risk: ask for the bytes instead.
+            // http(s) URLs are inlined later, or refused, by `inline_remote_images`.
+            let remote = url.starts_with("https://") || url.starts_with("http://");
+            if !remote && !url.starts_with("data:image/") {
                 return Err(ApiError::invalid(
                     format!("{param}.image_url.url"),
-                    "Remote image URLs are not supported by this backend; send the image inline as a data:image/...;base64 URL.",
-                )
-                .code("unsupported_image_url"));
-            }
-            if !url.starts_with("data:image/") {
-                return Err(ApiError::invalid(
-                    format!("{param}.image_url.url"),
-                    "image URLs must be data:image/...;base64 URLs",
+                    "image URLs must be http(s) URLs or data:image/...;base64 URLs",
                 ));
             }
             Ok(Part::Image(url.to_owned()))
@@ -756,11 +748,6 @@ mod tests {
             e.param.as_deref(),
             Some("messages[0].content[0].image_url.url")
         );
-        let e = with(
-            serde_json::json!({"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
-        );
-        assert_eq!(e.code, Some("unsupported_image_url"));
         let e = with(
             serde_json::json!({"messages": [{"role": "system", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]}),

@@ -21,7 +21,13 @@ pub async fn handle(
     client: &Client,
     body: Bytes,
 ) -> Result<Response<ApiBody>, ApiError> {
-    let req = request::parse(&body)?;
+    let mut req = request::parse(&body)?;
+    super::chat::inline_remote_images(state, &mut req.chat)
+        .await
+        .map_err(|mut e| {
+            e.param = e.param.map(|p| p.replacen("messages", "input", 1));
+            e
+        })?;
     // Responses clients read `function_call` items: always the structured mode.
     let Prepared {
         mut run,
