@@ -127,7 +127,10 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Incoming>| {
             let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        })
+        // A 5xx here is already an OpenAI error the client got (a probe's 503
+        // while the worker starts, a provider's 502): a warning, not an error.
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)))
         // Outside every rejecting layer, so it counts each rejection by cause,
         // and outside the SSE layer, so a stream's duration ends with its body.
         .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_name(req.uri().path())).rejection_cause(rejection_cause))
