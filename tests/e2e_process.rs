@@ -142,3 +142,69 @@ async fn a_worker_that_keeps_failing_stays_down_and_readiness_says_why() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn sigusr1_and_sigusr2_switch_maintenance_on_and_off() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .env("PORT", port.to_string())
+        // No real worker needed: maintenance answers before the API does.
+        .env("CODEX_BIN", "/bin/false")
+        .env("WORKER_RESTART_MAX", "1")
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let status = out.split(' ').nth(1)?.parse().ok()?;
+        Some((status, out))
+    };
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    let wait_for = |want: &dyn Fn(&str) -> bool| {
+        for _ in 0..100 {
+            if let Some((_, body)) = get("/v1/models") {
+                if want(&body) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    assert!(
+        wait_for(&|b: &str| b.contains("worker_not_ready")),
+        "gateway up, worker down"
+    );
+    signal("-USR1");
+    assert!(
+        wait_for(&|b: &str| b.contains("\"code\":\"maintenance\"")),
+        "SIGUSR1 turns maintenance on"
+    );
+    assert!(get("/readyz").unwrap().1.contains("maintenance"));
+    signal("-USR2");
+    assert!(
+        wait_for(&|b: &str| b.contains("worker_not_ready")),
+        "SIGUSR2 turns it off"
+    );
+    signal("-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
