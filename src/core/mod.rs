@@ -13,4 +13,4 @@ mod turn;
 pub use failure::{Failure, FailureKind};
 pub use service::{CodexCore, CoreConfig};
 pub use stream::TurnStream;
-pub use turn::{FinishReason, ToolCall, TurnEvent, TurnRequest, Usage};
+pub use turn::{ToolCall, TurnEvent, TurnRequest, Usage};

@@ -200,11 +200,6 @@ impl CodexCore {
             in_flight: inner.config.in_flight.clone(),
         })
     }
-
-    /// Turns running now.
-    pub fn turns_in_flight(&self) -> usize {
-        self.inner.config.max_concurrency - self.inner.slots.available_permits()
-    }
 }
 
 /// Runs `f` on drop.

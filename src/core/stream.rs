@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
-use super::turn::{FinishReason, ToolCall, TurnEvent, Usage};
+use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
     self, AgentMessageDeltaNotification, DynamicToolCallParams, ErrorNotification,
     ItemNotification, ThreadIdParams, ThreadUnsubscribe, TokenUsageUpdatedNotification,
@@ -25,7 +25,6 @@ pub struct TurnStream {
     streamed_items: HashSet<String>,
     usage: Option<Usage>,
     error: Option<Failure>,
-    tool_calls: usize,
     /// `item/tool/call` requests not yet answered.
     pending_calls: Vec<(RequestId, String)>,
     done: bool,
@@ -49,7 +48,6 @@ impl TurnStream {
             streamed_items: HashSet::new(),
             usage: None,
             error: None,
-            tool_calls: 0,
             pending_calls: Vec::new(),
             done: false,
             slot: Some(slot),
@@ -58,11 +56,6 @@ impl TurnStream {
 
     pub fn thread_id(&self) -> &str {
         self.subscription.thread_id()
-    }
-
-    /// Tool calls the worker is waiting on (call id).
-    pub fn pending_tool_calls(&self) -> impl Iterator<Item = &str> {
-        self.pending_calls.iter().map(|(_, call)| call.as_str())
     }
 
     /// Gives the turn slot back while the turn waits for a client (a paused
@@ -99,7 +92,7 @@ impl TurnStream {
     pub async fn next(&mut self) -> Option<TurnEvent> {
         loop {
             if let Some(event) = self.queue.pop_front() {
-                if matches!(event, TurnEvent::Finished(_) | TurnEvent::Failed(_)) {
+                if matches!(event, TurnEvent::Finished | TurnEvent::Failed(_)) {
                     self.queue.clear();
                     self.done = true;
                     self.cleanup.finished = true;
@@ -209,12 +202,7 @@ impl TurnStream {
                         if let Some(usage) = self.usage {
                             self.queue.push_back(TurnEvent::Usage(usage));
                         }
-                        let reason = if self.tool_calls > 0 {
-                            FinishReason::ToolCalls
-                        } else {
-                            FinishReason::Stop
-                        };
-                        self.queue.push_back(TurnEvent::Finished(reason));
+                        self.queue.push_back(TurnEvent::Finished);
                     }
                     status => {
                         let failure = n
@@ -251,7 +239,6 @@ impl TurnStream {
                     Value::Null => "{}".to_owned(),
                     v => v.to_string(),
                 };
-                self.tool_calls += 1;
                 self.pending_calls.push((id, call.call_id.clone()));
                 self.queue.push_back(TurnEvent::ToolCall(ToolCall {
                     call_id: call.call_id,

@@ -42,13 +42,6 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
-/// Why the turn ended, in OpenAI's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    Stop,
-    ToolCalls,
-}
-
 /// What a turn yields, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnEvent {
@@ -59,7 +52,9 @@ pub enum TurnEvent {
     /// Token usage (sent once, just before the end).
     Usage(Usage),
     /// The turn ended normally. Always the last event unless `Failed` is.
-    Finished(FinishReason),
+    /// (The API decides the finish reason: a continued turn's tool calls
+    /// belong to earlier responses.)
+    Finished,
     /// The turn failed; always the last event.
     Failed(super::Failure),
 }

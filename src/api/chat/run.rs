@@ -283,7 +283,7 @@ impl ChatRun {
                 acc.reasoning_output_tokens += u.reasoning_output_tokens;
                 acc.total_tokens += u.total_tokens;
             }
-            Some(TurnEvent::Finished(reason)) => {
+            Some(TurnEvent::Finished) => {
                 let segments = self.choices[i].aggregator.finish();
                 self.on_segments(i, segments);
                 if self.choices[i].finished {
@@ -291,9 +291,8 @@ impl ChatRun {
                 }
                 let cut = self.flush(i);
                 let c = &self.choices[i];
-                // The turn's own reason counts calls of earlier responses too
-                // (a continued turn); this response's calls decide.
-                let _ = reason;
+                // This response's own calls decide (a continued turn made
+                // earlier ones in earlier responses).
                 let finish = match cut {
                     Some(Cut::Length) => Finish::Length,
                     _ if c.calls > 0 || c.blocks > 0 => Finish::ToolCalls,
