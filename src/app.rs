@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessPolicy;
-use crate::api::continuation::Continuations;
 use crate::api::models::Aliases;
 use crate::api::{Api, ApiState};
 use crate::config::Config;
@@ -108,7 +107,7 @@ pub async fn run(
         Some(c) => Some(crate::api::images::ImageFetcher::new(c.clone())?),
         None => None,
     };
-    state.continuations = Arc::new(Continuations::new(
+    state.continuations = Arc::new(crate::core::ParkedTurns::new(
         config.tools.continuation_ttl,
         config.tools.continuation_max,
     ));

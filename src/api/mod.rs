@@ -6,13 +6,15 @@
 
 mod admin;
 pub mod chat;
-pub mod continuation;
+pub mod conversation;
 pub mod error;
 mod health;
 pub mod ids;
 pub mod images;
 mod metrics_endpoint;
 pub mod models;
+mod params;
+pub mod pipeline;
 pub mod responses;
 pub mod tools;
 
@@ -76,7 +78,7 @@ pub struct ApiState {
     /// Fetches http(s) image URLs when the operator allows it.
     pub images: Option<images::ImageFetcher>,
     /// Turns paused on tool calls, for the client's next request.
-    pub continuations: Arc<continuation::Continuations>,
+    pub continuations: Arc<crate::core::ParkedTurns>,
     draining: Arc<AtomicBool>,
 }
 
@@ -97,7 +99,7 @@ impl ApiState {
             kill_on_disconnect: true,
             tools: crate::config::ToolsConfig::default(),
             images: None,
-            continuations: Arc::new(continuation::Continuations::new(
+            continuations: Arc::new(crate::core::ParkedTurns::new(
                 std::time::Duration::from_secs(300),
                 256,
             )),

@@ -2,15 +2,32 @@
 //!
 //! It takes a typed [`TurnRequest`] (no HTTP, no OpenAI JSON) and yields a
 //! [`TurnStream`] of typed [`TurnEvent`]s. It owns the mapping onto codex's
-//! thread/turn model and the cleanup: a stream dropped before its turn ends
-//! interrupts the turn, and every thread is released when its stream goes.
+//! thread/turn model, the turn concurrency limit, and the lifecycle of a
+//! turn: running, parked on client tool calls ([`TurnStream::park`] →
+//! [`ParkedTurn`] → [`CodexCore::resume`]), or released. A stream dropped
+//! before its turn ends interrupts the turn, and every thread is released
+//! when its stream goes.
+//!
+//! Files: `service.rs` starts and resumes turns; `stream.rs` maps a thread's
+//! notifications to events and owns the turn's state; `slot.rs` is the
+//! concurrency limit; `parked.rs` holds paused turns; `source.rs` is the
+//! trait the API's run reads turns through; `turn.rs` the typed request and
+//! events; `failure.rs` classifies what went wrong.
 
 mod failure;
+mod parked;
 mod service;
+mod slot;
+mod source;
 mod stream;
 mod turn;
 
 pub use failure::{Failure, FailureKind};
+pub use parked::{ParkedTurn, ParkedTurns};
 pub use service::{CodexCore, CoreConfig};
+pub use source::TurnSource;
 pub use stream::TurnStream;
 pub use turn::{ToolCall, TurnEvent, TurnRequest, Usage};
+
+#[cfg(test)]
+mod tests;

@@ -1,21 +1,22 @@
-//! [`CodexCore`]: starts threads and turns on the ready worker.
+//! [`CodexCore`]: starts threads and turns on the ready worker, and resumes
+//! parked ones.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde_json::{json, Map, Value};
 
 use super::failure::{Failure, FailureKind};
-use super::stream::{TurnCleanup, TurnStream};
+use super::parked::ParkedTurn;
+use super::slot::{TurnSlot, TurnSlots};
+use super::stream::TurnStream;
 use super::turn::TurnRequest;
 use crate::config::SandboxMode;
 use crate::protocol::{
-    Model, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart, ThreadStartParams, TurnStart,
-    TurnStartParams,
+    Model, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart,
+    ThreadStartParams, ThreadUnsubscribe, TurnStart, TurnStartParams,
 };
+use crate::rpc::RpcClient;
 use crate::worker::{WorkerHandle, HOST_TOOL_FEATURES};
 
 /// How the core sets up threads.
@@ -49,34 +50,24 @@ struct Inner {
     config: CoreConfig,
     /// Per-thread overrides, built once.
     thread_config: Map<String, Value>,
-    slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
-}
-
-/// One of `WORKER_MAX_CONCURRENCY` turn slots; released when the turn's stream goes.
-pub(super) struct TurnSlot {
-    _permit: OwnedSemaphorePermit,
-    in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
-}
-
-impl Drop for TurnSlot {
-    fn drop(&mut self) {
-        if let Some(g) = &self.in_flight {
-            g.dec();
-        }
-    }
+    slots: TurnSlots,
 }
 
 impl CodexCore {
     pub fn new(worker: WorkerHandle, config: CoreConfig) -> CodexCore {
         let thread_config = thread_config(config.enable_codex_tools);
+        let slots = TurnSlots::new(
+            config.max_concurrency,
+            config.queue_max,
+            config.queue_timeout,
+            config.in_flight.clone(),
+        );
         CodexCore {
             inner: Arc::new(Inner {
-                slots: Arc::new(Semaphore::new(config.max_concurrency)),
-                waiting: AtomicUsize::new(0),
                 worker,
                 config,
                 thread_config,
+                slots,
             }),
         }
     }
@@ -94,12 +85,37 @@ impl CodexCore {
             .map_err(not_ready)
     }
 
-    /// Starts one turn on a fresh ephemeral thread. Dropping the returned
-    /// stream (or this future) before the turn ends interrupts it, and the
-    /// thread is released either way.
+    /// Starts one turn on a fresh ephemeral thread.
+    ///
+    /// The start runs in a task of its own, so a caller that goes away
+    /// while `turn/start` is in flight (a client that disconnects) does not
+    /// strand the turn: the finished stream finds nobody to take it and its
+    /// drop interrupts the turn. Dropping the returned stream before the
+    /// turn ends interrupts it too, and the thread is released either way.
     pub async fn start_turn(&self, req: TurnRequest) -> Result<TurnStream, Failure> {
         let (client, _) = self.inner.worker.ready().map_err(not_ready)?;
-        let slot = self.acquire_slot().await?;
+        let slot = self.inner.slots.acquire().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let core = self.clone();
+        tokio::spawn(async move {
+            let started = core.start_on(client, slot, req).await;
+            // A closed receiver hands the stream back; dropping it releases the turn.
+            let _ = tx.send(started);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(Failure::new(
+                FailureKind::Upstream,
+                "The turn could not be started.",
+            ))
+        })
+    }
+
+    async fn start_on(
+        &self,
+        client: RpcClient,
+        slot: TurnSlot,
+        req: TurnRequest,
+    ) -> Result<TurnStream, Failure> {
         let config = &self.inner.config;
         let params = ThreadStartParams {
             model: Some(req.model.clone()),
@@ -117,19 +133,26 @@ impl CodexCore {
             .await
             .map_err(|e| Failure::from_rpc(&e))?;
         let thread_id = thread.thread.id;
-        // From here on the guard releases the thread however this function ends.
-        let mut cleanup = TurnCleanup::new(client.clone(), thread_id.clone());
         let subscription = client.subscribe(&thread_id);
-
+        // Until the turn exists, a failure releases the thread here; after
+        // it, the stream's drop does.
+        let unsubscribe = |client: RpcClient, thread_id: String| {
+            tokio::spawn(async move {
+                let _ = client
+                    .call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id })
+                    .await;
+            });
+        };
         if !req.history.is_empty() {
             let params = ThreadInjectItemsParams {
                 thread_id: thread_id.clone(),
                 items: req.history,
             };
-            client
-                .call::<ThreadInjectItems>(&params)
-                .await
-                .map_err(|e| Failure::from_rpc(&e))?;
+            if let Err(e) = client.call::<ThreadInjectItems>(&params).await {
+                drop(subscription);
+                unsubscribe(client, thread_id);
+                return Err(Failure::from_rpc(&e));
+            }
         }
         let params = TurnStartParams {
             thread_id: thread_id.clone(),
@@ -137,82 +160,54 @@ impl CodexCore {
             effort: req.effort,
             output_schema: req.output_schema,
         };
-        let turn = client
-            .call::<TurnStart>(&params)
-            .await
-            .map_err(|e| Failure::from_rpc(&e))?;
-        cleanup.set_turn(turn.turn.id);
-        Ok(TurnStream::new(
-            subscription,
-            cleanup,
-            config.idle_timeout,
-            slot,
-        ))
-    }
-
-    /// Takes a turn slot again for a parked turn the client continues.
-    pub async fn resume(&self, turn: &mut TurnStream) -> Result<(), Failure> {
-        let slot = self.acquire_slot().await?;
-        turn.set_slot(slot);
-        Ok(())
-    }
-
-    /// A turn slot now, or after a short bounded wait; else `Overloaded`.
-    async fn acquire_slot(&self) -> Result<TurnSlot, Failure> {
-        let inner = &self.inner;
-        let overloaded = || {
-            Failure::new(
-                FailureKind::Overloaded,
-                format!(
-                    "The gateway is at its limit of {} concurrent turns; retry shortly.",
-                    inner.config.max_concurrency
-                ),
-            )
-            .with_retry_after(Duration::from_secs(1))
-        };
-        let permit = match inner.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // Join the queue only while it has room; never wait unboundedly.
-                let queued = inner.waiting.fetch_add(1, Ordering::AcqRel);
-                let _leave = scopeguard(|| {
-                    inner.waiting.fetch_sub(1, Ordering::AcqRel);
-                });
-                if queued >= inner.config.queue_max {
-                    return Err(overloaded());
-                }
-                match tokio::time::timeout(
-                    inner.config.queue_timeout,
-                    inner.slots.clone().acquire_owned(),
-                )
-                .await
-                {
-                    Ok(Ok(p)) => p,
-                    _ => return Err(overloaded()),
-                }
+        match client.call::<TurnStart>(&params).await {
+            Ok(turn) => Ok(TurnStream::new(
+                subscription,
+                turn.turn.id,
+                config.idle_timeout,
+                slot,
+            )),
+            Err(e) => {
+                drop(subscription);
+                unsubscribe(client, thread_id);
+                Err(Failure::from_rpc(&e))
             }
-        };
-        if let Some(g) = &inner.config.in_flight {
-            g.inc();
         }
-        Ok(TurnSlot {
-            _permit: permit,
-            in_flight: inner.config.in_flight.clone(),
-        })
+    }
+
+    /// Continues a parked turn with the client's tool results
+    /// (`(call_id, output)` pairs): takes a turn slot again and answers the
+    /// calls codex waits on. `Ok(None)` when the results do not answer calls
+    /// this turn waits on, or the worker is gone: the turn is dropped
+    /// (interrupted) and the caller starts afresh.
+    pub async fn resume(
+        &self,
+        parked: ParkedTurn,
+        outputs: &[(String, String)],
+    ) -> Result<Option<TurnStream>, Failure> {
+        let mut turn = parked.turn;
+        if !turn.waits_on_all(outputs.iter().map(|(id, _)| id.as_str())) {
+            return Ok(None);
+        }
+        let slot = self.inner.slots.acquire().await?;
+        if !turn.answer(slot, outputs).await {
+            return Ok(None);
+        }
+        tracing::debug!(
+            thread = turn.thread_id(),
+            calls = outputs.len(),
+            "continuing a turn with tool results"
+        );
+        Ok(Some(turn))
     }
 }
 
-/// Runs `f` on drop.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
+#[cfg(test)]
+impl CodexCore {
+    /// Turn slots free now.
+    pub(super) fn free_slots(&self) -> usize {
+        self.inner.slots.available()
     }
-    Guard(Some(f))
 }
 
 fn not_ready(e: crate::worker::NotReady) -> Failure {

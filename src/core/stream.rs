@@ -1,4 +1,11 @@
-//! [`TurnStream`]: one turn's events, and the cleanup when it goes away.
+//! [`TurnStream`]: one turn's events, and what happens when it goes away.
+//!
+//! The turn's lifecycle is one [`TurnState`]; dropping the stream acts on
+//! it alone. A turn codex still runs (or that waits on client tool calls) is
+//! interrupted, and its slot is held until codex confirms the end, so the
+//! concurrency limit counts every turn that may still call the model. A
+//! turn codex ended is only unsubscribed. A worker that went away leaves
+//! nothing to release.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -6,6 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
+use super::parked::ParkedTurn;
+use super::slot::TurnSlot;
+use super::source::TurnSource;
 use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
     self, AgentMessageDeltaNotification, DynamicToolCallParams, ErrorNotification,
@@ -14,10 +24,29 @@ use crate::protocol::{
 };
 use crate::rpc::{RequestId, RpcClient, SubscriptionEnd, ThreadEvent, ThreadSubscription};
 
+/// How long a released turn's slot waits for codex to confirm the interrupt
+/// (measured: ~2 ms) before it is given back anyway.
+const INTERRUPT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the turn is, as codex sees it. The one source of truth for what
+/// dropping the stream must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TurnState {
+    /// Codex runs the turn, or waits on client tool calls: interrupt on drop.
+    Running,
+    /// Codex sent `turn/completed`: only the thread is left to release.
+    Ended,
+    /// The worker's channel closed: nothing is left to release.
+    WorkerGone,
+}
+
 /// The events of one turn, in order. Ends after `Finished` or `Failed`.
 pub struct TurnStream {
-    subscription: ThreadSubscription,
-    cleanup: TurnCleanup,
+    subscription: Option<ThreadSubscription>,
+    turn_id: String,
+    state: TurnState,
+    /// The reader got the last event (`Finished` or `Failed`).
+    delivered_end: bool,
     idle_timeout: Option<Duration>,
     queue: VecDeque<TurnEvent>,
     /// Agent-message items that streamed deltas; a completed item that did
@@ -25,67 +54,88 @@ pub struct TurnStream {
     streamed_items: HashSet<String>,
     usage: Option<Usage>,
     error: Option<Failure>,
-    /// `item/tool/call` requests not yet answered.
+    /// `item/tool/call` requests codex waits on, with their call ids.
     pending_calls: Vec<(RequestId, String)>,
-    done: bool,
-    /// One of the worker's turn slots; released when the stream goes, or
-    /// while the turn is parked waiting for a client's tool results.
-    slot: Option<super::service::TurnSlot>,
+    /// One of the worker's turn slots; `None` while parked.
+    slot: Option<TurnSlot>,
 }
 
 impl TurnStream {
     pub(super) fn new(
         subscription: ThreadSubscription,
-        cleanup: TurnCleanup,
+        turn_id: String,
         idle_timeout: Option<Duration>,
-        slot: super::service::TurnSlot,
+        slot: TurnSlot,
     ) -> TurnStream {
         TurnStream {
-            subscription,
-            cleanup,
+            subscription: Some(subscription),
+            turn_id,
+            state: TurnState::Running,
+            delivered_end: false,
             idle_timeout,
             queue: VecDeque::new(),
             streamed_items: HashSet::new(),
             usage: None,
             error: None,
             pending_calls: Vec::new(),
-            done: false,
             slot: Some(slot),
         }
     }
 
     pub fn thread_id(&self) -> &str {
-        self.subscription.thread_id()
+        self.subscription
+            .as_ref()
+            .map(ThreadSubscription::thread_id)
+            .unwrap_or_default()
     }
 
-    /// Gives the turn slot back while the turn waits for a client (a paused
-    /// turn costs the worker no model time); [`CodexCore::resume`] takes one again.
+    /// The call ids codex waits on.
+    pub fn pending_calls(&self) -> impl Iterator<Item = &str> {
+        self.pending_calls.iter().map(|(_, id)| id.as_str())
+    }
+
+    /// Pauses a turn that waits on client tool calls, for the client's next
+    /// request. `shown` are the call ids the response showed the client; the
+    /// turn is continued only by a request that answers all of them. The
+    /// slot is given back: a paused turn costs the worker no model time.
+    ///
+    /// A turn that does not wait on calls cannot be parked: `None`, and the
+    /// turn is released as if dropped.
+    pub fn park(mut self, shown: Vec<String>) -> Option<ParkedTurn> {
+        if self.state != TurnState::Running || self.pending_calls.is_empty() || shown.is_empty() {
+            return None;
+        }
+        self.slot = None;
+        Some(ParkedTurn::new(self, shown))
+    }
+
+    /// Takes a slot again and answers the calls; see [`CodexCore::resume`].
     ///
     /// [`CodexCore::resume`]: super::CodexCore::resume
-    pub fn release_slot(&mut self) {
-        self.slot = None;
-    }
-
-    pub(super) fn set_slot(&mut self, slot: super::service::TurnSlot) {
+    pub(super) async fn answer(&mut self, slot: TurnSlot, outputs: &[(String, String)]) -> bool {
         self.slot = Some(slot);
+        for (call_id, output) in outputs {
+            let Some(pos) = self.pending_calls.iter().position(|(_, c)| c == call_id) else {
+                return false;
+            };
+            let (id, _) = self.pending_calls.remove(pos);
+            let result = serde_json::json!({
+                "contentItems": [{"type": "inputText", "text": output}],
+                "success": true,
+            });
+            let Some(sub) = &self.subscription else {
+                return false;
+            };
+            if sub.client().respond(&id, Ok(result)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
-    /// Answers a pending tool call with the client's result, so the turn goes
-    /// on. `false` when no such call is pending or the worker is gone.
-    pub async fn answer_tool_call(&mut self, call_id: &str, output: &str) -> bool {
-        let Some(pos) = self.pending_calls.iter().position(|(_, c)| c == call_id) else {
-            return false;
-        };
-        let (id, _) = self.pending_calls.remove(pos);
-        let result = serde_json::json!({
-            "contentItems": [{"type": "inputText", "text": output}],
-            "success": true,
-        });
-        self.subscription
-            .client()
-            .respond(&id, Ok(result))
-            .await
-            .is_ok()
+    /// Whether every id in `call_ids` is a call codex waits on.
+    pub(super) fn waits_on_all<'a>(&self, mut call_ids: impl Iterator<Item = &'a str>) -> bool {
+        call_ids.all(|id| self.pending_calls.iter().any(|(_, c)| c == id))
     }
 
     /// The next event; `None` after the last one.
@@ -94,16 +144,16 @@ impl TurnStream {
             if let Some(event) = self.queue.pop_front() {
                 if matches!(event, TurnEvent::Finished | TurnEvent::Failed(_)) {
                     self.queue.clear();
-                    self.done = true;
-                    self.cleanup.finished = true;
+                    self.delivered_end = true;
                 }
                 return Some(event);
             }
-            if self.done {
+            if self.delivered_end {
                 return None;
             }
+            let subscription = self.subscription.as_mut()?;
             let received = match self.idle_timeout {
-                Some(limit) => match tokio::time::timeout(limit, self.subscription.recv()).await {
+                Some(limit) => match tokio::time::timeout(limit, subscription.recv()).await {
                     Ok(r) => r,
                     Err(_) => {
                         self.fail(Failure::new(
@@ -113,7 +163,7 @@ impl TurnStream {
                         continue;
                     }
                 },
-                None => self.subscription.recv().await,
+                None => subscription.recv().await,
             };
             match received {
                 Ok(ThreadEvent::Notification { method, params }) => {
@@ -125,7 +175,7 @@ impl TurnStream {
                     "The client read the stream too slowly; the turn was stopped.",
                 )),
                 Err(SubscriptionEnd::WorkerGone(why)) => {
-                    self.cleanup.finished = true; // nothing left to interrupt
+                    self.state = TurnState::WorkerGone;
                     self.fail(
                         Failure::new(
                             FailureKind::WorkerGone,
@@ -196,7 +246,9 @@ impl TurnStream {
                 let Ok(n) = serde_json::from_value::<TurnCompletedNotification>(params) else {
                     return;
                 };
-                self.cleanup.finished = true;
+                self.state = TurnState::Ended;
+                // Codex answered or cancelled every call of an ended turn.
+                self.pending_calls.clear();
                 match n.turn.status.as_deref() {
                     Some("completed") => {
                         if let Some(usage) = self.usage {
@@ -248,73 +300,119 @@ impl TurnStream {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed item/tool/call from the worker");
-                let client = self.subscription.client().clone();
-                tokio::spawn(async move {
-                    let _ = client
-                        .respond(&id, Err((-32602, "malformed tool call".into())))
-                        .await;
-                });
+                if let Some(sub) = &self.subscription {
+                    let client = sub.client().clone();
+                    tokio::spawn(async move {
+                        let _ = client
+                            .respond(&id, Err((-32602, "malformed tool call".into())))
+                            .await;
+                    });
+                }
             }
         }
+    }
+}
+
+impl TurnSource for TurnStream {
+    async fn next(&mut self) -> Option<TurnEvent> {
+        TurnStream::next(self).await
+    }
+
+    /// Reads the turn to its end in the background (bounded by the turn's
+    /// own end, its idle timeout, or the worker's exit). A tool call nobody
+    /// will answer would wait forever: the turn is released there, which
+    /// interrupts it.
+    fn detach(mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            while let Some(event) = self.next().await {
+                if matches!(event, TurnEvent::ToolCall(_)) {
+                    break;
+                }
+            }
+        });
     }
 }
 
 impl Drop for TurnStream {
     fn drop(&mut self) {
-        // Tool calls still pending mean the worker waits on us: the turn is not
-        // over, whatever `finished` says, so the cleanup must interrupt it.
-        if !self.pending_calls.is_empty() {
-            self.cleanup.finished = false;
-        }
-    }
-}
-
-/// Releases a thread when dropped: interrupts its turn if it has not ended,
-/// then unsubscribes so the worker unloads the thread.
-pub(super) struct TurnCleanup {
-    client: RpcClient,
-    thread_id: String,
-    turn_id: Option<String>,
-    pub(super) finished: bool,
-}
-
-impl TurnCleanup {
-    pub(super) fn new(client: RpcClient, thread_id: String) -> TurnCleanup {
-        TurnCleanup {
-            client,
-            thread_id,
-            turn_id: None,
-            finished: false,
-        }
-    }
-
-    pub(super) fn set_turn(&mut self, turn_id: String) {
-        self.turn_id = Some(turn_id);
-    }
-}
-
-impl Drop for TurnCleanup {
-    fn drop(&mut self) {
-        if self.client.is_closed() {
+        let Some(subscription) = self.subscription.take() else {
+            return;
+        };
+        if self.state == TurnState::WorkerGone || subscription.client().is_closed() {
             return;
         }
-        let client = self.client.clone();
-        let thread_id = std::mem::take(&mut self.thread_id);
-        let interrupt = (!self.finished).then(|| self.turn_id.take()).flatten();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(async move {
-            if let Some(turn_id) = interrupt {
-                let params = TurnInterruptParams { thread_id: thread_id.clone(), turn_id };
-                match client.call::<TurnInterrupt>(&params).await {
-                    Ok(_) => tracing::debug!(%thread_id, "interrupted an abandoned turn"),
-                    Err(e) => tracing::debug!(%thread_id, error = %e, "interrupt failed (turn may have ended)"),
+        let interrupt = (self.state == TurnState::Running).then(|| self.turn_id.clone());
+        let slot = self.slot.take();
+        runtime.spawn(release(subscription, interrupt, slot));
+    }
+}
+
+/// Interrupts a turn codex may still run, waits (boundedly) for codex to
+/// confirm its end while still holding its slot, then unsubscribes so the
+/// worker unloads the thread.
+async fn release(
+    mut subscription: ThreadSubscription,
+    interrupt: Option<String>,
+    slot: Option<TurnSlot>,
+) {
+    let client: RpcClient = subscription.client().clone();
+    let thread_id = subscription.thread_id().to_owned();
+    if let Some(turn_id) = interrupt {
+        let params = TurnInterruptParams {
+            thread_id: thread_id.clone(),
+            turn_id,
+        };
+        match client.call::<TurnInterrupt>(&params).await {
+            Ok(_) => {
+                tracing::debug!(%thread_id, "interrupted an abandoned turn");
+                if slot.is_some() {
+                    let confirmed = tokio::time::timeout(
+                        INTERRUPT_CONFIRM_TIMEOUT,
+                        wait_for_turn_end(&mut subscription),
+                    )
+                    .await;
+                    if confirmed.is_err() {
+                        tracing::warn!(%thread_id, "codex did not confirm an interrupt in time");
+                    }
                 }
             }
-            if let Err(e) = client.call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id }).await {
-                tracing::debug!(error = %e, "thread/unsubscribe failed");
+            Err(e) => {
+                tracing::debug!(%thread_id, error = %e, "interrupt failed (turn may have ended)")
             }
-        });
+        }
+    }
+    drop(slot);
+    drop(subscription);
+    if let Err(e) = client
+        .call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id })
+        .await
+    {
+        tracing::debug!(error = %e, "thread/unsubscribe failed");
+    }
+}
+
+/// Reads the thread until `turn/completed`. A tool call that races the
+/// interrupt still gets an answer (every server request does): a failure.
+async fn wait_for_turn_end(subscription: &mut ThreadSubscription) {
+    loop {
+        match subscription.recv().await {
+            Ok(ThreadEvent::Notification { method, .. }) if method == protocol::TURN_COMPLETED => {
+                return
+            }
+            Ok(ThreadEvent::Request(req)) => {
+                let client = subscription.client().clone();
+                let _ = client
+                    .respond(&req.id, Err((-32000, "the turn was interrupted".into())))
+                    .await;
+            }
+            Ok(ThreadEvent::Notification { .. }) => {}
+            Err(_) => return,
+        }
     }
 }

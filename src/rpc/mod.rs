@@ -19,4 +19,6 @@ pub use message::{Incoming, RequestId, ServerRequest, ThreadEvent};
 pub use server_requests::{ServerRequestPolicy, DYNAMIC_TOOL_CALL};
 
 #[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
 mod tests;

@@ -2,49 +2,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines};
+use serde_json::json;
 
+use super::fake::pair;
 use super::*;
-
-/// The worker's side of the pipes.
-struct FakeWorker {
-    from_client: Lines<BufReader<DuplexStream>>,
-    to_client: DuplexStream,
-}
-
-impl FakeWorker {
-    async fn read(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(5), self.from_client.next_line())
-            .await
-            .expect("client wrote nothing")
-            .unwrap()
-            .expect("client closed stdin");
-        serde_json::from_str(&line).unwrap()
-    }
-
-    async fn write(&mut self, v: Value) {
-        self.write_raw(&v.to_string()).await;
-    }
-
-    async fn write_raw(&mut self, line: &str) {
-        self.to_client.write_all(line.as_bytes()).await.unwrap();
-        self.to_client.write_all(b"\n").await.unwrap();
-    }
-}
-
-fn pair(config: RpcClientConfig) -> (RpcClient, FakeWorker) {
-    let (client_stdin, worker_stdin) = tokio::io::duplex(1 << 16);
-    let (worker_stdout, client_stdout) = tokio::io::duplex(1 << 16);
-    let client = RpcClient::spawn(client_stdout, client_stdin, config, None);
-    (
-        client,
-        FakeWorker {
-            from_client: BufReader::new(worker_stdin).lines(),
-            to_client: worker_stdout,
-        },
-    )
-}
 
 fn quick() -> RpcClientConfig {
     RpcClientConfig {

@@ -1,4 +1,5 @@
-//! Parsing and validating a `POST /v1/chat/completions` body.
+//! Parsing and validating a `POST /v1/chat/completions` body into the
+//! neutral [`Conversation`], plus what only the chat renderer needs.
 //!
 //! Validation works on the raw JSON so every rejection can name its `param`
 //! the way OpenAI does; unknown fields are accepted and ignored, since
@@ -6,100 +7,23 @@
 
 use serde_json::{Map, Value};
 
+use crate::api::conversation::{
+    AssistantToolCall, Conversation, FunctionTool, ImageRef, Message, Part, ResponseFormat, Role,
+    ToolChoice, MAX_N,
+};
 use crate::api::error::ApiError;
+use crate::api::params::{self, opt_bool, opt_str, opt_uint};
 
-/// A validated chat request.
+/// A validated chat request: the conversation, and how the answer is shaped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<Message>,
-    pub stream: bool,
+    pub conversation: Conversation,
+    /// `stream_options.include_usage`.
     pub include_usage: bool,
-    pub n: u32,
-    pub max_tokens: Option<u64>,
-    pub stop: Vec<String>,
-    pub reasoning_effort: Option<String>,
-    pub response_format: ResponseFormat,
-    pub tools: Vec<FunctionTool>,
-    /// The request used the deprecated `functions` field.
+    /// The request used the deprecated `functions` field: calls render as
+    /// `function_call`.
     pub legacy_functions: bool,
-    pub tool_choice: ToolChoice,
-    pub parallel_tool_calls: Option<bool>,
 }
-
-#[derive(Debug, Clone, PartialEq, Hash)]
-pub enum Role {
-    System,
-    Developer,
-    User,
-    Assistant,
-    Tool,
-}
-
-/// One content part of a message.
-#[derive(Debug, Clone, PartialEq, Hash)]
-pub enum Part {
-    Text(String),
-    /// A data URL or an http(s) URL.
-    Image(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Hash)]
-pub struct Message {
-    pub role: Role,
-    pub parts: Vec<Part>,
-    /// Calls an assistant message made (`tool_calls`, or legacy `function_call`).
-    pub tool_calls: Vec<AssistantToolCall>,
-    /// For `tool` messages: the call this answers.
-    pub tool_call_id: Option<String>,
-}
-
-impl Message {
-    /// The message's text parts joined.
-    pub fn text(&self) -> String {
-        let mut out = String::new();
-        for part in &self.parts {
-            if let Part::Text(t) = part {
-                out.push_str(t);
-            }
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Hash)]
-pub struct AssistantToolCall {
-    pub id: String,
-    pub name: String,
-    pub arguments: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FunctionTool {
-    pub name: String,
-    pub description: String,
-    pub parameters: Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum ResponseFormat {
-    #[default]
-    Text,
-    JsonObject,
-    JsonSchema(Value),
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum ToolChoice {
-    #[default]
-    Auto,
-    None,
-    Required,
-    Function(String),
-}
-
-/// The most choices one request may ask for; each runs its own thread.
-pub(crate) const MAX_N: u64 = 8;
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
@@ -107,21 +31,7 @@ impl ChatRequest {
     }
 
     pub(crate) fn from_object(obj: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
-        let model = match obj.get("model") {
-            Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_owned(),
-            None | Some(Value::Null) => {
-                return Err(ApiError::invalid(
-                    "model",
-                    "you must provide a model parameter",
-                ))
-            }
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "model",
-                    "`model` must be a non-empty string",
-                ))
-            }
-        };
+        let model = params::model(obj)?;
         let messages = match obj.get("messages") {
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
@@ -198,16 +108,7 @@ impl ChatRequest {
             }
         };
         let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
-        range(obj, "temperature", 0.0, 2.0)?;
-        range(obj, "top_p", 0.0, 1.0)?;
-        range(obj, "presence_penalty", -2.0, 2.0)?;
-        range(obj, "frequency_penalty", -2.0, 2.0)?;
-        if let Some(v) = obj.get("seed").filter(|v| !v.is_null()) {
-            if !v.is_i64() && !v.is_u64() {
-                return Err(ApiError::invalid("seed", "`seed` must be an integer"));
-            }
-        }
-        opt_str(obj, "user")?;
+        params::sampling(obj)?;
 
         let mut reasoning_effort = opt_str(obj, "reasoning_effort")?;
         if reasoning_effort.is_none() {
@@ -215,35 +116,28 @@ impl ChatRequest {
                 reasoning_effort = opt_str(r, "effort").map_err(|e| e.param("reasoning.effort"))?;
             }
         }
-        if let Some(e) = &reasoning_effort {
-            if !matches!(
-                e.as_str(),
-                "none" | "minimal" | "low" | "medium" | "high" | "xhigh"
-            ) {
-                return Err(ApiError::invalid(
-                    "reasoning_effort",
-                    format!("`{e}` is not one of none, minimal, low, medium, high, xhigh"),
-                ));
-            }
-        }
+        let reasoning_effort = params::effort(reasoning_effort, "reasoning_effort")?;
         let response_format = parse_response_format(obj.get("response_format"))?;
         let (tools, legacy_functions) = parse_tools(obj)?;
         let tool_choice = parse_tool_choice(obj, &tools)?;
         let parallel_tool_calls = opt_bool(obj, "parallel_tool_calls")?;
         Ok(ChatRequest {
-            model,
-            messages,
-            stream,
+            conversation: Conversation {
+                model,
+                messages,
+                stream,
+                n: n as u32,
+                max_tokens,
+                stop,
+                reasoning_effort,
+                response_format,
+                tools,
+                tool_choice,
+                parallel_tool_calls,
+                calls_have_ids: !legacy_functions,
+            },
             include_usage,
-            n: n as u32,
-            max_tokens,
-            stop,
-            reasoning_effort,
-            response_format,
-            tools,
             legacy_functions,
-            tool_choice,
-            parallel_tool_calls,
         })
     }
 }
@@ -386,15 +280,12 @@ fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
                     "image parts need `image_url.url`",
                 )
             })?;
-            // http(s) URLs are inlined later, or refused, by `inline_remote_images`.
-            let remote = url.starts_with("https://") || url.starts_with("http://");
-            if !remote && !url.starts_with("data:image/") {
-                return Err(ApiError::invalid(
-                    format!("{param}.image_url.url"),
-                    "image URLs must be http(s) URLs or data:image/...;base64 URLs",
-                ));
-            }
-            Ok(Part::Image(url.to_owned()))
+            let param = format!("{param}.image_url.url");
+            params::image_url(url, &param)?;
+            Ok(Part::Image(ImageRef {
+                url: url.to_owned(),
+                param,
+            }))
         }
         Some(other) => Err(ApiError::invalid(
             format!("{param}.type"),
@@ -437,39 +328,6 @@ fn parse_response_format(v: Option<&Value>) -> Result<ResponseFormat, ApiError> 
 fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), ApiError> {
     let mut tools = Vec::new();
     let mut legacy = false;
-    let mut push = |param: String, f: &Value| -> Result<(), ApiError> {
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| is_tool_name(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    format!("{param}.name"),
-                    "function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
-                )
-            })?;
-        let parameters = match f.get("parameters") {
-            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    format!("{param}.parameters"),
-                    "`parameters` must be an object",
-                ))
-            }
-        };
-        let description = f
-            .get("description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        tools.push(FunctionTool {
-            name: name.to_owned(),
-            description,
-            parameters,
-        });
-        Ok(())
-    };
     match obj.get("tools") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
@@ -484,7 +342,7 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), Ap
                 let f = t.get("function").filter(|f| f.is_object()).ok_or_else(|| {
                     ApiError::invalid(format!("{param}.function"), "`function` must be an object")
                 })?;
-                push(format!("{param}.function"), f)?;
+                tools.push(params::function_tool(&format!("{param}.function"), f)?);
             }
         }
         Some(_) => return Err(ApiError::invalid("tools", "`tools` must be an array")),
@@ -494,7 +352,7 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), Ap
         Some(Value::Array(items)) => {
             legacy = !items.is_empty();
             for (i, f) in items.iter().enumerate() {
-                push(format!("functions[{i}]"), f)?;
+                tools.push(params::function_tool(&format!("functions[{i}]"), f)?);
             }
         }
         Some(_) => {
@@ -507,99 +365,14 @@ fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), Ap
     Ok((tools, legacy))
 }
 
-fn is_tool_name(n: &str) -> bool {
-    (1..=64).contains(&n.len())
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn parse_tool_choice(
     obj: &Map<String, Value>,
     tools: &[FunctionTool],
 ) -> Result<ToolChoice, ApiError> {
-    let (param, v) = match (obj.get("tool_choice"), obj.get("function_call")) {
-        (Some(v), _) if !v.is_null() => ("tool_choice", v),
-        (_, Some(v)) if !v.is_null() => ("function_call", v),
-        _ => return Ok(ToolChoice::Auto),
-    };
-    let choice = match v {
-        Value::String(s) => match s.as_str() {
-            "auto" => ToolChoice::Auto,
-            "none" => ToolChoice::None,
-            "required" => ToolChoice::Required,
-            _ => {
-                return Err(ApiError::invalid(
-                    param,
-                    "must be `auto`, `none`, `required` or a named function",
-                ))
-            }
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .or_else(|| o.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    ApiError::invalid(param, "a named tool choice needs `function.name`")
-                })?;
-            ToolChoice::Function(name.to_owned())
-        }
-        _ => return Err(ApiError::invalid(param, "must be a string or an object")),
-    };
-    if let ToolChoice::Function(name) = &choice {
-        if !tools.iter().any(|t| &t.name == name) {
-            return Err(ApiError::invalid(
-                param,
-                format!("tool `{name}` is not among the request's tools"),
-            ));
-        }
-    }
-    if matches!(choice, ToolChoice::Required) && tools.is_empty() {
-        return Err(ApiError::invalid(
-            param,
-            "`required` needs at least one tool",
-        ));
-    }
-    Ok(choice)
-}
-
-fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be a boolean"))),
-    }
-}
-
-fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be a string"))),
-    }
-}
-
-fn opt_uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            ApiError::invalid(key, format!("`{key}` must be a non-negative integer"))
-        }),
-    }
-}
-
-fn range(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<(), ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(()),
-        Some(v) => match v.as_f64() {
-            Some(x) if (lo..=hi).contains(&x) => Ok(()),
-            Some(_) => Err(ApiError::invalid(
-                key,
-                format!("`{key}` must be between {lo} and {hi}"),
-            )),
-            None => Err(ApiError::invalid(key, format!("`{key}` must be a number"))),
-        },
+    match (obj.get("tool_choice"), obj.get("function_call")) {
+        (Some(v), _) if !v.is_null() => params::tool_choice("tool_choice", v, tools),
+        (_, Some(v)) if !v.is_null() => params::tool_choice("function_call", v, tools),
+        _ => Ok(ToolChoice::Auto),
     }
 }
 
@@ -607,8 +380,8 @@ fn range(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<(), Ap
 mod tests {
     use super::*;
 
-    fn parse(v: serde_json::Value) -> Result<ChatRequest, ApiError> {
-        ChatRequest::parse(v.to_string().as_bytes())
+    fn parse(v: serde_json::Value) -> Result<Conversation, ApiError> {
+        ChatRequest::parse(v.to_string().as_bytes()).map(|r| r.conversation)
     }
 
     #[test]
@@ -702,9 +475,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             r.messages[0].parts[1],
-            Part::Image("data:image/png;base64,AAAA".into())
+            Part::Image(ImageRef {
+                url: "data:image/png;base64,AAAA".into(),
+                param: "messages[0].content[1].image_url.url".into()
+            })
         );
-        assert!(r.legacy_functions);
+        assert!(!r.calls_have_ids, "legacy functions answer by name");
         assert_eq!(r.tools[0].name, "f");
         assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("call_f"));
     }

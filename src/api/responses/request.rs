@@ -1,24 +1,30 @@
-//! A `POST /v1/responses` body → the same validated [`ChatRequest`] the chat
-//! endpoint uses, so both run through one pipeline.
+//! Parsing and validating a `POST /v1/responses` body into the neutral
+//! [`Conversation`], plus what only the Responses renderer echoes back.
 //!
 //! `input` (a string or a list of items: messages, `function_call`,
-//! `function_call_output`) becomes the message list; `instructions` becomes a
-//! system message; `max_output_tokens`, `reasoning.effort`, `text.format`,
-//! `tools`, `tool_choice` and `parallel_tool_calls` map to their chat
-//! counterparts. The gateway keeps no response store, so
-//! `previous_response_id` is refused with a 400 rather than silently ignored.
+//! `function_call_output`) becomes the conversation's messages;
+//! `instructions` a system message; `max_output_tokens`,
+//! `reasoning.effort`, `text.format`, `tools` (flat function definitions),
+//! `tool_choice` and `parallel_tool_calls` their neutral counterparts.
+//! Errors name the Responses API's own parameters. The gateway keeps no
+//! response store, so `previous_response_id` is refused with a 400 rather
+//! than silently ignored.
 
 use serde_json::{json, Map, Value};
 
-use crate::api::chat::ChatRequest;
+use crate::api::conversation::{
+    AssistantToolCall, Conversation, ImageRef, Message, Part, ResponseFormat, Role, ToolChoice,
+};
 use crate::api::error::ApiError;
+use crate::api::params::{self, opt_bool, opt_str, opt_uint};
 
-/// The request plus what only the Responses output needs.
+/// A validated Responses request: the conversation, and what the response
+/// object echoes.
 #[derive(Debug, Clone)]
 pub(super) struct ResponsesRequest {
-    pub(super) chat: ChatRequest,
+    pub(super) conversation: Conversation,
     pub(super) instructions: Option<String>,
-    /// The request's tools, echoed in the response object.
+    /// The request's tools as sent, echoed in the response object.
     pub(super) tools: Value,
 }
 
@@ -44,15 +50,26 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             ))
         }
     };
+    let model = params::model(&obj)?;
     let mut messages = Vec::new();
     if let Some(i) = &instructions {
-        messages.push(json!({"role": "system", "content": i}));
+        messages.push(Message {
+            role: Role::System,
+            parts: vec![Part::Text(i.clone())],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        });
     }
     match obj.get("input") {
-        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
+        Some(Value::String(s)) => messages.push(Message {
+            role: Role::User,
+            parts: vec![Part::Text(s.clone())],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }),
         Some(Value::Array(items)) if !items.is_empty() => {
             for (i, item) in items.iter().enumerate() {
-                messages.push(item_to_message(i, item)?);
+                push_item(&mut messages, i, item)?;
             }
         }
         Some(Value::Array(_)) | None | Some(Value::Null) => {
@@ -68,99 +85,104 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             ))
         }
     }
-    // Merge consecutive function calls into one assistant message, as chat has them.
-    let messages = merge_calls(messages);
+    let stream = opt_bool(&obj, "stream")?.unwrap_or(false);
+    params::range(&obj, "temperature", 0.0, 2.0)?;
+    params::range(&obj, "top_p", 0.0, 1.0)?;
+    opt_str(&obj, "user")?;
+    let parallel_tool_calls = opt_bool(&obj, "parallel_tool_calls")?;
+    let max_tokens = opt_uint(&obj, "max_output_tokens")?;
+    if max_tokens == Some(0) {
+        return Err(ApiError::invalid(
+            "max_output_tokens",
+            "`max_output_tokens` must be at least 1",
+        ));
+    }
+    let effort = match obj.get("reasoning") {
+        Some(Value::Object(r)) => opt_str(r, "effort").map_err(|e| e.param("reasoning.effort"))?,
+        _ => None,
+    };
+    let reasoning_effort = params::effort(effort, "reasoning.effort")?;
+    let response_format = parse_text_format(&obj)?;
 
-    let mut chat = Map::new();
-    chat.insert(
-        "model".into(),
-        obj.get("model").cloned().unwrap_or(Value::Null),
-    );
-    chat.insert("messages".into(), Value::Array(messages));
-    for key in [
-        "stream",
-        "temperature",
-        "top_p",
-        "user",
-        "parallel_tool_calls",
-    ] {
-        if let Some(v) = obj.get(key) {
-            chat.insert(key.into(), v.clone());
-        }
-    }
-    if let Some(v) = obj.get("max_output_tokens") {
-        chat.insert("max_completion_tokens".into(), v.clone());
-    }
-    if let Some(effort) = obj.get("reasoning").and_then(|r| r.get("effort")) {
-        chat.insert("reasoning_effort".into(), effort.clone());
-    }
-    if let Some(format) = obj
-        .get("text")
-        .and_then(|t| t.get("format"))
-        .filter(|f| !f.is_null())
-    {
-        let rf = match format.get("type").and_then(Value::as_str) {
-            Some("json_schema") => json!({"type": "json_schema", "json_schema": {
-                "name": format.get("name").cloned().unwrap_or(json!("response")),
-                "schema": format.get("schema").cloned().unwrap_or(Value::Null)
-            }}),
-            _ => format.clone(),
-        };
-        chat.insert("response_format".into(), rf);
-    }
-    let tools = obj.get("tools").cloned().unwrap_or_else(|| json!([]));
-    if let Value::Array(items) = &tools {
-        // Responses tools are flat ({type, name, parameters}); chat nests them under `function`.
-        let chat_tools: Vec<Value> = items
+    let tools_value = obj.get("tools").cloned().unwrap_or(Value::Null);
+    let tools = match &tools_value {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items
             .iter()
-            .map(|t| match t.get("type").and_then(Value::as_str) {
-                Some("function") => json!({"type": "function", "function": {
-                    "name": t.get("name").cloned().unwrap_or(Value::Null),
-                    "description": t.get("description").cloned().unwrap_or(json!("")),
-                    "parameters": t.get("parameters").cloned().unwrap_or(Value::Null),
-                }}),
-                _ => t.clone(),
+            .enumerate()
+            .map(|(i, t)| {
+                let param = format!("tools[{i}]");
+                if t.get("type").and_then(Value::as_str) != Some("function") {
+                    return Err(ApiError::invalid(
+                        format!("{param}.type"),
+                        "only `function` tools are supported",
+                    ));
+                }
+                params::function_tool(&param, t)
             })
-            .collect();
-        chat.insert("tools".into(), Value::Array(chat_tools));
-    } else if !tools.is_null() {
-        return Err(ApiError::invalid("tools", "`tools` must be an array"));
-    }
-    if let Some(choice) = obj.get("tool_choice") {
-        let c = match choice {
-            Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-                json!({"type": "function", "function": {"name": o.get("name").cloned().unwrap_or(Value::Null)}})
-            }
-            other => other.clone(),
-        };
-        chat.insert("tool_choice".into(), c);
-    }
-    let chat = ChatRequest::from_object(&chat).map_err(rename_param)?;
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(ApiError::invalid("tools", "`tools` must be an array")),
+    };
+    let tool_choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(v) => params::tool_choice("tool_choice", v, &tools)?,
+    };
     Ok(ResponsesRequest {
-        chat,
+        conversation: Conversation {
+            model,
+            messages,
+            stream,
+            n: 1,
+            max_tokens,
+            stop: Vec::new(),
+            reasoning_effort,
+            response_format,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            calls_have_ids: true,
+        },
         instructions,
-        tools: if tools.is_null() { json!([]) } else { tools },
+        tools: if tools_value.is_null() {
+            json!([])
+        } else {
+            tools_value
+        },
     })
 }
 
-/// Chat parameter names in errors become the Responses API's.
-fn rename_param(mut e: ApiError) -> ApiError {
-    if let Some(p) = &e.param {
-        let renamed = if let Some(rest) = p.strip_prefix("messages") {
-            format!("input{rest}")
-        } else if p == "max_completion_tokens" {
-            "max_output_tokens".into()
-        } else if p == "reasoning_effort" {
-            "reasoning.effort".into()
-        } else {
-            p.clone()
-        };
-        e.param = Some(renamed);
+/// `text.format`: `text`, `json_object`, or `json_schema` with its schema inline.
+fn parse_text_format(obj: &Map<String, Value>) -> Result<ResponseFormat, ApiError> {
+    let Some(format) = obj
+        .get("text")
+        .and_then(|t| t.get("format"))
+        .filter(|f| !f.is_null())
+    else {
+        return Ok(ResponseFormat::Text);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let schema = format
+                .get("schema")
+                .filter(|s| s.is_object())
+                .ok_or_else(|| {
+                    ApiError::invalid("text.format.schema", "`schema` must be an object")
+                })?;
+            Ok(ResponseFormat::JsonSchema(schema.clone()))
+        }
+        _ => Err(ApiError::invalid(
+            "text.format.type",
+            "`text.format.type` must be `text`, `json_object` or `json_schema`",
+        )),
     }
-    e
 }
 
-fn item_to_message(i: usize, item: &Value) -> Result<Value, ApiError> {
+/// Appends input item `i`. Consecutive `function_call` items become one
+/// assistant message with several calls, as a conversation has them.
+fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), ApiError> {
+    let p = |field: &str| format!("input[{i}].{field}");
     let bad = |msg: &str| ApiError::invalid(format!("input[{i}]"), msg.to_owned());
     let kind = item
         .get("type")
@@ -168,114 +190,211 @@ fn item_to_message(i: usize, item: &Value) -> Result<Value, ApiError> {
         .unwrap_or("message");
     match kind {
         "message" => {
-            let role = item
-                .get("role")
-                .cloned()
-                .ok_or_else(|| bad("message items need a `role`"))?;
-            let content = match item.get("content") {
-                Some(Value::String(s)) => json!(s),
-                Some(Value::Array(parts)) => Value::Array(
-                    parts
-                        .iter()
-                        .map(|p| match p.get("type").and_then(Value::as_str) {
-                            Some("input_text" | "output_text" | "text") => {
-                                json!({"type": "text", "text": p.get("text").cloned().unwrap_or(Value::Null)})
-                            }
-                            Some("input_image") => json!({"type": "image_url", "image_url": {
-                                "url": p.get("image_url").cloned().unwrap_or(Value::Null)
-                            }}),
-                            _ => p.clone(),
-                        })
-                        .collect(),
-                ),
+            let role = match item.get("role") {
+                None => return Err(bad("message items need a `role`")),
+                Some(r) => match r.as_str() {
+                    Some("system") => Role::System,
+                    Some("developer") => Role::Developer,
+                    Some("user") => Role::User,
+                    Some("assistant") => Role::Assistant,
+                    Some(other) => {
+                        return Err(ApiError::invalid(
+                            p("role"),
+                            format!("Invalid value: '{other}'. Supported values are: 'system', 'developer', 'user', 'assistant'."),
+                        ))
+                    }
+                    None => {
+                        return Err(ApiError::invalid(p("role"), "`role` must be a string"))
+                    }
+                },
+            };
+            let parts = match item.get("content") {
+                Some(Value::String(s)) => vec![Part::Text(s.clone())],
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .enumerate()
+                    .map(|(j, part)| parse_part(&format!("input[{i}].content[{j}]"), part))
+                    .collect::<Result<Vec<_>, _>>()?,
                 _ => return Err(bad("message items need `content`")),
             };
-            Ok(json!({"role": role, "content": content}))
-        }
-        "function_call" => Ok(
-            json!({"role": "assistant", "content": null, "tool_calls": [{
-                "id": item.get("call_id").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": item.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": item.get("arguments").cloned().unwrap_or(json!("{}"))
-                }
-            }]}),
-        ),
-        "function_call_output" => Ok(json!({
-            "role": "tool",
-            "tool_call_id": item.get("call_id").cloned().unwrap_or(Value::Null),
-            "content": match item.get("output") {
-                Some(Value::String(s)) => json!(s),
-                Some(other) => json!(other.to_string()),
-                None => json!(""),
+            if parts.is_empty() && role != Role::Assistant {
+                return Err(ApiError::invalid(
+                    p("content"),
+                    "only assistant messages may omit `content`",
+                ));
             }
-        })),
-        other => Err(bad(&format!("input item type `{other}` is not supported"))),
+            if role != Role::User && parts.iter().any(|part| matches!(part, Part::Image(_))) {
+                return Err(ApiError::invalid(
+                    p("content"),
+                    "image parts are only allowed in user messages",
+                ));
+            }
+            messages.push(Message {
+                role,
+                parts,
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            });
+        }
+        "function_call" => {
+            let id = item.get("call_id").and_then(Value::as_str);
+            let name = item.get("name").and_then(Value::as_str);
+            let (Some(id), Some(name)) = (id, name) else {
+                return Err(bad("function_call items need `call_id` and `name`"));
+            };
+            let call = AssistantToolCall {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                arguments: item
+                    .get("arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or("{}")
+                    .to_owned(),
+            };
+            match messages.last_mut() {
+                Some(prev) if prev.role == Role::Assistant && !prev.tool_calls.is_empty() => {
+                    prev.tool_calls.push(call)
+                }
+                _ => messages.push(Message {
+                    role: Role::Assistant,
+                    parts: Vec::new(),
+                    tool_calls: vec![call],
+                    tool_call_id: None,
+                }),
+            }
+        }
+        "function_call_output" => {
+            let call_id = item.get("call_id").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid(
+                    p("call_id"),
+                    "function_call_output items need a string `call_id`",
+                )
+            })?;
+            let output = match item.get("output") {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            messages.push(Message {
+                role: Role::Tool,
+                parts: vec![Part::Text(output)],
+                tool_calls: Vec::new(),
+                tool_call_id: Some(call_id.to_owned()),
+            });
+        }
+        other => return Err(bad(&format!("input item type `{other}` is not supported"))),
     }
+    Ok(())
 }
 
-fn merge_calls(messages: Vec<Value>) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::with_capacity(messages.len());
-    for m in messages {
-        let is_call = m.get("tool_calls").is_some();
-        if is_call {
-            if let Some(prev) = out.last_mut().filter(|p| p.get("tool_calls").is_some()) {
-                let calls = m["tool_calls"].as_array().cloned().unwrap_or_default();
-                if let Some(arr) = prev["tool_calls"].as_array_mut() {
-                    arr.extend(calls);
-                }
-                continue;
-            }
+fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
+    match part.get("type").and_then(Value::as_str) {
+        Some("input_text" | "output_text" | "text") => part
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| Part::Text(t.to_owned()))
+            .ok_or_else(|| {
+                ApiError::invalid(format!("{param}.text"), "text parts need a string `text`")
+            }),
+        Some("input_image") => {
+            let param = format!("{param}.image_url");
+            let url = part
+                .get("image_url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::invalid(param.clone(), "image parts need a string `image_url`")
+                })?;
+            params::image_url(url, &param)?;
+            Ok(Part::Image(ImageRef {
+                url: url.to_owned(),
+                param,
+            }))
         }
-        out.push(m);
+        Some(other) => Err(ApiError::invalid(
+            format!("{param}.type"),
+            format!(
+                "content part type `{other}` is not supported; use `input_text` or `input_image`"
+            ),
+        )),
+        None => Err(ApiError::invalid(
+            format!("{param}.type"),
+            "each content part needs a `type`",
+        )),
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse_json(v: Value) -> Result<ResponsesRequest, ApiError> {
+        parse(v.to_string().as_bytes())
+    }
+
     #[test]
-    fn input_items_become_the_chat_conversation() {
-        let r = parse(
-            json!({
-                "model": "m", "instructions": "Be brief.",
-                "input": [
-                    {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
-                    {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
-                    {"type": "function_call", "call_id": "c2", "name": "w", "arguments": "{}"},
-                    {"type": "function_call_output", "call_id": "c1", "output": "sun"},
-                    {"type": "function_call_output", "call_id": "c2", "output": "rain"}
-                ],
-                "tools": [{"type": "function", "name": "w", "parameters": {"type": "object"}}],
-                "max_output_tokens": 20, "reasoning": {"effort": "high"}
-            })
-            .to_string()
-            .as_bytes(),
-        )
+    fn input_items_become_the_conversation() {
+        let r = parse_json(json!({
+            "model": "m", "instructions": "Be brief.",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+                {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "w", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sun"},
+                {"type": "function_call_output", "call_id": "c2", "output": "rain"}
+            ],
+            "tools": [{"type": "function", "name": "w", "parameters": {"type": "object"}}],
+            "max_output_tokens": 20, "reasoning": {"effort": "high"}
+        }))
         .unwrap();
-        let c = &r.chat;
+        let c = &r.conversation;
         assert_eq!(
             c.messages.len(),
             5,
             "system, user, one assistant with two calls, two tool results"
         );
+        assert_eq!(c.messages[0].role, Role::System);
         assert_eq!(c.messages[2].tool_calls.len(), 2);
+        assert_eq!(c.messages[4].tool_call_id.as_deref(), Some("c2"));
         assert_eq!(c.tools[0].name, "w");
         assert_eq!(c.max_tokens, Some(20));
         assert_eq!(c.reasoning_effort.as_deref(), Some("high"));
+        assert_eq!(r.instructions.as_deref(), Some("Be brief."));
     }
 
     #[test]
     fn errors_name_responses_parameters() {
-        let e = parse(br#"{"model": "m", "input": "x", "max_output_tokens": -1}"#).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("max_output_tokens"));
-        let e = parse(br#"{"model": "m"}"#).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("input"));
-        let e = parse(br#"{"model": "m", "input": "x", "previous_response_id": "resp_1"}"#)
-            .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("previous_response_id"));
+        let param = |v: Value| parse_json(v).unwrap_err().param;
+        assert_eq!(
+            param(json!({"model": "m", "input": "x", "max_output_tokens": -1})).as_deref(),
+            Some("max_output_tokens")
+        );
+        assert_eq!(param(json!({"model": "m"})).as_deref(), Some("input"));
+        assert_eq!(
+            param(json!({"model": "m", "input": "x", "previous_response_id": "resp_1"})).as_deref(),
+            Some("previous_response_id")
+        );
+        assert_eq!(
+            param(json!({"model": "m", "input": "x", "reasoning": {"effort": "max"}})).as_deref(),
+            Some("reasoning.effort")
+        );
+        // Positions are the client's own, whatever `instructions` adds.
+        assert_eq!(
+            param(json!({"model": "m", "instructions": "x", "input": [
+                {"role": "user", "content": "hi"},
+                {"role": "user", "content": [{"type": "input_image", "image_url": "ftp://x"}]}
+            ]}))
+            .as_deref(),
+            Some("input[1].content[0].image_url")
+        );
+        assert_eq!(
+            param(json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "bad name"}]}))
+                .as_deref(),
+            Some("tools[0].name")
+        );
+        assert_eq!(
+            param(json!({"model": "m", "input": "x", "text": {"format": {"type": "xml"}}}))
+                .as_deref(),
+            Some("text.format.type")
+        );
     }
 }

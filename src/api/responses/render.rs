@@ -1,19 +1,19 @@
-//! [`ResponseBuilder`]: Responses API objects and stream events from run events.
+//! [`ResponsesRenderer`]: Responses API objects and stream events from the
+//! pipeline's run events.
 //!
 //! The streamed events and the final `response` object come from the same
 //! accumulated state, so they always agree.
 
+use codex_sse::SseEvent;
 use serde_json::{json, Value};
 
-use super::named;
 use super::request::ResponsesRequest;
-use crate::api::chat::{Finish, RunEvent};
 use crate::api::error::ApiError;
 use crate::api::ids;
+use crate::api::pipeline::{Finish, Renderer, RunEvent};
 use crate::core::Usage;
-use codex_sse::SseEvent;
 
-pub(super) struct ResponseBuilder {
+pub(super) struct ResponsesRenderer {
     id: String,
     created_at: u64,
     model: String,
@@ -30,16 +30,42 @@ pub(super) struct ResponseBuilder {
     seq: u64,
 }
 
-impl ResponseBuilder {
-    pub(super) fn new(req: &ResponsesRequest) -> ResponseBuilder {
-        ResponseBuilder {
+impl Renderer for ResponsesRenderer {
+    /// The Responses API ends with `response.completed`, not `[DONE]`.
+    const DONE_MARKER: bool = false;
+
+    fn opening(&mut self) -> Vec<SseEvent> {
+        self.opening()
+    }
+
+    fn event(&mut self, event: &RunEvent) -> Vec<SseEvent> {
+        self.ingest(event)
+    }
+
+    fn closing(&mut self) -> Vec<SseEvent> {
+        self.closing()
+    }
+
+    fn collected(mut self) -> Result<Value, ApiError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        // Closes the open message item; the events are for streams only.
+        let _ = self.close_message();
+        Ok(self.response())
+    }
+}
+
+impl ResponsesRenderer {
+    pub(super) fn new(req: &ResponsesRequest) -> ResponsesRenderer {
+        ResponsesRenderer {
             id: format!("resp_{}", ids::short_id()),
             created_at: ids::unix_now(),
-            model: req.chat.model.clone(),
+            model: req.conversation.model.clone(),
             instructions: req.instructions.clone(),
             tools: req.tools.clone(),
-            max_output_tokens: req.chat.max_tokens,
-            parallel_tool_calls: req.chat.parallel_tool_calls.unwrap_or(true),
+            max_output_tokens: req.conversation.max_tokens,
+            parallel_tool_calls: req.conversation.parallel_tool_calls.unwrap_or(true),
             output: Vec::new(),
             open_message: None,
             finish: None,
@@ -47,10 +73,6 @@ impl ResponseBuilder {
             error: None,
             seq: 0,
         }
-    }
-
-    pub(super) fn error(&self) -> Option<&ApiError> {
-        self.error.as_ref()
     }
 
     fn status(&self) -> &'static str {
@@ -63,7 +85,7 @@ impl ResponseBuilder {
     }
 
     /// The `response` object as it stands.
-    pub(super) fn response(&self) -> Value {
+    fn response(&self) -> Value {
         let status = self.status();
         let u = &self.usage;
         json!({
@@ -94,11 +116,13 @@ impl ResponseBuilder {
         data["type"] = json!(name);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        named(name, &data)
+        SseEvent::json(&data)
+            .expect("json values serialize")
+            .with_event(name)
     }
 
     /// `response.created` and `response.in_progress`.
-    pub(super) fn opening(&mut self) -> Vec<SseEvent> {
+    fn opening(&mut self) -> Vec<SseEvent> {
         let r = self.response();
         vec![
             self.event("response.created", json!({"response": r})),
@@ -107,7 +131,7 @@ impl ResponseBuilder {
     }
 
     /// The terminal event: `response.completed`, `.incomplete` or `.failed`.
-    pub(super) fn closing(&mut self) -> Vec<SseEvent> {
+    fn closing(&mut self) -> Vec<SseEvent> {
         let mut out = self.close_message();
         let name = match self.status() {
             "failed" => "response.failed",
@@ -120,7 +144,7 @@ impl ResponseBuilder {
     }
 
     /// Takes one run event; returns the stream events it produces.
-    pub(super) fn ingest(&mut self, event: &RunEvent) -> Vec<SseEvent> {
+    fn ingest(&mut self, event: &RunEvent) -> Vec<SseEvent> {
         match event {
             RunEvent::Text(_, text) => {
                 let mut out = Vec::new();
@@ -201,14 +225,13 @@ impl ResponseBuilder {
                 self.usage = *u;
                 Vec::new()
             }
+            // The terminal `response.failed` follows in `closing`, once.
             RunEvent::Error(e) => {
                 self.error = Some(e.clone());
-                let mut out = vec![self.event(
+                vec![self.event(
                     "error",
                     json!({"code": e.code, "message": e.message, "param": e.param}),
-                )];
-                out.extend(self.closing());
-                out
+                )]
             }
         }
     }

@@ -1,10 +1,11 @@
-//! OpenAI wire shapes for chat responses: streamed chunks and the
-//! non-streamed `chat.completion` object, both built from [`RunEvent`]s.
+//! [`ChatRenderer`]: OpenAI's chat shapes, streamed chunks or the one
+//! `chat.completion` object, both built from the pipeline's [`RunEvent`]s.
 
+use codex_sse::SseEvent;
 use serde_json::{json, Value};
 
-use super::run::{ChatRun, Finish, RunEvent};
 use crate::api::error::ApiError;
+use crate::api::pipeline::{Finish, Renderer, RunEvent};
 use crate::core::{ToolCall, Usage};
 
 /// What every chunk of one response shares.
@@ -35,20 +36,69 @@ pub(crate) fn usage_json(u: &Usage) -> Value {
     })
 }
 
-// === streamed ===
-
-/// Renders chunk JSON values, one call per run event.
-pub struct ChunkRenderer {
+/// Renders one chat response: chunks when streaming, else the accumulated
+/// `chat.completion`.
+pub struct ChatRenderer {
     meta: ChatMeta,
+    streaming: bool,
     /// Tool calls emitted so far per choice (their `index` in `delta.tool_calls`).
     calls: Vec<usize>,
+    /// The non-streamed answer, per choice.
+    collected: Vec<ChoiceAcc>,
+    usage: Usage,
+    error: Option<ApiError>,
 }
 
-impl ChunkRenderer {
-    pub fn new(meta: ChatMeta, choices: usize) -> ChunkRenderer {
-        ChunkRenderer {
+impl Renderer for ChatRenderer {
+    const DONE_MARKER: bool = true;
+
+    fn opening(&mut self) -> Vec<SseEvent> {
+        (0..self.calls.len())
+            .map(|i| to_event(&self.role(i)))
+            .collect()
+    }
+
+    fn event(&mut self, event: &RunEvent) -> Vec<SseEvent> {
+        if self.streaming {
+            return self.render(event).iter().map(to_event).collect();
+        }
+        match event {
+            RunEvent::Text(i, t) => self.collected[*i].content.push_str(t),
+            RunEvent::ToolCall(i, c) => self.collected[*i].calls.push(c.clone()),
+            RunEvent::Finish(i, f) => self.collected[*i].finish = Some(*f),
+            RunEvent::Usage(u) => self.usage = *u,
+            RunEvent::Error(e) => {
+                self.error.get_or_insert_with(|| e.clone());
+            }
+        }
+        Vec::new()
+    }
+
+    fn closing(&mut self) -> Vec<SseEvent> {
+        Vec::new()
+    }
+
+    fn collected(self) -> Result<Value, ApiError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(completion(&self.meta, self.collected, &self.usage)),
+        }
+    }
+}
+
+fn to_event(v: &Value) -> SseEvent {
+    SseEvent::json(v).expect("json values serialize")
+}
+
+impl ChatRenderer {
+    pub fn new(meta: ChatMeta, choices: usize, streaming: bool) -> ChatRenderer {
+        ChatRenderer {
             meta,
+            streaming,
             calls: vec![0; choices],
+            collected: (0..choices).map(|_| ChoiceAcc::default()).collect(),
+            usage: Usage::default(),
+            error: None,
         }
     }
 
@@ -74,7 +124,7 @@ impl ChunkRenderer {
     }
 
     /// The first chunk of each choice: the assistant role, empty content.
-    pub fn role(&self, index: usize) -> Value {
+    fn role(&self, index: usize) -> Value {
         self.choice(
             index,
             json!({"role": "assistant", "content": "", "refusal": null}),
@@ -83,7 +133,7 @@ impl ChunkRenderer {
     }
 
     /// Chunks for one event; an error becomes `{"error": ...}`.
-    pub fn render(&mut self, event: &RunEvent) -> Vec<Value> {
+    fn render(&mut self, event: &RunEvent) -> Vec<Value> {
         match event {
             RunEvent::Text(i, text) => vec![self.choice(*i, json!({"content": text}), None)],
             RunEvent::ToolCall(i, call) => {
@@ -157,24 +207,8 @@ struct ChoiceAcc {
     finish: Option<Finish>,
 }
 
-/// Drives the run to its end and builds the `chat.completion` object.
-pub async fn aggregate(
-    run: &mut ChatRun,
-    meta: &ChatMeta,
-    mut observer: super::Observer,
-) -> Result<Value, ApiError> {
-    let mut choices: Vec<ChoiceAcc> = (0..run.choices()).map(|_| ChoiceAcc::default()).collect();
-    let mut usage = Usage::default();
-    while let Some(event) = run.next().await {
-        observer.see(&event);
-        match event {
-            RunEvent::Text(i, t) => choices[i].content.push_str(&t),
-            RunEvent::ToolCall(i, c) => choices[i].calls.push(c),
-            RunEvent::Finish(i, f) => choices[i].finish = Some(f),
-            RunEvent::Usage(u) => usage = u,
-            RunEvent::Error(e) => return Err(e),
-        }
-    }
+/// The `chat.completion` object.
+fn completion(meta: &ChatMeta, choices: Vec<ChoiceAcc>, usage: &Usage) -> Value {
     let choices: Vec<Value> = choices
         .into_iter()
         .enumerate()
@@ -206,16 +240,16 @@ pub async fn aggregate(
             json!({"index": index, "message": message, "logprobs": null, "finish_reason": reason})
         })
         .collect();
-    Ok(json!({
+    json!({
         "id": meta.id,
         "object": "chat.completion",
         "created": meta.created,
         "model": meta.model,
         "system_fingerprint": meta.system_fingerprint,
         "choices": choices,
-        "usage": usage_json(&usage),
+        "usage": usage_json(usage),
         "service_tier": "default",
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! A validated chat request → the core's typed [`TurnRequest`].
+//! A [`Conversation`] → the core's typed [`TurnRequest`].
 //!
 //! System and developer messages become the thread's developer instructions;
 //! earlier messages become real conversation history (raw Responses items
@@ -9,12 +9,12 @@
 
 use serde_json::{json, Value};
 
-use super::request::{ChatRequest, Message, Part, ResponseFormat, Role, ToolChoice};
+use crate::api::conversation::{Conversation, Message, Part, ResponseFormat, Role, ToolChoice};
 use crate::core::TurnRequest;
 use crate::protocol::{DynamicToolSpec, UserInput};
 
 /// Builds the turn for one choice. `model` and `effort` are already resolved.
-pub fn to_turn_request(req: &ChatRequest, model: String, effort: Option<String>) -> TurnRequest {
+pub fn to_turn_request(req: &Conversation, model: String, effort: Option<String>) -> TurnRequest {
     let mut instructions: Vec<String> = req
         .messages
         .iter()
@@ -83,7 +83,9 @@ fn user_input(m: &Message) -> Vec<UserInput> {
         .iter()
         .map(|p| match p {
             Part::Text(t) => UserInput::text(t.clone()),
-            Part::Image(url) => UserInput::Image { url: url.clone() },
+            Part::Image(image) => UserInput::Image {
+                url: image.url.clone(),
+            },
         })
         .collect()
 }
@@ -97,7 +99,7 @@ fn history_items(m: &Message) -> Vec<Value> {
                 .iter()
                 .map(|p| match p {
                     Part::Text(t) => json!({"type": "input_text", "text": t}),
-                    Part::Image(url) => json!({"type": "input_image", "image_url": url}),
+                    Part::Image(image) => json!({"type": "input_image", "image_url": image.url}),
                 })
                 .collect();
             vec![json!({"type": "message", "role": "user", "content": content})]
@@ -130,6 +132,7 @@ fn history_items(m: &Message) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::chat::ChatRequest;
 
     #[test]
     fn system_becomes_instructions_history_is_itemised_last_user_is_input() {
@@ -146,7 +149,8 @@ mod tests {
             .to_string()
             .as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+        .conversation;
         let t = to_turn_request(&req, "m".into(), None);
         assert_eq!(t.instructions.as_deref(), Some("Be terse."));
         assert_eq!(t.history.len(), 2);
@@ -171,7 +175,8 @@ mod tests {
             .to_string()
             .as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+        .conversation;
         let t = to_turn_request(&req, "m".into(), None);
         assert!(t.input.is_empty());
         assert_eq!(t.history[1]["type"], "function_call");

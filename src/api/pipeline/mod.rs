@@ -1,0 +1,317 @@
+//! The pipeline: the order of things for every dialect.
+//!
+//! A dialect's parser hands over a [`Conversation`] and a [`Renderer`];
+//! [`respond`] does the rest, streamed or not: the client's stream slot,
+//! remote images, the model, continuing a parked turn or starting fresh
+//! ones, the [`Run`] that merges and shapes their events, the commit window
+//! of a stream, metrics, and parking the turns a response ends on. It never
+//! names a dialect: adding one means a parser and a renderer, nothing here.
+//!
+//! Files: `run.rs` merges and shapes turn events (tool-call policy, stop
+//! sequences and `max_tokens` via `shaper.rs`); `translate.rs` builds the
+//! core's `TurnRequest`; `continuation.rs` decides which parked turn a
+//! request continues; `render.rs` is the renderer contract.
+
+mod continuation;
+mod render;
+mod run;
+mod shaper;
+mod translate;
+
+pub use continuation::{park_key, results_of, Results};
+pub use render::Renderer;
+pub use run::{Finish, Run, RunEvent, ToolPolicy};
+pub use translate::to_turn_request;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use codex_output_mode::OutputMode;
+use codex_sse::{EventStream, SseEvent};
+use futures_util::future::try_join_all;
+use futures_util::{stream, StreamExt};
+use http::Response;
+
+use super::conversation::{Conversation, Part};
+use super::error::ApiError;
+use super::models::resolve;
+use super::{json_response, ApiBody, ApiState, Client};
+use crate::core::{ParkedTurns, TurnStream};
+
+/// How long a streamed request waits for its first event before the 200 and
+/// the SSE headers go out. A failure inside this window (a provider 429, a
+/// bad request) still gets its proper HTTP status; after it, failures arrive
+/// as an error frame.
+const STREAM_COMMIT_WINDOW: Duration = Duration::from_millis(1500);
+
+/// Answers one conversation request in the renderer's dialect.
+pub async fn respond<R: Renderer>(
+    state: &ApiState,
+    client: &Client,
+    mut conversation: Conversation,
+    mode: OutputMode,
+    mut renderer: R,
+) -> Result<Response<ApiBody>, ApiError> {
+    inline_remote_images(state, &mut conversation).await?;
+    let Prepared {
+        mut run,
+        parking,
+        permit,
+        mut observer,
+    } = prepare(state, client, &conversation, mode).await?;
+    if !conversation.stream {
+        while let Some(event) = run.next().await {
+            observer.see(&event);
+            renderer.event(&event);
+        }
+        if let Some(p) = parking {
+            p.park(&mut run);
+        }
+        return Ok(json_response(http::StatusCode::OK, &renderer.collected()?));
+    }
+    let first = first_event(&mut run, &mut observer).await?;
+    let mut head = renderer.opening();
+    if let Some(Some(event)) = &first {
+        head.extend(renderer.event(event));
+    }
+    let streaming = Streaming {
+        run,
+        renderer,
+        observer,
+        parking,
+        _permit: permit,
+        closed: false,
+    };
+    let events = stream::iter(head).chain(streaming.into_events());
+    Ok(Response::new(ApiBody::Events(
+        EventStream::new(events).done_marker(R::DONE_MARKER),
+    )))
+}
+
+/// A streamed response after its head: pulled one event at a time, only as
+/// fast as the client reads.
+struct Streaming<R> {
+    run: Run,
+    renderer: R,
+    observer: Observer,
+    parking: Option<Parking>,
+    /// The client's stream slot: it lives in the stream's state, so the
+    /// slot frees when the stream ends or the client goes away.
+    _permit: Option<codex_rate_limit::ConcurrencyPermit>,
+    closed: bool,
+}
+
+impl<R: Renderer> Streaming<R> {
+    fn into_events(self) -> impl futures_util::Stream<Item = SseEvent> + Send {
+        stream::unfold(self, |mut s| async move {
+            if s.closed {
+                return None;
+            }
+            let frames = match s.run.next().await {
+                Some(event) => {
+                    s.observer.see(&event);
+                    s.renderer.event(&event)
+                }
+                None => {
+                    // The response is complete: a turn waiting on its tool
+                    // calls stays for the client's next request.
+                    if let Some(p) = s.parking.take() {
+                        p.park(&mut s.run);
+                    }
+                    s.closed = true;
+                    s.renderer.closing()
+                }
+            };
+            Some((stream::iter(frames), s))
+        })
+        .flatten()
+    }
+}
+
+/// Replaces http(s) image URLs with inline data URLs (the pinned CLI accepts
+/// only those), or refuses them when the operator has not enabled fetching.
+async fn inline_remote_images(
+    state: &ApiState,
+    conversation: &mut Conversation,
+) -> Result<(), ApiError> {
+    for message in &mut conversation.messages {
+        for part in &mut message.parts {
+            let Part::Image(image) = part else {
+                continue;
+            };
+            if image.url.starts_with("data:") {
+                continue;
+            }
+            let Some(fetcher) = &state.images else {
+                return Err(ApiError::invalid(
+                    image.param.clone(),
+                    "Remote image URLs are not fetched by this gateway (PROXY_FETCH_IMAGE_URLS is off); \
+                     send the image inline as a data:image/...;base64 URL.",
+                )
+                .code("unsupported_image_url"));
+            };
+            image.url = fetcher.inline(&image.url, &image.param).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A request's turns, started (or resumed) and ready to be read.
+struct Prepared {
+    run: Run,
+    /// Where the run's paused turn goes when the response ends on tool calls.
+    parking: Option<Parking>,
+    /// The client's stream slot, held until the stream ends.
+    permit: Option<codex_rate_limit::ConcurrencyPermit>,
+    observer: Observer,
+}
+
+/// Everything between a validated request and its events: the stream slot,
+/// model resolution, continuation or fresh threads, and the tool policy.
+async fn prepare(
+    state: &ApiState,
+    client: &Client,
+    req: &Conversation,
+    mode: OutputMode,
+) -> Result<Prepared, ApiError> {
+    // Held for the whole stream: moved into the event stream by the caller.
+    let permit = match (&state.stream_limit, &client.id) {
+        (Some(limit), Some(id)) if req.stream => Some(limit.try_acquire(id).map_err(|e| {
+            ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "Too many concurrent streams for this client (limit {}).",
+                    e.max_per_key
+                ),
+            )
+            .code("too_many_streams")
+        })?),
+        _ => None,
+    };
+    let models = state.core.models().map_err(ApiError::from)?;
+    let resolved = resolve(&models, &state.aliases, &req.model)?;
+    let effort = req.reasoning_effort.clone().or(resolved.effort);
+
+    // A request that brings the results of calls a parked turn waits on
+    // continues that turn; anything else starts fresh threads.
+    let continued = match (req.n, results_of(req)) {
+        (1, Some(results)) => resume(state, &results).await?,
+        _ => None,
+    };
+    let turns = match continued {
+        Some(turn) => vec![turn],
+        None => {
+            let turn = to_turn_request(req, resolved.model, effort);
+            // One thread per choice, in parallel. If one fails to start, the
+            // others are dropped here, which releases their threads.
+            try_join_all((0..req.n).map(|_| state.core.start_turn(turn.clone())))
+                .await
+                .map_err(ApiError::from)?
+        }
+    };
+    let policy = ToolPolicy::new(
+        &state.tools,
+        mode,
+        req.parallel_tool_calls,
+        req.tools
+            .iter()
+            .map(|t| (t.name.clone(), t.parameters.clone()))
+            .collect(),
+    );
+    let run = Run::new(turns, req.stop.clone(), req.max_tokens, policy)
+        .with_deadline(
+            state
+                .request_timeout
+                .map(|t| tokio::time::Instant::from_std(client.started) + t),
+        )
+        .interrupt_on_drop(state.kill_on_disconnect);
+    // A client that answers calls by function name cannot be matched to a
+    // parked turn, and n > 1 has no single turn to continue.
+    let parking = (req.n == 1 && req.calls_have_ids).then(|| Parking {
+        store: state.continuations.clone(),
+        conversation: req.clone(),
+    });
+    let observer = Observer {
+        metrics: state.metrics.clone(),
+        started: client.started,
+        stream: req.stream,
+        seen_first: false,
+    };
+    Ok(Prepared {
+        run,
+        parking,
+        permit,
+        observer,
+    })
+}
+
+/// Waits up to the commit window for the first event: a failure inside it
+/// becomes a proper HTTP error instead of an error frame. `None`: nothing yet.
+async fn first_event(
+    run: &mut Run,
+    observer: &mut Observer,
+) -> Result<Option<Option<RunEvent>>, ApiError> {
+    match tokio::time::timeout(STREAM_COMMIT_WINDOW, run.next()).await {
+        Ok(Some(RunEvent::Error(e))) => Err(e),
+        Ok(first) => {
+            if let Some(e) = &first {
+                observer.see(e);
+            }
+            Ok(Some(first))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Takes the parked turn these results answer and continues it with them.
+async fn resume(state: &ApiState, results: &Results) -> Result<Option<TurnStream>, ApiError> {
+    let Some(parked) = state.continuations.take(results.key, results.call_ids()) else {
+        return Ok(None);
+    };
+    state
+        .core
+        .resume(parked, &results.outputs)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// Where a response that ends on tool calls leaves its turn.
+struct Parking {
+    store: Arc<ParkedTurns>,
+    conversation: Conversation,
+}
+
+impl Parking {
+    fn park(self, run: &mut Run) {
+        for (turn, shown) in run.take_parked() {
+            let key = park_key(&self.conversation, &shown);
+            // A turn that no longer waits on calls is released instead.
+            if let Some(parked) = turn.park(shown) {
+                self.store.park(key, parked);
+            }
+        }
+    }
+}
+
+/// Records time to first token and token usage as run events pass.
+struct Observer {
+    metrics: Option<crate::telemetry::GatewayMetrics>,
+    started: std::time::Instant,
+    stream: bool,
+    seen_first: bool,
+}
+
+impl Observer {
+    fn see(&mut self, event: &RunEvent) {
+        let Some(m) = &self.metrics else { return };
+        match event {
+            RunEvent::Text(..) | RunEvent::ToolCall(..) if !self.seen_first => {
+                self.seen_first = true;
+                m.record_first_token(self.stream, self.started.elapsed());
+            }
+            RunEvent::Usage(u) => m.record_usage(u),
+            _ => {}
+        }
+    }
+}

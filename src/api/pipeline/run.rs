@@ -1,0 +1,902 @@
+//! [`Run`]: the n turns of one request, merged and shaped.
+//!
+//! Every dialect, streamed or not, reads the same sequence of [`RunEvent`]s,
+//! so they cannot disagree about content, tool calls, finish reasons or
+//! usage. The run is generic over its [`TurnSource`], so this policy is
+//! unit-tested with scripted turns (see the tests at the end). Tool calls are shaped here for the output mode:
+//! structured calls become `tool_calls` (openai-json) or canonical
+//! `<use_tool>` text (obsidian-xml), and `<use_tool>` blocks the model writes
+//! as text become `tool_calls` in openai-json mode.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use codex_output_mode::OutputMode;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::shaper::{Cut, TextShaper};
+use crate::api::error::ApiError;
+use crate::api::tools::{xml, Segment, ToolCallAggregator};
+use crate::config::ToolsConfig;
+use crate::core::{Failure, FailureKind, ToolCall, TurnEvent, TurnSource, TurnStream, Usage};
+
+/// How a choice ended, in OpenAI's `finish_reason` terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Length,
+    ToolCalls,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::ToolCalls => "tool_calls",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    Text(usize, String),
+    ToolCall(usize, ToolCall),
+    Finish(usize, Finish),
+    /// Summed over all choices; once, after every choice finished.
+    Usage(Usage),
+    /// The run failed; the last event.
+    Error(ApiError),
+}
+
+/// The operator's and the request's rules for tool calls.
+#[derive(Debug, Clone)]
+pub struct ToolPolicy {
+    pub mode: OutputMode,
+    /// More than one call per response (`PROXY_ENABLE_PARALLEL_TOOL_CALLS`
+    /// and the request's `parallel_tool_calls`). Without it, calls the model
+    /// made together reach the client one response at a time.
+    pub parallel: bool,
+    /// How long to wait for more calls after one (`PROXY_STOP_AFTER_TOOLS_GRACE_MS`).
+    pub grace: Duration,
+    /// End the response once the model wrote `<use_tool>` blocks (`PROXY_STOP_AFTER_TOOLS`).
+    pub stop_after_tools: bool,
+    /// `burst`: after a block, wait `grace` for more; `first`: stop at once.
+    pub burst: bool,
+    /// Drop text after the last block (`PROXY_SUPPRESS_TAIL_AFTER_TOOLS`).
+    pub suppress_tail: bool,
+    /// Most blocks per response, 0 = unlimited (`PROXY_TOOL_BLOCK_MAX`).
+    pub block_max: usize,
+    /// Parameter schemas by tool name, for canonical XML parameter order.
+    pub schemas: HashMap<String, Value>,
+}
+
+impl ToolPolicy {
+    /// The operator's switches, narrowed by what the request asks
+    /// (`parallel_tool_calls: false` turns parallel calls off).
+    pub fn new(
+        operator: &ToolsConfig,
+        mode: OutputMode,
+        parallel_requested: Option<bool>,
+        schemas: HashMap<String, Value>,
+    ) -> ToolPolicy {
+        ToolPolicy {
+            mode,
+            parallel: operator.parallel && parallel_requested != Some(false),
+            grace: operator.grace,
+            stop_after_tools: operator.stop_after_tools,
+            burst: operator.burst,
+            suppress_tail: operator.suppress_tail,
+            block_max: operator.block_max,
+            schemas,
+        }
+    }
+}
+
+type Step = Pin<Box<dyn Future<Output = Option<TurnEvent>> + Send>>;
+
+struct Choice<T> {
+    /// The turn, shared with the read in flight. A read holds the lock while
+    /// it waits, and dropping the read gives the turn back untouched
+    /// (`TurnSource::next` is cancel-safe), so a choice that ends while a
+    /// read waits (the tool-call grace timer) still has its turn to park.
+    turn: Option<Arc<tokio::sync::Mutex<T>>>,
+    /// A read in flight.
+    step: Option<Step>,
+    shaper: TextShaper,
+    aggregator: ToolCallAggregator,
+    finished: bool,
+    calls: usize,
+    blocks: usize,
+    /// Text after a block, held while `suppress_tail` may drop it.
+    tail: String,
+    /// When set, the choice ends with `tool_calls` at this instant.
+    stop_at: Option<Instant>,
+    /// The worker waits on calls of this turn: keep it for continuation.
+    parked: bool,
+    /// Ids of the structured calls this response showed the client.
+    shown: Vec<String>,
+}
+
+/// The merged, shaped events of a request's turns.
+pub struct Run<T: TurnSource = TurnStream> {
+    choices: Vec<Choice<T>>,
+    policy: ToolPolicy,
+    queue: VecDeque<RunEvent>,
+    usage: Option<Usage>,
+    next: usize,
+    ended: bool,
+    /// The whole request's deadline (`PROXY_TIMEOUT_MS`).
+    deadline: Option<Instant>,
+    /// When false, turns left running by a departed client finish in the
+    /// background instead of being interrupted (`PROXY_KILL_ON_DISCONNECT=false`).
+    interrupt_on_drop: bool,
+}
+
+impl<T: TurnSource> Run<T> {
+    pub fn new(
+        turns: Vec<T>,
+        stop: Vec<String>,
+        max_tokens: Option<u64>,
+        policy: ToolPolicy,
+    ) -> Run<T> {
+        let choices = turns
+            .into_iter()
+            .map(|t| Choice {
+                turn: Some(Arc::new(tokio::sync::Mutex::new(t))),
+                step: None,
+                shaper: TextShaper::new(stop.clone(), max_tokens),
+                aggregator: ToolCallAggregator::new(),
+                finished: false,
+                calls: 0,
+                blocks: 0,
+                tail: String::new(),
+                stop_at: None,
+                parked: false,
+                shown: Vec::new(),
+            })
+            .collect();
+        Run {
+            choices,
+            policy,
+            queue: VecDeque::new(),
+            usage: None,
+            next: 0,
+            ended: false,
+            deadline: None,
+            interrupt_on_drop: true,
+        }
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Run<T> {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn interrupt_on_drop(mut self, interrupt: bool) -> Run<T> {
+        self.interrupt_on_drop = interrupt;
+        self
+    }
+
+    pub fn choices(&self) -> usize {
+        self.choices.len()
+    }
+
+    /// The turns of choices that ended on structured tool calls the worker
+    /// now waits for; the caller may keep them for continuation. Call after
+    /// the run has ended.
+    pub fn take_parked(&mut self) -> Vec<(T, Vec<String>)> {
+        self.choices
+            .iter_mut()
+            .filter(|c| c.parked)
+            .filter_map(|c| {
+                c.step = None;
+                Some((into_turn(c.turn.take()?)?, std::mem::take(&mut c.shown)))
+            })
+            .collect()
+    }
+
+    /// The next event; `None` at the end.
+    pub async fn next(&mut self) -> Option<RunEvent> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            if self.choices.iter().all(|c| c.finished) {
+                self.ended = true;
+                // Always sent, so the response has its usage object even when
+                // the worker reported none yet (a turn paused on a tool call
+                // reports its usage only after the call's result).
+                return Some(RunEvent::Usage(self.usage.unwrap_or_default()));
+            }
+            let wake = self
+                .choices
+                .iter()
+                .filter(|c| !c.finished)
+                .filter_map(|c| c.stop_at)
+                .min();
+            let limit = match (wake, self.deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let next = poll_fn(|cx| self.poll_any(cx));
+            let polled = match limit {
+                Some(at) => tokio::time::timeout_at(at, next).await.ok(),
+                None => Some(next.await),
+            };
+            match polled {
+                Some((index, event)) => self.on_event(index, event),
+                None => self.on_timer(),
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.fail(ApiError::from(Failure::new(
+                FailureKind::Timeout,
+                "The request took longer than PROXY_TIMEOUT_MS allows.",
+            )));
+            return;
+        }
+        for i in 0..self.choices.len() {
+            if !self.choices[i].finished && self.choices[i].stop_at.is_some_and(|t| t <= now) {
+                self.end_on_tools(i);
+            }
+        }
+    }
+
+    /// Polls the unfinished choices fairly, starting after the last one served.
+    fn poll_any(&mut self, cx: &mut Context<'_>) -> Poll<(usize, Option<TurnEvent>)> {
+        let n = self.choices.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let choice = &mut self.choices[i];
+            if choice.finished {
+                continue;
+            }
+            if choice.step.is_none() {
+                let Some(turn) = &choice.turn else {
+                    continue;
+                };
+                let turn = turn.clone();
+                choice.step = Some(Box::pin(async move { turn.lock().await.next().await }));
+            }
+            if let Some(step) = choice.step.as_mut() {
+                if let Poll::Ready(event) = step.as_mut().poll(cx) {
+                    choice.step = None;
+                    self.next = (i + 1) % n;
+                    return Poll::Ready((i, event));
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    fn on_event(&mut self, i: usize, event: Option<TurnEvent>) {
+        match event {
+            Some(TurnEvent::TextDelta(t)) => {
+                let segments = self.choices[i].aggregator.ingest_delta(&t);
+                self.on_segments(i, segments);
+            }
+            Some(TurnEvent::ToolCall(call)) => self.on_structured_call(i, call),
+            Some(TurnEvent::Usage(u)) => {
+                let acc = self.usage.get_or_insert_with(Usage::default);
+                acc.input_tokens += u.input_tokens;
+                acc.cached_input_tokens += u.cached_input_tokens;
+                acc.output_tokens += u.output_tokens;
+                acc.reasoning_output_tokens += u.reasoning_output_tokens;
+                acc.total_tokens += u.total_tokens;
+            }
+            Some(TurnEvent::Finished) => {
+                let segments = self.choices[i].aggregator.finish();
+                self.on_segments(i, segments);
+                if self.choices[i].finished {
+                    return;
+                }
+                let cut = self.flush(i);
+                let c = &self.choices[i];
+                // This response's own calls decide (a continued turn made
+                // earlier ones in earlier responses).
+                let finish = match cut {
+                    Some(Cut::Length) => Finish::Length,
+                    _ if c.calls > 0 || c.blocks > 0 => Finish::ToolCalls,
+                    _ => Finish::Stop,
+                };
+                self.finish(i, finish);
+            }
+            Some(TurnEvent::Failed(f)) => self.fail(ApiError::from(f)),
+            None => {
+                if !self.choices[i].finished {
+                    self.fail(ApiError::from(Failure::new(
+                        FailureKind::Upstream,
+                        "The turn ended without a result.",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A call the worker waits on (codex dynamic tool).
+    fn on_structured_call(&mut self, i: usize, call: ToolCall) {
+        let text_before = self.flush(i);
+        if text_before.is_some() || self.choices[i].finished {
+            return;
+        }
+        match self.policy.mode {
+            OutputMode::OpenaiJson => {
+                self.choices[i].shown.push(call.call_id.clone());
+                self.queue.push_back(RunEvent::ToolCall(i, call));
+            }
+            OutputMode::ObsidianXml => {
+                let args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+                let rendered = xml::render(&call.name, &args, self.policy.schemas.get(&call.name));
+                let sep = if self.choices[i].calls > 0 || self.choices[i].blocks > 0 {
+                    "\n"
+                } else {
+                    ""
+                };
+                self.queue
+                    .push_back(RunEvent::Text(i, format!("{sep}{rendered}")));
+            }
+        }
+        let choice = &mut self.choices[i];
+        choice.calls += 1;
+        // The worker now waits for the client's result, which comes in the
+        // client's next request: keep the turn (openai-json clients answer
+        // by tool_call_id; XML clients answer in text, so nothing to keep).
+        choice.parked = self.policy.mode == OutputMode::OpenaiJson;
+        if self.policy.parallel {
+            choice
+                .stop_at
+                .get_or_insert_with(|| Instant::now() + self.policy.grace);
+        } else {
+            self.end_on_tools(i);
+        }
+    }
+
+    fn on_segments(&mut self, i: usize, segments: Vec<Segment>) {
+        for segment in segments {
+            if self.choices[i].finished {
+                return;
+            }
+            match segment {
+                Segment::Text(t) => {
+                    let c = &mut self.choices[i];
+                    if c.blocks > 0
+                        && (self.policy.suppress_tail
+                            || (self.policy.stop_after_tools && self.policy.burst))
+                    {
+                        if self.policy.stop_after_tools && self.policy.burst && !t.trim().is_empty()
+                        {
+                            // The burst is over: the text after it is the tail.
+                            self.end_on_tools(i);
+                            return;
+                        }
+                        c.tail.push_str(&t);
+                        continue;
+                    }
+                    self.emit_text(i, &t);
+                }
+                Segment::Block { raw, call } => self.on_block(i, raw, call),
+            }
+        }
+    }
+
+    fn on_block(&mut self, i: usize, raw: String, call: Option<xml::ParsedCall>) {
+        let policy = &self.policy;
+        let c = &mut self.choices[i];
+        if policy.block_max > 0 && c.blocks >= policy.block_max {
+            // Over the limit: the response ends with the blocks it has.
+            self.end_on_tools(i);
+            return;
+        }
+        c.blocks += 1;
+        let tail = std::mem::take(&mut c.tail);
+        if !tail.is_empty() {
+            // Text between two blocks is not a tail.
+            self.emit_text(i, &tail);
+        }
+        match (self.policy.mode, call) {
+            (OutputMode::OpenaiJson, Some(call)) => {
+                let id = format!("call_{}", crate::api::ids::short_id());
+                let arguments = call.arguments.to_string();
+                self.queue.push_back(RunEvent::ToolCall(
+                    i,
+                    ToolCall {
+                        call_id: id,
+                        name: call.name,
+                        arguments,
+                    },
+                ));
+            }
+            // Obsidian reads the block itself; an unparsable block stays text too.
+            _ => self.queue.push_back(RunEvent::Text(i, raw)),
+        }
+        if self.policy.stop_after_tools {
+            if self.policy.burst {
+                let grace = self.policy.grace;
+                self.choices[i]
+                    .stop_at
+                    .get_or_insert_with(|| Instant::now() + grace);
+            } else {
+                self.end_on_tools(i);
+            }
+        }
+    }
+
+    fn emit_text(&mut self, i: usize, t: &str) {
+        let (emit, cut) = self.choices[i].shaper.push(t);
+        if !emit.is_empty() {
+            self.queue.push_back(RunEvent::Text(i, emit));
+        }
+        if let Some(cut) = cut {
+            self.finish(
+                i,
+                if cut == Cut::Stop {
+                    Finish::Stop
+                } else {
+                    Finish::Length
+                },
+            );
+        }
+    }
+
+    /// Releases text held back by the shaper; `Some` if that ended the choice.
+    fn flush(&mut self, i: usize) -> Option<Cut> {
+        let (rest, cut) = self.choices[i].shaper.finish();
+        if !rest.is_empty() {
+            self.queue.push_back(RunEvent::Text(i, rest));
+        }
+        if let Some(c) = cut {
+            if !self.choices[i].finished {
+                self.finish(
+                    i,
+                    if c == Cut::Stop {
+                        Finish::Stop
+                    } else {
+                        Finish::Length
+                    },
+                );
+            }
+        }
+        cut
+    }
+
+    fn end_on_tools(&mut self, i: usize) {
+        let choice = &mut self.choices[i];
+        choice.tail.clear();
+        self.finish(i, Finish::ToolCalls);
+    }
+
+    fn finish(&mut self, i: usize, finish: Finish) {
+        let choice = &mut self.choices[i];
+        if choice.finished {
+            return;
+        }
+        choice.finished = true;
+        choice.stop_at = None;
+        // Dropping a turn interrupts it (unless it ended) and releases its
+        // thread; a parked one is kept for `take_parked`.
+        choice.step = None;
+        if !choice.parked {
+            choice.turn = None;
+        }
+        self.queue.push_back(RunEvent::Finish(i, finish));
+    }
+
+    fn fail(&mut self, e: ApiError) {
+        for c in &mut self.choices {
+            c.finished = true;
+            c.parked = false;
+            c.step = None;
+            c.turn = None;
+        }
+        self.queue.push_back(RunEvent::Error(e));
+        self.ended = true;
+    }
+}
+
+impl<T: TurnSource> Drop for Run<T> {
+    fn drop(&mut self) {
+        if self.interrupt_on_drop {
+            return; // dropping each turn interrupts it
+        }
+        for choice in self.choices.iter_mut().filter(|c| !c.finished) {
+            // Cancelling the read in flight leaves the turn whole.
+            choice.step = None;
+            if let Some(turn) = choice.turn.take().and_then(into_turn) {
+                turn.detach();
+            }
+        }
+    }
+}
+
+/// The turn out of its shared cell, once no read holds it.
+fn into_turn<T>(cell: Arc<tokio::sync::Mutex<T>>) -> Option<T> {
+    Arc::try_unwrap(cell)
+        .ok()
+        .map(tokio::sync::Mutex::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The shaping policy, with scripted turns and paused time: no worker,
+    //! no real sleeps.
+
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A turn that yields each event the given ms after the one before.
+    /// Cancel-safe like a real turn: a cancelled read loses nothing.
+    struct Scripted {
+        steps: VecDeque<(u64, TurnEvent)>,
+        due: Option<Instant>,
+    }
+
+    impl TurnSource for Scripted {
+        async fn next(&mut self) -> Option<TurnEvent> {
+            let (ms, _) = self.steps.front()?;
+            let due = *self
+                .due
+                .get_or_insert_with(|| Instant::now() + Duration::from_millis(*ms));
+            tokio::time::sleep_until(due).await;
+            self.due = None;
+            self.steps.pop_front().map(|(_, e)| e)
+        }
+    }
+
+    fn turn(steps: Vec<(u64, TurnEvent)>) -> Scripted {
+        Scripted {
+            steps: steps.into(),
+            due: None,
+        }
+    }
+
+    fn text(t: &str) -> TurnEvent {
+        TurnEvent::TextDelta(t.into())
+    }
+
+    fn call(id: &str) -> TurnEvent {
+        TurnEvent::ToolCall(ToolCall {
+            call_id: id.into(),
+            name: "lookup".into(),
+            arguments: r#"{"q":"x"}"#.into(),
+        })
+    }
+
+    fn block(name: &str) -> String {
+        format!("<use_tool>\n<name>{name}</name>\n<q>x</q>\n</use_tool>")
+    }
+
+    fn policy(mode: OutputMode) -> ToolPolicy {
+        ToolPolicy {
+            mode,
+            parallel: false,
+            grace: Duration::from_millis(300),
+            stop_after_tools: false,
+            burst: true,
+            suppress_tail: false,
+            block_max: 0,
+            schemas: HashMap::new(),
+        }
+    }
+
+    fn run(turns: Vec<Scripted>, policy: ToolPolicy) -> Run<Scripted> {
+        Run::new(turns, Vec::new(), None, policy)
+    }
+
+    /// Every event with the (paused) time it came at, in ms since the start.
+    async fn drain(run: &mut Run<Scripted>) -> Vec<(u64, RunEvent)> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while let Some(e) = run.next().await {
+            out.push((start.elapsed().as_millis() as u64, e));
+        }
+        out
+    }
+
+    fn texts(events: &[(u64, RunEvent)], choice: usize) -> String {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                RunEvent::Text(i, t) if *i == choice => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn finish(events: &[(u64, RunEvent)], choice: usize) -> Option<(u64, Finish)> {
+        events.iter().find_map(|(at, e)| match e {
+            RunEvent::Finish(i, f) if *i == choice => Some((*at, *f)),
+            _ => None,
+        })
+    }
+
+    fn calls(events: &[(u64, RunEvent)]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                RunEvent::ToolCall(_, c) => Some(c.call_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parallel_calls_are_gathered_for_the_grace_period_then_parked() {
+        let mut p = policy(OutputMode::OpenaiJson);
+        p.parallel = true;
+        let mut r = run(
+            vec![turn(vec![
+                (10, call("c1")),
+                (100, call("c2")),
+                (10_000, TurnEvent::Finished),
+            ])],
+            p,
+        );
+        let events = drain(&mut r).await;
+        assert_eq!(calls(&events), ["c1", "c2"]);
+        // The choice ends `grace` after the first call, not at the turn's end.
+        assert_eq!(finish(&events, 0), Some((310, Finish::ToolCalls)));
+        let parked = r.take_parked();
+        assert_eq!(parked.len(), 1, "the waiting turn is kept for continuation");
+        assert_eq!(parked[0].1, ["c1", "c2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_parallel_calls_the_first_call_ends_the_response() {
+        let mut r = run(
+            vec![turn(vec![
+                (10, call("c1")),
+                (5, call("c2")),
+                (10, TurnEvent::Finished),
+            ])],
+            policy(OutputMode::OpenaiJson),
+        );
+        let events = drain(&mut r).await;
+        assert_eq!(calls(&events), ["c1"]);
+        assert_eq!(finish(&events, 0), Some((10, Finish::ToolCalls)));
+        assert_eq!(r.take_parked()[0].1, ["c1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn obsidian_mode_renders_calls_as_text_and_parks_nothing() {
+        let mut r = run(
+            vec![turn(vec![(10, text("Let me look. ")), (10, call("c1"))])],
+            policy(OutputMode::ObsidianXml),
+        );
+        let events = drain(&mut r).await;
+        let shown = texts(&events, 0);
+        assert!(shown.starts_with("Let me look. <use_tool>"), "{shown}");
+        assert!(shown.contains("<name>lookup</name>"), "{shown}");
+        assert!(calls(&events).is_empty());
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
+        assert!(r.take_parked().is_empty(), "XML clients answer in text");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn textual_blocks_become_calls_in_openai_json_mode() {
+        let b = block("search");
+        let (a, z) = b.split_at(15);
+        let mut r = run(
+            vec![turn(vec![
+                (1, text("Sure. ")),
+                (1, text(a)),
+                (1, text(z)),
+                (1, TurnEvent::Finished),
+            ])],
+            policy(OutputMode::OpenaiJson),
+        );
+        let events = drain(&mut r).await;
+        assert_eq!(
+            texts(&events, 0),
+            "Sure. ",
+            "the split block is never leaked as text"
+        );
+        let names: Vec<_> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                RunEvent::ToolCall(_, c) => Some((c.name.clone(), c.arguments.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, [("search".to_owned(), r#"{"q":"x"}"#.to_owned())]);
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
+        assert!(r.take_parked().is_empty(), "codex waits on nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_after_tools_burst_waits_for_more_blocks_first_stops_at_once() {
+        let steps = || {
+            turn(vec![
+                (10, text(&block("a"))),
+                (100, text(&block("b"))),
+                (1_000, text(&block("c"))),
+                (10, TurnEvent::Finished),
+            ])
+        };
+        let mut p = policy(OutputMode::ObsidianXml);
+        p.stop_after_tools = true;
+        p.burst = true;
+        let events = drain(&mut run(vec![steps()], p.clone())).await;
+        let shown = texts(&events, 0);
+        assert!(shown.contains("<name>a</name>") && shown.contains("<name>b</name>"));
+        assert!(
+            !shown.contains("<name>c</name>"),
+            "c came after the grace: {shown}"
+        );
+        assert_eq!(finish(&events, 0), Some((310, Finish::ToolCalls)));
+
+        p.burst = false;
+        let events = drain(&mut run(vec![steps()], p)).await;
+        let shown = texts(&events, 0);
+        assert!(shown.contains("<name>a</name>") && !shown.contains("<name>b</name>"));
+        assert_eq!(finish(&events, 0), Some((10, Finish::ToolCalls)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tail_after_the_last_block_is_suppressed_but_text_between_blocks_is_not() {
+        let mut p = policy(OutputMode::ObsidianXml);
+        p.suppress_tail = true;
+        let mut r = run(
+            vec![turn(vec![
+                (1, text(&block("a"))),
+                (1, text(" between ")),
+                (1, text(&block("b"))),
+                (1, text(" trailing chatter")),
+                (1, TurnEvent::Finished),
+            ])],
+            p,
+        );
+        let events = drain(&mut r).await;
+        let shown = texts(&events, 0);
+        assert!(shown.contains(" between "), "{shown}");
+        assert!(!shown.contains("trailing"), "{shown}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn block_max_ends_the_response_with_the_blocks_it_has() {
+        let mut p = policy(OutputMode::ObsidianXml);
+        p.block_max = 1;
+        let mut r = run(
+            vec![turn(vec![
+                (1, text(&block("a"))),
+                (1, text(&block("b"))),
+                (1, TurnEvent::Finished),
+            ])],
+            p,
+        );
+        let events = drain(&mut r).await;
+        let shown = texts(&events, 0);
+        assert!(shown.contains("<name>a</name>") && !shown.contains("<name>b</name>"));
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_sequence_split_across_deltas_is_never_leaked() {
+        let mut r = Run::new(
+            vec![turn(vec![
+                (1, text("one two ST")),
+                (1, text("OP three")),
+                (1, TurnEvent::Finished),
+            ])],
+            vec!["STOP".into()],
+            None,
+            policy(OutputMode::OpenaiJson),
+        );
+        let events = drain(&mut r).await;
+        assert_eq!(texts(&events, 0), "one two ");
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::Stop));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_tokens_cuts_the_text_and_finishes_with_length() {
+        let mut r = Run::new(
+            vec![turn(vec![
+                (1, text("abcdefgh")),
+                (1, text("ijklmnop")),
+                (1, TurnEvent::Finished),
+            ])],
+            Vec::new(),
+            Some(3),
+            policy(OutputMode::OpenaiJson),
+        );
+        let events = drain(&mut r).await;
+        // 3 tokens ≈ 12 characters.
+        assert_eq!(texts(&events, 0), "abcdefghijkl");
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::Length));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn choices_are_served_fairly_and_usage_is_summed_once_at_the_end() {
+        let usage = |n| {
+            TurnEvent::Usage(Usage {
+                input_tokens: n,
+                output_tokens: n,
+                total_tokens: 2 * n,
+                ..Usage::default()
+            })
+        };
+        // Choice 0 has a backlog of instant deltas; choice 1's one delta is
+        // also ready at once and must not wait for the whole backlog.
+        let busy: Vec<_> = (0..50).map(|i| (0, text(&format!("{i} ")))).collect();
+        let mut steps0 = busy;
+        steps0.extend([(0, usage(2)), (0, TurnEvent::Finished)]);
+        let mut r = run(
+            vec![
+                turn(steps0),
+                turn(vec![
+                    (0, text("hello")),
+                    (0, usage(3)),
+                    (0, TurnEvent::Finished),
+                ]),
+            ],
+            policy(OutputMode::OpenaiJson),
+        );
+        let events = drain(&mut r).await;
+        let first_of_1 = events
+            .iter()
+            .position(|(_, e)| matches!(e, RunEvent::Text(1, _)))
+            .unwrap();
+        assert!(first_of_1 <= 2, "choice 1 served at position {first_of_1}");
+        let usages: Vec<_> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                RunEvent::Usage(u) => Some(*u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(usages.len(), 1);
+        assert_eq!((usages[0].input_tokens, usages[0].total_tokens), (5, 10));
+        assert!(matches!(events.last(), Some((_, RunEvent::Usage(_)))));
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::Stop));
+        assert_eq!(finish(&events, 1).map(|f| f.1), Some(Finish::Stop));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_request_deadline_fails_the_run_with_a_timeout() {
+        let mut r = run(
+            vec![turn(vec![
+                (10, text("slow")),
+                (60_000, TurnEvent::Finished),
+            ])],
+            policy(OutputMode::OpenaiJson),
+        )
+        .with_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        let events = drain(&mut r).await;
+        let (at, last) = events.last().unwrap();
+        assert_eq!(*at, 5_000);
+        let RunEvent::Error(e) = last else {
+            panic!("{last:?}")
+        };
+        assert_eq!((e.status.as_u16(), e.code), (504, Some("timeout")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_or_vanished_turn_fails_the_whole_run() {
+        let mut r = run(
+            vec![
+                turn(vec![(1, text("ok")), (1_000, TurnEvent::Finished)]),
+                turn(vec![(5, text("partial"))]),
+            ],
+            policy(OutputMode::OpenaiJson),
+        );
+        let events = drain(&mut r).await;
+        let RunEvent::Error(e) = &events.last().unwrap().1 else {
+            panic!("{events:?}")
+        };
+        assert_eq!(e.code, Some("upstream_error"));
+        assert!(r.take_parked().is_empty());
+    }
+}

@@ -1,0 +1,373 @@
+//! The core against an in-memory fake worker: how a thread's notifications
+//! become turn events, and the turn lifecycle (interrupt, slots, park and
+//! resume, the parked-turn store). Time is paused: no real sleeps.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::*;
+use crate::config::SandboxMode;
+use crate::protocol::UserInput;
+use crate::rpc::fake::{pair, FakeWorker};
+use crate::rpc::RpcClientConfig;
+use crate::worker::{WorkerHandle, WorkerPhase, WorkerStatus};
+
+fn core_with(max_concurrency: usize, idle_timeout: Option<Duration>) -> (CodexCore, FakeWorker) {
+    let (client, worker) = pair(RpcClientConfig {
+        request_timeout: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let status = WorkerStatus {
+        phase: WorkerPhase::Ready,
+        client: Some(client),
+        ..WorkerStatus::initial()
+    };
+    // The receiver keeps the last value after the sender goes.
+    let (_tx, rx) = watch::channel(status);
+    let core = CodexCore::new(
+        WorkerHandle::new(rx),
+        CoreConfig {
+            cwd: "/tmp".into(),
+            sandbox: SandboxMode::ReadOnly,
+            enable_codex_tools: false,
+            model_provider: None,
+            idle_timeout,
+            max_concurrency,
+            queue_max: 0,
+            queue_timeout: Duration::ZERO,
+            in_flight: None,
+        },
+    );
+    (core, worker)
+}
+
+fn request() -> TurnRequest {
+    TurnRequest {
+        model: "m".into(),
+        input: vec![UserInput::text("hi")],
+        ..TurnRequest::default()
+    }
+}
+
+/// Plays codex's side of `thread/start` + `turn/start` for thread `t`, turn `u`.
+async fn start(core: &CodexCore, worker: &mut FakeWorker, t: &str) -> TurnStream {
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move { core.start_turn(request()).await }
+    });
+    answer_start(worker, t).await;
+    pending.await.unwrap().expect("turn started")
+}
+
+/// The next message, skipping the unsubscribes of threads released earlier.
+async fn read_skipping_unsubscribes(worker: &mut FakeWorker) -> Value {
+    loop {
+        let msg = worker.read().await;
+        if msg["method"] != "thread/unsubscribe" {
+            return msg;
+        }
+    }
+}
+
+async fn answer_start(worker: &mut FakeWorker, t: &str) {
+    let thread_start = read_skipping_unsubscribes(worker).await;
+    assert_eq!(thread_start["method"], "thread/start");
+    assert_eq!(thread_start["params"]["ephemeral"], true);
+    worker
+        .write(json!({"id": thread_start["id"], "result": {"thread": {"id": t}}}))
+        .await;
+    let turn_start = worker.read().await;
+    assert_eq!(turn_start["method"], "turn/start");
+    assert_eq!(turn_start["params"]["threadId"], t);
+    worker
+        .write(json!({"id": turn_start["id"], "result": {"turn": {"id": format!("{t}-turn")}}}))
+        .await;
+}
+
+async fn notify(worker: &mut FakeWorker, method: &str, t: &str, extra: Value) {
+    let mut params = json!({"threadId": t, "turnId": format!("{t}-turn")});
+    for (k, v) in extra.as_object().unwrap() {
+        params[k] = v.clone();
+    }
+    worker
+        .write(json!({"method": method, "params": params}))
+        .await;
+}
+
+async fn complete(worker: &mut FakeWorker, t: &str, status: &str, error: Value) {
+    worker
+        .write(json!({"method": "turn/completed", "params": {"threadId": t,
+            "turn": {"id": format!("{t}-turn"), "status": status, "error": error}}}))
+        .await;
+}
+
+async fn tool_call(worker: &mut FakeWorker, t: &str, id: u64, call_id: &str) {
+    worker
+        .write(json!({"id": id, "method": "item/tool/call", "params": {
+            "threadId": t, "turnId": format!("{t}-turn"), "callId": call_id,
+            "tool": "lookup", "arguments": {"q": "x"}}}))
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn notifications_become_turn_events_and_an_ended_turn_is_only_unsubscribed() {
+    let (core, mut worker) = core_with(2, None);
+    let mut turn = start(&core, &mut worker, "t1").await;
+    let delta = |d: &str| json!({"itemId": "msg_1", "delta": d});
+    notify(&mut worker, "item/agentMessage/delta", "t1", delta("Hel")).await;
+    notify(&mut worker, "item/agentMessage/delta", "t1", delta("lo")).await;
+    // The streamed item's completion repeats its text: not emitted twice.
+    notify(
+        &mut worker,
+        "item/completed",
+        "t1",
+        json!({"item": {"type": "agentMessage", "id": "msg_1", "text": "Hello"}}),
+    )
+    .await;
+    // An item that streamed no deltas arrives whole.
+    notify(
+        &mut worker,
+        "item/completed",
+        "t1",
+        json!({"item": {"type": "agentMessage", "id": "msg_2", "text": " world"}}),
+    )
+    .await;
+    notify(&mut worker, "thread/tokenUsage/updated", "t1", json!({"tokenUsage": {
+        "total": {"totalTokens": 12, "inputTokens": 9, "cachedInputTokens": 1, "outputTokens": 3, "reasoningOutputTokens": 0},
+        "last": {"totalTokens": 12, "inputTokens": 9, "cachedInputTokens": 1, "outputTokens": 3, "reasoningOutputTokens": 0}}})).await;
+    complete(&mut worker, "t1", "completed", Value::Null).await;
+
+    let mut events = Vec::new();
+    while let Some(e) = turn.next().await {
+        events.push(e);
+    }
+    assert_eq!(
+        events,
+        vec![
+            TurnEvent::TextDelta("Hel".into()),
+            TurnEvent::TextDelta("lo".into()),
+            TurnEvent::TextDelta(" world".into()),
+            TurnEvent::Usage(Usage {
+                input_tokens: 9,
+                cached_input_tokens: 1,
+                output_tokens: 3,
+                reasoning_output_tokens: 0,
+                total_tokens: 12
+            }),
+            TurnEvent::Finished,
+        ]
+    );
+    drop(turn);
+    let next = worker.read().await;
+    assert_eq!(
+        next["method"], "thread/unsubscribe",
+        "an ended turn is not interrupted"
+    );
+    assert_eq!(core.free_slots(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_turn_carries_the_classified_failure() {
+    let (core, mut worker) = core_with(1, None);
+    let mut turn = start(&core, &mut worker, "t1").await;
+    complete(
+        &mut worker,
+        "t1",
+        "failed",
+        json!({"message": "slow down",
+        "codexErrorInfo": {"responseStreamFailed": {"httpStatusCode": 429}}}),
+    )
+    .await;
+    match turn.next().await {
+        Some(TurnEvent::Failed(f)) => assert_eq!(f.kind, FailureKind::RateLimited),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(turn.next().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_running_turn_is_interrupted_and_holds_its_slot_until_codex_confirms() {
+    let (core, mut worker) = core_with(1, None);
+    let turn = start(&core, &mut worker, "t1").await;
+    assert_eq!(core.free_slots(), 0);
+    drop(turn);
+    let interrupt = worker.read().await;
+    assert_eq!(interrupt["method"], "turn/interrupt");
+    assert_eq!(
+        interrupt["params"],
+        json!({"threadId": "t1", "turnId": "t1-turn"})
+    );
+    worker
+        .write(json!({"id": interrupt["id"], "result": {}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(core.free_slots(), 0, "codex has not confirmed the end yet");
+    complete(&mut worker, "t1", "interrupted", Value::Null).await;
+    assert_eq!(worker.read().await["method"], "thread/unsubscribe");
+    assert_eq!(core.free_slots(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_goes_away_during_turn_start_still_interrupts_its_turn() {
+    let (core, mut worker) = core_with(1, None);
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move { core.start_turn(request()).await }
+    });
+    let thread_start = worker.read().await;
+    worker
+        .write(json!({"id": thread_start["id"], "result": {"thread": {"id": "t1"}}}))
+        .await;
+    let turn_start = worker.read().await;
+    // The client disconnects while `turn/start` is in flight.
+    pending.abort();
+    let _ = pending.await;
+    worker
+        .write(json!({"id": turn_start["id"], "result": {"turn": {"id": "t1-turn"}}}))
+        .await;
+    let interrupt = worker.read().await;
+    assert_eq!(interrupt["method"], "turn/interrupt");
+    assert_eq!(interrupt["params"]["turnId"], "t1-turn");
+    assert_eq!(
+        core.free_slots(),
+        0,
+        "the turn counts until codex says it ended"
+    );
+    worker
+        .write(json!({"id": interrupt["id"], "result": {}}))
+        .await;
+    complete(&mut worker, "t1", "interrupted", Value::Null).await;
+    assert_eq!(worker.read().await["method"], "thread/unsubscribe");
+    assert_eq!(core.free_slots(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_fails_the_turn_and_interrupts_it() {
+    let (core, mut worker) = core_with(1, Some(Duration::from_secs(3)));
+    let mut turn = start(&core, &mut worker, "t1").await;
+    match turn.next().await {
+        Some(TurnEvent::Failed(f)) => assert_eq!(f.kind, FailureKind::Timeout),
+        other => panic!("{other:?}"),
+    }
+    drop(turn);
+    assert_eq!(worker.read().await["method"], "turn/interrupt");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_turn_frees_its_slot_and_resumes_with_the_clients_results() {
+    let (core, mut worker) = core_with(1, None);
+    let mut turn = start(&core, &mut worker, "t1").await;
+    tool_call(&mut worker, "t1", 0, "call_1").await;
+    match turn.next().await {
+        Some(TurnEvent::ToolCall(c)) => {
+            assert_eq!((c.call_id.as_str(), c.name.as_str()), ("call_1", "lookup"));
+            assert_eq!(c.arguments, r#"{"q":"x"}"#);
+        }
+        other => panic!("{other:?}"),
+    }
+    let parked = turn.park(vec!["call_1".into()]).expect("waits on a call");
+    assert_eq!(
+        core.free_slots(),
+        1,
+        "a parked turn costs the worker nothing"
+    );
+
+    let mut turn = core
+        .resume(parked, &[("call_1".into(), "42".into())])
+        .await
+        .unwrap()
+        .expect("continued");
+    assert_eq!(core.free_slots(), 0);
+    let answer = worker.read().await;
+    assert_eq!(answer["id"], 0);
+    assert_eq!(
+        answer["result"],
+        json!({"contentItems": [{"type": "inputText", "text": "42"}], "success": true})
+    );
+    complete(&mut worker, "t1", "completed", Value::Null).await;
+    assert_eq!(turn.next().await, Some(TurnEvent::Finished));
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_for_calls_the_turn_does_not_wait_on_release_it() {
+    let (core, mut worker) = core_with(1, None);
+    let mut turn = start(&core, &mut worker, "t1").await;
+    tool_call(&mut worker, "t1", 0, "call_1").await;
+    assert!(matches!(turn.next().await, Some(TurnEvent::ToolCall(_))));
+    let parked = turn.park(vec!["call_1".into()]).unwrap();
+    let resumed = core
+        .resume(parked, &[("call_9".into(), "?".into())])
+        .await
+        .unwrap();
+    assert!(resumed.is_none(), "the caller rebuilds instead");
+    assert_eq!(worker.read().await["method"], "turn/interrupt");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_that_waits_on_nothing_cannot_be_parked() {
+    let (core, mut worker) = core_with(1, None);
+    let turn = start(&core, &mut worker, "t1").await;
+    assert!(turn.park(vec!["call_1".into()]).is_none());
+}
+
+/// The thread of the next `turn/interrupt` (answered), skipping unsubscribes.
+async fn next_interrupt(worker: &mut FakeWorker) -> String {
+    let msg = read_skipping_unsubscribes(worker).await;
+    assert_eq!(msg["method"], "turn/interrupt", "{msg}");
+    worker.write(json!({"id": msg["id"], "result": {}})).await;
+    msg["params"]["threadId"].as_str().unwrap().to_owned()
+}
+
+/// A parked turn on thread `t`.
+async fn parked(core: &CodexCore, worker: &mut FakeWorker, t: &str) -> ParkedTurn {
+    let mut turn = start(core, worker, t).await;
+    tool_call(worker, t, 0, "call_1").await;
+    assert!(matches!(turn.next().await, Some(TurnEvent::ToolCall(_))));
+    turn.park(vec!["call_1".into()]).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_store_expires_entries_and_evicts_the_oldest_when_full() {
+    let (core, mut worker) = core_with(4, None);
+    let store = ParkedTurns::new(Duration::from_secs(60), 2);
+    let a = parked(&core, &mut worker, "a").await;
+    store.park(1, a);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let b = parked(&core, &mut worker, "b").await;
+    store.park(2, b);
+    // Full: the entry closest to expiry (a) makes room, and is interrupted.
+    let c = parked(&core, &mut worker, "c").await;
+    store.park(3, c);
+    assert_eq!(store.len(), 2);
+    assert_eq!(next_interrupt(&mut worker).await, "a");
+    assert!(store.take(1, ["call_1"]).is_none());
+    // Results that do not cover the calls shown take nothing back, and
+    // the client moved on: the turn is released.
+    assert!(store.take(2, ["call_2"]).is_none());
+    assert_eq!(next_interrupt(&mut worker).await, "b");
+    assert_eq!(store.len(), 1);
+    // An expired entry is not continued.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(store.take(3, ["call_1"]).is_none());
+    assert_eq!(next_interrupt(&mut worker).await, "c");
+    // The sweep releases what the client never came back for.
+    let d = parked(&core, &mut worker, "d").await;
+    store.park(4, d);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    store.sweep();
+    assert!(store.is_empty());
+    assert_eq!(next_interrupt(&mut worker).await, "d");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_entry_is_taken_once() {
+    let (core, mut worker) = core_with(1, None);
+    let store = ParkedTurns::new(Duration::from_secs(60), 8);
+    let a = parked(&core, &mut worker, "a").await;
+    store.park(7, a);
+    let taken = store.take(7, ["call_1", "call_2"]).expect("covered");
+    assert_eq!(taken.thread_id(), "a");
+    assert!(store.take(7, ["call_1"]).is_none(), "taken once");
+}

@@ -1,0 +1,48 @@
+//! An in-memory fake worker: the other end of an [`RpcClient`]'s pipes, for
+//! unit tests of the channel and of the core.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines};
+
+use super::{RpcClient, RpcClientConfig};
+
+/// The worker's side of the pipes.
+pub(crate) struct FakeWorker {
+    from_client: Lines<BufReader<DuplexStream>>,
+    to_client: DuplexStream,
+}
+
+impl FakeWorker {
+    pub(crate) async fn read(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(5), self.from_client.next_line())
+            .await
+            .expect("client wrote nothing")
+            .unwrap()
+            .expect("client closed stdin");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    pub(crate) async fn write(&mut self, v: Value) {
+        self.write_raw(&v.to_string()).await;
+    }
+
+    pub(crate) async fn write_raw(&mut self, line: &str) {
+        self.to_client.write_all(line.as_bytes()).await.unwrap();
+        self.to_client.write_all(b"\n").await.unwrap();
+    }
+}
+
+pub(crate) fn pair(config: RpcClientConfig) -> (RpcClient, FakeWorker) {
+    let (client_stdin, worker_stdin) = tokio::io::duplex(1 << 16);
+    let (worker_stdout, client_stdout) = tokio::io::duplex(1 << 16);
+    let client = RpcClient::spawn(client_stdout, client_stdin, config, None);
+    (
+        client,
+        FakeWorker {
+            from_client: BufReader::new(worker_stdin).lines(),
+            to_client: worker_stdout,
+        },
+    )
+}
