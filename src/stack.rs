@@ -137,11 +137,6 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         // Preflights are answered before auth (browsers send them without keys),
         // and rejections below still carry CORS headers so browsers can read them.
         .option_layer(config.cors.map(cors_layer))
-        // CORS answers preflights with an empty `Default` body, which the
-        // rejection bodies below (`Either<_, Full>`) do not have: erase the
-        // type here. (A second, outer erasure happens at the hyper boundary;
-        // one extra allocation per response, negligible next to a model turn.)
-        .map_response(erase_body)
         // The cheapest rejection first: in maintenance nothing else needs to run.
         .layer(config.maintenance.exempt(|req: &Request<Incoming>| is_probe_or_metrics(req.uri().path()) || req.uri().path().starts_with("/admin/")))
         // Who is calling; the identity goes into extensions for the rate limit.

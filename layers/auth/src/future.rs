@@ -2,7 +2,7 @@
 
 /// Response future of [`RequireAuth`](crate::RequireAuth).
 ///
-/// Resolves to the inner response with its body untouched (`Either::Left`)
-/// or to the rejection (`Either::Right`). The type is shared with the other
-/// rejecting layers through `codex-layer-support`.
+/// Resolves to the inner response with its body untouched or to the 401, both
+/// as a [`ResponseBody`](crate::ResponseBody). The type is shared with the
+/// other rejecting layers through `codex-layer-support`.
 pub type ResponseFuture<F> = codex_layer_support::RejectOr<F>;

@@ -9,8 +9,10 @@
 //! [`AuthRejected`] in the response extensions for metrics. Probes can be
 //! exempted with a policy ([`AuthPolicy`]), usually a closure.
 //!
-//! The response body is `Either<ResBody, Full<Bytes>>`: the inner body passes
-//! through untouched (`Left`), the rejection is `Right`.
+//! The response body is [`ResponseBody<ResBody>`](ResponseBody): the inner
+//! body passes through untouched, or the 401's JSON. It is the body type of
+//! every `codex-*` rejecting layer, and empty by `Default`, so tower-http's
+//! CORS layer can sit directly outside this one.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -67,3 +69,7 @@ pub use self::{
     rejection::AuthRejected,
     service::RequireAuth,
 };
+
+/// The response body: the inner service's, or the 401's (shared with the
+/// other `codex-*` rejecting layers).
+pub use codex_layer_support::ResponseBody;

@@ -5,7 +5,6 @@ use http::{
     header::{CONTENT_TYPE, WWW_AUTHENTICATE},
     HeaderValue, Response, StatusCode,
 };
-use http_body_util::Full;
 
 use codex_layer_support::error_body;
 
@@ -41,14 +40,14 @@ impl AuthRejected {
     }
 
     /// The 401 response for this cause, with the marker in its extensions.
-    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
+    pub(crate) fn into_response(self) -> Response<Bytes> {
         let body = error_body(
             self.message(),
             "invalid_request_error",
             None,
             "invalid_api_key",
         );
-        let mut response = Response::new(Full::new(body));
+        let mut response = Response::new(body);
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::{
     bearer::bearer_token, AuthPolicy, AuthRejected, AuthenticatedKey, KeySet, NoExemptions,
-    ResponseFuture,
+    ResponseBody, ResponseFuture,
 };
 
 /// Admits requests carrying one of the configured bearer keys, inserting
@@ -70,7 +70,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     P: AuthPolicy<ReqBody>,
 {
-    type Response = Response<http_body_util::Either<ResBody, http_body_util::Full<bytes::Bytes>>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

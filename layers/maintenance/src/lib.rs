@@ -8,8 +8,10 @@
 //! keep being served. Flipping the handle takes effect on the next request of
 //! every connection, with no restart and no lock on the request path.
 //!
-//! The response body is `Either<ResBody, Full<Bytes>>`: the inner body passes
-//! through untouched (`Left`), the rejection is `Right`.
+//! The response body is [`ResponseBody<ResBody>`](ResponseBody): the inner
+//! body passes through untouched, or the 503's JSON. It is the body type of
+//! every `codex-*` rejecting layer, and empty by `Default`, so tower-http's
+//! CORS layer can sit directly outside this one.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -61,3 +63,7 @@ pub use self::{
     rejection::MaintenanceRejected,
     service::Maintenance,
 };
+
+/// The response body: the inner service's, or the 503's (shared with the
+/// other `codex-*` rejecting layers).
+pub use codex_layer_support::ResponseBody;

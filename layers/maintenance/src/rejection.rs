@@ -5,7 +5,6 @@ use http::{
     header::{CONTENT_TYPE, RETRY_AFTER},
     HeaderValue, Response, StatusCode,
 };
-use http_body_util::Full;
 
 use codex_layer_support::error_body;
 
@@ -20,8 +19,8 @@ pub(crate) fn body(message: &str) -> Bytes {
 }
 
 /// A 503 with `body` (rendered by [`body`]) and `Retry-After`.
-pub(crate) fn response(body: Bytes, retry_after: HeaderValue) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+pub(crate) fn response(body: Bytes, retry_after: HeaderValue) -> Response<Bytes> {
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

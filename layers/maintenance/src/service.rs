@@ -11,12 +11,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Full};
 use tower_service::Service;
 
-use crate::{rejection, MaintenanceHandle, MaintenancePolicy, NoExemptions, ResponseFuture};
+use crate::{
+    rejection, MaintenanceHandle, MaintenancePolicy, NoExemptions, ResponseBody, ResponseFuture,
+};
 
 /// Answers 503 with `Retry-After` while its [`MaintenanceHandle`] is enabled,
 /// except for requests its policy exempts. Built by
@@ -64,7 +64,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     P: MaintenancePolicy<ReqBody>,
 {
-    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -96,11 +96,12 @@ impl<S: fmt::Debug, P> fmt::Debug for Maintenance<S, P> {
 mod tests {
     use std::convert::Infallible;
 
+    use bytes::Bytes;
     use http::{
         header::{CONTENT_TYPE, RETRY_AFTER},
         StatusCode,
     };
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
     use tower::{service_fn, ServiceBuilder, ServiceExt};
     use tower_test::mock;
 

@@ -16,25 +16,20 @@
 //! and gives open connections 10 s to finish.
 
 use std::convert::Infallible;
-use std::error::Error;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use codex_layer_example_server::BoxError;
 use codex_metrics::{encode, HttpMetrics, MetricsLayer, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::time::{interval, Interval};
 use tower::ServiceBuilder;
 
@@ -111,9 +106,7 @@ fn route(req: &Request<Incoming>) -> &'static str {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
-    let port: u16 = std::env::var("PORT").map_or(Ok(0), |p| p.parse())?;
-
+async fn main() -> Result<(), BoxError> {
     let mut registry = Registry::default();
     let metrics = HttpMetrics::register(&mut registry);
     let registry = Arc::new(registry);
@@ -128,46 +121,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         )
         .service_fn(move |req| handle(Arc::clone(&registry), req));
 
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    let graceful = GracefulShutdown::new();
-    let mut ctrl_c = pin!(tokio::signal::ctrl_c());
-
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Usually out of file descriptors: back off instead of spinning.
-                        eprintln!("accept error: {error}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let service = TowerToHyperService::new(service.clone());
-                let connection = server.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        eprintln!("connection error: {error}");
-                    }
-                });
-            }
-            _ = ctrl_c.as_mut() => break,
-        }
-    }
-
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(10)) => eprintln!("drain deadline passed"),
-    }
+    let listener = codex_layer_example_server::bind_from_env_or_args(0).await?;
+    codex_layer_example_server::serve(listener, service).await;
     Ok(())
 }

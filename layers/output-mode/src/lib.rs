@@ -8,8 +8,10 @@
 //! (`code: "invalid_output_mode"`, `param: "x-proxy-output-mode"`), marked
 //! with [`OutputModeRejected`] in the response extensions.
 //!
-//! The response body is `Either<ResBody, Full<Bytes>>`: the inner body passes
-//! through untouched (`Left`), the rejection is `Right`.
+//! The response body is [`ResponseBody<ResBody>`](ResponseBody): the inner
+//! body passes through untouched, or the 400's JSON. It is the body type of
+//! every `codex-*` rejecting layer, and empty by `Default`, so tower-http's
+//! CORS layer can sit directly outside a stack of them.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -59,3 +61,7 @@ pub use self::{
     rejection::OutputModeRejected,
     service::OutputModeService,
 };
+
+/// The response body: the inner service's, or the 400's (shared with the
+/// other `codex-*` rejecting layers).
+pub use codex_layer_support::ResponseBody;

@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use http::{header::CONTENT_TYPE, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::{OutputModeLayer, UnknownOutputMode};
 use codex_layer_support::error_body;
@@ -13,14 +12,14 @@ use codex_layer_support::error_body;
 pub struct OutputModeRejected;
 
 /// The 400 for `error`, with the marker in its extensions.
-pub(crate) fn response(error: &UnknownOutputMode) -> Response<Full<Bytes>> {
+pub(crate) fn response(error: &UnknownOutputMode) -> Response<Bytes> {
     let body = error_body(
         &error.to_string(),
         "invalid_request_error",
         Some(OutputModeLayer::HEADER.as_str()),
         "invalid_output_mode",
     );
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::BAD_REQUEST;
     response
         .headers_mut()

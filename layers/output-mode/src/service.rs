@@ -9,12 +9,12 @@
 
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{Either, Full};
 use tower_service::Service;
 
-use crate::{rejection, OutputMode, OutputModeLayer, ResponseFuture, UnknownOutputMode};
+use crate::{
+    rejection, OutputMode, OutputModeLayer, ResponseBody, ResponseFuture, UnknownOutputMode,
+};
 
 /// Inserts the request's [`OutputMode`] into its extensions, or answers 400
 /// when `x-proxy-output-mode` names no known mode. Built by
@@ -64,7 +64,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OutputModeService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -87,8 +87,9 @@ where
 mod tests {
     use std::{convert::Infallible, fmt};
 
+    use bytes::Bytes;
     use http::{header::CONTENT_TYPE, HeaderValue, StatusCode};
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
     use tower::{service_fn, ServiceBuilder, ServiceExt};
     use tower_test::mock;
 

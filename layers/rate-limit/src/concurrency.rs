@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use codex_layer_support::error_body;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -138,7 +139,7 @@ impl ConcurrencyExceeded {
             "Too many concurrent requests for this key: at most {} at a time.",
             self.max_per_key
         );
-        let body = crate::envelope::error_body(&message, "requests", "rate_limit_exceeded");
+        let body = error_body(&message, "requests", None, "rate_limit_exceeded");
         let mut res = Response::new(Full::new(body));
         *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         res.headers_mut()

@@ -5,46 +5,40 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use codex_layer_support::RejectOr;
 use http::Response;
-use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 
-use crate::RateLimitStatus;
+use crate::{RateLimitStatus, ResponseBody};
 
 pin_project! {
     /// Response future of [`RateLimit`](crate::RateLimit).
+    ///
+    /// The reject-or-forward future the `codex-*` rejecting layers share, plus
+    /// the one thing this layer adds to a response it lets through: the
+    /// `x-ratelimit-*` headers of the bucket the request was counted in.
+    #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner {
-            #[pin]
-            future: F,
-            status: Option<RateLimitStatus>,
-        },
-        Rejected {
-            response: Option<Response<Full<Bytes>>>,
-        },
+        inner: RejectOr<F>,
+        // `None` when the request was not counted, and for the 429, which
+        // carries the headers already.
+        status: Option<RateLimitStatus>,
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn inner(future: F, status: Option<RateLimitStatus>) -> Self {
         Self {
-            kind: Kind::Inner { future, status },
+            inner: RejectOr::inner(future),
+            status,
         }
     }
 
-    pub(crate) fn rejected(response: Response<Full<Bytes>>) -> Self {
+    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
         Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
+            inner: RejectOr::rejected(response),
+            status: None,
         }
     }
 }
@@ -53,23 +47,14 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<Either<B, Full<Bytes>>>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future, status } => {
-                let mut res = ready!(future.poll(cx))?;
-                if let Some(status) = status.take() {
-                    crate::response::insert_headers(res.headers_mut(), &status);
-                }
-                Poll::Ready(Ok(res.map(Either::Left)))
-            }
-            KindProj::Rejected { response } => {
-                let res = response
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(res.map(Either::Right)))
-            }
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx))?;
+        if let Some(status) = this.status.take() {
+            crate::response::insert_headers(res.headers_mut(), &status);
         }
+        Poll::Ready(Ok(res))
     }
 }

@@ -8,6 +8,11 @@
 //! error envelope (`"code": "rate_limit_exceeded"`) and [`RateLimited`] in the response
 //! extensions. Memory is bounded by [`Limiter::max_keys`].
 //!
+//! The response body is [`ResponseBody<ResBody>`](ResponseBody): the inner body passes
+//! through untouched, or the 429's JSON. It is the body type of every `codex-*` rejecting
+//! layer, and empty by `Default`, so tower-http's CORS layer can sit outside a stack of
+//! them with no body conversion in between.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use bytes::Bytes;
@@ -44,7 +49,6 @@
 #![warn(missing_docs)]
 
 mod concurrency;
-mod envelope;
 mod future;
 mod layer;
 mod limiter;
@@ -67,6 +71,10 @@ pub use response::{
 };
 pub use service::RateLimit;
 pub use status::{RateLimitStatus, RateLimited};
+
+/// The response body: the inner service's, or the 429's (shared with the
+/// other `codex-*` rejecting layers).
+pub use codex_layer_support::ResponseBody;
 
 /// governor's clocks: [`clock::MonotonicClock`] (default) and
 /// [`clock::FakeRelativeClock`] for tests.

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
+use codex_layer_support::error_body;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::{RateLimitStatus, RateLimited};
 
@@ -38,14 +38,15 @@ pub(crate) fn insert_headers(headers: &mut HeaderMap, status: &RateLimitStatus) 
 }
 
 /// The 429 for `limited`, with `RateLimited` in its extensions.
-pub(crate) fn too_many_requests(limited: &RateLimited) -> Response<Full<Bytes>> {
+pub(crate) fn too_many_requests(limited: &RateLimited) -> Response<Bytes> {
     let secs = retry_after_secs(limited.retry_after);
-    let body = crate::envelope::error_body(
+    let body = error_body(
         &format!("Rate limit reached for requests. Retry after {secs} s."),
         "requests",
+        None,
         "rate_limit_exceeded",
     );
-    let mut res = Response::new(Full::new(body));
+    let mut res = Response::new(body);
     *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     let headers = res.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

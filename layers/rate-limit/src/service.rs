@@ -7,14 +7,12 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use governor::clock::{Clock, MonotonicClock};
 use http::{Request, Response};
-use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::{Limiter, RateLimitPolicy};
+use crate::{Limiter, RateLimitPolicy, ResponseBody};
 
 /// Rate-limits requests to `S`; built by [`RateLimitLayer`](crate::RateLimitLayer).
 ///
@@ -69,7 +67,7 @@ where
     P: RateLimitPolicy<ReqBody>,
     C: Clock + Clone,
 {
-    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use governor::clock::FakeRelativeClock;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Full};
 use tower::util::BoxCloneService;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
-use crate::{Limiter, Quota, RateKey, RateLimitLayer, RateLimited};
+use crate::{Limiter, Quota, RateKey, RateLimitLayer, RateLimited, ResponseBody};
 
 type Req = Request<Full<Bytes>>;
 
@@ -44,7 +44,7 @@ fn req_with(key: &str, max: u32, window_ms: u64) -> Req {
         .unwrap()
 }
 
-type Res = Response<Either<Full<Bytes>, Full<Bytes>>>;
+type Res = Response<ResponseBody<Full<Bytes>>>;
 type Svc = BoxCloneService<Req, Res, Infallible>;
 
 /// A rate-limited echo service on a fake clock, and a count of the calls that reached it.

@@ -8,62 +8,32 @@
 //! curl -i  http://127.0.0.1:3000/other                                    # plain JSON 404
 //! ```
 //!
-//! The port can be given as the first argument.
+//! The port can be given as the first argument (or in `$PORT`). Ctrl-C stops
+//! accepting and gives open connections 10 s to finish.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use codex_layer_example_server::BoxError;
 use codex_sse::{EventStream, Payload, SseEvent, SseLayer};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower::ServiceBuilder;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let port: u16 = match std::env::args().nth(1) {
-        Some(arg) => arg.parse()?,
-        None => 3000,
-    };
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-
+async fn main() -> Result<(), BoxError> {
     let service = ServiceBuilder::new()
         // A short keep-alive so `delay_ms` above one second shows the comments.
         .layer(SseLayer::new().keep_alive(Duration::from_secs(1)))
         .service_fn(handle);
 
-    loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    eprintln!("accept error: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        };
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            if let Err(err) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                eprintln!("connection error: {err}");
-            }
-        });
-    }
+    let listener = codex_layer_example_server::bind_from_env_or_args(3000).await?;
+    codex_layer_example_server::serve(listener, service).await;
+    Ok(())
 }
 
 /// The inner service: answers with events or with an ordinary JSON body.
