@@ -112,6 +112,23 @@ pub(crate) fn image_url(url: &str, param: &str) -> Result<(), ApiError> {
 
 use super::conversation::{FunctionTool, ToolChoice};
 
+/// Tool names codex keeps for its own tools. Measured against the pinned
+/// CLI (a thread with a client tool of each name, the tools the model was
+/// then offered): with the gateway's switches, a client `exec_command` or
+/// `shell_command` is silently dropped, and `request_user_input` and
+/// `apply_patch` are shadowed by codex's own; `write_stdin` and
+/// `view_image` are codex's when PROXY_ENABLE_CODEX_TOOLS is on. A client
+/// tool by one of these names would never reach the model as the client
+/// defined it, so it is refused instead.
+pub(crate) const RESERVED_TOOL_NAMES: &[&str] = &[
+    "exec_command",
+    "shell_command",
+    "request_user_input",
+    "apply_patch",
+    "write_stdin",
+    "view_image",
+];
+
 /// One function definition: `f` holds `name`, `description`, `parameters`
 /// (chat nests it under `function`, the Responses API does not); `param`
 /// is where it sits in the client's request.
@@ -126,6 +143,16 @@ pub(crate) fn function_tool(param: &str, f: &Value) -> Result<FunctionTool, ApiE
                 "function names must be 1-64 characters of a-z, A-Z, 0-9, _ and -",
             )
         })?;
+    if RESERVED_TOOL_NAMES.contains(&name) {
+        return Err(ApiError::invalid(
+            format!("{param}.name"),
+            format!(
+                "`{name}` is the name of one of Codex's own tools, which would hide this one \
+                 from the model; give the tool another name"
+            ),
+        )
+        .code("reserved_tool_name"));
+    }
     let parameters = match f.get("parameters") {
         None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
         Some(p @ Value::Object(_)) => p.clone(),

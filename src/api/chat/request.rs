@@ -512,6 +512,16 @@ mod tests {
             serde_json::json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
         );
         assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        let e = with(
+            serde_json::json!({"tools": [{"type": "function", "function": {"name": "exec_command"}}]}),
+        );
+        assert_eq!(
+            (e.param.as_deref(), e.code),
+            (Some("tools[0].function.name"), Some("reserved_tool_name"))
+        );
+        let e =
+            with(serde_json::json!({"functions": [{"name": "f"}, {"name": "request_user_input"}]}));
+        assert_eq!(e.param.as_deref(), Some("functions[1].name"));
         let e = with(serde_json::json!({"tool_choice": "required"}));
         assert_eq!(e.param.as_deref(), Some("tool_choice"));
         let e = with(serde_json::json!({"messages": [{"role": "tool", "content": "x"}]}));

@@ -392,6 +392,12 @@ mod tests {
             Some("tools[0].name")
         );
         assert_eq!(
+            param(json!({"model": "m", "input": "x", "tools": [
+                {"type": "function", "name": "ok"}, {"type": "function", "name": "apply_patch"}]}))
+            .as_deref(),
+            Some("tools[1].name")
+        );
+        assert_eq!(
             param(json!({"model": "m", "input": "x", "text": {"format": {"type": "xml"}}}))
                 .as_deref(),
             Some("text.format.type")
