@@ -48,6 +48,8 @@ struct Shared {
     open_streams: AtomicUsize,
     /// SSE bodies dropped before their last event (the client hung up), `[[break]]` aside.
     dropped_streams: AtomicUsize,
+    /// The most SSE bodies open at once since the start.
+    peak_open_streams: AtomicUsize,
 }
 
 impl Shared {
@@ -118,6 +120,12 @@ impl OfflineModel {
     /// cancelling a turn, or a disconnect). A `[[break]]` does not count: the model ended it.
     pub fn dropped_streams(&self) -> usize {
         self.shared.dropped_streams.load(Ordering::SeqCst)
+    }
+
+    /// The most SSE responses streamed at the same time since the start: what
+    /// a gateway's concurrency limit really let through to the model.
+    pub fn peak_open_streams(&self) -> usize {
+        self.shared.peak_open_streams.load(Ordering::SeqCst)
     }
 
     /// Stops accepting, lets in-flight responses finish for up to a second, then drops
@@ -361,7 +369,8 @@ struct StreamGuard {
 
 impl StreamGuard {
     fn new(shared: Arc<Shared>) -> Self {
-        shared.open_streams.fetch_add(1, Ordering::SeqCst);
+        let open = shared.open_streams.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_open_streams.fetch_max(open, Ordering::SeqCst);
         Self {
             shared,
             finished: false,

@@ -22,7 +22,9 @@ use crate::protocol::{
     ItemNotification, ThreadIdParams, ThreadUnsubscribe, TokenUsageUpdatedNotification,
     TurnCompletedNotification, TurnInterrupt, TurnInterruptParams,
 };
-use crate::rpc::{RequestId, RpcClient, SubscriptionEnd, ThreadEvent, ThreadSubscription};
+use crate::rpc::{
+    RequestId, RpcClient, RpcError, SubscriptionEnd, ThreadEvent, ThreadSubscription,
+};
 
 /// How long a released turn's slot waits for codex to confirm the interrupt
 /// (measured: ~2 ms) before it is given back anyway.
@@ -356,6 +358,13 @@ impl Drop for TurnStream {
 /// Interrupts a turn codex may still run, waits (boundedly) for codex to
 /// confirm its end while still holding its slot, then unsubscribes so the
 /// worker unloads the thread.
+///
+/// Right after `turn/start` answers, codex may not have registered the turn
+/// as active yet and refuses the interrupt ("no active turn"), although the
+/// turn is about to call the model (measured in a disconnect storm: such
+/// turns ran to their end for nobody). So a refused interrupt is retried,
+/// with a short growing pause, until codex accepts it or the thread shows
+/// the turn ended.
 async fn release(
     mut subscription: ThreadSubscription,
     interrupt: Option<String>,
@@ -364,26 +373,44 @@ async fn release(
     let client: RpcClient = subscription.client().clone();
     let thread_id = subscription.thread_id().to_owned();
     if let Some(turn_id) = interrupt {
+        let deadline = tokio::time::Instant::now() + INTERRUPT_CONFIRM_TIMEOUT;
         let params = TurnInterruptParams {
             thread_id: thread_id.clone(),
             turn_id,
         };
-        match client.call::<TurnInterrupt>(&params).await {
-            Ok(_) => {
-                tracing::debug!(%thread_id, "interrupted an abandoned turn");
-                if slot.is_some() {
-                    let confirmed = tokio::time::timeout(
-                        INTERRUPT_CONFIRM_TIMEOUT,
-                        wait_for_turn_end(&mut subscription),
-                    )
-                    .await;
-                    if confirmed.is_err() {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match client.call::<TurnInterrupt>(&params).await {
+                Ok(_) => {
+                    tracing::debug!(%thread_id, "interrupted an abandoned turn");
+                    // Holding the slot until codex confirms keeps the limit honest.
+                    if slot.is_some()
+                        && tokio::time::timeout_at(deadline, wait_for_turn_end(&mut subscription))
+                            .await
+                            .is_err()
+                    {
                         tracing::warn!(%thread_id, "codex did not confirm an interrupt in time");
                     }
+                    break;
                 }
-            }
-            Err(e) => {
-                tracing::debug!(%thread_id, error = %e, "interrupt failed (turn may have ended)")
+                Err(RpcError::Remote { message, .. }) => {
+                    // Not active (yet, or any more): the thread's events tell which.
+                    let ended = tokio::time::timeout(pause, wait_for_turn_end(&mut subscription))
+                        .await
+                        .is_ok();
+                    if ended {
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(%thread_id, %message, "could not interrupt an abandoned turn");
+                        break;
+                    }
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    tracing::debug!(%thread_id, error = %e, "interrupt failed");
+                    break;
+                }
             }
         }
     }
