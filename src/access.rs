@@ -30,8 +30,8 @@ use std::time::Duration;
 use codex_rate_limit::Quota;
 use serde::Deserialize;
 
-use crate::api::route_name;
 use crate::config::{Config, Secret};
+use crate::route::Route;
 
 /// One API key and what it may do.
 #[derive(Debug, Clone)]
@@ -144,36 +144,31 @@ impl AccessPolicy {
         })
     }
 
-    /// Whether a request to `path` needs a key.
-    pub fn requires_auth(&self, path: &str) -> bool {
+    /// Whether a request to `route` needs a key.
+    pub fn requires_auth(&self, route: Route) -> bool {
         if self.keys.is_empty() {
             return false;
         }
-        let route = route_name(path);
-        if let Some(auth) = self.routes.get(route).and_then(|r| r.auth) {
-            return auth;
-        }
-        match route {
-            "/healthz" | "/readyz" | "/metrics" => false,
-            "/v1/models" | "/v1/models/{id}" => self.protect_models,
-            _ => true,
+        match self.routes.get(route.label()).and_then(|r| r.auth) {
+            Some(auth) => auth,
+            None => route.needs_key_by_default(self.protect_models),
         }
     }
 
-    /// The bucket and quota for a request from `client` (a key name or an address).
+    /// The bucket and quota for a request to `route` from `client`
+    /// (`key:<name>` or `ip:<address>`, see [`Caller`](crate::caller::Caller)).
     pub fn rate_key(
         &self,
-        path: &str,
+        route: Route,
         client: &str,
         key_name: Option<&str>,
     ) -> Option<(String, Quota)> {
-        let route = route_name(path);
-        if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+        if route.is_probe_or_metrics() {
             return None;
         }
-        match self.routes.get(route).and_then(|r| r.rate_limit) {
+        match self.routes.get(route.label()).and_then(|r| r.rate_limit) {
             Some(None) => None,
-            Some(Some(q)) => Some((format!("{route}|{client}"), q)),
+            Some(Some(q)) => Some((format!("{}|{client}", route.label()), q)),
             None => {
                 let per_key = key_name.and_then(|n| self.key_quotas.get(n)).copied();
                 per_key
@@ -236,8 +231,8 @@ fn parse_routes_file(
     let file: RoutesFile = toml::from_str(text).map_err(|e| format!("PROXY_CONFIG: {e}"))?;
     let mut out = HashMap::new();
     for (path, r) in file.routes {
-        let route = route_name(&path);
-        if route == "other" {
+        let route = Route::of(&path);
+        if route == Route::Unknown {
             return Err(format!(
                 "PROXY_CONFIG: `{path}` is not a route this gateway serves"
             ));
@@ -256,7 +251,7 @@ fn parse_routes_file(
             (_, None) => None,
         };
         out.insert(
-            route,
+            route.label(),
             RouteRule {
                 auth: r.auth,
                 rate_limit,
@@ -311,25 +306,25 @@ mod tests {
             "#,
             Some(Quota::new(60, MIN)),
         );
-        assert!(p.requires_auth("/v1/models"));
-        assert!(!p.requires_auth("/healthz"));
-        assert!(p.requires_auth("/v1/responses"));
+        assert!(p.requires_auth(Route::ListModels));
+        assert!(!p.requires_auth(Route::Healthz));
+        assert!(p.requires_auth(Route::Responses));
         assert_eq!(
-            p.rate_key("/v1/chat/completions", "key:alice", Some("alice")),
+            p.rate_key(Route::ChatCompletions, "key:alice", Some("alice")),
             Some((
                 "/v1/chat/completions|key:alice".into(),
                 Quota::new(2, Duration::from_secs(1))
             ))
         );
         assert_eq!(
-            p.rate_key("/v1/models", "key:alice", Some("alice")),
+            p.rate_key(Route::ListModels, "key:alice", Some("alice")),
             Some(("key:alice".into(), Quota::new(5, MIN)))
         );
         assert_eq!(
-            p.rate_key("/v1/models", "key:ops", Some("ops")),
+            p.rate_key(Route::ListModels, "key:ops", Some("ops")),
             Some(("key:ops".into(), Quota::new(60, MIN)))
         );
-        assert_eq!(p.rate_key("/healthz", "ip:1.2.3.4", None), None);
+        assert_eq!(p.rate_key(Route::Healthz, "ip:1.2.3.4", None), None);
         assert!(p.is_admin("ops") && !p.is_admin("alice"));
     }
 
@@ -347,7 +342,7 @@ mod tests {
     #[test]
     fn without_keys_nothing_requires_auth() {
         let p = policy("", "", None);
-        assert!(!p.requires_auth("/v1/chat/completions"));
-        assert_eq!(p.rate_key("/v1/chat/completions", "ip:1", None), None);
+        assert!(!p.requires_auth(Route::ChatCompletions));
+        assert_eq!(p.rate_key(Route::ChatCompletions, "ip:1", None), None);
     }
 }

@@ -94,13 +94,11 @@ pub async fn run(
         .map_err(|e| format!("invalid PROXY_MODEL_ALIASES: {e}"))?;
     let mut state = ApiState::new(core, aliases, config.max_body_bytes);
     state.maintenance = Some(maintenance.clone());
-    state.access = access.clone();
     state.metrics = Some(gateway_metrics);
     state.registry = config.metrics_enabled.then(|| Arc::new(registry));
     state.metrics_token = config.metrics_token.as_ref().map(|t| t.0.clone());
     state.stream_limit =
         (config.sse_max_concurrency > 0).then(|| KeyedConcurrency::new(config.sse_max_concurrency));
-    state.trust_proxy = config.trust_proxy;
     state.request_timeout = config.request_timeout;
     state.kill_on_disconnect = config.kill_on_disconnect;
     state.tools = config.tools.clone();

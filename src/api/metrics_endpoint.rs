@@ -7,7 +7,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::{ApiBody, ApiState};
-use crate::server::PeerAddr;
+use crate::caller::Caller;
 
 pub(super) fn serve<B>(state: &ApiState, req: &Request<B>) -> Result<Response<ApiBody>, ApiError> {
     let Some(registry) = &state.registry else {
@@ -15,21 +15,12 @@ pub(super) fn serve<B>(state: &ApiState, req: &Request<B>) -> Result<Response<Ap
             "Metrics are off; set PROXY_ENABLE_METRICS=true.",
         ));
     };
-    let from_loopback = req
-        .extensions()
-        .get::<PeerAddr>()
-        .is_some_and(|p| p.0.ip().is_loopback());
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let from_loopback = req.extensions().get::<Caller>().is_some_and(|c| c.loopback);
+    // The same parser as the auth layer's; `/metrics` is exempt from that
+    // layer and checks its own token here.
+    let presented = codex_auth::bearer_token(req.headers());
     let token_ok = match (&state.metrics_token, presented) {
-        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
+        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given)),
         _ => false,
     };
     if !from_loopback && !token_ok {
@@ -55,9 +46,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::access::AccessPolicy;
     use crate::api::models::Aliases;
     use crate::config::{Config, Env};
     use crate::core::{CodexCore, CoreConfig};
+    use crate::server::PeerAddr;
     use crate::worker::Supervisor;
 
     fn state(token: Option<&str>) -> ApiState {
@@ -91,6 +84,8 @@ mod tests {
         let mut req = req.body(()).unwrap();
         req.extensions_mut()
             .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+        let caller = Caller::of(&req, &AccessPolicy::default(), false);
+        req.extensions_mut().insert(caller);
         req
     }
 
