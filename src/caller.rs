@@ -35,7 +35,7 @@ pub struct Caller {
 impl Caller {
     /// Decides the caller of `req`: its [`Route`] extension (or its path),
     /// the `AuthenticatedKey` the auth layer left, and the peer address.
-    pub fn of<B>(req: &Request<B>, access: &AccessPolicy, trust_proxy: bool) -> Caller {
+    pub fn of<B>(req: &Request<B>, access: &AccessPolicy) -> Caller {
         let route = req
             .extensions()
             .get::<Route>()
@@ -53,7 +53,7 @@ impl Caller {
             Some(name) => (access.is_admin(name), Some(format!("key:{name}"))),
             None => (
                 access.keys.is_empty() && loopback,
-                client_ip(req, trust_proxy).map(|ip| format!("ip:{ip}")),
+                client_ip(req, access.trust_proxy).map(|ip| format!("ip:{ip}")),
             ),
         };
         Caller {
@@ -86,13 +86,22 @@ fn client_ip<B>(req: &Request<B>, trust_proxy: bool) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::KeyEntry;
-    use crate::config::{Config, Env, Secret};
+    use crate::access::{KeyEntry, Secret};
+    use crate::config::{Config, Env};
 
     /// The policy of an empty environment, with these `(name, admin)` keys.
     fn policy(keys: &[(&str, bool)]) -> AccessPolicy {
-        let config = Config::from_env(&Env::new(|_| None)).unwrap();
-        let mut access = AccessPolicy::load(&config).unwrap();
+        policy_in(&[], keys)
+    }
+
+    fn policy_in(env: &[(&'static str, &'static str)], keys: &[(&str, bool)]) -> AccessPolicy {
+        let env = env.to_vec();
+        let lookup = move |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let mut access = Config::from_env(&Env::new(lookup)).unwrap().access;
         access
             .keys
             .extend(keys.iter().map(|(name, admin)| KeyEntry {
@@ -131,7 +140,6 @@ mod tests {
         let ops = Caller::of(
             &request("/admin/maintenance", Some("10.0.0.1:5"), Some("ops"), None),
             &access,
-            false,
         );
         assert_eq!(
             ops,
@@ -147,7 +155,6 @@ mod tests {
         let app = Caller::of(
             &request("/v1/models", Some("127.0.0.1:5"), Some("app"), None),
             &access,
-            false,
         );
         assert_eq!((app.admin, app.loopback), (false, true));
         assert_eq!(app.client.as_deref(), Some("key:app"));
@@ -160,31 +167,27 @@ mod tests {
         let c = Caller::of(
             &request("/v1/chat/completions", Some("10.1.2.3:9"), None, None),
             &access,
-            false,
         );
         assert_eq!(c.client.as_deref(), Some("ip:10.1.2.3"));
         assert_eq!((c.key, c.admin, c.loopback), (None, false, false));
         // No peer address (a request that did not come through the server): no client id.
-        let c = Caller::of(
-            &request("/v1/chat/completions", None, None, None),
-            &access,
-            false,
-        );
+        let c = Caller::of(&request("/v1/chat/completions", None, None, None), &access);
         assert_eq!(c.client, None);
     }
 
     #[test]
     fn loopback_administers_only_a_gateway_without_keys() {
         let local = request("/admin/maintenance", Some("127.0.0.1:1"), None, None);
-        assert!(Caller::of(&local, &policy(&[]), false).admin);
-        assert!(!Caller::of(&local, &policy(&[("ops", true)]), false).admin);
+        assert!(Caller::of(&local, &policy(&[])).admin);
+        assert!(!Caller::of(&local, &policy(&[("ops", true)])).admin);
         let remote = request("/admin/maintenance", Some("192.0.2.1:1"), None, None);
-        assert!(!Caller::of(&remote, &policy(&[]), false).admin);
+        assert!(!Caller::of(&remote, &policy(&[])).admin);
     }
 
     #[test]
     fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         let access = policy(&[]);
+        let trusting = policy_in(&[("PROXY_TRUST_PROXY", "true")], &[]);
         let req = request(
             "/v1/models",
             Some("127.0.0.1:1"),
@@ -192,17 +195,17 @@ mod tests {
             Some(" 203.0.113.7 , 10.0.0.2"),
         );
         assert_eq!(
-            Caller::of(&req, &access, false).client.as_deref(),
+            Caller::of(&req, &access).client.as_deref(),
             Some("ip:127.0.0.1")
         );
-        let trusted = Caller::of(&req, &access, true);
+        let trusted = Caller::of(&req, &trusting);
         assert_eq!(trusted.client.as_deref(), Some("ip:203.0.113.7"));
         // Loopback is the peer's: the header does not change it.
         assert!(trusted.loopback && trusted.admin);
         // A malformed header falls back to the peer.
         let bad = request("/v1/models", Some("10.0.0.9:1"), None, Some("not-an-ip"));
         assert_eq!(
-            Caller::of(&bad, &access, true).client.as_deref(),
+            Caller::of(&bad, &trusting).client.as_deref(),
             Some("ip:10.0.0.9")
         );
     }
@@ -211,6 +214,6 @@ mod tests {
     fn the_route_decided_at_the_top_is_carried() {
         let mut req = request("/v1/models", Some("127.0.0.1:1"), None, None);
         req.extensions_mut().insert(Route::Metrics);
-        assert_eq!(Caller::of(&req, &policy(&[]), false).route, Route::Metrics);
+        assert_eq!(Caller::of(&req, &policy(&[])).route, Route::Metrics);
     }
 }

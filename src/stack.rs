@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codex_auth::{AuthRejected, KeySet, RequireAuthLayer};
+use codex_auth::{ApiKey, AuthRejected, KeySet, RequireAuthLayer};
 use codex_maintenance::{MaintenanceLayer, MaintenanceRejected};
 use codex_metrics::{HttpMetrics, MetricsLayer};
 use codex_output_mode::{OutputMode, OutputModeLayer, OutputModeRejected};
@@ -53,13 +53,11 @@ pub type GatewayService = BoxCloneService<Request<Incoming>, Response<BoxBody>, 
 
 /// What the stack needs besides the API service.
 pub struct StackConfig {
-    pub keys: KeySet,
-    /// Which routes need a key, and the rate limits (keys file, route file, env).
+    /// The keys, which routes need one, the rate limits, trust and CORS.
     pub access: Arc<AccessPolicy>,
     pub maintenance: MaintenanceLayer,
     pub http_metrics: HttpMetrics,
-    pub cors: Option<Vec<String>>,
-    pub trust_proxy: bool,
+    /// The default output mode (`PROXY_OUTPUT_MODE`).
     pub output_mode: OutputMode,
     pub sse_keepalive: Duration,
 }
@@ -74,6 +72,14 @@ fn route_of<B>(req: &Request<B>) -> Route {
 }
 
 pub fn build(api: Api, config: StackConfig) -> GatewayService {
+    let keys = KeySet::new(
+        config
+            .access
+            .keys
+            .iter()
+            .map(|k| ApiKey::new(k.name.as_str(), k.secret.0.clone()))
+            .collect(),
+    );
     let auth_exempt = {
         let access = config.access.clone();
         move |req: &Request<Incoming>| {
@@ -83,9 +89,8 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
     };
     let identify = {
         let access = config.access.clone();
-        let trust_proxy = config.trust_proxy;
         move |mut req: Request<Incoming>| {
-            let caller = Caller::of(&req, &access, trust_proxy);
+            let caller = Caller::of(&req, &access);
             req.extensions_mut().insert(caller);
             req
         }
@@ -155,7 +160,7 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_of(req).label()).rejection_cause(rejection_cause))
         // Preflights are answered before auth (browsers send them without keys),
         // and rejections below still carry CORS headers so browsers can read them.
-        .option_layer(config.cors.map(cors_layer))
+        .option_layer(config.access.cors.clone().map(cors_layer))
         // CORS answers preflights with an empty `Default` body, which the
         // rejection bodies below (`Either<_, Full>`) do not have: erase the
         // type here. (A second, outer erasure happens at the hyper boundary;
@@ -164,7 +169,7 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         // The cheapest rejection first: in maintenance nothing else needs to run.
         .layer(config.maintenance.exempt(|req: &Request<Incoming>| { let route = route_of(req); route.is_probe_or_metrics() || route.is_admin() }))
         // Who is calling; the key's identity goes into extensions.
-        .layer(RequireAuthLayer::new(config.keys).exempt(auth_exempt))
+        .layer(RequireAuthLayer::new(keys).exempt(auth_exempt))
         // The caller (key, client id, admin, loopback) decided once, right
         // after auth, for everything below.
         .map_request(identify)

@@ -20,7 +20,7 @@ pub(super) fn serve<B>(state: &ApiState, req: &Request<B>) -> Result<Response<Ap
     // layer and checks its own token here.
     let presented = codex_auth::bearer_token(req.headers());
     let token_ok = match (&state.metrics_token, presented) {
-        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given)),
+        (Some(expected), Some(given)) => bool::from(expected.0.as_bytes().ct_eq(given)),
         _ => false,
     };
     if !from_loopback && !token_ok {
@@ -46,33 +46,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::access::AccessPolicy;
-    use crate::api::models::Aliases;
+    use crate::access::Secret;
     use crate::config::{Config, Env};
-    use crate::core::{CodexCore, CoreConfig};
+    use crate::core::CodexCore;
     use crate::server::PeerAddr;
     use crate::worker::Supervisor;
 
     fn state(token: Option<&str>) -> ApiState {
         let config = Config::from_env(&Env::new(|_| None)).unwrap();
         let (_supervisor, worker) = Supervisor::new(config.worker.clone(), std::env::temp_dir());
-        let core = CodexCore::new(
-            worker,
-            CoreConfig {
-                cwd: "/".into(),
-                sandbox: config.worker.sandbox,
-                enable_codex_tools: false,
-                model_provider: None,
-                idle_timeout: None,
-                max_concurrency: 1,
-                queue_max: 0,
-                queue_timeout: std::time::Duration::ZERO,
-                in_flight: None,
-            },
-        );
-        let mut s = ApiState::new(core, Aliases::default(), 1024);
+        let core = CodexCore::new(worker, config.core.clone());
+        let mut s = ApiState::new(core, &config.api).unwrap();
         s.registry = Some(Arc::new(prometheus_client::registry::Registry::default()));
-        s.metrics_token = token.map(str::to_owned);
+        s.metrics_token = token.map(|t| Secret(t.to_owned()));
         s
     }
 
@@ -84,7 +70,8 @@ mod tests {
         let mut req = req.body(()).unwrap();
         req.extensions_mut()
             .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
-        let caller = Caller::of(&req, &AccessPolicy::default(), false);
+        let access = Config::from_env(&Env::new(|_| None)).unwrap().access;
+        let caller = Caller::of(&req, &access);
         req.extensions_mut().insert(caller);
         req
     }

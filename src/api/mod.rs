@@ -30,6 +30,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
 use crate::caller::Caller;
+use crate::config::{ApiConfig, ToolsConfig};
 use crate::core::CodexCore;
 use crate::route::{MethodMatch, Route};
 use crate::telemetry::GatewayMetrics;
@@ -48,7 +49,8 @@ pub struct ApiState {
     pub metrics: Option<GatewayMetrics>,
     /// What `GET /metrics` encodes; `None` when metrics are off.
     pub registry: Option<Arc<prometheus_client::registry::Registry>>,
-    pub metrics_token: Option<String>,
+    /// The bearer token `/metrics` accepts from non-loopback clients.
+    pub metrics_token: Option<crate::access::Secret>,
     /// Per-client limit on concurrent streams (`PROXY_SSE_MAX_CONCURRENCY`).
     pub stream_limit: Option<codex_rate_limit::KeyedConcurrency>,
     /// Longest a whole chat request may take (`PROXY_TIMEOUT_MS`).
@@ -56,7 +58,7 @@ pub struct ApiState {
     /// Interrupt turns whose client went away (`PROXY_KILL_ON_DISCONNECT`).
     pub kill_on_disconnect: bool,
     /// Operator switches for tool calls.
-    pub tools: crate::config::ToolsConfig,
+    pub tools: ToolsConfig,
     /// Fetches http(s) image URLs when the operator allows it.
     pub images: Option<images::ImageFetcher>,
     /// Turns paused on tool calls, for the client's next request.
@@ -65,26 +67,34 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(core: CodexCore, aliases: Aliases, max_body_bytes: usize) -> ApiState {
-        ApiState {
+    /// The state for `config`; what is attached at run time (maintenance
+    /// handle, metrics, the `/metrics` registry and token) starts empty.
+    /// Fails only if the image fetcher cannot load the system's CA roots.
+    pub fn new(core: CodexCore, config: &ApiConfig) -> Result<ApiState, String> {
+        Ok(ApiState {
             core,
-            aliases,
-            max_body_bytes,
+            aliases: config.aliases.clone(),
+            max_body_bytes: config.max_body_bytes,
             maintenance: None,
             metrics: None,
             registry: None,
             metrics_token: None,
-            stream_limit: None,
-            request_timeout: None,
-            kill_on_disconnect: true,
-            tools: crate::config::ToolsConfig::default(),
-            images: None,
+            stream_limit: (config.stream_limit > 0)
+                .then(|| codex_rate_limit::KeyedConcurrency::new(config.stream_limit)),
+            request_timeout: config.request_timeout,
+            kill_on_disconnect: config.kill_on_disconnect,
+            tools: config.tools.clone(),
+            images: config
+                .image_fetch
+                .clone()
+                .map(images::ImageFetcher::new)
+                .transpose()?,
             continuations: Arc::new(continuation::Continuations::new(
-                std::time::Duration::from_secs(300),
-                256,
+                config.tools.continuation_ttl,
+                config.tools.continuation_max,
             )),
             draining: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     /// The flag `serve` sets when shutdown starts (readiness turns false).

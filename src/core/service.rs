@@ -11,11 +11,11 @@ use serde_json::{json, Map, Value};
 use super::failure::{Failure, FailureKind};
 use super::stream::{TurnCleanup, TurnStream};
 use super::turn::TurnRequest;
-use crate::config::SandboxMode;
 use crate::protocol::{
     Model, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart, ThreadStartParams, TurnStart,
     TurnStartParams,
 };
+use crate::worker::SandboxMode;
 use crate::worker::{WorkerHandle, HOST_TOOL_FEATURES};
 
 /// How the core sets up threads.
