@@ -1,7 +1,10 @@
 //! Who may call what, and how often: the keys file (`PROXY_API_KEYS_FILE`)
 //! and the per-route file (`PROXY_CONFIG`), merged with the environment
-//! defaults into one [`AccessPolicy`] the stack's auth and rate-limit
-//! closures read.
+//! ([`AccessConfig`]) into one [`AccessPolicy`], built once when the
+//! configuration is read; the stack's exemptions, [`Caller`] and rate-limit
+//! policy read it.
+//!
+//! [`Caller`]: crate::caller::Caller
 //!
 //! Keys file:
 //! ```toml
@@ -24,14 +27,51 @@
 //! ```
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use codex_rate_limit::Quota;
 use serde::Deserialize;
 
-use crate::api::route_name;
-use crate::config::{Config, Secret};
+use crate::route::Route;
+
+/// A string that never prints: API keys, the metrics token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What the environment says about access (the `access` group, before the
+/// files it names are read by [`AccessPolicy::load`]).
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// `PROXY_API_KEY`, in order; named `key-1`, `key-2`, ...
+    pub api_keys: Vec<Secret>,
+    pub keys_file: Option<PathBuf>,
+    pub route_file: Option<PathBuf>,
+    pub allow_unauthenticated: bool,
+    pub protect_models: bool,
+    /// `PROXY_RATE_LIMIT_*`, when enabled.
+    pub rate_limit: Option<Quota>,
+    /// The window of file quotas that name no `rate_limit_window_ms`.
+    pub rate_limit_window: Duration,
+    pub trust_proxy: bool,
+    pub metrics_token: Option<Secret>,
+    /// Origins allowed by CORS; `None` when CORS is off.
+    pub cors: Option<Vec<String>>,
+}
+
+/// A keys or route file that cannot be used, naming its variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessError {
+    pub variable: &'static str,
+    pub message: String,
+}
 
 /// One API key and what it may do.
 #[derive(Debug, Clone)]
@@ -50,14 +90,22 @@ pub struct RouteRule {
     pub rate_limit: Option<Option<Quota>>,
 }
 
-/// Everything the auth and rate-limit layers need to decide, built once.
-#[derive(Debug, Clone, Default)]
+/// Everything the edge of the stack needs to decide who may call what,
+/// built once by [`AccessPolicy::load`].
+#[derive(Debug, Clone)]
 pub struct AccessPolicy {
     pub keys: Vec<KeyEntry>,
     pub routes: HashMap<&'static str, RouteRule>,
     /// The environment default (`PROXY_RATE_LIMIT_*`), if enabled.
     pub default_quota: Option<Quota>,
     pub protect_models: bool,
+    pub allow_unauthenticated: bool,
+    /// Take the client address from `X-Forwarded-For` (see [`Caller`](crate::caller::Caller)).
+    pub trust_proxy: bool,
+    /// The bearer token `/metrics` accepts from non-loopback clients.
+    pub metrics_token: Option<Secret>,
+    /// Origins allowed by CORS; `None` when CORS is off.
+    pub cors: Option<Vec<String>>,
     key_quotas: HashMap<String, Quota>,
 }
 
@@ -96,37 +144,49 @@ struct RouteFileEntry {
 }
 
 impl AccessPolicy {
-    /// Builds the policy from the configuration and the files it names.
-    pub fn load(config: &Config) -> Result<AccessPolicy, String> {
-        let default_window = config.rate_limit_window;
+    /// Reads the files `config` names and merges them with it: the one
+    /// place the keys and route files are read and checked.
+    pub fn load(config: AccessConfig) -> Result<AccessPolicy, AccessError> {
+        let keys_error = |message| AccessError {
+            variable: "PROXY_API_KEYS_FILE",
+            message,
+        };
+        let window = config.rate_limit_window;
         let mut keys: Vec<KeyEntry> = config
             .api_keys
-            .iter()
+            .into_iter()
+            .enumerate()
             // Keys from PROXY_API_KEY belong to the operator: they may administer.
-            .map(|(name, secret)| KeyEntry {
-                name: name.clone(),
-                secret: secret.clone(),
+            .map(|(i, secret)| KeyEntry {
+                name: format!("key-{}", i + 1),
+                secret,
                 admin: true,
                 quota: None,
             })
             .collect();
-        if let Some(path) = &config.api_keys_file {
-            keys.extend(parse_keys_file(
-                &read(path, "PROXY_API_KEYS_FILE")?,
-                default_window,
-            )?);
+        if let Some(path) = &config.keys_file {
+            keys.extend(
+                read(path)
+                    .and_then(|t| parse_keys_file(&t, window))
+                    .map_err(keys_error)?,
+            );
         }
         let mut names = std::collections::HashSet::new();
         for k in &keys {
             if !names.insert(k.name.as_str()) {
-                return Err(format!(
-                    "PROXY_API_KEYS_FILE: the key name `{}` appears twice",
+                return Err(keys_error(format!(
+                    "the key name `{}` appears twice",
                     k.name
-                ));
+                )));
             }
         }
-        let routes = match &config.route_config {
-            Some(path) => parse_routes_file(&read(path, "PROXY_CONFIG")?, default_window)?,
+        let routes = match &config.route_file {
+            Some(path) => read(path)
+                .and_then(|t| parse_routes_file(&t, window))
+                .map_err(|message| AccessError {
+                    variable: "PROXY_CONFIG",
+                    message,
+                })?,
             None => HashMap::new(),
         };
         let key_quotas = keys
@@ -136,44 +196,54 @@ impl AccessPolicy {
         Ok(AccessPolicy {
             keys,
             routes,
-            default_quota: config
-                .rate_limit_enabled
-                .then(|| Quota::new(config.rate_limit_max, config.rate_limit_window)),
+            default_quota: config.rate_limit,
             protect_models: config.protect_models,
+            allow_unauthenticated: config.allow_unauthenticated,
+            trust_proxy: config.trust_proxy,
+            metrics_token: config.metrics_token,
+            cors: config.cors,
             key_quotas,
         })
     }
 
-    /// Whether a request to `path` needs a key.
-    pub fn requires_auth(&self, path: &str) -> bool {
+    /// Refuses to expose the worker to anyone who can reach the port:
+    /// beyond loopback, some key must exist (an empty keys file does not
+    /// count) unless `PROXY_ALLOW_UNAUTHENTICATED` accepts the risk.
+    pub fn check_exposure(&self, host: IpAddr) -> Result<(), String> {
+        if !host.is_loopback() && self.keys.is_empty() && !self.allow_unauthenticated {
+            return Err(format!(
+                "refusing to listen on {host} without an API key: set PROXY_API_KEY or \
+                 PROXY_API_KEYS_FILE (or PROXY_ALLOW_UNAUTHENTICATED=true to accept the risk)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a request to `route` needs a key.
+    pub fn requires_auth(&self, route: Route) -> bool {
         if self.keys.is_empty() {
             return false;
         }
-        let route = route_name(path);
-        if let Some(auth) = self.routes.get(route).and_then(|r| r.auth) {
-            return auth;
-        }
-        match route {
-            "/healthz" | "/readyz" | "/metrics" => false,
-            "/v1/models" | "/v1/models/{id}" => self.protect_models,
-            _ => true,
+        match self.routes.get(route.label()).and_then(|r| r.auth) {
+            Some(auth) => auth,
+            None => route.needs_key_by_default(self.protect_models),
         }
     }
 
-    /// The bucket and quota for a request from `client` (a key name or an address).
+    /// The bucket and quota for a request to `route` from `client`
+    /// (`key:<name>` or `ip:<address>`, see [`Caller`](crate::caller::Caller)).
     pub fn rate_key(
         &self,
-        path: &str,
+        route: Route,
         client: &str,
         key_name: Option<&str>,
     ) -> Option<(String, Quota)> {
-        let route = route_name(path);
-        if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+        if route.is_probe_or_metrics() {
             return None;
         }
-        match self.routes.get(route).and_then(|r| r.rate_limit) {
+        match self.routes.get(route.label()).and_then(|r| r.rate_limit) {
             Some(None) => None,
-            Some(Some(q)) => Some((format!("{route}|{client}"), q)),
+            Some(Some(q)) => Some((format!("{}|{client}", route.label()), q)),
             None => {
                 let per_key = key_name.and_then(|n| self.key_quotas.get(n)).copied();
                 per_key
@@ -188,8 +258,8 @@ impl AccessPolicy {
     }
 }
 
-fn read(path: &Path, var: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{var}: cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn quota(max: Option<u32>, window_ms: Option<u64>, default_window: Duration) -> Option<Quota> {
@@ -204,20 +274,15 @@ fn quota(max: Option<u32>, window_ms: Option<u64>, default_window: Duration) -> 
 }
 
 fn parse_keys_file(text: &str, default_window: Duration) -> Result<Vec<KeyEntry>, String> {
-    let file: KeysFile = toml::from_str(text).map_err(|e| format!("PROXY_API_KEYS_FILE: {e}"))?;
+    let file: KeysFile = toml::from_str(text).map_err(|e| e.to_string())?;
     file.keys
         .into_iter()
         .map(|k| {
             if k.name.trim().is_empty() || k.key.trim().is_empty() {
-                return Err(
-                    "PROXY_API_KEYS_FILE: every key needs a non-empty `name` and `key`".to_owned(),
-                );
+                return Err("every key needs a non-empty `name` and `key`".to_owned());
             }
             if k.rate_limit_window_ms == Some(0) {
-                return Err(format!(
-                    "PROXY_API_KEYS_FILE: key `{}` has rate_limit_window_ms = 0",
-                    k.name
-                ));
+                return Err(format!("key `{}` has rate_limit_window_ms = 0", k.name));
             }
             Ok(KeyEntry {
                 quota: quota(k.rate_limit_max, k.rate_limit_window_ms, default_window),
@@ -233,19 +298,15 @@ fn parse_routes_file(
     text: &str,
     default_window: Duration,
 ) -> Result<HashMap<&'static str, RouteRule>, String> {
-    let file: RoutesFile = toml::from_str(text).map_err(|e| format!("PROXY_CONFIG: {e}"))?;
+    let file: RoutesFile = toml::from_str(text).map_err(|e| e.to_string())?;
     let mut out = HashMap::new();
     for (path, r) in file.routes {
-        let route = route_name(&path);
-        if route == "other" {
-            return Err(format!(
-                "PROXY_CONFIG: `{path}` is not a route this gateway serves"
-            ));
+        let route = Route::of(&path);
+        if route == Route::Unknown {
+            return Err(format!("`{path}` is not a route this gateway serves"));
         }
         if r.rate_limit_window_ms == Some(0) {
-            return Err(format!(
-                "PROXY_CONFIG: route `{path}` has rate_limit_window_ms = 0"
-            ));
+            return Err(format!("route `{path}` has rate_limit_window_ms = 0"));
         }
         let rate_limit = match (
             r.rate_limit,
@@ -256,7 +317,7 @@ fn parse_routes_file(
             (_, None) => None,
         };
         out.insert(
-            route,
+            route.label(),
             RouteRule {
                 auth: r.auth,
                 rate_limit,
@@ -269,22 +330,22 @@ fn parse_routes_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Env};
 
     const MIN: Duration = Duration::from_secs(60);
 
+    /// The policy of an empty environment with these files' contents.
     fn policy(keys: &str, routes: &str, default: Option<Quota>) -> AccessPolicy {
-        let keys = parse_keys_file(keys, MIN).unwrap();
-        let key_quotas = keys
+        let mut p = Config::from_env(&Env::new(|_| None)).unwrap().access;
+        p.keys = parse_keys_file(keys, MIN).unwrap();
+        p.key_quotas = p
+            .keys
             .iter()
             .filter_map(|k| k.quota.map(|q| (k.name.clone(), q)))
             .collect();
-        AccessPolicy {
-            keys,
-            routes: parse_routes_file(routes, MIN).unwrap(),
-            default_quota: default,
-            protect_models: false,
-            key_quotas,
-        }
+        p.routes = parse_routes_file(routes, MIN).unwrap();
+        p.default_quota = default;
+        p
     }
 
     #[test]
@@ -311,25 +372,25 @@ mod tests {
             "#,
             Some(Quota::new(60, MIN)),
         );
-        assert!(p.requires_auth("/v1/models"));
-        assert!(!p.requires_auth("/healthz"));
-        assert!(p.requires_auth("/v1/responses"));
+        assert!(p.requires_auth(Route::ListModels));
+        assert!(!p.requires_auth(Route::Healthz));
+        assert!(p.requires_auth(Route::Responses));
         assert_eq!(
-            p.rate_key("/v1/chat/completions", "key:alice", Some("alice")),
+            p.rate_key(Route::ChatCompletions, "key:alice", Some("alice")),
             Some((
                 "/v1/chat/completions|key:alice".into(),
                 Quota::new(2, Duration::from_secs(1))
             ))
         );
         assert_eq!(
-            p.rate_key("/v1/models", "key:alice", Some("alice")),
+            p.rate_key(Route::ListModels, "key:alice", Some("alice")),
             Some(("key:alice".into(), Quota::new(5, MIN)))
         );
         assert_eq!(
-            p.rate_key("/v1/models", "key:ops", Some("ops")),
+            p.rate_key(Route::ListModels, "key:ops", Some("ops")),
             Some(("key:ops".into(), Quota::new(60, MIN)))
         );
-        assert_eq!(p.rate_key("/healthz", "ip:1.2.3.4", None), None);
+        assert_eq!(p.rate_key(Route::Healthz, "ip:1.2.3.4", None), None);
         assert!(p.is_admin("ops") && !p.is_admin("alice"));
     }
 
@@ -347,7 +408,7 @@ mod tests {
     #[test]
     fn without_keys_nothing_requires_auth() {
         let p = policy("", "", None);
-        assert!(!p.requires_auth("/v1/chat/completions"));
-        assert_eq!(p.rate_key("/v1/chat/completions", "ip:1", None), None);
+        assert!(!p.requires_auth(Route::ChatCompletions));
+        assert_eq!(p.rate_key(Route::ChatCompletions, "ip:1", None), None);
     }
 }

@@ -6,20 +6,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use codex_auth::{ApiKey, KeySet};
-use codex_maintenance::{MaintenanceConfig, MaintenanceHandle, MaintenanceLayer};
+use codex_maintenance::{MaintenanceHandle, MaintenanceLayer};
 use codex_metrics::HttpMetrics;
-use codex_rate_limit::KeyedConcurrency;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::AccessPolicy;
-use crate::api::models::Aliases;
 use crate::api::{Api, ApiState};
 use crate::config::Config;
-use crate::core::{CodexCore, CoreConfig};
-use crate::server::{serve, ServeConfig};
+use crate::core::CodexCore;
+use crate::server::serve;
 use crate::stack::{self, StackConfig};
 use crate::telemetry::GatewayMetrics;
 use crate::worker::{Supervisor, WorkerHandle};
@@ -31,89 +27,55 @@ pub struct GatewayHandles {
     pub maintenance: MaintenanceHandle,
 }
 
-/// Refuses configurations that would expose the worker to anyone who can
-/// reach the port: beyond loopback, some key must exist (an empty keys file
-/// does not count).
-pub fn check_exposure(config: &Config, access: &AccessPolicy) -> Result<(), String> {
-    if !config.host.is_loopback() && access.keys.is_empty() && !config.allow_unauthenticated {
-        return Err(format!(
-            "refusing to listen on {} without an API key: set PROXY_API_KEY or PROXY_API_KEYS_FILE \
-             (or PROXY_ALLOW_UNAUTHENTICATED=true to accept the risk)",
-            config.host
-        ));
-    }
-    Ok(())
-}
-
 /// Runs the gateway on `listener` until `shutdown` resolves: serves, drains,
 /// then stops the worker. `on_start` receives the handles once everything is wired.
+///
+/// `config` comes from [`Config::from_env`], which has already read the keys
+/// and route files and refused an exposed configuration.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     on_start: impl FnOnce(GatewayHandles),
 ) -> Result<(), String> {
-    let workdir = match &config.worker.workdir {
+    let Config {
+        log_json: _,
+        serve: serve_config,
+        access,
+        api: api_config,
+        maintenance: maintenance_config,
+        core: mut core_config,
+        worker: worker_config,
+    } = config;
+    let workdir = match &worker_config.workdir {
         Some(dir) => dir.clone(),
         None => private_workdir()?,
     };
 
-    let access = Arc::new(AccessPolicy::load(&config)?);
-    check_exposure(&config, &access)?;
     let mut registry = Registry::with_prefix("codex_gateway");
     let http_metrics = HttpMetrics::register(&mut registry);
     let gateway_metrics = GatewayMetrics::register(&mut registry);
 
-    let (supervisor, worker) = Supervisor::new(config.worker.clone(), workdir.clone());
+    let shutdown_grace = worker_config.shutdown_grace;
+    let (supervisor, worker) = Supervisor::new(worker_config, workdir.clone());
     let supervisor = supervisor.with_call_observer(gateway_metrics.call_observer());
     let stop_worker = CancellationToken::new();
     let supervisor_task = tokio::spawn(supervisor.run(stop_worker.clone()));
     gateway_metrics.watch_worker(worker.clone());
 
-    let core = CodexCore::new(
-        worker.clone(),
-        CoreConfig {
-            cwd: workdir.display().to_string(),
-            sandbox: config.worker.sandbox,
-            enable_codex_tools: config.worker.enable_codex_tools,
-            model_provider: config.worker.model_provider.clone(),
-            idle_timeout: config.stream_idle_timeout,
-            max_concurrency: config.max_concurrency,
-            queue_max: config.queue_max,
-            queue_timeout: config.queue_timeout,
-            in_flight: Some(gateway_metrics.turns_in_flight().clone()),
-        },
-    );
-    let (maintenance_layer, maintenance) = MaintenanceLayer::pair(MaintenanceConfig {
-        enabled: config.maintenance,
-        retry_after_secs: config.maintenance_retry_after_s,
-        message: config.maintenance_message.clone(),
-    });
-    let aliases = Aliases::parse(&config.model_aliases)
-        .map_err(|e| format!("invalid PROXY_MODEL_ALIASES: {e}"))?;
-    let mut state = ApiState::new(core, aliases, config.max_body_bytes);
+    // The two core settings only known now (see `Config::core`).
+    core_config.cwd = workdir.display().to_string();
+    core_config.in_flight = Some(gateway_metrics.turns_in_flight().clone());
+    let core = CodexCore::new(worker.clone(), core_config);
+    let (maintenance_layer, maintenance) = MaintenanceLayer::pair(maintenance_config);
+    let mut state = ApiState::new(core, &api_config)?;
     state.maintenance = Some(maintenance.clone());
-    state.access = access.clone();
     state.metrics = Some(gateway_metrics);
-    state.registry = config.metrics_enabled.then(|| Arc::new(registry));
-    state.metrics_token = config.metrics_token.as_ref().map(|t| t.0.clone());
-    state.stream_limit =
-        (config.sse_max_concurrency > 0).then(|| KeyedConcurrency::new(config.sse_max_concurrency));
-    state.trust_proxy = config.trust_proxy;
-    state.request_timeout = config.request_timeout;
-    state.kill_on_disconnect = config.kill_on_disconnect;
-    state.tools = config.tools.clone();
-    state.images = match &config.image_fetch {
-        Some(c) => Some(crate::api::images::ImageFetcher::new(c.clone())?),
-        None => None,
-    };
-    state.continuations = Arc::new(crate::core::ParkedTurns::new(
-        config.tools.continuation_ttl,
-        config.tools.continuation_max,
-    ));
+    state.registry = api_config.serve_metrics.then(|| Arc::new(registry));
+    state.metrics_token = access.metrics_token.clone();
     let sweeper = {
         let store = state.continuations.clone();
-        let every = config.tools.continuation_ttl / 4;
+        let every = api_config.tools.continuation_ttl / 4;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
             loop {
@@ -125,27 +87,14 @@ pub async fn run(
     let draining = state.draining_flag();
     let api = Api::new(Arc::new(state));
 
-    let keys = KeySet::new(
-        access
-            .keys
-            .iter()
-            .map(|k| ApiKey::new(k.name.as_str(), k.secret.0.clone()))
-            .collect(),
-    );
     let service = stack::build(
         api,
         StackConfig {
-            keys,
-            access,
+            access: Arc::new(access),
             maintenance: maintenance_layer,
             http_metrics,
-            cors: config.cors_enabled.then(|| config.cors_origins.clone()),
-            trust_proxy: config.trust_proxy,
-            output_mode: config
-                .output_mode
-                .parse()
-                .map_err(|e| format!("invalid PROXY_OUTPUT_MODE: {e}"))?,
-            sse_keepalive: config.sse_keepalive,
+            output_mode: api_config.output_mode,
+            sse_keepalive: api_config.sse_keepalive,
         },
     );
 
@@ -160,21 +109,12 @@ pub async fn run(
         draining.store(true, Ordering::Relaxed);
         tracing::info!("shutdown requested");
     };
-    serve(
-        listener,
-        service,
-        ServeConfig {
-            header_timeout: config.header_timeout,
-            drain_timeout: config.shutdown_drain,
-        },
-        shutdown,
-    )
-    .await;
+    serve(listener, service, &serve_config, shutdown).await;
 
     // Streams have drained (or their deadline passed): now the worker may go.
     sweeper.abort();
     stop_worker.cancel();
-    let grace = config.worker.shutdown_grace + Duration::from_secs(1);
+    let grace = shutdown_grace + Duration::from_secs(1);
     if tokio::time::timeout(grace, supervisor_task).await.is_err() {
         tracing::warn!("the worker did not stop in time");
     }

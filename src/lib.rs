@@ -8,9 +8,11 @@
 pub mod access;
 pub mod api;
 pub mod app;
+pub mod caller;
 pub mod config;
 pub mod core;
 pub mod protocol;
+pub mod route;
 pub mod rpc;
 pub mod server;
 pub mod stack;

@@ -1,7 +1,6 @@
 //! The `codex-completions-api` binary: reads the environment, serves until
 //! SIGTERM or SIGINT.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use codex_completions_api::{app, config};
@@ -36,11 +35,6 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_json);
-    let access = codex_completions_api::access::AccessPolicy::load(&config);
-    if let Err(e) = access.and_then(|a| app::check_exposure(&config, &a)) {
-        eprintln!("codex-completions-api: {e}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -49,7 +43,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let addr = SocketAddr::new(config.host, config.port);
+        let addr = config.serve.addr();
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
             Err(e) => {

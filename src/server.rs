@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,21 +26,22 @@ use tower::{Service, ServiceExt};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// Server settings.
+/// Server settings (the `serve` group of [`Config`](crate::config::Config)).
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Where the binary listens (`PROXY_HOST`, `PORT`); [`serve`] takes a
+    /// listener already bound, so tests can bind port 0.
+    pub host: IpAddr,
+    pub port: u16,
     /// Time a client has to send a request's headers (HTTP/1).
     pub header_timeout: Duration,
     /// How long in-flight requests and streams may run after shutdown starts.
     pub drain_timeout: Duration,
 }
 
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            header_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(30),
-        }
+impl ServeConfig {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
     }
 }
 
@@ -50,7 +51,7 @@ impl Default for ServeConfig {
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
-    config: ServeConfig,
+    config: &ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> bool
 where

@@ -5,21 +5,22 @@
 //!
 //! | extension | inserted by | read by |
 //! |---|---|---|
-//! | `PeerAddr` | `server::serve` | rate limit (client key without auth), `/metrics` access |
+//! | `PeerAddr` | `server::serve` | the `Caller` map (client address, loopback) |
+//! | `Route` | the first `map_request`, from the path | metrics label, maintenance and auth exemptions, the `Caller` map, the API's router |
 //! | `RequestId` | request-id layer | tracing, echoed as `x-request-id` |
-//! | `AuthenticatedKey` | auth | rate limit |
+//! | `AuthenticatedKey` | auth | the `Caller` map |
+//! | `Caller` | the `map_request` under auth | rate limit (bucket, quota), `/admin/*`, `/metrics`, the API handlers (stream limit) |
 //! | `OutputMode` | output mode | chat handler (tool-call rendering) |
 //!
 //! Rejections are responses (hyper drops the connection on `Err`), each
 //! marked in the response extensions so metrics counts them by cause.
 
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use codex_auth::{AuthRejected, AuthenticatedKey, KeySet, RequireAuthLayer};
+use codex_auth::{ApiKey, AuthRejected, KeySet, RequireAuthLayer};
 use codex_maintenance::{MaintenanceLayer, MaintenanceRejected};
 use codex_metrics::{HttpMetrics, MetricsLayer};
 use codex_output_mode::{OutputMode, OutputModeLayer, OutputModeRejected};
@@ -40,8 +41,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::access::AccessPolicy;
 use crate::api::error::Rejection;
-use crate::api::{route_name, Api};
-use crate::server::PeerAddr;
+use crate::api::Api;
+use crate::caller::Caller;
+use crate::route::Route;
 
 /// The body type at the hyper boundary, erased once here.
 pub type BoxBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -51,42 +53,57 @@ pub type GatewayService = BoxCloneService<Request<Incoming>, Response<BoxBody>, 
 
 /// What the stack needs besides the API service.
 pub struct StackConfig {
-    pub keys: KeySet,
-    /// Which routes need a key, and the rate limits (keys file, route file, env).
+    /// The keys, which routes need one, the rate limits, trust and CORS.
     pub access: Arc<AccessPolicy>,
     pub maintenance: MaintenanceLayer,
     pub http_metrics: HttpMetrics,
-    pub cors: Option<Vec<String>>,
-    pub trust_proxy: bool,
+    /// The default output mode (`PROXY_OUTPUT_MODE`).
     pub output_mode: OutputMode,
     pub sse_keepalive: Duration,
 }
 
-/// Paths that must answer even in maintenance and without a key: probes
-/// (orchestrators restart what they cannot probe) and metrics (it has its own token).
-fn is_probe_or_metrics(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+/// The request's route, put into its extensions by the first `map_request`.
+/// Every request gets one, so `Route::Unknown` is only a fallback.
+fn route_of<B>(req: &Request<B>) -> Route {
+    req.extensions()
+        .get::<Route>()
+        .copied()
+        .unwrap_or(Route::Unknown)
 }
 
 pub fn build(api: Api, config: StackConfig) -> GatewayService {
+    let keys = KeySet::new(
+        config
+            .access
+            .keys
+            .iter()
+            .map(|k| ApiKey::new(k.name.as_str(), k.secret.0.clone()))
+            .collect(),
+    );
     let auth_exempt = {
         let access = config.access.clone();
         move |req: &Request<Incoming>| {
             // Browsers send preflights without credentials.
-            req.method() == Method::OPTIONS || !access.requires_auth(req.uri().path())
+            req.method() == Method::OPTIONS || !access.requires_auth(route_of(req))
+        }
+    };
+    let identify = {
+        let access = config.access.clone();
+        move |mut req: Request<Incoming>| {
+            let caller = Caller::of(&req, &access);
+            req.extensions_mut().insert(caller);
+            req
         }
     };
     let rate_policy = {
         let access = config.access.clone();
-        let trust_proxy = config.trust_proxy;
         move |req: &Request<Incoming>| -> Option<RateKey> {
-            let key = req.extensions().get::<AuthenticatedKey>();
-            let client = match key {
-                Some(key) => format!("key:{}", key.name()),
-                None => format!("ip:{}", client_ip(req, trust_proxy)?),
-            };
-            let (bucket, quota) =
-                access.rate_key(req.uri().path(), &client, key.map(|k| k.name()))?;
+            let caller = req.extensions().get::<Caller>()?;
+            let (bucket, quota) = access.rate_key(
+                caller.route,
+                caller.client.as_deref()?,
+                caller.key.as_deref(),
+            )?;
             Some(RateKey::new(bucket, quota))
         }
     };
@@ -119,6 +136,13 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
     let service = ServiceBuilder::new()
         // Erase the body type once, at the hyper boundary.
         .map_response(erase_body)
+        // The route is decided once, from the path, before anything needs it
+        // (metrics label, exemptions, access policy, router).
+        .map_request(|mut req: Request<Incoming>| {
+            let route = Route::of(req.uri().path());
+            req.extensions_mut().insert(route);
+            req
+        })
         // Secrets are marked before anything can log a header.
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::PROXY_AUTHORIZATION, header::COOKIE]))
         // Every request gets an id early, so every log line and the response carry it.
@@ -133,14 +157,17 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)))
         // Outside every rejecting layer, so it counts each rejection by cause,
         // and outside the SSE layer, so a stream's duration ends with its body.
-        .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_name(req.uri().path())).rejection_cause(rejection_cause))
+        .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_of(req).label()).rejection_cause(rejection_cause))
         // Preflights are answered before auth (browsers send them without keys),
         // and rejections below still carry CORS headers so browsers can read them.
-        .option_layer(config.cors.map(cors_layer))
+        .option_layer(config.access.cors.clone().map(cors_layer))
         // The cheapest rejection first: in maintenance nothing else needs to run.
-        .layer(config.maintenance.exempt(|req: &Request<Incoming>| is_probe_or_metrics(req.uri().path()) || req.uri().path().starts_with("/admin/")))
-        // Who is calling; the identity goes into extensions for the rate limit.
-        .layer(RequireAuthLayer::new(config.keys).exempt(auth_exempt))
+        .layer(config.maintenance.exempt(|req: &Request<Incoming>| { let route = route_of(req); route.is_probe_or_metrics() || route.is_admin() }))
+        // Who is calling; the key's identity goes into extensions.
+        .layer(RequireAuthLayer::new(keys).exempt(auth_exempt))
+        // The caller (key, client id, admin, loopback) decided once, right
+        // after auth, for everything below.
+        .map_request(identify)
         // Keyed by that identity (or the client address), so needs auth first.
         .layer(RateLimitLayer::new(rate_policy))
         // A bad x-proxy-output-mode is a 400 before any work starts.
@@ -181,23 +208,6 @@ fn cors_layer(origins: Vec<String>) -> CorsLayer {
             HeaderName::from_static("x-ratelimit-reset-requests"),
         ])
         .max_age(Duration::from_secs(600))
-}
-
-/// The client's address: the peer, or with a trusted proxy the first
-/// `X-Forwarded-For` entry.
-pub fn client_ip<B>(req: &Request<B>, trust_proxy: bool) -> Option<IpAddr> {
-    if trust_proxy {
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
 }
 
 #[derive(Clone, Copy)]

@@ -9,31 +9,33 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{json_response, ApiBody, ApiState};
-use crate::server::PeerAddr;
+use crate::caller::Caller;
 
 /// Who called, for the log line.
 pub(super) struct Admin(String);
 
-pub(super) fn authorize<B>(state: &ApiState, req: &Request<B>) -> Result<Admin, ApiError> {
+/// Lets in the callers the stack decided may administer ([`Caller::admin`]).
+pub(super) fn authorize<B>(req: &Request<B>) -> Result<Admin, ApiError> {
     let forbidden =
         |msg: &str| ApiError::new(StatusCode::FORBIDDEN, "permission_error", msg).code("forbidden");
-    if let Some(key) = req.extensions().get::<codex_auth::AuthenticatedKey>() {
-        return if state.access.is_admin(key.name()) {
-            Ok(Admin(format!("key:{}", key.name())))
-        } else {
+    match req.extensions().get::<Caller>() {
+        Some(Caller {
+            admin: true,
+            key: Some(key),
+            ..
+        }) => Ok(Admin(format!("key:{key}"))),
+        Some(Caller {
+            admin: true,
+            key: None,
+            ..
+        }) => Ok(Admin("loopback".into())),
+        Some(Caller { key: Some(_), .. }) => {
             Err(forbidden("This key may not administer the gateway."))
-        };
+        }
+        _ => Err(forbidden(
+            "Admin endpoints need an admin key (or, with no keys configured, a loopback client).",
+        )),
     }
-    let loopback = req
-        .extensions()
-        .get::<PeerAddr>()
-        .is_some_and(|p| p.0.ip().is_loopback());
-    if state.access.keys.is_empty() && loopback {
-        return Ok(Admin("loopback".into()));
-    }
-    Err(forbidden(
-        "Admin endpoints need an admin key (or, with no keys configured, a loopback client).",
-    ))
 }
 
 pub(super) fn maintenance(

@@ -11,7 +11,6 @@
 //! second time: keep the switch off where that matters.)
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -24,13 +23,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::error::ApiError;
 
-/// Settings for fetching.
-#[derive(Debug, Clone)]
-pub struct ImageFetchConfig {
-    pub allow_private: bool,
-    pub max_bytes: usize,
-    pub timeout: Duration,
-}
+pub use crate::config::ImageFetchConfig;
 
 /// An HTTP(S) client for image downloads. Cheap to clone.
 #[derive(Clone)]

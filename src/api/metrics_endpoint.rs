@@ -7,7 +7,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::{ApiBody, ApiState};
-use crate::server::PeerAddr;
+use crate::caller::Caller;
 
 pub(super) fn serve<B>(state: &ApiState, req: &Request<B>) -> Result<Response<ApiBody>, ApiError> {
     let Some(registry) = &state.registry else {
@@ -15,21 +15,12 @@ pub(super) fn serve<B>(state: &ApiState, req: &Request<B>) -> Result<Response<Ap
             "Metrics are off; set PROXY_ENABLE_METRICS=true.",
         ));
     };
-    let from_loopback = req
-        .extensions()
-        .get::<PeerAddr>()
-        .is_some_and(|p| p.0.ip().is_loopback());
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let from_loopback = req.extensions().get::<Caller>().is_some_and(|c| c.loopback);
+    // The same parser as the auth layer's; `/metrics` is exempt from that
+    // layer and checks its own token here.
+    let presented = codex_auth::bearer_token(req.headers());
     let token_ok = match (&state.metrics_token, presented) {
-        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
+        (Some(expected), Some(given)) => bool::from(expected.0.as_bytes().ct_eq(given)),
         _ => false,
     };
     if !from_loopback && !token_ok {
@@ -55,31 +46,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::api::models::Aliases;
+    use crate::access::Secret;
     use crate::config::{Config, Env};
-    use crate::core::{CodexCore, CoreConfig};
+    use crate::core::CodexCore;
+    use crate::server::PeerAddr;
     use crate::worker::Supervisor;
 
     fn state(token: Option<&str>) -> ApiState {
         let config = Config::from_env(&Env::new(|_| None)).unwrap();
         let (_supervisor, worker) = Supervisor::new(config.worker.clone(), std::env::temp_dir());
-        let core = CodexCore::new(
-            worker,
-            CoreConfig {
-                cwd: "/".into(),
-                sandbox: config.worker.sandbox,
-                enable_codex_tools: false,
-                model_provider: None,
-                idle_timeout: None,
-                max_concurrency: 1,
-                queue_max: 0,
-                queue_timeout: std::time::Duration::ZERO,
-                in_flight: None,
-            },
-        );
-        let mut s = ApiState::new(core, Aliases::default(), 1024);
+        let core = CodexCore::new(worker, config.core.clone());
+        let mut s = ApiState::new(core, &config.api).unwrap();
         s.registry = Some(Arc::new(prometheus_client::registry::Registry::default()));
-        s.metrics_token = token.map(str::to_owned);
+        s.metrics_token = token.map(|t| Secret(t.to_owned()));
         s
     }
 
@@ -91,6 +70,9 @@ mod tests {
         let mut req = req.body(()).unwrap();
         req.extensions_mut()
             .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+        let access = Config::from_env(&Env::new(|_| None)).unwrap().access;
+        let caller = Caller::of(&req, &access);
+        req.extensions_mut().insert(caller);
         req
     }
 

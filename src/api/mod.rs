@@ -31,8 +31,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
-use crate::access::AccessPolicy;
+use crate::caller::Caller;
+use crate::config::{ApiConfig, ToolsConfig};
 use crate::core::CodexCore;
+use crate::route::{MethodMatch, Route};
 use crate::telemetry::GatewayMetrics;
 use error::ApiError;
 use models::Aliases;
@@ -40,41 +42,25 @@ use models::Aliases;
 /// What the API hands the SSE layer: a JSON body or a stream of events.
 pub type ApiBody = codex_sse::Payload<Full<Bytes>>;
 
-/// The route a request matched, with a bounded set of names (metrics labels).
-pub fn route_name(path: &str) -> &'static str {
-    match path {
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        "/v1/models" => "/v1/models",
-        "/v1/chat/completions" => "/v1/chat/completions",
-        "/v1/responses" => "/v1/responses",
-        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
-        p if p.starts_with("/admin/") => "/admin",
-        _ => "other",
-    }
-}
-
 /// State shared by every request.
 pub struct ApiState {
     pub core: CodexCore,
     pub aliases: Aliases,
     pub max_body_bytes: usize,
     pub maintenance: Option<MaintenanceHandle>,
-    pub access: Arc<AccessPolicy>,
     pub metrics: Option<GatewayMetrics>,
     /// What `GET /metrics` encodes; `None` when metrics are off.
     pub registry: Option<Arc<prometheus_client::registry::Registry>>,
-    pub metrics_token: Option<String>,
+    /// The bearer token `/metrics` accepts from non-loopback clients.
+    pub metrics_token: Option<crate::access::Secret>,
     /// Per-client limit on concurrent streams (`PROXY_SSE_MAX_CONCURRENCY`).
     pub stream_limit: Option<codex_rate_limit::KeyedConcurrency>,
-    pub trust_proxy: bool,
     /// Longest a whole chat request may take (`PROXY_TIMEOUT_MS`).
     pub request_timeout: Option<std::time::Duration>,
     /// Interrupt turns whose client went away (`PROXY_KILL_ON_DISCONNECT`).
     pub kill_on_disconnect: bool,
     /// Operator switches for tool calls.
-    pub tools: crate::config::ToolsConfig,
+    pub tools: ToolsConfig,
     /// Fetches http(s) image URLs when the operator allows it.
     pub images: Option<images::ImageFetcher>,
     /// Turns paused on tool calls, for the client's next request.
@@ -83,28 +69,34 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(core: CodexCore, aliases: Aliases, max_body_bytes: usize) -> ApiState {
-        ApiState {
+    /// The state for `config`; what is attached at run time (maintenance
+    /// handle, metrics, the `/metrics` registry and token) starts empty.
+    /// Fails only if the image fetcher cannot load the system's CA roots.
+    pub fn new(core: CodexCore, config: &ApiConfig) -> Result<ApiState, String> {
+        Ok(ApiState {
             core,
-            aliases,
-            max_body_bytes,
+            aliases: config.aliases.clone(),
+            max_body_bytes: config.max_body_bytes,
             maintenance: None,
-            access: Arc::new(AccessPolicy::default()),
             metrics: None,
             registry: None,
             metrics_token: None,
-            stream_limit: None,
-            trust_proxy: false,
-            request_timeout: None,
-            kill_on_disconnect: true,
-            tools: crate::config::ToolsConfig::default(),
-            images: None,
+            stream_limit: (config.stream_limit > 0)
+                .then(|| codex_rate_limit::KeyedConcurrency::new(config.stream_limit)),
+            request_timeout: config.request_timeout,
+            kill_on_disconnect: config.kill_on_disconnect,
+            tools: config.tools.clone(),
+            images: config
+                .image_fetch
+                .clone()
+                .map(images::ImageFetcher::new)
+                .transpose()?,
             continuations: Arc::new(crate::core::ParkedTurns::new(
-                std::time::Duration::from_secs(300),
-                256,
+                config.tools.continuation_ttl,
+                config.tools.continuation_max,
             )),
             draining: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     /// The flag `serve` sets when shutdown starts (readiness turns false).
@@ -157,30 +149,45 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    match (path.as_str(), &method) {
-        ("/healthz", &Method::GET | &Method::HEAD) => Ok(health::healthz(state)),
-        ("/readyz", &Method::GET | &Method::HEAD) => Ok(health::readyz(state)),
-        ("/metrics", &Method::GET) => metrics_endpoint::serve(state, &req),
-        ("/admin/maintenance", &Method::GET | &Method::POST) => {
-            let caller = admin::authorize(state, &req)?;
-            let body = if method == Method::POST {
+    // The stack decided the route; an `Api` called on its own decides here.
+    let route = req
+        .extensions()
+        .get::<Route>()
+        .copied()
+        .unwrap_or_else(|| Route::of(req.uri().path()));
+    match route.accepts(req.method()) {
+        MethodMatch::Served => {}
+        MethodMatch::NotAllowed(allow) => return Err(ApiError::method_not_allowed(allow)),
+        MethodMatch::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "Unknown request URL: {} {}.",
+                req.method(),
+                req.uri().path()
+            )))
+        }
+    }
+    match route {
+        Route::Healthz => Ok(health::healthz(state)),
+        Route::Readyz => Ok(health::readyz(state)),
+        Route::Metrics => metrics_endpoint::serve(state, &req),
+        Route::AdminMaintenance => {
+            let caller = admin::authorize(&req)?;
+            let body = if req.method() == Method::POST {
                 Some(read_body(req, 64 * 1024).await?)
             } else {
                 None
             };
             admin::maintenance(state, &caller, body)
         }
-        ("/v1/models", &Method::GET | &Method::HEAD) => {
+        Route::ListModels => {
             let models = state.core.models().map_err(ApiError::from)?;
             Ok(json_response(
                 StatusCode::OK,
                 &models::list_json(&models, &state.aliases, ids::unix_now()),
             ))
         }
-        (p, &Method::GET) if p.starts_with("/v1/models/") => {
-            let id = &p["/v1/models/".len()..];
+        Route::GetModel => {
+            let id = Route::model_id(req.uri().path()).unwrap_or_default();
             let models = state.core.models().map_err(ApiError::from)?;
             models::resolve(&models, &state.aliases, id)?;
             Ok(json_response(
@@ -188,25 +195,29 @@ where
                 &models::model_object(id, ids::unix_now()),
             ))
         }
-        ("/v1/responses", &Method::POST) => {
-            let client = Client::of(state, &req);
+        Route::Responses => {
+            let client = Client::of(&req);
             let body = read_body(req, state.max_body_bytes).await?;
             responses::handle(state, &client, body).await
         }
-        ("/v1/chat/completions", &Method::POST) => {
-            let client = Client::of(state, &req);
+        Route::ChatCompletions => {
+            let client = Client::of(&req);
             let body = read_body(req, state.max_body_bytes).await?;
             chat::handle(state, &client, body).await
         }
-        ("/healthz" | "/readyz" | "/v1/models", _) => Err(ApiError::method_not_allowed("GET")),
-        ("/v1/chat/completions" | "/v1/responses", _) => Err(ApiError::method_not_allowed("POST")),
-        _ => Err(ApiError::not_found(format!(
-            "Unknown request URL: {method} {path}."
+        // `accepts` serves nothing on these.
+        Route::Admin | Route::Unknown => Err(ApiError::not_found(format!(
+            "Unknown request URL: {} {}.",
+            req.method(),
+            req.uri().path()
         ))),
     }
 }
 
-/// Who is calling, as the handlers need it.
+/// Who is calling, as the chat and responses handlers need it: the
+/// [`Caller`]'s client id and the request's [`OutputMode`] extension.
+///
+/// [`OutputMode`]: codex_output_mode::OutputMode
 #[derive(Debug, Clone)]
 pub struct Client {
     /// `key:<name>` with a key, else `ip:<address>`; `None` when unknown.
@@ -216,13 +227,12 @@ pub struct Client {
 }
 
 impl Client {
-    fn of<B>(state: &ApiState, req: &Request<B>) -> Client {
-        let id = match req.extensions().get::<codex_auth::AuthenticatedKey>() {
-            Some(key) => Some(format!("key:{}", key.name())),
-            None => crate::stack::client_ip(req, state.trust_proxy).map(|ip| format!("ip:{ip}")),
-        };
+    fn of<B>(req: &Request<B>) -> Client {
         Client {
-            id,
+            id: req
+                .extensions()
+                .get::<Caller>()
+                .and_then(|c| c.client.clone()),
             output_mode: req
                 .extensions()
                 .get::<codex_output_mode::OutputMode>()

@@ -4,8 +4,6 @@
 //! model advertises that reasoning effort, and operator aliases
 //! (`PROXY_MODEL_ALIASES`, e.g. the Node proxy's `codex-5=gpt-5-codex`).
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -21,27 +19,7 @@ pub struct Resolved {
     pub effort: Option<String>,
 }
 
-/// Operator-defined aliases, alias → target name (which may itself carry an effort suffix).
-#[derive(Debug, Clone, Default)]
-pub struct Aliases(pub BTreeMap<String, String>);
-
-impl Aliases {
-    /// Parses `alias=target,alias2=target2`.
-    pub fn parse(spec: &str) -> Result<Aliases, String> {
-        let mut map = BTreeMap::new();
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (alias, target) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not alias=model"))?;
-            let (alias, target) = (alias.trim(), target.trim());
-            if alias.is_empty() || target.is_empty() {
-                return Err(format!("`{pair}` is not alias=model"));
-            }
-            map.insert(alias.to_owned(), target.to_owned());
-        }
-        Ok(Aliases(map))
-    }
-}
+pub use crate::config::Aliases;
 
 /// Resolves a requested name against the worker's list.
 pub fn resolve(models: &[Model], aliases: &Aliases, name: &str) -> Result<Resolved, ApiError> {

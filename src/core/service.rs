@@ -11,12 +11,12 @@ use super::parked::ParkedTurn;
 use super::slot::{TurnSlot, TurnSlots};
 use super::stream::TurnStream;
 use super::turn::TurnRequest;
-use crate::config::SandboxMode;
 use crate::protocol::{
     Model, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart,
     ThreadStartParams, ThreadUnsubscribe, TurnStart, TurnStartParams,
 };
 use crate::rpc::RpcClient;
+use crate::worker::SandboxMode;
 use crate::worker::{WorkerHandle, HOST_TOOL_FEATURES};
 
 /// How the core sets up threads.

@@ -8,17 +8,14 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::*;
-use crate::config::SandboxMode;
 use crate::protocol::UserInput;
 use crate::rpc::fake::{pair, FakeWorker};
 use crate::rpc::RpcClientConfig;
+use crate::worker::SandboxMode;
 use crate::worker::{WorkerHandle, WorkerPhase, WorkerStatus};
 
 fn core_with(max_concurrency: usize, idle_timeout: Option<Duration>) -> (CodexCore, FakeWorker) {
-    let (client, worker) = pair(RpcClientConfig {
-        request_timeout: Duration::from_secs(30),
-        ..Default::default()
-    });
+    let (client, worker) = pair(RpcClientConfig::new(Duration::from_secs(30)));
     let status = WorkerStatus {
         phase: WorkerPhase::Ready,
         client: Some(client),

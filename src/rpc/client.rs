@@ -34,10 +34,13 @@ pub struct RpcClientConfig {
     pub overflow_grace: Duration,
 }
 
-impl Default for RpcClientConfig {
-    fn default() -> Self {
+impl RpcClientConfig {
+    /// The channel's own tunables, with the request deadline the operator
+    /// chose (`WORKER_REQUEST_TIMEOUT_MS`, whose default lives in the
+    /// configuration table, not here).
+    pub fn new(request_timeout: Duration) -> RpcClientConfig {
         RpcClientConfig {
-            request_timeout: Duration::from_secs(120),
+            request_timeout,
             outgoing_capacity: 1024,
             // Codex can burst thousands of deltas faster than a consumer parses
             // them; ~4096 small events is a few MB at worst per lagging stream.

@@ -8,10 +8,7 @@ use super::fake::pair;
 use super::*;
 
 fn quick() -> RpcClientConfig {
-    RpcClientConfig {
-        request_timeout: Duration::from_secs(5),
-        ..Default::default()
-    }
+    RpcClientConfig::new(Duration::from_secs(5))
 }
 
 #[tokio::test]
@@ -175,10 +172,7 @@ async fn a_subscriber_that_falls_behind_is_cut_off_without_stalling_others() {
 
 #[tokio::test]
 async fn a_silent_worker_times_requests_out_and_forgets_them() {
-    let config = RpcClientConfig {
-        request_timeout: Duration::from_millis(100),
-        ..Default::default()
-    };
+    let config = RpcClientConfig::new(Duration::from_millis(100));
     let (client, mut worker) = pair(config);
     let err = client.request("model/list", json!({})).await.unwrap_err();
     assert!(
@@ -225,10 +219,7 @@ async fn malformed_lines_are_skipped() {
 
 #[tokio::test]
 async fn when_the_worker_dies_everything_pending_fails_at_once() {
-    let (client, worker) = pair(RpcClientConfig {
-        request_timeout: Duration::from_secs(60),
-        ..Default::default()
-    });
+    let (client, worker) = pair(RpcClientConfig::new(Duration::from_secs(60)));
     let mut sub = client.subscribe("t");
     let call = tokio::spawn({
         let c = client.clone();

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tokio::process::Command;
 
-use crate::config::WorkerConfig;
+use super::config::WorkerConfig;
 
 /// Feature switches that keep a gateway's worker from reaching beyond what
 /// the HTTP API needs: no plugin or app sync with remote services, no login

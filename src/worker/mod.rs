@@ -9,12 +9,14 @@
 
 mod backoff;
 mod command;
+mod config;
 mod handshake;
 mod state;
 mod supervisor;
 
 pub use backoff::Backoff;
 pub use command::{worker_command, HOST_TOOL_FEATURES};
+pub use config::{SandboxMode, WorkerConfig};
 pub use handshake::handshake;
 pub use state::{NotReady, WorkerHandle, WorkerPhase, WorkerStatus};
 pub use supervisor::Supervisor;

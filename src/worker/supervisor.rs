@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::command::worker_command;
+use super::config::WorkerConfig;
 use super::handshake::handshake;
 use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
-use crate::config::WorkerConfig;
 use crate::rpc::{CallObserver, RpcClient, RpcClientConfig};
 
 /// Owns the worker process. Run it with [`Supervisor::run`] in its own task.
@@ -151,10 +151,7 @@ impl Supervisor {
         let client = RpcClient::spawn(
             stdout,
             stdin,
-            RpcClientConfig {
-                request_timeout: self.config.request_timeout,
-                ..Default::default()
-            },
+            RpcClientConfig::new(self.config.request_timeout),
             self.observer.clone(),
         );
         self.set(|s| {

@@ -2,7 +2,8 @@
 //!
 //! Works on raw header bytes rather than `HeaderValue::to_str`, so a token
 //! with non-ASCII bytes is simply a wrong key (401 "Incorrect API key") instead
-//! of an error of its own.
+//! of an error of its own. Public so that an endpoint with a token of its own
+//! (a metrics scrape token, say) reads the header exactly as the layer does.
 
 use http::{header::AUTHORIZATION, HeaderMap};
 
@@ -10,8 +11,23 @@ use http::{header::AUTHORIZATION, HeaderMap};
 ///
 /// The scheme is matched case-insensitively and surrounding whitespace is
 /// ignored. `None` when the header is absent, uses another scheme, or carries
-/// an empty token: all of which mean "no API key was provided".
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+/// an empty token: all of which mean "no API key was provided". Compare the
+/// result in constant time (e.g. `subtle::ConstantTimeEq`), as [`KeySet`] does.
+///
+/// ```
+/// use codex_auth::bearer_token;
+/// use http::{header::AUTHORIZATION, HeaderMap, HeaderValue};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer  scrape-me "));
+/// assert_eq!(bearer_token(&headers), Some(&b"scrape-me"[..]));
+///
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+/// assert_eq!(bearer_token(&headers), None);
+/// ```
+///
+/// [`KeySet`]: crate::KeySet
+pub fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(AUTHORIZATION)?.as_bytes().trim_ascii();
     let split = value.iter().position(u8::is_ascii_whitespace)?;
     let (scheme, rest) = value.split_at(split);

@@ -62,6 +62,7 @@ mod rejection;
 mod service;
 
 pub use self::{
+    bearer::bearer_token,
     future::ResponseFuture,
     key::{ApiKey, AuthenticatedKey, KeySet},
     layer::RequireAuthLayer,
