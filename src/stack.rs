@@ -119,14 +119,9 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
             Some("stream_limit")
         } else if ext.get::<OutputModeRejected>().is_some() {
             Some("bad_output_mode")
-        } else if let Some(Rejection(code)) = ext.get::<Rejection>() {
-            match *code {
-                "too_many_streams" => Some("stream_limit"),
-                "overloaded" => Some("overload"),
-                "worker_not_ready" => Some("not_ready"),
-                "request_too_large" => Some("body_too_large"),
-                _ => None,
-            }
+        } else if let Some(Rejection(cause)) = ext.get::<Rejection>() {
+            // The API's own rejections carry their cause (`ApiError::counted_as`).
+            Some(*cause)
         } else {
             None
         }

@@ -13,7 +13,8 @@ use serde_json::json;
 use super::ApiBody;
 use crate::core::{Failure, FailureKind};
 
-/// Marks a response as one of the API's own rejections, by error code.
+/// Marks a response as one of the API's own rejections that metrics count,
+/// with its cause label (`codex_gateway_http_rejections_total{cause}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejection(pub &'static str);
 
@@ -28,6 +29,9 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// `x-should-retry: false` where retrying cannot help.
     pub should_retry: Option<bool>,
+    /// The rejection cause metrics count this error under, if it is one of
+    /// the gateway's own load-shedding or limit rejections.
+    pub counted_as: Option<&'static str>,
 }
 
 impl ApiError {
@@ -40,6 +44,7 @@ impl ApiError {
             code: None,
             retry_after: None,
             should_retry: None,
+            counted_as: None,
         }
     }
 
@@ -83,6 +88,12 @@ impl ApiError {
         self
     }
 
+    /// Counts this error in metrics as a rejection with `cause`.
+    pub fn counted_as(mut self, cause: &'static str) -> ApiError {
+        self.counted_as = Some(cause);
+        self
+    }
+
     pub fn retry_after(mut self, d: Duration) -> ApiError {
         self.retry_after = Some(d);
         self
@@ -105,8 +116,8 @@ impl ApiError {
         let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(body))));
         *res.status_mut() = self.status;
         // Lets the metrics layer count the gateway's own rejections by cause.
-        if let Some(code) = self.code {
-            res.extensions_mut().insert(Rejection(code));
+        if let Some(cause) = self.counted_as {
+            res.extensions_mut().insert(Rejection(cause));
         }
         let headers = res.headers_mut();
         headers.insert(
@@ -167,6 +178,11 @@ impl From<Failure> for ApiError {
             FailureKind::Upstream => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
         };
         let mut e = ApiError::new(status, kind, f.message).code(code);
+        e.counted_as = match f.kind {
+            FailureKind::NotReady => Some("not_ready"),
+            FailureKind::Overloaded => Some("overload"),
+            _ => None,
+        };
         e.retry_after = f.retry_after;
         if f.kind == FailureKind::QuotaExceeded {
             e.should_retry = Some(false);
@@ -203,6 +219,25 @@ mod tests {
         )
         .into_response();
         assert_eq!(res.headers()["retry-after"], "3");
+    }
+
+    #[test]
+    fn load_shedding_rejections_carry_their_metrics_cause() {
+        let res = ApiError::from(Failure::new(FailureKind::Overloaded, "x")).into_response();
+        assert_eq!(
+            res.extensions().get::<Rejection>(),
+            Some(&Rejection("overload"))
+        );
+        let res = ApiError::from(Failure::new(FailureKind::NotReady, "x")).into_response();
+        assert_eq!(
+            res.extensions().get::<Rejection>(),
+            Some(&Rejection("not_ready"))
+        );
+        // A bad request is the client's mistake, not a rejection by the gateway.
+        let res = ApiError::invalid("n", "bad").into_response();
+        assert_eq!(res.extensions().get::<Rejection>(), None);
+        let res = ApiError::from(Failure::new(FailureKind::Upstream, "x")).into_response();
+        assert_eq!(res.extensions().get::<Rejection>(), None);
     }
 
     #[test]

@@ -276,6 +276,7 @@ where
             format!("The request body is larger than the {limit}-byte limit."),
         )
         .code("request_too_large")
+        .counted_as("body_too_large")
     };
     let declared = req
         .headers()

@@ -186,6 +186,7 @@ async fn prepare(
                 ),
             )
             .code("too_many_streams")
+            .counted_as("stream_limit")
         })?),
         _ => None,
     };
