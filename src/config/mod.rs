@@ -10,7 +10,7 @@
 //! [`ApiConfig`] (the API), [`MaintenanceConfig`] (the maintenance layer),
 //! [`CoreConfig`] (the core) and [`WorkerConfig`] (the supervisor). This
 //! module only parses; it imports the owners' types, never the API's
-//! handlers (see [`api`]).
+//! handlers (see `config/api.rs`).
 
 mod api;
 mod env;

@@ -10,7 +10,7 @@
 //!
 //! Files: `service.rs` starts and resumes turns; `stream.rs` maps a thread's
 //! notifications to events and owns the turn's state; `slot.rs` is the
-//! concurrency limit; `parked.rs` holds paused turns; `source.rs` is the
+//! concurrency limit; `parked.rs` is the store of paused turns; `source.rs` is the
 //! trait the API's run reads turns through; `turn.rs` the typed request and
 //! events; `failure.rs` classifies what went wrong.
 
@@ -23,10 +23,10 @@ mod stream;
 mod turn;
 
 pub use failure::{Failure, FailureKind};
-pub use parked::{ParkedTurn, ParkedTurns};
+pub use parked::ParkedTurns;
 pub use service::{CodexCore, CoreConfig};
 pub use source::TurnSource;
-pub use stream::TurnStream;
+pub use stream::{ParkedTurn, TurnStream};
 pub use turn::{ToolCall, TurnEvent, TurnRequest, Usage};
 
 #[cfg(test)]

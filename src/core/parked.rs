@@ -1,10 +1,11 @@
-//! Turns paused on client tool calls: [`ParkedTurn`] and the store that
-//! keeps them for the client's next request, [`ParkedTurns`].
+//! [`ParkedTurns`]: the store that keeps turns paused on client tool calls
+//! for the client's next request.
 //!
 //! When a response ends on structured tool calls, codex waits for their
-//! results inside the same turn. A [`ParkedTurn`] is that turn without its
-//! concurrency slot; [`CodexCore::resume`] is the only way back to a running
-//! [`TurnStream`]. The store is bounded in number and entries expire; an
+//! results inside the same turn. A [`ParkedTurn`] (made by
+//! [`TurnStream::park`]) is that turn without its concurrency slot;
+//! [`CodexCore::resume`] is the only way back to a running [`TurnStream`].
+//! The store is bounded in number and entries expire; an
 //! entry that goes away drops its turn, which interrupts it. Keys are the
 //! caller's: the API derives them from the conversation (the core knows no
 //! dialect).
@@ -18,31 +19,9 @@ use std::time::Duration;
 // tokio's clock, so expiry is tested with paused time.
 use tokio::time::Instant;
 
+use super::stream::ParkedTurn;
+#[cfg(doc)]
 use super::stream::TurnStream;
-
-/// A turn that waits on client tool calls and holds no slot.
-pub struct ParkedTurn {
-    pub(super) turn: TurnStream,
-    /// The call ids the client was shown; a continuation answers them all.
-    pub(super) shown: Vec<String>,
-}
-
-impl ParkedTurn {
-    pub(super) fn new(turn: TurnStream, shown: Vec<String>) -> ParkedTurn {
-        ParkedTurn { turn, shown }
-    }
-
-    pub fn thread_id(&self) -> &str {
-        self.turn.thread_id()
-    }
-
-    /// Whether `answered` covers every call the client was shown.
-    pub fn answered_by<'a>(&self, answered: impl IntoIterator<Item = &'a str> + Clone) -> bool {
-        self.shown
-            .iter()
-            .all(|c| answered.clone().into_iter().any(|a| a == c))
-    }
-}
 
 struct Entry {
     turn: ParkedTurn,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::failure::{Failure, FailureKind};
-use super::parked::ParkedTurn;
 use super::slot::{TurnSlot, TurnSlots};
+use super::stream::ParkedTurn;
 use super::stream::TurnStream;
 use super::turn::TurnRequest;
 use crate::protocol::{

@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
-use super::parked::ParkedTurn;
 use super::slot::TurnSlot;
 use super::source::TurnSource;
 use super::turn::{ToolCall, TurnEvent, Usage};
@@ -108,7 +107,7 @@ impl TurnStream {
             return None;
         }
         self.slot = None;
-        Some(ParkedTurn::new(self, shown))
+        Some(ParkedTurn { turn: self, shown })
     }
 
     /// Takes a slot again and answers the calls; see [`CodexCore::resume`].
@@ -312,6 +311,26 @@ impl TurnStream {
                 }
             }
         }
+    }
+}
+
+/// A turn that waits on client tool calls and holds no slot.
+pub struct ParkedTurn {
+    pub(super) turn: TurnStream,
+    /// The call ids the client was shown; a continuation answers them all.
+    pub(super) shown: Vec<String>,
+}
+
+impl ParkedTurn {
+    pub fn thread_id(&self) -> &str {
+        self.turn.thread_id()
+    }
+
+    /// Whether `answered` covers every call the client was shown.
+    pub fn answered_by<'a>(&self, answered: impl IntoIterator<Item = &'a str> + Clone) -> bool {
+        self.shown
+            .iter()
+            .all(|c| answered.clone().into_iter().any(|a| a == c))
     }
 }
 
