@@ -61,6 +61,8 @@ pub struct AccessConfig {
     /// The window of file quotas that name no `rate_limit_window_ms`.
     pub rate_limit_window: Duration,
     pub trust_proxy: bool,
+    /// Trusted proxies that append to `X-Forwarded-For` (`PROXY_TRUSTED_PROXY_HOPS`).
+    pub proxy_hops: usize,
     pub metrics_token: Option<Secret>,
     /// Origins allowed by CORS; `None` when CORS is off.
     pub cors: Option<Vec<String>>,
@@ -102,6 +104,10 @@ pub struct AccessPolicy {
     pub allow_unauthenticated: bool,
     /// Take the client address from `X-Forwarded-For` (see [`Caller`](crate::caller::Caller)).
     pub trust_proxy: bool,
+    /// How many trusted proxies append to `X-Forwarded-For`: the client is
+    /// that many entries from the right (entries further left are the
+    /// client's own writing).
+    pub proxy_hops: usize,
     /// The bearer token `/metrics` accepts from non-loopback clients.
     pub metrics_token: Option<Secret>,
     /// Origins allowed by CORS; `None` when CORS is off.
@@ -200,6 +206,7 @@ impl AccessPolicy {
             protect_models: config.protect_models,
             allow_unauthenticated: config.allow_unauthenticated,
             trust_proxy: config.trust_proxy,
+            proxy_hops: config.proxy_hops,
             metrics_token: config.metrics_token,
             cors: config.cors,
             key_quotas,

@@ -53,7 +53,8 @@ impl Caller {
             Some(name) => (access.is_admin(name), Some(format!("key:{name}"))),
             None => (
                 access.keys.is_empty() && loopback,
-                client_ip(req, access.trust_proxy).map(|ip| format!("ip:{ip}")),
+                client_ip(req, access.trust_proxy.then_some(access.proxy_hops))
+                    .map(|ip| format!("ip:{ip}")),
             ),
         };
         Caller {
@@ -66,18 +67,32 @@ impl Caller {
     }
 }
 
-/// The client's address: the peer, or with a trusted proxy the first
-/// `X-Forwarded-For` entry.
-fn client_ip<B>(req: &Request<B>, trust_proxy: bool) -> Option<IpAddr> {
-    if trust_proxy {
-        let forwarded = req
+/// The client's address: the peer, or behind `hops` trusted proxies the
+/// `X-Forwarded-For` entry that many from the right.
+///
+/// Each proxy appends the address it got the request from, so only the
+/// right-most `hops` entries were written by proxies the operator trusts;
+/// anything to their left the client wrote itself (taking the left-most
+/// entry let a client pick a fresh identity per request and dodge its rate
+/// limit). A header shorter than the chain means the client reached a later
+/// proxy directly: its left-most entry is then the trusted one.
+fn client_ip<B>(req: &Request<B>, hops: Option<usize>) -> Option<IpAddr> {
+    if let Some(hops) = hops {
+        // Several headers count as one list, in order (RFC 9110 §5.3).
+        let entries: Vec<&str> = req
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if !entries.is_empty() {
+            let at = entries.len().saturating_sub(hops);
+            if let Ok(ip) = entries[at].parse() {
+                return Some(ip);
+            }
         }
     }
     req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
@@ -199,7 +214,8 @@ mod tests {
             Some("ip:127.0.0.1")
         );
         let trusted = Caller::of(&req, &trusting);
-        assert_eq!(trusted.client.as_deref(), Some("ip:203.0.113.7"));
+        // The entry the (one) trusted proxy appended: the right-most.
+        assert_eq!(trusted.client.as_deref(), Some("ip:10.0.0.2"));
         // Loopback is the peer's: the header does not change it.
         assert!(trusted.loopback && trusted.admin);
         // A malformed header falls back to the peer.
@@ -207,6 +223,49 @@ mod tests {
         assert_eq!(
             Caller::of(&bad, &trusting).client.as_deref(),
             Some("ip:10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn a_client_cannot_pick_its_address_by_writing_forwarded_for() {
+        let one_hop = policy_in(&[("PROXY_TRUST_PROXY", "true")], &[]);
+        let two_hops = policy_in(
+            &[
+                ("PROXY_TRUST_PROXY", "true"),
+                ("PROXY_TRUSTED_PROXY_HOPS", "2"),
+            ],
+            &[],
+        );
+        // Whatever the client puts first, the proxy's own entry decides.
+        for spoof in ["1.1.1.1", "2.2.2.2, 3.3.3.3", "garbage"] {
+            let req = request(
+                "/v1/models",
+                Some("10.0.0.1:1"),
+                None,
+                Some(&format!("{spoof}, 198.51.100.4")),
+            );
+            assert_eq!(
+                Caller::of(&req, &one_hop).client.as_deref(),
+                Some("ip:198.51.100.4"),
+                "{spoof}"
+            );
+        }
+        // Two proxies: the client, then the first proxy's address.
+        let req = request(
+            "/v1/models",
+            Some("10.0.0.1:1"),
+            None,
+            Some("6.6.6.6, 198.51.100.4, 10.0.0.7"),
+        );
+        assert_eq!(
+            Caller::of(&req, &two_hops).client.as_deref(),
+            Some("ip:198.51.100.4")
+        );
+        // A chain shorter than configured: the left-most entry was a proxy's.
+        let req = request("/v1/models", Some("10.0.0.1:1"), None, Some("198.51.100.9"));
+        assert_eq!(
+            Caller::of(&req, &two_hops).client.as_deref(),
+            Some("ip:198.51.100.9")
         );
     }
 

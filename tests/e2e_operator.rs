@@ -243,6 +243,37 @@ async fn a_burst_beyond_the_rate_limit_gets_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_a_client_cannot_dodge_its_limit_with_forwarded_for() {
+    let h = Harness::start_with(&[
+        ("PROXY_TRUST_PROXY", "true"),
+        ("PROXY_RATE_LIMIT_ENABLED", "true"),
+        ("PROXY_RATE_LIMIT_MAX", "5"),
+        ("PROXY_RATE_LIMIT_WINDOW_MS", "60000"),
+    ])
+    .await;
+    // The client writes a fresh first entry each time; the proxy appends the
+    // address it really came from.
+    let mut limited = 0;
+    for i in 0..12 {
+        let req = Request::get(h.url("/v1/models"))
+            .header("x-forwarded-for", format!("10.9.8.{i}, 198.51.100.4"))
+            .body(Full::default())
+            .unwrap();
+        if h.send(req).await.status == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 7, "5 allowed, the other 7 limited");
+    // Another client behind the same proxy has its own bucket.
+    let req = Request::get(h.url("/v1/models"))
+        .header("x-forwarded-for", "198.51.100.5")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(h.send(req).await.status, 200);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_rules_override_the_defaults() {
     let h0 = Harness::start().await;
     let routes = write_file(

@@ -60,6 +60,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_RATE_LIMIT_WINDOW_MS", default: "60000", help: "rate-limit window" },
     Variable { name: "PROXY_RATE_LIMIT_MAX", default: "60", help: "requests per window and key" },
     Variable { name: "PROXY_TRUST_PROXY", default: "false", help: "take the client address from X-Forwarded-For (only behind a trusted proxy)" },
+    Variable { name: "PROXY_TRUSTED_PROXY_HOPS", default: "1", help: "trusted proxies in front of the gateway that each append to X-Forwarded-For; the client is that many entries from the right" },
     Variable { name: "PROXY_CONFIG", default: "", help: "TOML file with per-route auth and rate limits (see docs/configuration.md)" },
     Variable { name: "PROXY_SSE_MAX_CONCURRENCY", default: "0", help: "concurrent streams per key (or client address); 0 = unlimited" },
     Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on the worker at once" },
@@ -184,6 +185,18 @@ fn access<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<AccessConfig, C
             .then(|| Quota::new(max, window)),
         rate_limit_window: window,
         trust_proxy: env.flag("PROXY_TRUST_PROXY")?,
+        proxy_hops: {
+            let hops: usize = env.parse("PROXY_TRUSTED_PROXY_HOPS", "a whole number")?;
+            if hops == 0 {
+                return Err(ConfigError {
+                    variable: "PROXY_TRUSTED_PROXY_HOPS",
+                    message:
+                        "must be above 0 (to ignore X-Forwarded-For, leave PROXY_TRUST_PROXY off)"
+                            .into(),
+                });
+            }
+            hops
+        },
         metrics_token: env.opt("PROXY_METRICS_TOKEN").map(Secret),
         cors: env
             .flag("PROXY_ENABLE_CORS")?
