@@ -452,3 +452,77 @@ async fn clients_that_disconnect_leave_no_turn_running_at_the_model() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_kills_mid_stream_end_every_stream_cleanly_and_recover_fast() {
+    let h = Harness::start_with(&[
+        // A kill is a failure; many in a row must not exhaust the restarts.
+        ("WORKER_RESTART_MAX", "1000"),
+        ("WORKER_HEALTHY_RESET_MS", "200"),
+        // The shipped backoff, not the harness's quicker one: what operators get.
+        ("WORKER_BACKOFF_INITIAL_MS", "500"),
+        ("WORKER_BACKOFF_MAX_MS", "5000"),
+    ])
+    .await;
+    let kills = if full() { 100 } else { 5 };
+    let mut recoveries = Vec::new();
+    for round in 0..kills {
+        h.handles.worker.wait_ready().await.expect("ready");
+        // Streams mid-body when the worker dies.
+        let mut bodies = Vec::new();
+        for i in 0..3 {
+            let res = h
+                .open(h.post_request(
+                    "/v1/chat/completions",
+                    &Harness::chat(&format!("[[slow 100]] kill {round} {i} a b c d e f"), true),
+                ))
+                .await;
+            assert_eq!(res.status(), 200);
+            let mut body = res.into_body();
+            support::read_until(&mut body, "ECHO").await;
+            bodies.push(body);
+        }
+        let pid = h.handles.worker.status().pid.expect("pid");
+        let killed = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        for mut body in bodies {
+            let rest = support::read_all(&mut body).await;
+            let data = support::sse_data(&rest);
+            assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{rest}");
+            let error: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+            assert_eq!(error["error"]["code"], "worker_gone", "{rest}");
+        }
+        // Readiness back: measured from the kill to the first 200 of /readyz.
+        loop {
+            if h.get("/readyz").await.status == 200 {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "not ready 30 s after kill {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        recoveries.push(killed.elapsed());
+    }
+    recoveries.sort();
+    let median = recoveries[recoveries.len() / 2];
+    let max = *recoveries.last().unwrap();
+    println!("worker kills: {kills} kills mid-stream (3 streams each, all ended with worker_gone + [DONE]); readiness back after median {median:?}, max {max:?}");
+    // And it serves.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("after the kills", false),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        max < Duration::from_secs(1),
+        "readiness took {max:?} after a kill"
+    );
+    h.stop().await;
+}
