@@ -12,10 +12,18 @@
 //!   request included (hyper's own timeout starts only once it reads a
 //!   request head, and HTTP/2 has none);
 //! - `accept.rs`: out of file descriptors, the loop closes idle connections,
-//!   backs off, and logs once per episode.
+//!   backs off, and logs once per episode;
+//! - `io.rs` with `rejection.rs`: the requests hyper rejects by itself get
+//!   the OpenAI envelope and an `x-request-id`, and a connection answered
+//!   before its request was read closes lingering, so the client can read
+//!   the answer.
 
 mod accept;
 mod connection;
+mod io;
+mod rejection;
+
+pub use io::LingerOnClose;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -140,9 +148,16 @@ where
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let svc = ConnService::new(service.clone(), PeerAddr(peer), activity.clone());
+        let linger = LingerOnClose::default();
+        let svc = ConnService::new(
+            service.clone(),
+            PeerAddr(peer),
+            activity.clone(),
+            linger.clone(),
+        );
+        let io = TokioIo::new(io::ConnIo::new(stream, peer, linger));
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(svc))
             .into_owned();
         let closing = closing.clone();
         let pressure = pressure.clone();

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use super::PeerAddr;
+use super::{LingerOnClose, PeerAddr};
 
 /// Deadlines of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -179,21 +179,29 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 // === impl ConnService ===
 
-/// The stack as one connection sees it: puts [`PeerAddr`] in each request
-/// and counts requests in flight until their response bodies end.
+/// The stack as one connection sees it: puts [`PeerAddr`] and the
+/// connection's [`LingerOnClose`] in each request, and counts requests in
+/// flight until their response bodies end.
 #[derive(Debug, Clone)]
 pub(super) struct ConnService<S> {
     inner: S,
     peer: PeerAddr,
     activity: Activity,
+    linger: LingerOnClose,
 }
 
 impl<S> ConnService<S> {
-    pub(super) fn new(inner: S, peer: PeerAddr, activity: Activity) -> ConnService<S> {
+    pub(super) fn new(
+        inner: S,
+        peer: PeerAddr,
+        activity: Activity,
+        linger: LingerOnClose,
+    ) -> ConnService<S> {
         ConnService {
             inner,
             peer,
             activity,
+            linger,
         }
     }
 }
@@ -213,6 +221,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let in_flight = self.activity.begin();
         req.extensions_mut().insert(self.peer);
+        req.extensions_mut().insert(self.linger.clone());
         ResponseFuture {
             inner: self.inner.call(req),
             in_flight: Some(in_flight),
