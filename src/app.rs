@@ -93,6 +93,8 @@ pub async fn run(
     let aliases = Aliases::parse(&config.model_aliases)
         .map_err(|e| format!("invalid PROXY_MODEL_ALIASES: {e}"))?;
     let mut state = ApiState::new(core, aliases, config.max_body_bytes);
+    state.uploads =
+        crate::api::upload::UploadBudget::new(config.upload_budget_bytes, config.max_body_bytes);
     state.maintenance = Some(maintenance.clone());
     state.access = access.clone();
     state.metrics = Some(gateway_metrics);

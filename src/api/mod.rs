@@ -15,6 +15,7 @@ mod metrics_endpoint;
 pub mod models;
 pub mod responses;
 pub mod tools;
+pub mod upload;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use codex_maintenance::MaintenanceHandle;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 
 use crate::access::AccessPolicy;
 use crate::core::CodexCore;
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub core: CodexCore,
     pub aliases: Aliases,
     pub max_body_bytes: usize,
+    /// Bytes all request bodies held at once may take (`PROXY_UPLOAD_BUDGET_BYTES`).
+    pub uploads: upload::UploadBudget,
     pub maintenance: Option<MaintenanceHandle>,
     pub access: Arc<AccessPolicy>,
     pub metrics: Option<GatewayMetrics>,
@@ -86,6 +89,7 @@ impl ApiState {
             core,
             aliases,
             max_body_bytes,
+            uploads: upload::UploadBudget::new(upload::DEFAULT_BUDGET_BYTES, max_body_bytes),
             maintenance: None,
             access: Arc::new(AccessPolicy::default()),
             metrics: None,
@@ -164,7 +168,7 @@ where
         ("/admin/maintenance", &Method::GET | &Method::POST) => {
             let caller = admin::authorize(state, &req)?;
             let body = if method == Method::POST {
-                Some(read_body(req, 64 * 1024).await?)
+                Some(read_body(req, 64 * 1024, &state.uploads).await?)
             } else {
                 None
             };
@@ -188,12 +192,12 @@ where
         }
         ("/v1/responses", &Method::POST) => {
             let client = Client::of(state, &req);
-            let body = read_body(req, state.max_body_bytes).await?;
+            let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             responses::handle(state, &client, body).await
         }
         ("/v1/chat/completions", &Method::POST) => {
             let client = Client::of(state, &req);
-            let body = read_body(req, state.max_body_bytes).await?;
+            let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             chat::handle(state, &client, body).await
         }
         ("/healthz" | "/readyz" | "/v1/models", _) => Err(ApiError::method_not_allowed("GET")),
@@ -251,37 +255,7 @@ pub(crate) fn json_object(
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with a 413.
-pub async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("The request body is larger than the {limit}-byte limit."),
-        )
-        .code("request_too_large")
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::invalid(
-            "body",
-            format!("Could not read the request body: {e}"),
-        )),
-    }
-}
+pub use upload::read_body;
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {
     let body = serde_json::to_vec(value).expect("json values serialize");
