@@ -79,6 +79,9 @@ ENV PATH="/opt/codex/bin:/opt/codex/codex-resources:${PATH}" \
 # the risk of an open endpoint, PROXY_ALLOW_UNAUTHENTICATED=true). So
 # `docker run` without PROXY_API_KEY exits at once with that message.
 ENV PROXY_HOST=0.0.0.0
+# glibc otherwise keeps the memory of a burst of large uploads for good (its
+# mmap threshold grows after the first large free): docs/security.md "Uploads".
+ENV MALLOC_MMAP_THRESHOLD_=131072
 
 # Smoke check of the final image: both binaries run here, as the runtime user.
 USER codex

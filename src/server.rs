@@ -2,13 +2,33 @@
 //!
 //! Shape taken from hyper-util's `server_graceful` example: one
 //! `auto::Builder` (HTTP/1.1 and h2c), a header-read timeout armed through
-//! the tokio timer, `GracefulShutdown::watch` on every connection, and a
-//! deadline on the drain. The peer address goes into each request's
-//! extensions as [`PeerAddr`].
+//! the tokio timer, a graceful shutdown of every connection, and a deadline
+//! on the drain. The peer address goes into each request's extensions as
+//! [`PeerAddr`].
+//!
+//! What hyper does not do on its own lives beside it:
+//! - `connection.rs`: every connection, HTTP/1 or h2c, is closed once it has
+//!   had no request in flight for the header timeout, before its first
+//!   request included (hyper's own timeout starts only once it reads a
+//!   request head, and HTTP/2 has none);
+//! - `accept.rs`: out of file descriptors, the loop closes idle connections,
+//!   backs off, and logs once per episode;
+//! - `io.rs` with `rejection.rs`: the requests hyper rejects by itself get
+//!   the OpenAI envelope and an `x-request-id`, and a connection answered
+//!   before its request was read closes lingering, so the client can read
+//!   the answer.
+
+mod accept;
+mod connection;
+mod io;
+mod rejection;
+
+pub use io::LingerOnClose;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,10 +37,19 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::{Service, ServiceExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+use accept::AcceptErrors;
+use connection::{Activity, CloseReason, ConnService, Ending, Limits};
+
+/// How often an HTTP/2 connection with open streams pings its peer, so a peer
+/// that vanished mid-stream is noticed within this plus the header timeout.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The client's address, in every request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +62,9 @@ pub struct ServeConfig {
     /// listener already bound, so tests can bind port 0.
     pub host: IpAddr,
     pub port: u16,
-    /// Time a client has to send a request's headers (HTTP/1).
+    /// Time a client has to send a request's headers, and longest a
+    /// connection (HTTP/1.1 or h2c, new or kept alive) may sit with no
+    /// request in flight.
     pub header_timeout: Duration,
     /// How long in-flight requests and streams may run after shutdown starts.
     pub drain_timeout: Duration,
@@ -68,45 +99,99 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(config.header_timeout);
+    let limits = Limits::new(config.header_timeout);
+    let closing = CancellationToken::new();
+    let connections = TaskTracker::new();
+    // Signalled when accept runs out of descriptors: idle connections close.
+    let pressure = Arc::new(Notify::new());
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
 
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    if let Some(episode) = accept_errors.accepted(tokio::time::Instant::now()) {
+                        tracing::warn!(
+                            failed_accepts = episode.failures,
+                            lasted_ms = episode.lasted.as_millis() as u64,
+                            "accepting connections again"
+                        );
+                    }
+                    conn
+                }
                 Err(e) => {
-                    // Usually EMFILE or a connection reset before accept: back
-                    // off briefly instead of spinning, and keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let on = accept_errors.failed(&e, tokio::time::Instant::now());
+                    if on.log {
+                        tracing::warn!(
+                            error = %e,
+                            "accept failed; closing idle connections and retrying \
+                             (logged once until accepting works again; see the file \
+                             descriptor budget in docs/operations.md)"
+                        );
+                    }
+                    if on.shed {
+                        pressure.notify_waiters();
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(on.retry_after) => {}
+                        _ = &mut shutdown => break,
+                    }
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = service
-            .clone()
-            .map_request(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(PeerAddr(peer));
-                req
-            });
+        let activity = Activity::new();
+        let linger = LingerOnClose::default();
+        let svc = ConnService::new(
+            service.clone(),
+            PeerAddr(peer),
+            activity.clone(),
+            linger.clone(),
+        );
+        let io = TokioIo::new(io::ConnIo::new(stream, peer, linger));
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(svc))
+            .into_owned();
+        let closing = closing.clone();
+        let pressure = pressure.clone();
+        connections.spawn(async move {
+            let ending = connection::drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                limits,
+                &closing,
+                &pressure,
+            )
+            .await;
+            match ending {
+                Ending::Finished(Ok(())) => {}
+                Ending::Finished(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                Ending::Closed { reason, forced } => {
+                    if reason != CloseReason::Shutdown {
+                        tracing::debug!(%peer, ?reason, forced, "closed an idle connection");
+                    }
+                }
             }
         });
     }
 
     drop(listener);
     tracing::info!(deadline = ?config.drain_timeout, "draining connections");
+    closing.cancel();
+    connections.close();
     tokio::select! {
-        _ = graceful.shutdown() => { tracing::info!("all connections closed"); true }
+        _ = connections.wait() => { tracing::info!("all connections closed"); true }
         _ = tokio::time::sleep(config.drain_timeout) => {
             tracing::warn!("drain deadline reached; closing the remaining connections");
             false

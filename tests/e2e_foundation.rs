@@ -208,7 +208,7 @@ async fn a_question_for_a_human_is_answered_so_the_turn_finishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_is_noticed_restarted_and_serves_again() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(&[("WORKER_HEALTHY_RESET_MS", "1000")]).await;
     let pid = h.handles.worker.status().pid.expect("pid");
     let killed_at = Instant::now();
     std::process::Command::new("kill")
@@ -260,6 +260,74 @@ async fn a_killed_worker_is_noticed_restarted_and_serves_again() {
     assert_eq!(
         r.json()["choices"][0]["message"]["content"],
         "ECHO: after restart"
+    );
+    // Ready for WORKER_HEALTHY_RESET_MS: the failure count is cleared, and
+    // readiness says so.
+    let mut failures = h.get("/readyz").await.json()["worker"]["consecutive_failures"].clone();
+    let since = Instant::now();
+    while failures != 0 && since.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        failures = h.get("/readyz").await.json()["worker"]["consecutive_failures"].clone();
+    }
+    assert_eq!(failures, 0, "the count is cleared after a healthy period");
+    h.stop().await;
+}
+
+/// A worker killed again and again (each time after it had served for a few
+/// seconds) comes back at once every time, with the production backoff, and
+/// its crashes never count towards giving up: it had started fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_again_and_again_comes_back_at_once_every_time() {
+    let h = Harness::start_with(&[
+        ("WORKER_BACKOFF_INITIAL_MS", "500"),
+        ("WORKER_BACKOFF_MAX_MS", "5000"),
+        ("WORKER_RESTART_MAX", "3"),
+    ])
+    .await;
+    let mut recoveries = Vec::new();
+    for round in 1..=4 {
+        // Serve for a while first: longer than the backoff of the 4th
+        // failure in a row (≤ 4 s), shorter than WORKER_HEALTHY_RESET_MS.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let pid = h.handles.worker.status().pid.expect("pid");
+        let killed_at = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        loop {
+            let r = h.get("/readyz").await;
+            if r.status == 200 && r.json()["worker"]["pid"] != json!(pid) {
+                break;
+            }
+            assert_ne!(
+                r.json()["worker"]["phase"],
+                "stopped",
+                "gave up after kill {round}: {}",
+                r.text()
+            );
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(10),
+                "not ready 10 s after kill {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        recoveries.push(killed_at.elapsed());
+    }
+    println!("kill -9 → /readyz 200: {recoveries:?}");
+    for (i, d) in recoveries.iter().enumerate() {
+        assert!(
+            *d < Duration::from_secs(2),
+            "kill {} took {d:?} to recover",
+            i + 1
+        );
+    }
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("still here", false))
+        .await;
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "ECHO: still here"
     );
     h.stop().await;
 }

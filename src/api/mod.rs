@@ -17,6 +17,7 @@ mod params;
 pub mod pipeline;
 pub mod responses;
 pub mod tools;
+pub mod upload;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use codex_maintenance::MaintenanceHandle;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 
 use crate::caller::Caller;
 use crate::config::{ApiConfig, ToolsConfig};
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub core: CodexCore,
     pub aliases: Aliases,
     pub max_body_bytes: usize,
+    /// Bytes all request bodies held at once may take (`PROXY_UPLOAD_BUDGET_BYTES`).
+    pub uploads: upload::UploadBudget,
     pub maintenance: Option<MaintenanceHandle>,
     pub metrics: Option<GatewayMetrics>,
     /// What `GET /metrics` encodes; `None` when metrics are off.
@@ -77,6 +80,7 @@ impl ApiState {
             core,
             aliases: config.aliases.clone(),
             max_body_bytes: config.max_body_bytes,
+            uploads: upload::UploadBudget::new(config.upload_budget_bytes, config.max_body_bytes),
             maintenance: None,
             metrics: None,
             registry: None,
@@ -173,7 +177,7 @@ where
         Route::AdminMaintenance => {
             let caller = admin::authorize(&req)?;
             let body = if req.method() == Method::POST {
-                Some(read_body(req, 64 * 1024).await?)
+                Some(read_body(req, 64 * 1024, &state.uploads).await?)
             } else {
                 None
             };
@@ -197,12 +201,12 @@ where
         }
         Route::Responses => {
             let client = Client::of(&req);
-            let body = read_body(req, state.max_body_bytes).await?;
+            let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             responses::handle(state, &client, body).await
         }
         Route::ChatCompletions => {
             let client = Client::of(&req);
-            let body = read_body(req, state.max_body_bytes).await?;
+            let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             chat::handle(state, &client, body).await
         }
         // `accepts` serves nothing on these.
@@ -263,38 +267,7 @@ pub(crate) fn json_object(
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes with a 413.
-pub async fn read_body<B>(req: Request<B>, limit: usize) -> Result<Bytes, ApiError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("The request body is larger than the {limit}-byte limit."),
-        )
-        .code("request_too_large")
-        .counted_as("body_too_large")
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::invalid(
-            "body",
-            format!("Could not read the request body: {e}"),
-        )),
-    }
-}
+pub use upload::read_body;
 
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {
     let body = serde_json::to_vec(value).expect("json values serialize");

@@ -20,6 +20,8 @@ pub struct ApiConfig {
     pub output_mode: OutputMode,
     /// Largest accepted request body; larger gets 413.
     pub max_body_bytes: usize,
+    /// Bytes all request bodies held at once may take (`PROXY_UPLOAD_BUDGET_BYTES`).
+    pub upload_budget_bytes: usize,
     /// SSE comment after this much silence (zero: none).
     pub sse_keepalive: Duration,
     /// Concurrent streams per client (`PROXY_SSE_MAX_CONCURRENCY`); 0 = unlimited.

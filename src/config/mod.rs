@@ -44,7 +44,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_ENABLE_CODEX_TOOLS", default: "false", help: "DANGER: let the model use codex's own tools (shell, file viewing, ...) on this host" },
     Variable { name: "PROXY_MODEL_PROVIDER", default: "", help: "codex model provider id for threads (default: the worker's configured provider)" },
     Variable { name: "PROXY_MAX_BODY_BYTES", default: "16777216", help: "largest accepted request body; larger gets 413" },
-    Variable { name: "PROXY_HEADER_TIMEOUT_MS", default: "10000", help: "time a client has to send request headers" },
+    Variable { name: "PROXY_UPLOAD_BUDGET_BYTES", default: "67108864", help: "request bodies held at once may take this many bytes in all; beyond, 429 overloaded (raised to PROXY_MAX_BODY_BYTES if below)" },
+    Variable { name: "PROXY_HEADER_TIMEOUT_MS", default: "10000", help: "time a client has to send request headers; also how long a connection may sit with no request in flight" },
     Variable { name: "PROXY_SHUTDOWN_DRAIN_MS", default: "30000", help: "on SIGTERM/SIGINT, how long in-flight requests and streams may finish" },
     Variable { name: "PROXY_LOG_FORMAT", default: "text", help: "text | json" },
     Variable { name: "PROXY_MODEL_ALIASES", default: "", help: "extra model names, e.g. codex-5=gpt-5-codex,codex-5-high=gpt-5-codex-high" },
@@ -212,6 +213,7 @@ fn api<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ApiConfig, ConfigE
                 .map_err(|e| e.to_string())
         })?,
         max_body_bytes: env.positive("PROXY_MAX_BODY_BYTES", "a byte count")?,
+        upload_budget_bytes: env.parse("PROXY_UPLOAD_BUDGET_BYTES", "a byte count")?,
         sse_keepalive: env.millis("PROXY_SSE_KEEPALIVE_MS")?,
         stream_limit: env.parse("PROXY_SSE_MAX_CONCURRENCY", "a whole number")?,
         request_timeout: env.limit_millis("PROXY_TIMEOUT_MS")?,

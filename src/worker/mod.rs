@@ -1,9 +1,9 @@
 //! The supervised `codex app-server` process.
 //!
 //! [`Supervisor`] owns the child process and its lifecycle: spawn, handshake,
-//! restart with backoff, shutdown. Everyone else watches its [`WorkerStatus`]
-//! through a [`WorkerHandle`] and borrows the current [`RpcClient`] from it
-//! while the worker is ready.
+//! restart (how soon, and when to give up: [`RestartPolicy`]), shutdown.
+//! Everyone else watches its [`WorkerStatus`] through a [`WorkerHandle`] and
+//! borrows the current [`RpcClient`] from it while the worker is ready.
 //!
 //! [`RpcClient`]: crate::rpc::RpcClient
 
@@ -11,6 +11,7 @@ mod backoff;
 mod command;
 mod config;
 mod handshake;
+mod restart;
 mod state;
 mod supervisor;
 
@@ -18,5 +19,6 @@ pub use backoff::Backoff;
 pub use command::{worker_command, HOST_TOOL_FEATURES};
 pub use config::{SandboxMode, WorkerConfig};
 pub use handshake::handshake;
+pub use restart::{Decision, RestartPolicy};
 pub use state::{NotReady, WorkerHandle, WorkerPhase, WorkerStatus};
 pub use supervisor::Supervisor;

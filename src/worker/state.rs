@@ -27,7 +27,8 @@ pub struct WorkerStatus {
     pub pid: Option<u32>,
     /// Processes started since the gateway started, the first one included.
     pub starts: u32,
-    /// Failed starts or exits in a row; reset after a healthy period.
+    /// Failures since the worker last stayed ready for `WORKER_HEALTHY_RESET_MS`
+    /// (what the restart backoff grows with); 0 again once it has.
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
     #[serde(serialize_with = "unix_seconds")]

@@ -2,17 +2,19 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::command::worker_command;
 use super::config::WorkerConfig;
 use super::handshake::handshake;
+use super::restart::{Decision, RestartPolicy};
 use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
 use crate::rpc::{CallObserver, RpcClient, RpcClientConfig};
 
@@ -49,14 +51,17 @@ impl Supervisor {
         self
     }
 
-    /// Keeps a worker running until `shutdown` fires or it has failed
-    /// `WORKER_RESTART_MAX` times in a row. Returns once the worker is gone.
+    /// Keeps a worker running until `shutdown` fires or it has failed to
+    /// start `WORKER_RESTART_MAX` times in a row (see [`RestartPolicy`]).
+    /// Returns once the worker is gone.
     pub async fn run(self, shutdown: CancellationToken) {
-        let backoff = Backoff {
-            initial: self.config.backoff_initial,
-            max: self.config.backoff_max,
-        };
-        let mut failures: u32 = 0;
+        let mut policy = RestartPolicy::new(
+            Backoff {
+                initial: self.config.backoff_initial,
+                max: self.config.backoff_max,
+            },
+            self.config.restart_max,
+        );
         loop {
             if shutdown.is_cancelled() {
                 self.set(|s| s.phase = WorkerPhase::Stopped);
@@ -68,60 +73,42 @@ impl Supervisor {
                 s.client = None;
                 s.starts += 1;
             });
-            let reason = match self.start_once(&shutdown).await {
-                Err(e) => e,
+            let started = Instant::now();
+            let (reason, reached_ready) = match self.start_once(&shutdown).await {
+                Err(e) => (e, false),
                 Ok(mut running) => {
-                    let ready_at = Instant::now();
-                    let outcome = tokio::select! {
-                        status = running.child.wait() => match status {
-                            Ok(st) => format!("worker exited with {st}"),
-                            Err(e) => format!("waiting for the worker failed: {e}"),
-                        },
-                        _ = running.client.closed() => {
-                            let why = running.client.close_reason().unwrap_or_default();
-                            stop_child(&mut running, self.config.shutdown_grace).await;
-                            format!("worker channel closed: {why}")
-                        }
-                        _ = shutdown.cancelled() => {
-                            self.set(|s| s.phase = WorkerPhase::Stopped);
-                            tracing::info!("stopping the worker");
-                            stop_child(&mut running, self.config.shutdown_grace).await;
-                            self.set(|s| {
-                                s.pid = None;
-                                s.client = None;
-                                s.last_error = Some("the gateway is shutting down".into());
-                            });
-                            return;
-                        }
-                    };
-                    running.client.close(outcome.clone());
-                    if ready_at.elapsed() >= self.config.healthy_reset {
-                        failures = 0;
+                    policy.on_ready();
+                    match self.watch(&mut running, &mut policy, &shutdown).await {
+                        Some(outcome) => (outcome, true),
+                        None => return,
                     }
-                    outcome
                 }
             };
-            failures += 1;
+            let decision = policy.on_failure(started.elapsed(), reached_ready);
+            let failures = policy.failures();
             tracing::warn!(failures, reason = %reason, "worker is down");
-            if failures >= self.config.restart_max {
-                tracing::error!(
-                    failures,
-                    reason = %reason,
-                    "worker failed {failures} times in a row and stays down; check CODEX_BIN, \
-                     CODEX_HOME and the worker log lines above, then restart the gateway"
-                );
-                self.set(|s| {
-                    s.phase = WorkerPhase::Stopped;
-                    s.consecutive_failures = failures;
-                    s.pid = None;
-                    s.client = None;
-                    s.last_error = Some(format!(
-                        "gave up after {failures} consecutive failures: {reason}"
-                    ));
-                });
-                return;
-            }
-            let delay = backoff.delay(failures);
+            let delay = match decision {
+                Decision::Restart { after } => after,
+                Decision::GiveUp => {
+                    let tries = policy.failed_starts();
+                    tracing::error!(
+                        tries,
+                        reason = %reason,
+                        "worker failed to start {tries} times in a row and stays down; check \
+                         CODEX_BIN, CODEX_HOME and the worker log lines above, then restart the gateway"
+                    );
+                    self.set(|s| {
+                        s.phase = WorkerPhase::Stopped;
+                        s.consecutive_failures = failures;
+                        s.pid = None;
+                        s.client = None;
+                        s.last_error = Some(format!(
+                            "gave up after {tries} consecutive failed starts: {reason}"
+                        ));
+                    });
+                    return;
+                }
+            };
             self.set(|s| {
                 s.phase = WorkerPhase::BackingOff;
                 s.consecutive_failures = failures;
@@ -134,6 +121,52 @@ impl Supervisor {
                 _ = shutdown.cancelled() => {}
             }
         }
+    }
+
+    /// Waits while the worker is ready: returns why it stopped, or `None`
+    /// when the gateway is shutting down (the worker is stopped by then).
+    /// Once it has stayed ready for `WORKER_HEALTHY_RESET_MS` the failure
+    /// count is cleared, visibly (`consecutive_failures` in `/readyz`).
+    async fn watch(
+        &self,
+        running: &mut Running,
+        policy: &mut RestartPolicy,
+        shutdown: &CancellationToken,
+    ) -> Option<String> {
+        let healthy = tokio::time::sleep(self.config.healthy_reset);
+        tokio::pin!(healthy);
+        let mut was_healthy = false;
+        let outcome = loop {
+            tokio::select! {
+                status = running.child.wait() => break match status {
+                    Ok(st) => format!("worker exited with {st}"),
+                    Err(e) => format!("waiting for the worker failed: {e}"),
+                },
+                _ = running.client.closed() => {
+                    let why = running.client.close_reason().unwrap_or_default();
+                    stop_child(running, self.config.shutdown_grace).await;
+                    break format!("worker channel closed: {why}");
+                }
+                _ = &mut healthy, if !was_healthy => {
+                    was_healthy = true;
+                    policy.on_healthy();
+                    self.set(|s| s.consecutive_failures = 0);
+                }
+                _ = shutdown.cancelled() => {
+                    self.set(|s| s.phase = WorkerPhase::Stopped);
+                    tracing::info!("stopping the worker");
+                    stop_child(running, self.config.shutdown_grace).await;
+                    self.set(|s| {
+                        s.pid = None;
+                        s.client = None;
+                        s.last_error = Some("the gateway is shutting down".into());
+                    });
+                    return None;
+                }
+            }
+        };
+        running.client.close(outcome.clone());
+        Some(outcome)
     }
 
     async fn start_once(&self, shutdown: &CancellationToken) -> Result<Running, String> {

@@ -1,0 +1,471 @@
+//! One connection's life: the deadlines hyper does not keep on its own.
+//!
+//! hyper's HTTP/1 header-read timeout starts only once hyper reads a request
+//! head. Before that, hyper-util's protocol sniffing waits for the first 24
+//! bytes without a deadline, and HTTP/2 has none at all: a silent socket, a
+//! slow h2c preface, or a preface and SETTINGS followed by silence held a
+//! file descriptor for ever. So every connection is driven here under one
+//! rule, the one HTTP/1 keep-alive already follows:
+//!
+//! **a connection with no request in flight for the header timeout is
+//! closed**: a new connection that has not delivered a request head (or,
+//! over h2c, a HEADERS frame) in time, an idle keep-alive connection, an
+//! h2c connection with no open stream.
+//!
+//! "In flight" is counted by [`Activity`]: from the moment hyper hands a
+//! request to the service until its response body ends or is dropped, so a
+//! long SSE stream or a slow upload is never idle.
+//!
+//! Closing is graceful first (HTTP/1 closes at once when idle, HTTP/2 sends
+//! GOAWAY), then forced after a short grace, because a silent h2 peer never
+//! acknowledges the GOAWAY's PING and would otherwise keep the connection.
+//! The same path closes idle connections early when the accept loop runs out
+//! of file descriptors (see `accept.rs`) and at shutdown.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use super::{LingerOnClose, PeerAddr};
+
+/// Deadlines of one connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Longest a connection may sit with no request in flight.
+    pub(super) idle: Duration,
+    /// Longest a connection being closed may take to say goodbye once it has
+    /// nothing in flight.
+    pub(super) close_grace: Duration,
+    /// When descriptors run out, connections idle at least this long are
+    /// closed at once; younger ones are likely clients about to send.
+    pub(super) shed_after: Duration,
+}
+
+impl Limits {
+    pub(super) fn new(header_timeout: Duration) -> Limits {
+        Limits {
+            idle: header_timeout,
+            close_grace: header_timeout.min(Duration::from_secs(1)),
+            shed_after: header_timeout.min(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Why the gateway closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CloseReason {
+    /// No request in flight for [`Limits::idle`].
+    Idle,
+    /// Idle while the accept loop was out of file descriptors.
+    Shed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub(super) enum Ending<E> {
+    /// hyper finished it (the client closed, or an error).
+    Finished(Result<(), E>),
+    /// The gateway closed it; `forced` when it had to be dropped because the
+    /// peer did not finish the graceful close in time.
+    Closed { reason: CloseReason, forced: bool },
+}
+
+// === impl Activity ===
+
+/// Requests in flight on one connection, shared by the connection's service
+/// (which counts them) and its driver (which watches the count).
+#[derive(Debug, Clone)]
+pub(super) struct Activity(Arc<watch::Sender<usize>>);
+
+/// One request in flight; dropping it ends it.
+#[derive(Debug)]
+pub(super) struct InFlight(Arc<watch::Sender<usize>>);
+
+impl Activity {
+    pub(super) fn new() -> Activity {
+        Activity(Arc::new(watch::channel(0).0))
+    }
+
+    pub(super) fn begin(&self) -> InFlight {
+        self.0.send_modify(|n| *n += 1);
+        InFlight(self.0.clone())
+    }
+
+    fn in_flight(&self) -> usize {
+        *self.0.borrow()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+// === drive ===
+
+/// Runs `conn` until it ends or the gateway closes it (module docs).
+/// `graceful` starts the connection's graceful shutdown.
+pub(super) async fn drive<C, E>(
+    conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    activity: &Activity,
+    limits: Limits,
+    shutdown: &CancellationToken,
+    pressure: &Notify,
+) -> Ending<E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(conn);
+    let mut changes = activity.0.subscribe();
+    let idle_from = |activity: &Activity| (activity.in_flight() == 0).then(Instant::now);
+    let mut idle_since = idle_from(activity);
+
+    let reason = loop {
+        let deadline = idle_since.map(|t| t + limits.idle);
+        tokio::select! {
+            res = conn.as_mut() => return Ending::Finished(res),
+            _ = changes.changed() => {
+                // Any change is activity: idleness starts over.
+                changes.borrow_and_update();
+                idle_since = idle_from(activity);
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => break CloseReason::Idle,
+            _ = pressure.notified() => {
+                if idle_since.is_some_and(|t| t.elapsed() >= limits.shed_after) {
+                    break CloseReason::Shed;
+                }
+            }
+            _ = shutdown.cancelled() => break CloseReason::Shutdown,
+        }
+    };
+
+    graceful(conn.as_mut());
+    idle_since = idle_from(activity);
+    loop {
+        let deadline = idle_since.map(|t| t + limits.close_grace);
+        tokio::select! {
+            _ = conn.as_mut() => return Ending::Closed { reason, forced: false },
+            _ = changes.changed() => {
+                changes.borrow_and_update();
+                idle_since = idle_from(activity);
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                return Ending::Closed { reason, forced: true };
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+// === impl ConnService ===
+
+/// The stack as one connection sees it: puts [`PeerAddr`] and the
+/// connection's [`LingerOnClose`] in each request, and counts requests in
+/// flight until their response bodies end.
+#[derive(Debug, Clone)]
+pub(super) struct ConnService<S> {
+    inner: S,
+    peer: PeerAddr,
+    activity: Activity,
+    linger: LingerOnClose,
+}
+
+impl<S> ConnService<S> {
+    pub(super) fn new(
+        inner: S,
+        peer: PeerAddr,
+        activity: Activity,
+        linger: LingerOnClose,
+    ) -> ConnService<S> {
+        ConnService {
+            inner,
+            peer,
+            activity,
+            linger,
+        }
+    }
+}
+
+impl<S, ReqBody, B> Service<Request<ReqBody>> for ConnService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        req.extensions_mut().insert(self.peer);
+        req.extensions_mut().insert(self.linger.clone());
+        ResponseFuture {
+            inner: self.inner.call(req),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The stack's response future; hands the in-flight mark to the body.
+    pub(super) struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = std::task::ready!(this.inner.poll(cx));
+        let in_flight = this.in_flight.take();
+        Poll::Ready(res.map(|res| res.map(|inner| TrackedBody { inner, in_flight })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted until it ends or is dropped.
+    pub(super) struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<B> Body for TrackedBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.in_flight.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that never ends on its own and counts graceful shutdowns;
+    /// `obliging` ones end as soon as they are asked to.
+    struct FakeConn {
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+        obliging: bool,
+    }
+
+    impl Future for FakeConn {
+        type Output = Result<(), ()>;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            let asked = self.asked.load(std::sync::atomic::Ordering::SeqCst) > 0;
+            if asked && self.obliging {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    fn fake(obliging: bool) -> (FakeConn, Arc<std::sync::atomic::AtomicUsize>) {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (
+            FakeConn {
+                asked: asked.clone(),
+                obliging,
+            },
+            asked,
+        )
+    }
+
+    fn ask(conn: Pin<&mut FakeConn>) {
+        conn.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    const HEADER: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_sends_a_request_is_closed_after_the_header_timeout() {
+        let (conn, asked) = fake(false);
+        let activity = Activity::new();
+        let started = Instant::now();
+        let ending = drive(
+            conn,
+            ask,
+            &activity,
+            Limits::new(HEADER),
+            &CancellationToken::new(),
+            &Notify::new(),
+        )
+        .await;
+        // Asked to close at 10 s; a peer that does not oblige is dropped 1 s later.
+        assert!(matches!(
+            ending,
+            Ending::Closed {
+                reason: CloseReason::Idle,
+                forced: true
+            }
+        ));
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(started.elapsed(), HEADER + Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_is_never_idle_and_idleness_restarts_when_it_ends() {
+        let (conn, _) = fake(true);
+        let activity = Activity::new();
+        let started = Instant::now();
+        let a = activity.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let req = a.begin();
+            // A long stream: a minute, far beyond the idle limit.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(req);
+        });
+        let ending = drive(
+            conn,
+            ask,
+            &activity,
+            Limits::new(HEADER),
+            &CancellationToken::new(),
+            &Notify::new(),
+        )
+        .await;
+        assert!(matches!(
+            ending,
+            Ending::Closed {
+                reason: CloseReason::Idle,
+                forced: false
+            }
+        ));
+        assert_eq!(started.elapsed(), Duration::from_secs(5 + 60 + 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn descriptor_pressure_sheds_only_connections_idle_for_a_while() {
+        let pressure = Arc::new(Notify::new());
+        let (old, _) = fake(true);
+        let (busy, _) = fake(true);
+        let old_activity = Activity::new();
+        let busy_activity = Activity::new();
+        let _req = busy_activity.begin();
+        let token = CancellationToken::new();
+        let limits = Limits::new(HEADER);
+        let p = pressure.clone();
+        let t = token.clone();
+        let old = tokio::spawn(async move { drive(old, ask, &old_activity, limits, &t, &p).await });
+        let p = pressure.clone();
+        let t = token.clone();
+        let busy =
+            tokio::spawn(async move { drive(busy, ask, &busy_activity, limits, &t, &p).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A connection accepted just now is spared: its request is likely on the way.
+        let (young, _) = fake(true);
+        let young_activity = Activity::new();
+        let p = pressure.clone();
+        let t = token.clone();
+        let young =
+            tokio::spawn(async move { drive(young, ask, &young_activity, limits, &t, &p).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+
+        pressure.notify_waiters();
+        let ending = old.await.unwrap();
+        assert!(matches!(
+            ending,
+            Ending::Closed {
+                reason: CloseReason::Shed,
+                ..
+            }
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!busy.is_finished());
+        assert!(!young.is_finished());
+        token.cancel();
+        assert!(matches!(
+            young.await.unwrap(),
+            Ending::Closed {
+                reason: CloseReason::Shutdown,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_requests_in_flight() {
+        let (conn, asked) = fake(false);
+        let activity = Activity::new();
+        let req = activity.begin();
+        let token = CancellationToken::new();
+        token.cancel();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            drop(req);
+        });
+        let ending = drive(
+            conn,
+            ask,
+            &activity,
+            Limits::new(HEADER),
+            &token,
+            &Notify::new(),
+        )
+        .await;
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(matches!(
+            ending,
+            Ending::Closed {
+                reason: CloseReason::Shutdown,
+                forced: true
+            }
+        ));
+        // The request's 20 s, then the 1 s grace (the fake peer never closes).
+        assert_eq!(started.elapsed(), Duration::from_secs(21));
+    }
+}
