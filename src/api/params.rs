@@ -110,7 +110,7 @@ pub(crate) fn image_url(url: &str, param: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-use super::conversation::{FunctionTool, ToolChoice};
+use super::conversation::{FunctionTool, Part, Role, ToolChoice};
 
 /// Tool names codex keeps for its own tools. Measured against the pinned
 /// CLI (a thread with a client tool of each name, the tools the model was
@@ -222,4 +222,23 @@ pub(crate) fn tool_choice(
         ));
     }
     Ok(choice)
+}
+
+/// What every dialect requires of a message's content: only assistant
+/// messages may be empty (they may hold just tool calls), and only user
+/// messages carry images. `param` names the content in the client's request.
+pub(crate) fn content_fits_role(role: &Role, parts: &[Part], param: &str) -> Result<(), ApiError> {
+    if parts.is_empty() && *role != Role::Assistant {
+        return Err(ApiError::invalid(
+            param,
+            "only assistant messages may omit `content`",
+        ));
+    }
+    if *role != Role::User && parts.iter().any(|part| matches!(part, Part::Image(_))) {
+        return Err(ApiError::invalid(
+            param,
+            "image parts are only allowed in user messages",
+        ));
+    }
+    Ok(())
 }

@@ -179,18 +179,7 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
             ))
         }
     };
-    if parts.is_empty() && role != Role::Assistant {
-        return Err(ApiError::invalid(
-            p("content"),
-            "only assistant messages may omit `content`",
-        ));
-    }
-    if role != Role::User && parts.iter().any(|part| matches!(part, Part::Image(_))) {
-        return Err(ApiError::invalid(
-            p("content"),
-            "image parts are only allowed in user messages",
-        ));
-    }
+    params::content_fits_role(&role, &parts, &p("content"))?;
     let mut tool_calls = Vec::new();
     if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
         let Value::Array(calls) = calls else {

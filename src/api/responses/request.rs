@@ -217,18 +217,7 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
                     .collect::<Result<Vec<_>, _>>()?,
                 _ => return Err(bad("message items need `content`")),
             };
-            if parts.is_empty() && role != Role::Assistant {
-                return Err(ApiError::invalid(
-                    p("content"),
-                    "only assistant messages may omit `content`",
-                ));
-            }
-            if role != Role::User && parts.iter().any(|part| matches!(part, Part::Image(_))) {
-                return Err(ApiError::invalid(
-                    p("content"),
-                    "image parts are only allowed in user messages",
-                ));
-            }
+            params::content_fits_role(&role, &parts, &p("content"))?;
             messages.push(Message {
                 role,
                 parts,
