@@ -839,7 +839,7 @@ impl Direct {
         }
         let lookup = vars.clone();
         let config = Config::from_env(&Env::new(move |k| lookup.get(k).cloned()))?;
-        let mut cmd = worker_command(&config.worker, &workdir);
+        let mut cmd = worker_command(&config.worker, &workdir).await?;
         cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take().ok_or("no stdin")?;

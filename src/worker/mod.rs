@@ -10,6 +10,7 @@
 mod backoff;
 mod command;
 mod handshake;
+mod host_tools;
 mod state;
 mod supervisor;
 
