@@ -894,6 +894,7 @@ impl Direct {
             ephemeral: Some(true),
             config: Some(thread_config),
             dynamic_tools: None,
+            environments: (!config.worker.enable_codex_tools).then(Vec::new),
         })?;
 
         let direct = Arc::new(Direct {
