@@ -839,7 +839,7 @@ impl Direct {
         }
         let lookup = vars.clone();
         let config = Config::from_env(&Env::new(move |k| lookup.get(k).cloned()))?;
-        let mut cmd = worker_command(&config.worker, &workdir);
+        let mut cmd = worker_command(&config.worker, &workdir).await?;
         cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take().ok_or("no stdin")?;
@@ -894,6 +894,7 @@ impl Direct {
             ephemeral: Some(true),
             config: Some(thread_config),
             dynamic_tools: None,
+            environments: (!config.worker.enable_codex_tools).then(Vec::new),
         })?;
 
         let direct = Arc::new(Direct {

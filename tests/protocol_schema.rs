@@ -451,6 +451,7 @@ fn thread_start() {
                 description: "Looks a record up.".into(),
                 input_schema: json!({"type": "object", "properties": {"id": {"type": "string"}}}),
             }]),
+            environments: Some(vec![]),
         },
     );
 }

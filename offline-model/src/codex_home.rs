@@ -25,22 +25,54 @@ pub const API_KEY: &str = "sk-offline-dummy";
 /// message of every request, instead of its default prompt.
 pub const BASE_INSTRUCTIONS: &str = "You are Codex Offline, a deterministic test model.";
 
+/// Variations of the `CODEX_HOME` that [`write_codex_home_with`] writes.
+#[derive(Debug, Clone, Default)]
+pub struct HomeOptions {
+    /// Write no catalog and no default `model`: codex then serves the catalog bundled in
+    /// its binary (`gpt-6-sol`, `gpt-5.5`, …, the models a real login gets), still through
+    /// the offline provider, and `code_mode_host` is left at codex's default. This is what
+    /// an operator's home looks like, so a test can see what codex does with its own
+    /// models (code mode, `apply_patch`).
+    pub bundled_models: bool,
+    /// TOML appended to `config.toml`, e.g. an `[mcp_servers.NAME]` table.
+    pub extra_config: String,
+}
+
 /// Writes `config.toml` and the model catalog for an offline model at `base_url` into
 /// `dir` (created if missing), and returns the environment variables codex needs.
 ///
 /// `base_url` is the provider base URL, e.g. `http://127.0.0.1:PORT/v1`; codex POSTs to
 /// `{base_url}/responses`.
 pub fn write_codex_home(dir: &Path, base_url: &str) -> io::Result<Vec<(String, String)>> {
+    write_codex_home_with(dir, base_url, &HomeOptions::default())
+}
+
+/// [`write_codex_home`] with [`HomeOptions`].
+pub fn write_codex_home_with(
+    dir: &Path,
+    base_url: &str,
+    options: &HomeOptions,
+) -> io::Result<Vec<(String, String)>> {
     std::fs::create_dir_all(dir)?;
     // codex resolves a relative `model_catalog_json` against its own cwd, not CODEX_HOME.
     let dir = dir.canonicalize()?;
-    let catalog_path = dir.join(CATALOG_FILE);
-    let catalog = serde_json::to_string_pretty(&catalog()).map_err(io::Error::other)?;
-    std::fs::write(&catalog_path, catalog + "\n")?;
-    let catalog_path = catalog_path
-        .to_str()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "CODEX_HOME is not UTF-8"))?;
-    std::fs::write(dir.join("config.toml"), config_toml(base_url, catalog_path))?;
+    let mut config = if options.bundled_models {
+        config_toml(base_url, None)
+    } else {
+        let catalog_path = dir.join(CATALOG_FILE);
+        let catalog = serde_json::to_string_pretty(&catalog()).map_err(io::Error::other)?;
+        std::fs::write(&catalog_path, catalog + "\n")?;
+        let catalog_path = catalog_path.to_str().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "CODEX_HOME is not UTF-8")
+        })?;
+        config_toml(base_url, Some(catalog_path))
+    };
+    if !options.extra_config.is_empty() {
+        config.push('\n');
+        config.push_str(&options.extra_config);
+        config.push('\n');
+    }
+    std::fs::write(dir.join("config.toml"), config)?;
     Ok(vec![(API_KEY_ENV.to_owned(), API_KEY.to_owned())])
 }
 
@@ -75,13 +107,23 @@ pub fn catalog() -> serde_json::Value {
     })
 }
 
-/// The hermetic `config.toml` for a provider named `offline`.
-fn config_toml(base_url: &str, catalog_path: &str) -> String {
+/// The hermetic `config.toml` for a provider named `offline`; without a catalog, codex's
+/// bundled models and its default code-mode host.
+fn config_toml(base_url: &str, catalog_path: Option<&str>) -> String {
+    let (model, code_mode_host) = match catalog_path {
+        Some(path) => (
+            format!(
+                "model = {}\nmodel_catalog_json = {}\n",
+                toml_string(MODEL_ID),
+                toml_string(path)
+            ),
+            "code_mode_host = false\n",
+        ),
+        None => (String::new(), ""),
+    };
     format!(
         r#"# Written by codex-offline-model: codex app-server against a local fake model.
-model = {model}
-model_provider = "offline"
-model_catalog_json = {catalog}
+{model}model_provider = "offline"
 approval_policy = "never"
 sandbox_mode = "read-only"
 check_for_update_on_startup = false
@@ -124,8 +166,7 @@ skill_search = false
 skill_mcp_dependency_install = false
 workspace_dependencies = false
 daemon_auto_start = false
-code_mode_host = false
-goals = false
+{code_mode_host}goals = false
 memories = false
 guardian_approval = false
 enable_request_compression = false
@@ -140,8 +181,6 @@ stream_max_retries = 0
 stream_idle_timeout_ms = 20000
 supports_websockets = false
 "#,
-        model = toml_string(MODEL_ID),
-        catalog = toml_string(catalog_path),
         base_url = toml_string(base_url),
         env_key = toml_string(API_KEY_ENV),
     )

@@ -4,8 +4,9 @@
 //! `response.content_part.added`, `response.output_text.delta` × N,
 //! `response.output_text.done`, `response.content_part.done`, `response.output_item.done`,
 //! `response.completed`. Codex only strictly needs `output_item.done` + `completed`, but a
-//! gateway's tests should see the same stream a real model produces. Function calls are
-//! `output_item.added`/`output_item.done` per call, then `response.completed`.
+//! gateway's tests should see the same stream a real model produces. Tool calls
+//! (`function_call`, `custom_tool_call`) are `output_item.added`/`output_item.done` per
+//! call, then `response.completed`.
 
 use std::time::Duration;
 
@@ -92,19 +93,42 @@ fn output_text_part(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": []})
 }
 
-fn call_item(id_number: u64, call: &Call, status: &str, arguments: &str) -> Value {
-    let mut item = json!({
-        "id": format!("fc_{id_number}"),
-        "type": "function_call",
-        "status": status,
-        "call_id": format!("call_{id_number}"),
-        "name": call.name,
-        "arguments": arguments,
-    });
-    if let Some(ns) = &call.namespace {
-        item["namespace"] = json!(ns);
+/// A call's output item; `done` carries its arguments or input, `added` leaves them empty
+/// (as a real stream does before the deltas).
+fn call_item(id_number: u64, call: &Call, status: &str, done: bool) -> Value {
+    match call {
+        Call::Function {
+            namespace,
+            name,
+            arguments,
+        } => {
+            let arguments = if done {
+                Value::Object(arguments.clone()).to_string()
+            } else {
+                String::new()
+            };
+            let mut item = json!({
+                "id": format!("fc_{id_number}"),
+                "type": "function_call",
+                "status": status,
+                "call_id": format!("call_{id_number}"),
+                "name": name,
+                "arguments": arguments,
+            });
+            if let Some(ns) = namespace {
+                item["namespace"] = json!(ns);
+            }
+            item
+        }
+        Call::Custom { name, input } => json!({
+            "id": format!("ctc_{id_number}"),
+            "type": "custom_tool_call",
+            "status": status,
+            "call_id": format!("call_{id_number}"),
+            "name": name,
+            "input": if done { input.as_str() } else { "" },
+        }),
     }
-    item
 }
 
 /// Builds the framed events, numbering `sequence_number` from 0.
@@ -206,11 +230,6 @@ pub(crate) fn text_output(id_number: u64, text: &str) -> (Vec<Value>, u64) {
     (vec![item], split_words(text).len() as u64)
 }
 
-/// The arguments string of a call: the JSON object, compact.
-fn arguments(call: &Call) -> String {
-    Value::Object(call.arguments.clone()).to_string()
-}
-
 /// The stream of a function-call reply; call `i` uses id number `first_id + i`
 /// (`fc_N` item id, `call_N` call id).
 pub(crate) fn calls_stream(meta: &Meta, first_id: u64, calls: &[Call]) -> Vec<Step> {
@@ -221,7 +240,7 @@ pub(crate) fn calls_stream(meta: &Meta, first_id: u64, calls: &[Call]) -> Vec<St
         let n = first_id + index as u64;
         ev.push(
             "response.output_item.added",
-            json!({"output_index": index, "item": call_item(n, call, "in_progress", "")}),
+            json!({"output_index": index, "item": call_item(n, call, "in_progress", false)}),
         );
         ev.push(
             "response.output_item.done",
@@ -238,7 +257,7 @@ pub(crate) fn calls_output(first_id: u64, calls: &[Call]) -> (Vec<Value>, u64) {
     let output = calls
         .iter()
         .enumerate()
-        .map(|(i, call)| call_item(first_id + i as u64, call, "completed", &arguments(call)))
+        .map(|(i, call)| call_item(first_id + i as u64, call, "completed", true))
         .collect();
     (output, calls.len() as u64)
 }
@@ -356,15 +375,19 @@ mod tests {
         let mut args = serde_json::Map::new();
         args.insert("id".into(), json!("A 1"));
         let calls = [
-            Call {
+            Call::Function {
                 namespace: None,
                 name: "lookup".into(),
                 arguments: args,
             },
-            Call {
+            Call::Function {
                 namespace: Some("crm".into()),
                 name: "find".into(),
                 arguments: Default::default(),
+            },
+            Call::Custom {
+                name: "apply_patch".into(),
+                input: "*** Begin Patch\n*** End Patch\n".into(),
             },
         ];
         let ev = events(&calls_stream(&meta(), 4, &calls));
@@ -378,6 +401,8 @@ mod tests {
                 "response.output_item.done",
                 "response.output_item.added",
                 "response.output_item.done",
+                "response.output_item.added",
+                "response.output_item.done",
                 "response.completed"
             ]
         );
@@ -386,6 +411,11 @@ mod tests {
         assert_eq!(ev[5]["item"]["call_id"], "call_5");
         assert_eq!(ev[5]["item"]["namespace"], "crm");
         assert_eq!(ev[5]["output_index"], 1);
-        assert_eq!(ev[6]["response"]["output"].as_array().unwrap().len(), 2);
+        // A freeform call carries raw text, not JSON arguments.
+        assert_eq!(ev[6]["item"]["input"], "");
+        assert_eq!(ev[7]["item"]["type"], "custom_tool_call");
+        assert_eq!(ev[7]["item"]["call_id"], "call_6");
+        assert_eq!(ev[7]["item"]["input"], "*** Begin Patch\n*** End Patch\n");
+        assert_eq!(ev[8]["response"]["output"].as_array().unwrap().len(), 3);
     }
 }

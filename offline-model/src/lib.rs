@@ -34,7 +34,8 @@ mod server;
 mod trigger;
 
 pub use codex_home::{
-    catalog, write_codex_home, API_KEY, API_KEY_ENV, BASE_INSTRUCTIONS, CATALOG_FILE,
+    catalog, write_codex_home, write_codex_home_with, HomeOptions, API_KEY, API_KEY_ENV,
+    BASE_INSTRUCTIONS, CATALOG_FILE,
 };
 pub use server::OfflineModel;
 

@@ -1,11 +1,12 @@
 //! Deciding what the model answers, from the request alone.
 //!
 //! Precedence, first match wins:
-//! 1. The input ends with `function_call_output` item(s): `TOOL RESULT <call_id>: <output>`
+//! 1. The input ends with `function_call_output`/`custom_tool_call_output` item(s): `TOOL RESULT <call_id>: <output>`
 //!    (one line per trailing output). Triggers are ignored, so an agent loop whose prompt
 //!    holds `[[call …]]` terminates after one round trip.
 //! 2. The FIRST well-formed trigger in the prompt (by position) decides the reply. When it
-//!    is a `[[call …]]`, every `[[call …]]` in the prompt becomes one `function_call`.
+//!    is a `[[call …]]` or `[[custom …]]`, every such trigger in the prompt becomes one
+//!    `function_call` or `custom_tool_call`.
 //! 3. No trigger: `ECHO: <prompt>`.
 
 use std::time::Duration;
@@ -28,18 +29,23 @@ pub(crate) enum Reply {
         /// (`[[break N]]`).
         break_after: Option<usize>,
     },
-    /// One `function_call` output item per call, no text.
+    /// One `function_call` or `custom_tool_call` output item per call, no text.
     Calls(Vec<Call>),
     /// A non-2xx HTTP response with an OpenAI error body (`[[error STATUS]]`).
     Error(u16),
 }
 
-/// A `function_call` the model makes.
+/// A tool call the model makes.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Call {
-    pub(crate) namespace: Option<String>,
-    pub(crate) name: String,
-    pub(crate) arguments: Map<String, Value>,
+pub(crate) enum Call {
+    /// A `function_call` with JSON arguments.
+    Function {
+        namespace: Option<String>,
+        name: String,
+        arguments: Map<String, Value>,
+    },
+    /// A `custom_tool_call` (a freeform tool) with raw text input.
+    Custom { name: String, input: String },
 }
 
 impl Reply {
@@ -70,7 +76,7 @@ pub(crate) fn decide(body: &Value) -> Reply {
         return Reply::text(echo);
     };
     match first {
-        Trigger::Call { .. } => Reply::Calls(
+        Trigger::Call { .. } | Trigger::Custom { .. } => Reply::Calls(
             triggers
                 .into_iter()
                 .filter_map(|t| match t {
@@ -78,11 +84,12 @@ pub(crate) fn decide(body: &Value) -> Reply {
                         namespace,
                         name,
                         arguments,
-                    } => Some(Call {
+                    } => Some(Call::Function {
                         namespace,
                         name,
                         arguments,
                     }),
+                    Trigger::Custom { name, input } => Some(Call::Custom { name, input }),
                     _ => None,
                 })
                 .collect(),
@@ -196,15 +203,45 @@ mod tests {
         )) else {
             panic!("expected calls")
         };
-        assert_eq!(calls.len(), 2);
+        let mut x = Map::new();
+        x.insert("x".into(), json!(1));
         assert_eq!(
-            (calls[0].name.as_str(), calls[0].namespace.as_deref()),
-            ("a", None)
+            calls,
+            [
+                Call::Function {
+                    namespace: None,
+                    name: "a".into(),
+                    arguments: x
+                },
+                Call::Function {
+                    namespace: Some("ns".into()),
+                    name: "b".into(),
+                    arguments: Map::new()
+                }
+            ]
         );
-        assert_eq!(calls[0].arguments.get("x"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn custom_and_function_calls_mix_in_one_reply() {
+        let Reply::Calls(calls) = decide(&with_prompt(
+            r#"[[custom apply_patch "*** Begin Patch\n*** End Patch"]] [[call f]]"#,
+        )) else {
+            panic!("expected calls")
+        };
         assert_eq!(
-            (calls[1].name.as_str(), calls[1].namespace.as_deref()),
-            ("b", Some("ns"))
+            calls,
+            [
+                Call::Custom {
+                    name: "apply_patch".into(),
+                    input: "*** Begin Patch\n*** End Patch".into()
+                },
+                Call::Function {
+                    namespace: None,
+                    name: "f".into(),
+                    arguments: Map::new()
+                }
+            ]
         );
     }
 
@@ -216,6 +253,11 @@ mod tests {
             {"type": "function_call_output", "call_id": "call_1", "output": "42"},
         ]});
         assert_eq!(text_of(decide(&body)), "TOOL RESULT call_1: 42");
+        let body = json!({"input": [
+            {"type": "custom_tool_call", "call_id": "call_2", "name": "apply_patch", "input": "p"},
+            {"type": "custom_tool_call_output", "call_id": "call_2", "output": "refused"},
+        ]});
+        assert_eq!(text_of(decide(&body)), "TOOL RESULT call_2: refused");
     }
 
     #[test]

@@ -85,19 +85,28 @@ fn call_id(item: &Value) -> &str {
     item.get("call_id").and_then(Value::as_str).unwrap_or("")
 }
 
+fn is_call_output(item: &Value) -> bool {
+    matches!(
+        item_type(item),
+        "function_call_output" | "custom_tool_call_output"
+    )
+}
+
 /// The tool outputs at the end of `input`: `(call_id, output)` for every
-/// `function_call_output` in the run of `function_call`/`function_call_output` items that
-/// ends the input. Empty unless the very last item is a `function_call_output`.
+/// `function_call_output` or `custom_tool_call_output` in the run of calls and outputs
+/// that ends the input. Empty unless the very last item is such an output.
 pub(crate) fn trailing_tool_outputs(body: &Value) -> Vec<(String, String)> {
     let items = input(body);
-    if items.last().map(item_type) != Some("function_call_output") {
+    if !items.last().is_some_and(is_call_output) {
         return Vec::new();
     }
     let mut outputs: Vec<(String, String)> = items
         .iter()
         .rev()
-        .take_while(|item| matches!(item_type(item), "function_call_output" | "function_call"))
-        .filter(|item| item_type(item) == "function_call_output")
+        .take_while(|item| {
+            is_call_output(item) || matches!(item_type(item), "function_call" | "custom_tool_call")
+        })
+        .filter(|item| is_call_output(item))
         .map(|item| (call_id(item).to_owned(), output_text(item)))
         .collect();
     outputs.reverse();
@@ -114,40 +123,48 @@ pub(crate) fn input_chars(body: &Value) -> usize {
                 .get("arguments")
                 .and_then(Value::as_str)
                 .map_or(0, |a| a.chars().count()),
-            "function_call_output" => output_text(item).chars().count(),
+            "custom_tool_call" => item
+                .get("input")
+                .and_then(Value::as_str)
+                .map_or(0, |a| a.chars().count()),
+            "function_call_output" | "custom_tool_call_output" => output_text(item).chars().count(),
             _ if is_message(item) => message_text(item).chars().count(),
             _ => 0,
         })
         .sum()
 }
 
-/// Tool names in the request's `tools`, sorted. A namespace contributes `ns.name` for each
-/// of its tools; a tool without a name (a hosted tool) contributes its `type`.
+/// Tool names offered to the model, sorted: the request's `tools`, and the `tools` of
+/// every `additional_tools` input item (codex's "responses lite" models, e.g. the bundled
+/// `gpt-6-sol`, get their tools that way, with an empty top-level `tools`). A namespace
+/// contributes `ns.name` for each of its tools; a tool without a name (a hosted tool)
+/// contributes its `type`.
 pub(crate) fn tool_names(body: &Value) -> Vec<String> {
+    let additional = input(body)
+        .iter()
+        .filter(|item| item_type(item) == "additional_tools")
+        .filter_map(|item| item.get("tools"));
     let mut names = Vec::new();
-    for tool in body
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = tool.get("name").and_then(Value::as_str);
-        if item_type(tool) == "namespace" {
-            let ns = name.unwrap_or("");
-            for inner in tool
-                .get("tools")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(inner) = inner.get("name").and_then(Value::as_str) {
-                    names.push(format!("{ns}.{inner}"));
+    for tools in body.get("tools").into_iter().chain(additional) {
+        for tool in tools.as_array().into_iter().flatten() {
+            let name = tool.get("name").and_then(Value::as_str);
+            if item_type(tool) == "namespace" {
+                let ns = name.unwrap_or("");
+                for inner in tool
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(inner) = inner.get("name").and_then(Value::as_str) {
+                        names.push(format!("{ns}.{inner}"));
+                    }
                 }
+            } else if let Some(name) = name {
+                names.push(name.to_owned());
+            } else {
+                names.push(item_type(tool).to_owned());
             }
-        } else if let Some(name) = name {
-            names.push(name.to_owned());
-        } else {
-            names.push(item_type(tool).to_owned());
         }
     }
     names.sort();
@@ -179,7 +196,12 @@ pub(crate) fn history(body: &Value) -> Vec<String> {
                     None => format!("call {name} {args}"),
                 })
             }
-            "function_call_output" => {
+            "custom_tool_call" => {
+                let name = item.get("name").and_then(Value::as_str).unwrap_or("");
+                let input = item.get("input").and_then(Value::as_str).unwrap_or("");
+                Some(format!("custom {name} {input}"))
+            }
+            "function_call_output" | "custom_tool_call_output" => {
                 Some(format!("output {}: {}", call_id(item), output_text(item)))
             }
             _ if is_message(item) && matches!(role(item), "user" | "assistant") => {
@@ -281,6 +303,13 @@ mod tests {
             tool_names(&body),
             ["crm.find", "lookup", "weather", "web_search"]
         );
+        let lite = json!({"tools": [], "input": [
+            {"type": "additional_tools", "role": "developer", "tools": [
+                {"type": "namespace", "name": "functions", "tools": [
+                    {"type": "custom", "name": "exec"}, {"type": "function", "name": "lookup"}]}]},
+            msg("user", "hi"),
+        ]});
+        assert_eq!(tool_names(&lite), ["functions.exec", "functions.lookup"]);
     }
 
     #[test]

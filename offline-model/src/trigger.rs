@@ -23,6 +23,14 @@ pub(crate) enum Trigger {
         /// The arguments object (`{}` when omitted).
         arguments: Map<String, Value>,
     },
+    /// `[[custom NAME "INPUT"]]`: a freeform (custom) tool call whose input is the JSON
+    /// string INPUT, e.g. codex's `apply_patch` with a patch body or `exec` with JavaScript.
+    Custom {
+        /// The tool name.
+        name: String,
+        /// The raw input text.
+        input: String,
+    },
     /// `[[error STATUS]]`, STATUS in 400..=599.
     Error(u16),
     /// `[[break N]]`.
@@ -78,6 +86,7 @@ fn parse_at(prompt: &str, at: usize) -> Option<(Trigger, usize)> {
     let unit = |t: Trigger| close(prompt, skip_ws(prompt, args_at)).map(|end| (t, end));
     match keyword {
         "call" => parse_call(prompt, args_at),
+        "custom" => parse_custom(prompt, args_at),
         "error" => parse_number(prompt, args_at).and_then(|(n, end)| {
             u16::try_from(n)
                 .ok()
@@ -168,6 +177,37 @@ fn parse_call(s: &str, at: usize) -> Option<(Trigger, usize)> {
     ))
 }
 
+/// ` NAME "INPUT"]]`: INPUT is a JSON string (so it may hold newlines as `\n`, quotes and
+/// `]]`); a missing or non-string input is malformed.
+fn parse_custom(s: &str, at: usize) -> Option<(Trigger, usize)> {
+    let name_at = skip_ws(s, at);
+    if name_at == at {
+        return None;
+    }
+    let name_len = s[name_at..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+        .unwrap_or(s.len() - name_at);
+    if name_len == 0 {
+        return None;
+    }
+    let input_at = skip_ws(s, name_at + name_len);
+    if !s[input_at..].starts_with('"') {
+        return None;
+    }
+    let mut stream = serde_json::Deserializer::from_str(&s[input_at..]).into_iter::<String>();
+    let Some(Ok(input)) = stream.next() else {
+        return None;
+    };
+    let end = close(s, skip_ws(s, input_at + stream.byte_offset()))?;
+    Some((
+        Trigger::Custom {
+            name: s[name_at..name_at + name_len].to_owned(),
+            input,
+        },
+        end,
+    ))
+}
+
 /// ` TEXT]]`: one separating whitespace character, then everything up to the last `]]`.
 fn parse_text(s: &str, at: usize) -> Option<(Trigger, usize)> {
     let rest = &s[at..];
@@ -249,6 +289,29 @@ mod tests {
                 call(Some("crm"), "find_customer", json!({})),
                 call(None, "weather", json!({}))
             ]
+        );
+    }
+
+    #[test]
+    fn custom_input_is_a_json_string() {
+        assert_eq!(
+            scan(
+                r#"[[custom apply_patch "*** Begin Patch\n*** End Patch ]]\n"]] [[custom exec "1"]]"#
+            ),
+            [
+                Trigger::Custom {
+                    name: "apply_patch".into(),
+                    input: "*** Begin Patch\n*** End Patch ]]\n".into()
+                },
+                Trigger::Custom {
+                    name: "exec".into(),
+                    input: "1".into()
+                }
+            ]
+        );
+        assert!(
+            scan(r#"[[custom]] [[custom exec]] [[custom exec {"a":1}]] [[custom ns.x "a"]]"#)
+                .is_empty()
         );
     }
 

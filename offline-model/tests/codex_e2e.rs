@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use codex_offline_model::{write_codex_home, OfflineModel, MODEL_ID};
+use codex_offline_model::{
+    write_codex_home, write_codex_home_with, HomeOptions, OfflineModel, MODEL_ID,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -338,6 +340,73 @@ async fn call_trigger_drives_a_dynamic_tool_round_trip() {
         tools.starts_with("TOOLS: ") && tools.contains("lookup_ticket"),
         "{tools}"
     );
+    model.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_trigger_reaches_codex_as_a_freeform_call_on_bundled_models() {
+    let bin = require_codex!();
+    let model = OfflineModel::start(0).await.unwrap();
+    let home = Home::new("custom");
+    let options = HomeOptions {
+        bundled_models: true,
+        ..HomeOptions::default()
+    };
+    let env = write_codex_home_with(&home.0, &model.base_url(), &options).unwrap();
+    let out = codex_command(&bin, &home.0, &env)
+        .args(["app-server", "--strict-config", "--print-startup-config"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut app = AppServer::spawn(&bin, &home.0, &env).await;
+    let models = app.request("model/list", json!({})).await;
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "gpt-5.5"),
+        "{models}"
+    );
+    // gpt-5.5 is offered codex's freeform `apply_patch`; a malformed patch is refused by
+    // codex's parser, so nothing on the host is touched.
+    let thread = app
+        .start_thread(json!({"model": "gpt-5.5", "sandbox": "read-only"}))
+        .await;
+    let msgs = app.turn(&thread, "[[tools]]", |_| unreachable!()).await;
+    let tools = completed_turn(&msgs)["items"][0]["text"].clone();
+    assert!(tools.as_str().unwrap().contains("apply_patch"), "{tools}");
+    let msgs = app
+        .turn(
+            &thread,
+            r#"[[custom apply_patch "not a patch"]]"#,
+            |_| unreachable!(),
+        )
+        .await;
+    let turn = completed_turn(&msgs);
+    assert_eq!(turn["status"], "completed");
+    let text = turn["items"].as_array().unwrap().last().unwrap()["text"].clone();
+    assert!(
+        text.as_str().unwrap().starts_with("TOOL RESULT call_")
+            && text.as_str().unwrap().contains("invalid patch"),
+        "{text}"
+    );
+    // Codex sent the call back with its output as a `custom_tool_call_output`.
+    let last = model.requests().pop().unwrap();
+    let input = last["input"].as_array().unwrap();
+    let call = input
+        .iter()
+        .find(|i| i["type"] == "custom_tool_call")
+        .unwrap();
+    assert_eq!(call["name"], "apply_patch");
+    assert_eq!(call["input"], "not a patch");
+    assert_eq!(input.last().unwrap()["type"], "custom_tool_call_output");
     model.shutdown().await;
 }
 

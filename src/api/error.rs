@@ -175,6 +175,9 @@ impl From<Failure> for ApiError {
             FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
             FailureKind::WorkerGone => (StatusCode::BAD_GATEWAY, "api_error", "worker_gone"),
             FailureKind::SlowClient => (StatusCode::BAD_GATEWAY, "api_error", "stream_overflow"),
+            FailureKind::HostToolRefused => {
+                (StatusCode::BAD_GATEWAY, "api_error", "host_tool_refused")
+            }
             FailureKind::Upstream => (StatusCode::BAD_GATEWAY, "api_error", "upstream_error"),
         };
         let mut e = ApiError::new(status, kind, f.message).code(code);
@@ -238,6 +241,15 @@ mod tests {
         assert_eq!(res.extensions().get::<Rejection>(), None);
         let res = ApiError::from(Failure::new(FailureKind::Upstream, "x")).into_response();
         assert_eq!(res.extensions().get::<Rejection>(), None);
+    }
+
+    #[test]
+    fn a_refused_host_tool_is_a_bad_gateway_with_its_own_code() {
+        let e = ApiError::from(Failure::new(FailureKind::HostToolRefused, "stopped"));
+        let v = e.body_json();
+        assert_eq!(v["error"]["code"], "host_tool_refused");
+        assert_eq!(v["error"]["type"], "api_error");
+        assert_eq!(e.into_response().status(), 502);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum FailureKind {
     Overloaded,
     /// The client fell too far behind the stream.
     SlowClient,
+    /// Codex started one of its own tools that act on the host, which the
+    /// gateway does not allow (`PROXY_ENABLE_CODEX_TOOLS` is off).
+    HostToolRefused,
     /// Anything else that went wrong in the worker or provider.
     Upstream,
 }

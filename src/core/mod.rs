@@ -12,9 +12,11 @@
 //! notifications to events and owns the turn's state; `slot.rs` is the
 //! concurrency limit; `parked.rs` is the store of paused turns; `source.rs` is the
 //! trait the API's run reads turns through; `turn.rs` the typed request and
-//! events; `failure.rs` classifies what went wrong.
+//! events; `failure.rs` classifies what went wrong; `host_items.rs` says
+//! which of codex's items act on the host (refused unless host tools are on).
 
 mod failure;
+mod host_items;
 mod parked;
 mod service;
 mod slot;

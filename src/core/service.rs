@@ -127,6 +127,10 @@ impl CodexCore {
             ephemeral: Some(true),
             config: Some(self.inner.thread_config.clone()),
             dynamic_tools: (!req.tools.is_empty()).then(|| req.tools.clone()),
+            // No environment for codex's own tools: a forced `apply_patch`
+            // then fails before it reads the file it names, whatever the path
+            // (measured), should the model still reach one.
+            environments: (!config.enable_codex_tools).then(Vec::new),
         };
         let thread = client
             .call::<ThreadStart>(&params)
@@ -166,6 +170,7 @@ impl CodexCore {
                 turn.turn.id,
                 config.idle_timeout,
                 slot,
+                !config.enable_codex_tools,
             )),
             Err(e) => {
                 drop(subscription);

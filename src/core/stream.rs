@@ -6,6 +6,10 @@
 //! concurrency limit counts every turn that may still call the model. A
 //! turn codex ended is only unsubscribed. A worker that went away leaves
 //! nothing to release.
+//!
+//! Unless codex's host tools are enabled, a turn in which codex starts an
+//! item that acts on the host (`host_items`) fails with `HostToolRefused`,
+//! and the drop that follows interrupts it.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -13,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
+use super::host_items::acts_on_host;
 use super::slot::TurnSlot;
 use super::source::TurnSource;
 use super::turn::{ToolCall, TurnEvent, Usage};
@@ -59,6 +64,8 @@ pub struct TurnStream {
     pending_calls: Vec<(RequestId, String)>,
     /// One of the worker's turn slots; `None` while parked.
     slot: Option<TurnSlot>,
+    /// Fail the turn when codex starts an item that acts on the host.
+    refuse_host_items: bool,
 }
 
 impl TurnStream {
@@ -67,6 +74,7 @@ impl TurnStream {
         turn_id: String,
         idle_timeout: Option<Duration>,
         slot: TurnSlot,
+        refuse_host_items: bool,
     ) -> TurnStream {
         TurnStream {
             subscription: Some(subscription),
@@ -80,6 +88,7 @@ impl TurnStream {
             error: None,
             pending_calls: Vec::new(),
             slot: Some(slot),
+            refuse_host_items,
         }
     }
 
@@ -203,11 +212,21 @@ impl TurnStream {
                     }
                 }
             }
+            protocol::ITEM_STARTED => {
+                if let Ok(n) = serde_json::from_value::<ItemNotification>(params) {
+                    self.refuse_host_item(&n.item);
+                }
+            }
             protocol::ITEM_COMPLETED => {
                 let Ok(n) = serde_json::from_value::<ItemNotification>(params) else {
                     return;
                 };
                 let item = &n.item;
+                // Started and completed are both looked at: the refusal must
+                // not depend on codex announcing an item before running it.
+                if self.refuse_host_item(item) {
+                    return;
+                }
                 if item.get("type").and_then(Value::as_str) != Some("agentMessage") {
                     return;
                 }
@@ -279,6 +298,28 @@ impl TurnStream {
             }
             _ => {}
         }
+    }
+
+    /// Fails the turn when `item` acts on the host and that is not allowed.
+    /// The turn stays `Running`, so the drop after the failure interrupts it.
+    fn refuse_host_item(&mut self, item: &Value) -> bool {
+        let kind = item.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !self.refuse_host_items || !acts_on_host(kind) {
+            return false;
+        }
+        tracing::warn!(
+            thread = self.thread_id(),
+            item = kind,
+            "codex started a host tool; stopping the turn"
+        );
+        self.fail(Failure::new(
+            FailureKind::HostToolRefused,
+            format!(
+                "The model tried to use one of Codex's own tools that act on the server \
+                 ({kind}); they are disabled on this gateway, so the response was stopped."
+            ),
+        ));
+        true
     }
 
     fn on_tool_call(&mut self, id: RequestId, params: Value) {

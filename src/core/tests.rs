@@ -15,6 +15,15 @@ use crate::worker::SandboxMode;
 use crate::worker::{WorkerHandle, WorkerPhase, WorkerStatus};
 
 fn core_with(max_concurrency: usize, idle_timeout: Option<Duration>) -> (CodexCore, FakeWorker) {
+    core_with_tools(max_concurrency, idle_timeout, false)
+}
+
+/// A core whose turns may (`true`) or may not use codex's host tools.
+fn core_with_tools(
+    max_concurrency: usize,
+    idle_timeout: Option<Duration>,
+    enable_codex_tools: bool,
+) -> (CodexCore, FakeWorker) {
     let (client, worker) = pair(RpcClientConfig::new(Duration::from_secs(30)));
     let status = WorkerStatus {
         phase: WorkerPhase::Ready,
@@ -28,7 +37,7 @@ fn core_with(max_concurrency: usize, idle_timeout: Option<Duration>) -> (CodexCo
         CoreConfig {
             cwd: "/tmp".into(),
             sandbox: SandboxMode::ReadOnly,
-            enable_codex_tools: false,
+            enable_codex_tools,
             model_provider: None,
             idle_timeout,
             max_concurrency,
@@ -68,7 +77,8 @@ async fn read_skipping_unsubscribes(worker: &mut FakeWorker) -> Value {
     }
 }
 
-async fn answer_start(worker: &mut FakeWorker, t: &str) {
+/// Returns the `thread/start` params.
+async fn answer_start(worker: &mut FakeWorker, t: &str) -> Value {
     let thread_start = read_skipping_unsubscribes(worker).await;
     assert_eq!(thread_start["method"], "thread/start");
     assert_eq!(thread_start["params"]["ephemeral"], true);
@@ -81,6 +91,7 @@ async fn answer_start(worker: &mut FakeWorker, t: &str) {
     worker
         .write(json!({"id": turn_start["id"], "result": {"turn": {"id": format!("{t}-turn")}}}))
         .await;
+    thread_start["params"].clone()
 }
 
 async fn notify(worker: &mut FakeWorker, method: &str, t: &str, extra: Value) {
@@ -182,6 +193,123 @@ async fn a_failed_turn_carries_the_classified_failure() {
         other => panic!("{other:?}"),
     }
     assert_eq!(turn.next().await, None);
+}
+
+/// `fut`, or a panic when it stalls (with time paused, at once): a refusal
+/// that never comes fails the test instead of hanging it.
+async fn soon<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .expect("no event: the turn was not stopped")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_in_which_codex_starts_a_host_tool_fails_and_is_interrupted() {
+    let (core, mut worker) = core_with(1, None);
+    let mut turn = start(&core, &mut worker, "t1").await;
+    notify(
+        &mut worker,
+        "item/agentMessage/delta",
+        "t1",
+        json!({"itemId": "m", "delta": "Sure"}),
+    )
+    .await;
+    notify(
+        &mut worker,
+        "item/started",
+        "t1",
+        json!({"item": {"type": "fileChange", "id": "call_2", "status": "inProgress",
+            "changes": [{"path": "/etc/hosts", "kind": {"type": "update"}, "diff": ""}]}}),
+    )
+    .await;
+    assert_eq!(
+        soon(turn.next()).await,
+        Some(TurnEvent::TextDelta("Sure".into()))
+    );
+    match soon(turn.next()).await {
+        Some(TurnEvent::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::HostToolRefused);
+            assert!(f.message.contains("fileChange"), "{}", f.message);
+            assert!(!f.message.contains("/etc/hosts"), "{}", f.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(soon(turn.next()).await, None);
+    // The reader drops the failed stream, as the API does: codex is told to stop.
+    drop(turn);
+    let interrupt = worker.read().await;
+    assert_eq!(interrupt["method"], "turn/interrupt");
+    assert_eq!(interrupt["params"]["turnId"], "t1-turn");
+    worker
+        .write(json!({"id": interrupt["id"], "result": {}}))
+        .await;
+    complete(&mut worker, "t1", "interrupted", Value::Null).await;
+    assert_eq!(worker.read().await["method"], "thread/unsubscribe");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_host_item_kind_is_refused_even_when_only_its_completion_arrives() {
+    for kind in [
+        "commandExecution",
+        "mcpToolCall",
+        "webSearch",
+        "imageView",
+        "imageGeneration",
+        "collabAgentToolCall",
+    ] {
+        let (core, mut worker) = core_with(1, None);
+        let mut turn = start(&core, &mut worker, "t1").await;
+        notify(
+            &mut worker,
+            "item/completed",
+            "t1",
+            json!({"item": {"type": kind, "id": "x"}}),
+        )
+        .await;
+        match soon(turn.next()).await {
+            Some(TurnEvent::Failed(f)) => {
+                assert_eq!(f.kind, FailureKind::HostToolRefused, "{kind}")
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_codex_tools_enabled_host_items_pass_and_threads_keep_their_environment() {
+    let (core, mut worker) = core_with_tools(1, None, true);
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move { core.start_turn(request()).await }
+    });
+    let params = answer_start(&mut worker, "t1").await;
+    assert!(params.get("environments").is_none(), "{params}");
+    let mut turn = pending.await.unwrap().unwrap();
+    notify(
+        &mut worker,
+        "item/started",
+        "t1",
+        json!({"item": {"type": "commandExecution", "id": "c"}}),
+    )
+    .await;
+    complete(&mut worker, "t1", "completed", Value::Null).await;
+    assert_eq!(turn.next().await, Some(TurnEvent::Finished));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_codex_tools_a_thread_has_no_environment_for_them() {
+    let (core, mut worker) = core_with(1, None);
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move { core.start_turn(request()).await }
+    });
+    let params = answer_start(&mut worker, "t1").await;
+    assert_eq!(params["environments"], json!([]), "{params}");
+    assert_eq!(
+        params["config"]["features.code_mode_host"], false,
+        "{params}"
+    );
+    pending.await.unwrap().unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -113,6 +113,11 @@ pub struct ThreadStartParams {
     pub config: Option<serde_json::Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic_tools: Option<Vec<DynamicToolSpec>>,
+    /// The execution environments codex's own tools act in. The gateway only
+    /// ever sends an empty list (no environment: every `apply_patch` fails
+    /// before it reads a file), so the items are left untyped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Vec<Value>>,
 }
 
 /// A client tool offered to the model (experimental API).

@@ -11,6 +11,7 @@ mod backoff;
 mod command;
 mod config;
 mod handshake;
+mod host_tools;
 mod restart;
 mod state;
 mod supervisor;

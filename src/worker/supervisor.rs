@@ -170,7 +170,7 @@ impl Supervisor {
     }
 
     async fn start_once(&self, shutdown: &CancellationToken) -> Result<Running, String> {
-        let mut cmd = worker_command(&self.config, &self.workdir);
+        let mut cmd = worker_command(&self.config, &self.workdir).await?;
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.config.codex_bin.display()))?;

@@ -85,6 +85,15 @@ impl Harness {
 
     /// Starts the offline model and the gateway with extra environment variables.
     pub async fn start_with(env: &[(&str, &str)]) -> Harness {
+        Harness::start_with_home(env, &codex_offline_model::HomeOptions::default()).await
+    }
+
+    /// [`Harness::start_with`] with a `CODEX_HOME` written with `home_options` (codex's bundled
+    /// models, extra config).
+    pub async fn start_with_home(
+        env: &[(&str, &str)],
+        home_options: &codex_offline_model::HomeOptions,
+    ) -> Harness {
         // The worker inherits the process environment; codex reads the
         // offline provider's key from it.
         API_KEY_ENV.call_once(|| {
@@ -99,7 +108,8 @@ impl Harness {
         let home = dir.join("codex-home");
         let workdir = dir.join("work");
         std::fs::create_dir_all(&workdir).unwrap();
-        codex_offline_model::write_codex_home(&home, &model.base_url()).expect("codex home");
+        codex_offline_model::write_codex_home_with(&home, &model.base_url(), home_options)
+            .expect("codex home");
 
         let mut vars: HashMap<String, String> = HashMap::new();
         vars.insert("CODEX_HOME".into(), home.display().to_string());
