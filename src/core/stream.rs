@@ -410,7 +410,16 @@ impl Drop for TurnStream {
             return;
         };
         let interrupt = (self.state == TurnState::Running).then(|| self.turn_id.clone());
+        // A turn codex ended gives its slot back now, not when the release
+        // task runs: the next request may need it at once. Only a turn that
+        // may still run keeps it until codex confirms the end.
         let slot = self.slot.take();
+        let slot = if interrupt.is_some() {
+            slot
+        } else {
+            drop(slot);
+            None
+        };
         runtime.spawn(release(subscription, interrupt, slot));
     }
 }
