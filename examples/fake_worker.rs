@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! fake_worker app-server [-c key=value | --disable feature | ...]   # extra args are ignored
+//! fake_worker debug models | mcp list --json                          # what the gateway asks before a start
 //! ```
 //!
 //! It speaks the slice of the app-server protocol the gateway uses (one JSON
@@ -48,10 +49,24 @@ const WORDS: &[&str] = &[
 ];
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() != Some("app-server") {
-        eprintln!("usage: fake_worker app-server [-c key=value | --disable feature]...");
-        std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The gateway asks codex for its model catalog and MCP servers before it
+    // starts the worker (the host-tool lockdown): answer as a codex with one
+    // model and no MCP servers would.
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["debug", "models", ..] => {
+            println!(r#"{{"models":[{{"slug":"fake-model"}}]}}"#);
+            return;
+        }
+        ["mcp", "list", ..] => {
+            println!("[]");
+            return;
+        }
+        ["app-server", ..] => {}
+        _ => {
+            eprintln!("usage: fake_worker app-server [-c key=value | --disable feature]...");
+            std::process::exit(2);
+        }
     }
     let deltas = env_u64("FAKE_WORKER_DELTAS", 8).max(1) as usize;
     let delay = Duration::from_millis(env_u64("FAKE_WORKER_DELAY_MS", 0));
