@@ -10,7 +10,7 @@
 //! | `RequestId` | request-id layer | tracing, echoed as `x-request-id` |
 //! | `AuthenticatedKey` | auth | the `Caller` map |
 //! | `Caller` | the `map_request` under auth | rate limit (bucket, quota), `/admin/*`, `/metrics`, the API handlers (stream limit) |
-//! | `OutputMode` | output mode | chat handler (tool-call rendering) |
+//! | `OutputMode` | output mode | the chat handler, for the pipeline's tool-call rendering |
 //!
 //! Rejections are responses (hyper drops the connection on `Err`), each
 //! marked in the response extensions so metrics counts them by cause.
