@@ -53,7 +53,12 @@ fn main() {
     // The gateway asks codex for its model catalog and MCP servers before it
     // starts the worker (the host-tool lockdown): answer as a codex with one
     // model and no MCP servers would.
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["debug", "models", ..] => {
             println!(r#"{{"models":[{{"slug":"fake-model"}}]}}"#);
             return;
