@@ -351,10 +351,17 @@ async fn bad_input_always_gets_a_4xx_envelope() {
     let total = cases.len();
     let mut failures = Vec::new();
     for case in cases {
-        let reply = tokio::time::timeout(Duration::from_secs(10), h.send(case.req)).await;
-        let Ok(reply) = reply else {
-            failures.push(format!("{}: no answer within 10 s", case.what));
-            continue;
+        let reply = match tokio::time::timeout(Duration::from_secs(10), h.try_send(case.req)).await
+        {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                failures.push(format!("{}: {e}", case.what));
+                continue;
+            }
+            Err(_) => {
+                failures.push(format!("{}: no answer within 10 s", case.what));
+                continue;
+            }
         };
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         let error = &body["error"];

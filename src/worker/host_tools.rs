@@ -45,7 +45,13 @@ pub(super) struct Lockdown {
 /// when codex cannot answer in `startup_timeout`.
 pub(super) async fn lock_down(config: &WorkerConfig, workdir: &Path) -> Result<Lockdown, String> {
     let limit = config.startup_timeout;
-    let models = run_codex(config, workdir, &["debug", "models"], limit).await?;
+    // Both questions at once: each is a process start (~65 ms), and a
+    // restart after a crash waits for them.
+    let (models, servers) = tokio::join!(
+        run_codex(config, workdir, &["debug", "models"], limit),
+        run_codex(config, workdir, &["mcp", "list", "--json"], limit),
+    );
+    let (models, servers) = (models?, servers?);
     let mut catalog: Value = serde_json::from_slice(&models)
         .map_err(|e| format!("`codex debug models` printed no catalog: {e}"))?;
     strip_host_tools(&mut catalog)?;
@@ -55,7 +61,6 @@ pub(super) async fn lock_down(config: &WorkerConfig, workdir: &Path) -> Result<L
     }
     write_atomically(&path, &catalog)?;
 
-    let servers = run_codex(config, workdir, &["mcp", "list", "--json"], limit).await?;
     let mcp_servers = enabled_mcp_servers(&servers)?;
     Ok(Lockdown {
         catalog: path,

@@ -172,6 +172,27 @@ impl Harness {
         }
     }
 
+    /// Sends and reads the whole answer; a dropped connection or a broken
+    /// body is an `Err` naming what happened, not a panic.
+    pub async fn try_send(&self, req: Request<Full<Bytes>>) -> Result<Reply, String> {
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("no response: {e:?}"))?;
+        let (parts, body) = res.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body broken: {e:?}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
     /// Sends and returns the response with its body still streaming.
     pub async fn open(&self, req: Request<Full<Bytes>>) -> http::Response<Incoming> {
         tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
