@@ -84,7 +84,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_ENABLE_METRICS", default: "false", help: "serve Prometheus metrics on GET /metrics" },
     Variable { name: "PROXY_METRICS_TOKEN", default: "", help: "bearer token for /metrics from non-loopback clients" },
     Variable { name: "WORKER_LOG_LEVEL", default: "warn", help: "RUST_LOG filter for the worker's own log (its stderr becomes gateway log events)" },
-    Variable { name: "WORKER_BACKOFF_INITIAL_MS", default: "500", help: "first restart delay after the worker exits" },
+    Variable { name: "WORKER_BACKOFF_INITIAL_MS", default: "500", help: "backoff spacing of worker starts after repeated quick failures (counted from the previous start; a worker that ran longer restarts at once)" },
     Variable { name: "WORKER_BACKOFF_MAX_MS", default: "5000", help: "largest restart delay" },
     Variable { name: "WORKER_RESTART_MAX", default: "25", help: "consecutive failed starts before the worker stays down" },
     Variable { name: "WORKER_HEALTHY_RESET_MS", default: "30000", help: "a worker ready this long resets the failure count" },
