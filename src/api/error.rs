@@ -32,9 +32,6 @@ pub struct ApiError {
     /// The rejection cause metrics count this error under, if it is one of
     /// the gateway's own load-shedding or limit rejections.
     pub counted_as: Option<&'static str>,
-    /// `Connection: close`: the answer went out before the request body was
-    /// read, so the connection cannot carry another request.
-    pub closes_connection: bool,
 }
 
 impl ApiError {
@@ -48,7 +45,6 @@ impl ApiError {
             retry_after: None,
             should_retry: None,
             counted_as: None,
-            closes_connection: false,
         }
     }
 
@@ -92,12 +88,6 @@ impl ApiError {
         self
     }
 
-    /// Tells the client the connection closes after this answer.
-    pub fn closes_connection(mut self) -> ApiError {
-        self.closes_connection = true;
-        self
-    }
-
     /// Counts this error in metrics as a rejection with `cause`.
     pub fn counted_as(mut self, cause: &'static str) -> ApiError {
         self.counted_as = Some(cause);
@@ -138,9 +128,6 @@ impl ApiError {
             // Whole seconds, rounded up, never 0: clients treat 0 as "now".
             let secs = d.as_millis().div_ceil(1000).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
-        }
-        if self.closes_connection {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(retry) = self.should_retry {
             headers.insert(

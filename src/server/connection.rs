@@ -180,8 +180,11 @@ async fn sleep_until(deadline: Option<Instant>) {
 // === impl ConnService ===
 
 /// The stack as one connection sees it: puts [`PeerAddr`] and the
-/// connection's [`LingerOnClose`] in each request, and counts requests in
-/// flight until their response bodies end.
+/// connection's [`LingerOnClose`] in each request, counts requests in
+/// flight until their response bodies end, and marks `Connection: close` on
+/// an answer sent while the connection is set to linger (the request body
+/// was not read, so the connection cannot carry another request; a client
+/// that pooled it would fail its next one).
 #[derive(Debug, Clone)]
 pub(super) struct ConnService<S> {
     inner: S,
@@ -225,6 +228,7 @@ where
         ResponseFuture {
             inner: self.inner.call(req),
             in_flight: Some(in_flight),
+            linger: self.linger.clone(),
         }
     }
 }
@@ -235,6 +239,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         in_flight: Option<InFlight>,
+        linger: LingerOnClose,
     }
 }
 
@@ -248,7 +253,16 @@ where
         let this = self.project();
         let res = std::task::ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
-        Poll::Ready(res.map(|res| res.map(|inner| TrackedBody { inner, in_flight })))
+        let linger = this.linger.is_set();
+        Poll::Ready(res.map(|mut res| {
+            if linger {
+                res.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            res.map(|inner| TrackedBody { inner, in_flight })
+        }))
     }
 }
 
@@ -328,6 +342,38 @@ mod tests {
     }
 
     const HEADER: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn an_answer_sent_while_the_connection_lingers_says_it_closes() {
+        use tower::ServiceExt;
+        // A handler that answers before reading the body sets the linger
+        // flag (as `api::upload::read_body` does); others do not.
+        let handler = tower::service_fn(|req: Request<()>| async move {
+            if req.uri().path() == "/refuse" {
+                req.extensions().get::<LingerOnClose>().unwrap().linger();
+            }
+            Ok::<_, std::convert::Infallible>(Response::new(()))
+        });
+        let svc = |linger: LingerOnClose| {
+            ConnService::new(
+                handler,
+                PeerAddr("127.0.0.1:1".parse().unwrap()),
+                Activity::new(),
+                linger,
+            )
+        };
+        let ok = svc(LingerOnClose::default())
+            .oneshot(Request::get("/ok").body(()).unwrap())
+            .await
+            .unwrap();
+        assert!(!ok.headers().contains_key(http::header::CONNECTION));
+        let refused = svc(LingerOnClose::default())
+            .oneshot(Request::post("/refuse").body(()).unwrap())
+            .await
+            .unwrap();
+        // The client must not reuse the connection for another request.
+        assert_eq!(refused.headers()[http::header::CONNECTION], "close");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_never_sends_a_request_is_closed_after_the_header_timeout() {
