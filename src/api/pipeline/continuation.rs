@@ -27,9 +27,31 @@ impl Results {
     }
 }
 
-/// The key of a turn a response for `req` ended with `calls` on.
-pub fn park_key(req: &Conversation, calls: &[String]) -> u64 {
-    key(&req.model, &req.messages, calls)
+/// The conversation's share of a park key, hashed when the request arrives:
+/// the calls a response ends on are only known at its end, and keeping the
+/// hash instead of a copy of the messages (images inlined as data URLs can
+/// be megabytes) costs nothing to hold.
+#[derive(Clone)]
+pub struct ConversationKey(DefaultHasher);
+
+impl ConversationKey {
+    pub fn of(req: &Conversation) -> ConversationKey {
+        ConversationKey::over(&req.model, &req.messages)
+    }
+
+    fn over(model: &str, messages: &[Message]) -> ConversationKey {
+        let mut h = DefaultHasher::new();
+        model.hash(&mut h);
+        messages.hash(&mut h);
+        ConversationKey(h)
+    }
+
+    /// The key of a turn this conversation's response ended with `calls` on.
+    pub fn with_calls(&self, calls: &[String]) -> u64 {
+        let mut h = self.0.clone();
+        calls.hash(&mut h);
+        h.finish()
+    }
 }
 
 /// The results a request brings for the calls of its last assistant
@@ -53,17 +75,9 @@ pub fn results_of(req: &Conversation) -> Option<Results> {
         .map(|m| (m.tool_call_id.clone().unwrap_or_default(), m.text()))
         .collect();
     Some(Results {
-        key: key(&req.model, &req.messages[..last_assistant], &calls),
+        key: ConversationKey::over(&req.model, &req.messages[..last_assistant]).with_calls(&calls),
         outputs,
     })
-}
-
-fn key(model: &str, messages: &[Message], calls: &[String]) -> u64 {
-    let mut h = DefaultHasher::new();
-    model.hash(&mut h);
-    messages.hash(&mut h);
-    calls.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]
@@ -85,7 +99,7 @@ mod tests {
     #[test]
     fn the_results_request_finds_the_key_its_calls_were_parked_under() {
         let first = conv(json!([{"role": "user", "content": "weather?"}]));
-        let parked = park_key(&first, &["call_1".into(), "call_2".into()]);
+        let parked = ConversationKey::of(&first).with_calls(&["call_1".into(), "call_2".into()]);
         let next = conv(json!([
             {"role": "user", "content": "weather?"},
             {"role": "assistant", "content": null, "tool_calls": [

@@ -18,7 +18,7 @@ mod run;
 mod shaper;
 mod translate;
 
-pub use continuation::{park_key, results_of, Results};
+pub use continuation::{results_of, ConversationKey, Results};
 pub use render::Renderer;
 pub use run::{Finish, Run, RunEvent, ToolPolicy};
 pub use translate::to_turn_request;
@@ -231,7 +231,7 @@ async fn prepare(
     // parked turn, and n > 1 has no single turn to continue.
     let parking = (req.n == 1 && req.calls_have_ids).then(|| Parking {
         store: state.continuations.clone(),
-        conversation: req.clone(),
+        key: ConversationKey::of(req),
     });
     let observer = Observer {
         metrics: state.metrics.clone(),
@@ -280,13 +280,13 @@ async fn resume(state: &ApiState, results: &Results) -> Result<Option<TurnStream
 /// Where a response that ends on tool calls leaves its turn.
 struct Parking {
     store: Arc<ParkedTurns>,
-    conversation: Conversation,
+    key: ConversationKey,
 }
 
 impl Parking {
     fn park(self, run: &mut Run) {
         for (turn, shown) in run.take_parked() {
-            let key = park_key(&self.conversation, &shown);
+            let key = self.key.with_calls(&shown);
             // A turn that no longer waits on calls is released instead.
             if let Some(parked) = turn.park(shown) {
                 self.store.park(key, parked);
