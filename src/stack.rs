@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `PeerAddr` | `server::serve` | the `Caller` map (client address, loopback) |
 //! | `Route` | the first `map_request`, from the path | metrics label, maintenance and auth exemptions, the `Caller` map, the API's router |
-//! | `RequestId` | request-id layer | tracing, echoed as `x-request-id` |
+//! | `RequestId` | request-id layer | tracing, echoed as `x-request-id`, the access log |
+//! | `AccessNote` | access log | written by the `Caller` map (key name) and the pipeline (model, tokens) |
 //! | `AuthenticatedKey` | auth | the `Caller` map |
 //! | `Caller` | the `map_request` under auth | rate limit (bucket, quota), `/admin/*`, `/metrics`, the API handlers (stream limit) |
 //! | `OutputMode` | output mode | the chat handler, for the pipeline's tool-call rendering |
@@ -40,6 +41,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::access::AccessPolicy;
+use crate::access_log::{AccessLogLayer, AccessNote};
 use crate::api::error::Rejection;
 use crate::api::Api;
 use crate::caller::Caller;
@@ -91,6 +93,9 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         let access = config.access.clone();
         move |mut req: Request<Incoming>| {
             let caller = Caller::of(&req, &access);
+            if let (Some(note), Some(key)) = (req.extensions().get::<AccessNote>(), &caller.key) {
+                note.set_key(key);
+            }
             req.extensions_mut().insert(caller);
             req
         }
@@ -147,9 +152,13 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
             let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         })
-        // A 5xx here is already an OpenAI error the client got (a probe's 503
-        // while the worker starts, a provider's 502): a warning, not an error.
-        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)))
+        // A 5xx is already an OpenAI error the client got and has its access-log
+        // line (below); a second event per failure only floods the log (a
+        // probe's 503 every few seconds while the worker is down).
+        .on_failure(()))
+        // One line per request, rejections included, written when the body
+        // ends; the layers below fill in the key name, model and tokens.
+        .layer(AccessLogLayer)
         // Outside every rejecting layer, so it counts each rejection by cause,
         // and outside the SSE layer, so a stream's duration ends with its body.
         .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_of(req).label()).rejection_cause(rejection_cause))

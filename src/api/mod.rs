@@ -228,6 +228,8 @@ pub struct Client {
     pub id: Option<String>,
     pub output_mode: codex_output_mode::OutputMode,
     pub started: std::time::Instant,
+    /// The request's access-log note (model, tokens), when the stack has one.
+    pub note: Option<crate::access_log::AccessNote>,
 }
 
 impl Client {
@@ -243,6 +245,10 @@ impl Client {
                 .copied()
                 .unwrap_or_default(),
             started: std::time::Instant::now(),
+            note: req
+                .extensions()
+                .get::<crate::access_log::AccessNote>()
+                .cloned(),
         }
     }
 }

@@ -192,6 +192,9 @@ async fn prepare(
     };
     let models = state.core.models().map_err(ApiError::from)?;
     let resolved = resolve(&models, &state.aliases, &req.model)?;
+    if let Some(note) = &client.note {
+        note.set_model(&resolved.model);
+    }
     let effort = req.reasoning_effort.clone().or(resolved.effort);
 
     // A request that brings the results of calls a parked turn waits on
@@ -235,6 +238,7 @@ async fn prepare(
     });
     let observer = Observer {
         metrics: state.metrics.clone(),
+        note: client.note.clone(),
         started: client.started,
         stream: req.stream,
         seen_first: false,
@@ -298,6 +302,8 @@ impl Parking {
 /// Records time to first token and token usage as run events pass.
 struct Observer {
     metrics: Option<crate::telemetry::GatewayMetrics>,
+    /// The access-log line's tokens.
+    note: Option<crate::access_log::AccessNote>,
     started: std::time::Instant,
     stream: bool,
     seen_first: bool,
@@ -305,6 +311,9 @@ struct Observer {
 
 impl Observer {
     fn see(&mut self, event: &RunEvent) {
+        if let (Some(note), RunEvent::Usage(u)) = (&self.note, event) {
+            note.add_usage(u);
+        }
         let Some(m) = &self.metrics else { return };
         match event {
             RunEvent::Text(..) | RunEvent::ToolCall(..) if !self.seen_first => {
