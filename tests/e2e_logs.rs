@@ -272,3 +272,47 @@ async fn one_access_line_per_request_and_no_secret_at_any_level() {
         .collect();
     assert!(bearer.is_empty(), "an auth header leaked: {bearer:#?}");
 }
+
+/// At the default level the log has no line per turn or per probe: three
+/// turns and a burst of probes leave the start-up lines, one access line per
+/// API request, and nothing that repeats with each turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_log_does_not_repeat_per_turn_or_per_probe() {
+    let gw = Gateway::start(&[]).await;
+    let before = gw.lines().len();
+    for i in 0..3 {
+        let (status, _, body) = gw
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                None,
+                Some(&chat(&format!("turn {i}"), i % 2 == 0)),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for _ in 0..10 {
+        assert_eq!(gw.get("/readyz", None).await.0, 200);
+        assert_eq!(gw.get("/healthz", None).await.0, 200);
+    }
+    // The turns' lines are written once their bodies end; wait for the third.
+    for _ in 0..50 {
+        if gw.lines()[before..]
+            .iter()
+            .filter(|l| l.contains("access"))
+            .count()
+            >= 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during: Vec<String> = gw.lines()[before..].to_vec();
+    let access = during.iter().filter(|l| l.contains(" access:")).count();
+    assert_eq!(
+        access, 3,
+        "one access line per turn, none per probe: {during:#?}"
+    );
+    assert_eq!(during.len(), 3, "nothing else per turn: {during:#?}");
+    gw.stop();
+}

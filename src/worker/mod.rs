@@ -14,6 +14,7 @@ mod handshake;
 mod host_tools;
 mod restart;
 mod state;
+mod stderr;
 mod supervisor;
 
 pub use backoff::Backoff;

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +15,7 @@ use super::config::WorkerConfig;
 use super::handshake::handshake;
 use super::restart::{Decision, RestartPolicy};
 use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
+use super::stderr::forward_stderr;
 use crate::rpc::{CallObserver, RpcClient, RpcClientConfig};
 
 /// Owns the worker process. Run it with [`Supervisor::run`] in its own task.
@@ -237,21 +237,6 @@ async fn stop_child(running: &mut Running, grace: std::time::Duration) {
                 "worker ignored stdin EOF; killing it"
             );
             let _ = running.child.kill().await;
-        }
-    }
-}
-
-/// Worker stderr lines become tracing events carrying the worker's pid.
-async fn forward_stderr(stderr: ChildStderr, pid: Option<u32>) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let pid = pid.unwrap_or(0);
-        if line.contains("ERROR") {
-            tracing::error!(target: "codex_worker", pid, "{line}");
-        } else if line.contains("WARN") {
-            tracing::warn!(target: "codex_worker", pid, "{line}");
-        } else {
-            tracing::debug!(target: "codex_worker", pid, "{line}");
         }
     }
 }
