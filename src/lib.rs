@@ -17,5 +17,6 @@ pub mod route;
 pub mod rpc;
 pub mod server;
 pub mod stack;
+pub mod store;
 pub mod telemetry;
 pub mod worker;
