@@ -18,6 +18,7 @@ use crate::core::CodexCore;
 use crate::server::serve;
 use crate::stack::{self, StackConfig};
 use crate::telemetry::GatewayMetrics;
+use crate::trace_buffer::TraceBuffer;
 use crate::worker::{Supervisor, WorkerHandle};
 
 /// Handles a running gateway exposes to its embedder (tests, `main`).
@@ -46,6 +47,7 @@ pub async fn run(
         maintenance: maintenance_config,
         core: mut core_config,
         worker: worker_config,
+        trace: trace_config,
     } = config;
     let workdir = match &worker_config.workdir {
         Some(dir) => dir.clone(),
@@ -55,10 +57,15 @@ pub async fn run(
     let mut registry = Registry::with_prefix("codex_gateway");
     let http_metrics = HttpMetrics::register(&mut registry);
     let gateway_metrics = GatewayMetrics::register(&mut registry);
+    let trace_buffer = trace_config.map(|c| TraceBuffer::new(c, &mut registry));
+    let trace_sweeper = trace_buffer.as_ref().map(TraceBuffer::sweeper);
 
     let shutdown_grace = worker_config.shutdown_grace;
     let (supervisor, worker) = Supervisor::new(worker_config, workdir.clone());
-    let supervisor = supervisor.with_call_observer(gateway_metrics.call_observer());
+    let mut supervisor = supervisor.with_call_observer(gateway_metrics.call_observer());
+    if let Some(trace) = &trace_buffer {
+        supervisor = supervisor.with_line_tap(trace.tap());
+    }
     let stop_worker = CancellationToken::new();
     let supervisor_task = tokio::spawn(supervisor.run(stop_worker.clone()));
     gateway_metrics.watch_worker(worker.clone());
@@ -95,6 +102,7 @@ pub async fn run(
             http_metrics,
             output_mode: api_config.output_mode,
             sse_keepalive: api_config.sse_keepalive,
+            trace_buffer,
         },
     );
 
@@ -113,6 +121,9 @@ pub async fn run(
 
     // Streams have drained (or their deadline passed): now the worker may go.
     sweeper.abort();
+    if let Some(t) = trace_sweeper {
+        t.abort();
+    }
     stop_worker.cancel();
     let grace = shutdown_grace + Duration::from_secs(1);
     if tokio::time::timeout(grace, supervisor_task).await.is_err() {

@@ -19,4 +19,5 @@ pub mod server;
 pub mod stack;
 pub mod store;
 pub mod telemetry;
+pub mod trace_buffer;
 pub mod worker;

@@ -46,6 +46,7 @@ use crate::api::error::Rejection;
 use crate::api::Api;
 use crate::caller::Caller;
 use crate::route::Route;
+use crate::trace_buffer::{TraceBuffer, TraceScopeLayer};
 
 /// The body type at the hyper boundary, erased once here.
 pub type BoxBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -62,6 +63,8 @@ pub struct StackConfig {
     /// The default output mode (`PROXY_OUTPUT_MODE`).
     pub output_mode: OutputMode,
     pub sse_keepalive: Duration,
+    /// `PROXY_TRACE_BUFFER`: each request's JSON-RPC lines to a file.
+    pub trace_buffer: Option<TraceBuffer>,
 }
 
 /// The request's route, put into its extensions by the first `map_request`.
@@ -159,6 +162,9 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         // One line per request, rejections included, written when the body
         // ends; the layers below fill in the key name, model and tokens.
         .layer(AccessLogLayer)
+        // Needs the request id; everything the request sends to the worker
+        // below runs in its trace scope (absent unless PROXY_TRACE_BUFFER).
+        .layer(TraceScopeLayer::new(config.trace_buffer))
         // Outside every rejecting layer, so it counts each rejection by cause,
         // and outside the SSE layer, so a stream's duration ends with its body.
         .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_of(req).label()).rejection_cause(rejection_cause))

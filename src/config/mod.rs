@@ -23,6 +23,7 @@ use codex_rate_limit::Quota;
 use crate::access::{AccessConfig, AccessPolicy, Secret};
 use crate::core::CoreConfig;
 use crate::server::ServeConfig;
+use crate::trace_buffer::TraceConfig;
 use crate::worker::{SandboxMode, WorkerConfig};
 
 pub use api::{Aliases, ApiConfig, ImageFetchConfig, ToolsConfig};
@@ -48,6 +49,11 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_HEADER_TIMEOUT_MS", default: "10000", help: "time a client has to send request headers; also how long a connection may sit with no request in flight" },
     Variable { name: "PROXY_SHUTDOWN_DRAIN_MS", default: "30000", help: "on SIGTERM/SIGINT, how long in-flight requests and streams may finish" },
     Variable { name: "PROXY_LOG_FORMAT", default: "text", help: "text | json" },
+    Variable { name: "PROXY_TRACE_BUFFER", default: "false", help: "write each request's JSON-RPC traffic with the worker to PROXY_TRACE_DIR (docs/runbooks/trace-buffer.md)" },
+    Variable { name: "PROXY_TRACE_DIR", default: ".codex-api/trace-buffer", help: "directory of the trace files, {timestamp}-{requestId}.json" },
+    Variable { name: "PROXY_TRACE_MAX_AGE_MS", default: "86400000", help: "trace files older than this are removed" },
+    Variable { name: "PROXY_TRACE_MAX_FILES", default: "100", help: "at most this many trace files are kept (the oldest go first)" },
+    Variable { name: "PROXY_TRACE_INCLUDE_CONTENT", default: "false", help: "keep message text and image data in traces (secrets are always removed)" },
     Variable { name: "PROXY_MODEL_ALIASES", default: "", help: "extra model names, e.g. codex-5=gpt-5-codex,codex-5-high=gpt-5-codex-high" },
     Variable { name: "PROXY_OUTPUT_MODE", default: "obsidian-xml", help: "how tool calls reach clients: obsidian-xml | openai-json (per request: x-proxy-output-mode)" },
     Variable { name: "PROXY_SSE_KEEPALIVE_MS", default: "15000", help: "SSE comment sent after this much silence (0 disables)" },
@@ -111,6 +117,8 @@ pub struct Config {
     /// filled in by `app::run`.
     pub core: CoreConfig,
     pub worker: WorkerConfig,
+    /// The JSON-RPC trace buffer, when `PROXY_TRACE_BUFFER=true`.
+    pub trace: Option<TraceConfig>,
 }
 
 impl Config {
@@ -159,8 +167,21 @@ impl Config {
             },
             core: core(env, &worker)?,
             worker,
+            trace: trace(env)?,
         })
     }
+}
+
+fn trace<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<TraceConfig>, ConfigError> {
+    if !env.flag("PROXY_TRACE_BUFFER")? {
+        return Ok(None);
+    }
+    Ok(Some(TraceConfig {
+        dir: PathBuf::from(env.raw("PROXY_TRACE_DIR")),
+        max_age: env.nonzero_millis("PROXY_TRACE_MAX_AGE_MS")?,
+        max_files: env.positive("PROXY_TRACE_MAX_FILES", "a whole number")?,
+        include_content: env.flag("PROXY_TRACE_INCLUDE_CONTENT")?,
+    }))
 }
 
 fn serve<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ServeConfig, ConfigError> {

@@ -98,11 +98,12 @@ impl CodexCore {
         let slot = self.inner.slots.acquire().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
-        tokio::spawn(async move {
+        // `carry`: the turn's JSON-RPC lines belong to this request's trace.
+        tokio::spawn(crate::trace_buffer::carry(async move {
             let started = core.start_on(client, slot, req).await;
             // A closed receiver hands the stream back; dropping it releases the turn.
             let _ = tx.send(started);
-        });
+        }));
         rx.await.unwrap_or_else(|_| {
             Err(Failure::new(
                 FailureKind::Upstream,
@@ -163,12 +164,12 @@ impl CodexCore {
         let (thread_client, thread_id, total, turns) = thread.into_parts();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(crate::trace_buffer::carry(async move {
             let started = core
                 .turn_on(thread_client, slot, thread_id, req, Some((total, turns)))
                 .await;
             let _ = tx.send(started);
-        });
+        }));
         rx.await.unwrap_or_else(|_| {
             Err(Failure::new(
                 FailureKind::Upstream,

@@ -16,7 +16,7 @@ use super::handshake::handshake;
 use super::restart::{Decision, RestartPolicy};
 use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
 use super::stderr::forward_stderr;
-use crate::rpc::{CallObserver, RpcClient, RpcClientConfig};
+use crate::rpc::{CallObserver, LineTap, RpcClient, RpcClientConfig};
 
 /// Owns the worker process. Run it with [`Supervisor::run`] in its own task.
 pub struct Supervisor {
@@ -24,6 +24,7 @@ pub struct Supervisor {
     workdir: PathBuf,
     status: watch::Sender<WorkerStatus>,
     observer: Option<CallObserver>,
+    tap: Option<LineTap>,
 }
 
 struct Running {
@@ -40,6 +41,7 @@ impl Supervisor {
                 workdir,
                 status,
                 observer: None,
+                tap: None,
             },
             WorkerHandle::new(rx),
         )
@@ -48,6 +50,12 @@ impl Supervisor {
     /// Counts JSON-RPC calls (method, outcome) on every worker's channel.
     pub fn with_call_observer(mut self, observer: CallObserver) -> Supervisor {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Shows every line of every worker's channel to `tap` (the trace buffer).
+    pub fn with_line_tap(mut self, tap: LineTap) -> Supervisor {
+        self.tap = Some(tap);
         self
     }
 
@@ -184,7 +192,10 @@ impl Supervisor {
         let client = RpcClient::spawn(
             stdout,
             stdin,
-            RpcClientConfig::new(self.config.request_timeout),
+            RpcClientConfig {
+                tap: self.tap.clone(),
+                ..RpcClientConfig::new(self.config.request_timeout)
+            },
             self.observer.clone(),
         );
         self.set(|s| {
