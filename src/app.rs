@@ -73,6 +73,7 @@ pub async fn run(
     // The two core settings only known now (see `Config::core`).
     core_config.cwd = workdir.display().to_string();
     core_config.in_flight = Some(gateway_metrics.turns_in_flight().clone());
+    gateway_metrics.set_turn_slots(core_config.max_concurrency);
     let core = CodexCore::new(worker.clone(), core_config);
     let (maintenance_layer, maintenance) = MaintenanceLayer::pair(maintenance_config);
     let mut state = ApiState::new(core, &api_config)?;

@@ -9,6 +9,12 @@
 //! | `tokens_total` | counter | kind (prompt, completion, cached_prompt, reasoning) |
 //! | `time_to_first_token_seconds` | histogram | stream |
 //! | `turns_in_flight` | gauge | – |
+//! | `turn_slots` | gauge: turns the worker may run at once (`WORKER_MAX_CONCURRENCY`) | – |
+//! | `maintenance_enabled` | gauge (0/1), read at each scrape | – |
+//!
+//! The alert rules over these are `deploy/prometheus/alerts.yml`; the
+//! dashboard `deploy/grafana/dashboard.json`; a test checks that every
+//! metric the dashboard queries is served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +72,8 @@ struct Inner {
     tokens: Family<KindLabels, Counter>,
     ttft: Family<StreamLabels, Histogram, fn() -> Histogram>,
     turns_in_flight: Gauge,
+    turn_slots: Gauge,
+    maintenance: Gauge,
 }
 
 impl GatewayMetrics {
@@ -78,6 +86,8 @@ impl GatewayMetrics {
             tokens: Family::default(),
             ttft: Family::new_with_constructor(|| Histogram::new(TTFT_BUCKETS)),
             turns_in_flight: Gauge::default(),
+            turn_slots: Gauge::default(),
+            maintenance: Gauge::default(),
         };
         registry.register(
             "worker_starts",
@@ -115,9 +125,27 @@ impl GatewayMetrics {
             "Turns running on the worker now",
             inner.turns_in_flight.clone(),
         );
+        registry.register(
+            "turn_slots",
+            "Turns the worker may run at once (WORKER_MAX_CONCURRENCY); saturation is turns_in_flight / turn_slots",
+            inner.turn_slots.clone(),
+        );
+        registry.register(
+            "maintenance_enabled",
+            "1 while maintenance mode is on",
+            inner.maintenance.clone(),
+        );
         GatewayMetrics {
             inner: Arc::new(inner),
         }
+    }
+
+    pub fn set_turn_slots(&self, slots: usize) {
+        self.inner.turn_slots.set(slots as i64);
+    }
+
+    pub fn set_maintenance(&self, on: bool) {
+        self.inner.maintenance.set(i64::from(on));
     }
 
     /// The observer the worker's channel reports each call to.

@@ -184,6 +184,9 @@ impl From<Failure> for ApiError {
         e.counted_as = match f.kind {
             FailureKind::NotReady => Some("not_ready"),
             FailureKind::Overloaded => Some("overload"),
+            // The account's quota or the provider's rate limit: alerts watch these.
+            FailureKind::QuotaExceeded => Some("quota"),
+            FailureKind::RateLimited => Some("upstream_rate_limit"),
             _ => None,
         };
         e.retry_after = f.retry_after;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian tools the operations tests run, where they are missing:
+#   - prometheus (prometheus + promtool): alert rules checked and unit-tested,
+#     the WorkerDown drill on a real Prometheus (tests/prometheus.rs);
+#   - systemd (systemd-analyze): the unit file verified (tests/deploy.rs).
+# Needs root with apt-get when something is missing; idempotent.
+set -euo pipefail
+
+missing=()
+need() { # need BINARY PACKAGE
+  [ -x "$1" ] || missing+=("$2")
+}
+need /usr/bin/promtool prometheus
+need /usr/bin/prometheus prometheus
+need /usr/bin/systemd-analyze systemd
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+  command -v apt-get >/dev/null 2>&1 || { echo "install-ops-tools: need ${pkgs[*]} but apt-get is not available" >&2; exit 1; }
+  [ "$(id -u)" = 0 ] || { echo "install-ops-tools: need ${pkgs[*]}; installing needs root (apt-get)" >&2; exit 1; }
+  echo "install-ops-tools: installing ${pkgs[*]} (apt-get)..." >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
+fi
+# Debian's package enables and starts a Prometheus service; the tests run
+# their own on a free port and need nothing from it.
+promtool --version 2>&1 | head -1 >&2
