@@ -212,6 +212,17 @@ mod tests {
     }
 
     #[test]
+    fn quota_and_provider_rate_limits_are_counted_for_the_alerts() {
+        use crate::core::{Failure, FailureKind};
+        let quota = ApiError::from(Failure::new(FailureKind::QuotaExceeded, "no quota"));
+        assert_eq!(quota.counted_as, Some("quota"));
+        let limited = ApiError::from(Failure::new(FailureKind::RateLimited, "slow down"));
+        assert_eq!(limited.counted_as, Some("upstream_rate_limit"));
+        let other = ApiError::from(Failure::new(FailureKind::Upstream, "boom"));
+        assert_eq!(other.counted_as, None);
+    }
+
+    #[test]
     fn retry_after_is_rounded_up_and_never_zero() {
         let res = ApiError::from(
             Failure::new(FailureKind::NotReady, "x").with_retry_after(Duration::from_millis(1)),
