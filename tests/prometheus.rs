@@ -78,6 +78,40 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     );
 }
 
+#[test]
+fn every_alert_has_a_runbook_page() {
+    let alerts =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/prometheus/alerts.yml")).unwrap();
+    let names = alerts
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- alert:"))
+        .count();
+    let urls: Vec<&str> = alerts
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .collect();
+    assert_eq!(urls.len(), names, "one runbook_url per alert");
+    let index = std::fs::read_to_string(Path::new(ROOT).join("docs/runbooks/README.md")).unwrap();
+    for url in urls {
+        let page = Path::new(ROOT).join(url);
+        assert!(page.is_file(), "{url} is missing");
+        let file = page.file_name().unwrap().to_str().unwrap();
+        assert!(
+            index.contains(file),
+            "docs/runbooks/README.md does not list {file}"
+        );
+    }
+    for line in alerts
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- alert: "))
+    {
+        assert!(
+            index.contains(line),
+            "docs/runbooks/README.md does not list {line}"
+        );
+    }
+}
+
 /// The metric names in a PromQL expression (`codex_gateway_…`).
 fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
     let mut rest = expr;
