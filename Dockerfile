@@ -11,8 +11,16 @@
 # and the files next to it, `runtime` is debian-slim with both and a non-root
 # user. See deploy/ for compose and systemd, docs/operations.md for running it.
 
+# The base images are build arguments, so the same file builds from the public
+# images (the defaults) or from local ones where no registry is reachable:
+# ./scripts/image-smoke makes Debian bases with mmdebstrap and passes them.
+# The builder's glibc must not be newer than the runtime's.
+ARG RUST_IMAGE=rust:1-bookworm
+ARG NODE_IMAGE=node:22-bookworm-slim
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
 # --- builder: the gateway -----------------------------------------------------
-FROM rust:1-bookworm AS builder
+FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 # Only what the workspace needs to build (every member must be present for
 # cargo to read the workspace; CODEX_VERSION is compiled in by include_str!).
@@ -32,7 +40,7 @@ RUN /out/codex-completions-api --help >/dev/null \
  && /out/codex-completions-api --version
 
 # --- codex: the pinned Codex CLI, native binary only -------------------------
-FROM node:22-bookworm-slim AS codex
+FROM ${NODE_IMAGE} AS codex
 WORKDIR /src
 COPY CODEX_VERSION ./
 COPY scripts/install-codex.sh ./scripts/
@@ -49,7 +57,7 @@ RUN bin="$(CODEX_INSTALL_DIR=/tmp/codex-npm ./scripts/install-codex.sh)" \
  && /opt/codex/bin/codex --version
 
 # --- runtime -------------------------------------------------------------------
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: the worker calls the model provider over HTTPS.
 # curl: the HEALTHCHECK below. tini: PID 1 that forwards SIGTERM to the gateway
 # and reaps orphans of the worker (it runs helpers such as getconf).
