@@ -118,11 +118,31 @@ pub struct EvictionLabels {
     pub reason: Eviction,
 }
 
+/// How a request that could continue a conversation was served.
+#[derive(
+    Debug, Clone, Copy, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
+)]
+pub enum Continuation {
+    /// A new turn on the live thread that held its parent.
+    Reused,
+    /// Its parent's thread had moved on (a branch): a fresh thread.
+    Forked,
+    /// Its parent had no live thread (evicted, restarted, another shape):
+    /// a fresh thread with the whole history.
+    Rebuilt,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ContinuationLabels {
+    pub outcome: Continuation,
+}
+
 /// Gauges and counters of the cache, registered by the caller.
 #[derive(Clone, Default)]
 pub struct ThreadMetrics {
     pub live: Gauge,
     pub evictions: Family<EvictionLabels, Counter>,
+    pub continuations: Family<ContinuationLabels, Counter>,
 }
 
 struct Entry {
@@ -164,6 +184,18 @@ impl LiveThreads {
 
     pub fn enabled(&self) -> bool {
         self.max > 0
+    }
+
+    pub fn metrics(&self) -> &ThreadMetrics {
+        &self.metrics
+    }
+
+    /// Counts how a continuing request was served.
+    pub fn count_continuation(&self, outcome: Continuation) {
+        self.metrics
+            .continuations
+            .get_or_create(&ContinuationLabels { outcome })
+            .inc();
     }
 
     /// Threads held right now.
