@@ -37,6 +37,8 @@ pub(crate) struct Meta {
     pub(crate) created_at: u64,
     /// `ceil(input chars / 4)`.
     pub(crate) input_tokens: u64,
+    /// Input tokens a prompt cache would have held: see `server::PromptCache`.
+    pub(crate) cached_tokens: u64,
 }
 
 /// Splits `text` into deltas at word boundaries: each delta is a word with the whitespace
@@ -63,7 +65,7 @@ pub(crate) fn split_words(text: &str) -> Vec<&str> {
 fn usage(meta: &Meta, output_tokens: u64) -> Value {
     json!({
         "input_tokens": meta.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": meta.cached_tokens},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": meta.input_tokens + output_tokens,
@@ -277,6 +279,7 @@ mod tests {
             model: "codex-offline".into(),
             created_at: 0,
             input_tokens: 3,
+            cached_tokens: 0,
         }
     }
 

@@ -31,7 +31,10 @@ pub use parked::ParkedTurns;
 pub use service::{CodexCore, CoreConfig};
 pub use source::TurnSource;
 pub use stream::{ParkedTurn, TurnStream};
-pub use threads::{Eviction, EvictionLabels, IdleThread, LiveThreads, Taken, ThreadMetrics};
+pub use threads::{
+    Continuation, ContinuationLabels, Eviction, EvictionLabels, IdleThread, LiveThreads, Taken,
+    ThreadMetrics,
+};
 pub use turn::{ToolCall, TurnEvent, TurnRequest, Usage};
 
 #[cfg(test)]

@@ -99,9 +99,7 @@ pub enum Taken {
 }
 
 /// Why a thread left the cache without being continued.
-#[derive(
-    Debug, Clone, Copy, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
-)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Eviction {
     /// The cache was full.
     Capacity,
@@ -113,9 +111,49 @@ pub enum Eviction {
     Deleted,
 }
 
+impl Eviction {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Capacity => "capacity",
+            Eviction::Idle => "idle",
+            Eviction::WorkerGone => "worker_gone",
+            Eviction::Deleted => "deleted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct EvictionLabels {
-    pub reason: Eviction,
+    pub reason: &'static str,
+}
+
+/// How a request that could continue a conversation was served.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Continuation {
+    /// A new turn on the live thread that held its parent.
+    Reused,
+    /// Its parent's thread had moved on (a branch): a fresh thread.
+    Forked,
+    /// Its parent had no live thread (evicted, restarted, another shape):
+    /// a fresh thread with the whole history.
+    Rebuilt,
+}
+
+impl Continuation {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Continuation::Reused => "reused",
+            Continuation::Forked => "forked",
+            Continuation::Rebuilt => "rebuilt",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ContinuationLabels {
+    pub outcome: &'static str,
 }
 
 /// Gauges and counters of the cache, registered by the caller.
@@ -123,6 +161,7 @@ pub struct EvictionLabels {
 pub struct ThreadMetrics {
     pub live: Gauge,
     pub evictions: Family<EvictionLabels, Counter>,
+    pub continuations: Family<ContinuationLabels, Counter>,
 }
 
 struct Entry {
@@ -136,7 +175,8 @@ struct Entry {
 
 struct State {
     entries: HashMap<String, Entry>,
-    /// Heads a thread has moved past (bounded), to tell a fork from a miss.
+    /// Heads a thread has moved past (bounded), to tell a fork from a miss
+    /// (an evicted head is a miss: its conversation is rebuilt, not forked).
     moved_on: HashMap<String, Instant>,
 }
 
@@ -164,6 +204,20 @@ impl LiveThreads {
 
     pub fn enabled(&self) -> bool {
         self.max > 0
+    }
+
+    pub fn metrics(&self) -> &ThreadMetrics {
+        &self.metrics
+    }
+
+    /// Counts how a continuing request was served.
+    pub fn count_continuation(&self, outcome: Continuation) {
+        self.metrics
+            .continuations
+            .get_or_create(&ContinuationLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// Threads held right now.
@@ -230,7 +284,6 @@ impl LiveThreads {
                     break;
                 };
                 if let Some(e) = state.entries.remove(&oldest) {
-                    state.moved_on.insert(oldest, now);
                     evicted.push(e);
                 }
             }
@@ -278,7 +331,6 @@ impl LiveThreads {
                     if e.thread.is_gone() {
                         gone.push(e);
                     } else {
-                        state.moved_on.insert(k, now);
                         idle.push(e);
                     }
                 }
@@ -298,7 +350,9 @@ impl LiveThreads {
         if n > 0 {
             self.metrics
                 .evictions
-                .get_or_create(&EvictionLabels { reason })
+                .get_or_create(&EvictionLabels {
+                    reason: reason.as_str(),
+                })
                 .inc_by(n as u64);
         }
     }

@@ -121,6 +121,11 @@ struct Choice<T> {
     parked: bool,
     /// Ids of the structured calls this response showed the client.
     shown: Vec<String>,
+    /// The turn completed on its own with text only, all of it shown: the
+    /// thread's history is what the client saw, so it may be continued.
+    reusable: bool,
+    /// The text shown, kept while the choice may be reusable.
+    said: String,
 }
 
 /// The merged, shaped events of a request's turns.
@@ -159,6 +164,8 @@ impl<T: TurnSource> Run<T> {
                 stop_at: None,
                 parked: false,
                 shown: Vec::new(),
+                reusable: false,
+                said: String::new(),
             })
             .collect();
         Run {
@@ -199,6 +206,21 @@ impl<T: TurnSource> Run<T> {
                 Some((into_turn(c.turn.take()?)?, std::mem::take(&mut c.shown)))
             })
             .collect()
+    }
+
+    /// The turn of a single-choice run whose turn completed on its own with
+    /// text only, and the text the client saw: its thread holds exactly the
+    /// conversation the client has. Call after the run has ended.
+    pub fn take_reusable(&mut self) -> Option<(T, String)> {
+        let [choice] = self.choices.as_mut_slice() else {
+            return None;
+        };
+        if !choice.reusable {
+            return None;
+        }
+        choice.step = None;
+        let turn = into_turn(choice.turn.take()?)?;
+        Some((turn, std::mem::take(&mut choice.said)))
     }
 
     /// The next event; `None` at the end.
@@ -312,6 +334,7 @@ impl<T: TurnSource> Run<T> {
                     _ if c.calls > 0 || c.blocks > 0 => Finish::ToolCalls,
                     _ => Finish::Stop,
                 };
+                self.choices[i].reusable = finish == Finish::Stop && cut.is_none();
                 self.finish(i, finish);
             }
             Some(TurnEvent::Failed(f)) => self.fail(ApiError::from(f)),
@@ -437,6 +460,7 @@ impl<T: TurnSource> Run<T> {
     fn emit_text(&mut self, i: usize, t: &str) {
         let (emit, cut) = self.choices[i].shaper.push(t);
         if !emit.is_empty() {
+            self.choices[i].said.push_str(&emit);
             self.queue.push_back(RunEvent::Text(i, emit));
         }
         if let Some(cut) = cut {
@@ -455,6 +479,7 @@ impl<T: TurnSource> Run<T> {
     fn flush(&mut self, i: usize) -> Option<Cut> {
         let (rest, cut) = self.choices[i].shaper.finish();
         if !rest.is_empty() {
+            self.choices[i].said.push_str(&rest);
             self.queue.push_back(RunEvent::Text(i, rest));
         }
         if let Some(c) = cut {
@@ -488,7 +513,7 @@ impl<T: TurnSource> Run<T> {
         // Dropping a turn interrupts it (unless it ended) and releases its
         // thread; a parked one is kept for `take_parked`.
         choice.step = None;
-        if !choice.parked {
+        if !choice.parked && !choice.reusable {
             choice.turn = None;
         }
         self.queue.push_back(RunEvent::Finish(i, finish));
@@ -498,6 +523,7 @@ impl<T: TurnSource> Run<T> {
         for c in &mut self.choices {
             c.finished = true;
             c.parked = false;
+            c.reusable = false;
             c.step = None;
             c.turn = None;
         }
@@ -631,6 +657,52 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_turn_that_completed_with_all_its_text_shown_is_reusable() {
+        let text = |t: &str| TurnEvent::TextDelta(t.into());
+        // Completed on its own: the thread holds what the client saw.
+        let mut r = run(
+            vec![turn(vec![
+                (1, text("Hello")),
+                (1, text(" there")),
+                (1, TurnEvent::Finished),
+            ])],
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        let (_, said) = r.take_reusable().expect("reusable");
+        assert_eq!(said, "Hello there");
+        // Cut by a stop sequence: the thread holds more than the client saw.
+        let mut r = Run::new(
+            vec![turn(vec![
+                (1, text("Hello STOP there")),
+                (1, TurnEvent::Finished),
+            ])],
+            vec!["STOP".into()],
+            None,
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        assert!(r.take_reusable().is_none());
+        // Ended on a tool call: that is the parked-turn path.
+        let mut r = run(
+            vec![turn(vec![(1, call("c1")), (1, TurnEvent::Finished)])],
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        assert!(r.take_reusable().is_none());
+        // Two choices: no single thread to continue.
+        let mut r = run(
+            vec![
+                turn(vec![(1, text("a")), (1, TurnEvent::Finished)]),
+                turn(vec![(1, text("b")), (1, TurnEvent::Finished)]),
+            ],
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        assert!(r.take_reusable().is_none());
     }
 
     #[tokio::test(start_paused = true)]
