@@ -50,7 +50,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_SHUTDOWN_DRAIN_MS", default: "30000", help: "on SIGTERM/SIGINT, how long in-flight requests and streams may finish" },
     Variable { name: "PROXY_LOG_FORMAT", default: "text", help: "text | json" },
     Variable { name: "PROXY_TRACE_BUFFER", default: "false", help: "write each request's JSON-RPC traffic with the worker to PROXY_TRACE_DIR (docs/runbooks/trace-buffer.md)" },
-    Variable { name: "PROXY_TRACE_DIR", default: ".codex-api/trace-buffer", help: "directory of the trace files, {timestamp}-{requestId}.json" },
+    Variable { name: "PROXY_TRACE_DIR", default: "", help: "directory of the trace files, {timestamp}-{requestId}.json (default: trace-buffer under PROXY_STATE_DIR)" },
     Variable { name: "PROXY_TRACE_MAX_AGE_MS", default: "86400000", help: "trace files older than this are removed" },
     Variable { name: "PROXY_TRACE_MAX_FILES", default: "100", help: "at most this many trace files are kept (the oldest go first)" },
     Variable { name: "PROXY_TRACE_INCLUDE_CONTENT", default: "false", help: "keep message text and image data in traces (secrets are always removed)" },
@@ -182,8 +182,18 @@ fn trace<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<TraceConf
     if !env.flag("PROXY_TRACE_BUFFER")? {
         return Ok(None);
     }
+    let dir = match env.opt("PROXY_TRACE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        // A gateway whose state lives in memory still writes traces to disk:
+        // to the default state directory's.
+        None => Some(env.raw("PROXY_STATE_DIR"))
+            .filter(|d| !d.trim().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".codex-api"))
+            .join("trace-buffer"),
+    };
     Ok(Some(TraceConfig {
-        dir: PathBuf::from(env.raw("PROXY_TRACE_DIR")),
+        dir,
         max_age: env.nonzero_millis("PROXY_TRACE_MAX_AGE_MS")?,
         max_files: env.positive("PROXY_TRACE_MAX_FILES", "a whole number")?,
         include_content: env.flag("PROXY_TRACE_INCLUDE_CONTENT")?,
