@@ -33,6 +33,7 @@ use tower_http::request_id::RequestId;
 
 use crate::core::Usage;
 use crate::route::Route;
+use crate::usage::{UsageLedger, UsageRecord};
 
 /// What the layers below learn about a request, for its access-log line.
 /// Cloned into the request's extensions; a poisoned lock only loses a field.
@@ -73,14 +74,26 @@ impl AccessNote {
     }
 }
 
-/// Adds the access-log line; see the module docs.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AccessLogLayer;
+/// Adds the access-log line; see the module docs. With a ledger, the same
+/// totals are recorded per key, model and hour (`crate::usage`).
+#[derive(Clone, Debug, Default)]
+pub struct AccessLogLayer {
+    usage: Option<UsageLedger>,
+}
+
+impl AccessLogLayer {
+    pub fn new(usage: Option<UsageLedger>) -> AccessLogLayer {
+        AccessLogLayer { usage }
+    }
+}
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            usage: self.usage.clone(),
+        }
     }
 }
 
@@ -88,6 +101,7 @@ impl<S> Layer<S> for AccessLogLayer {
 #[derive(Clone, Debug)]
 pub struct AccessLog<S> {
     inner: S,
+    usage: Option<UsageLedger>,
 }
 
 /// What the line says besides the note, fixed when the request arrives and
@@ -99,6 +113,7 @@ struct Entry {
     status: u16,
     started: Instant,
     note: AccessNote,
+    usage: Option<UsageLedger>,
 }
 
 impl<S, B, ResB> Service<Request<B>> for AccessLog<S>
@@ -131,6 +146,7 @@ where
             .unwrap_or(Route::Unknown);
         let method = req.method().clone();
         let started = Instant::now();
+        let usage = self.usage.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;
@@ -141,6 +157,7 @@ where
                 status: res.status().as_u16(),
                 started,
                 note,
+                usage,
             };
             Ok(res.map(|body| AccessLogBody {
                 guard: Guard {
@@ -214,6 +231,7 @@ impl Entry {
             status,
             started,
             note,
+            usage,
         } = self;
         let duration_ms = started.elapsed().as_millis() as u64;
         let noted = match note.0.lock() {
@@ -223,6 +241,21 @@ impl Entry {
         let key = noted.key.as_deref().unwrap_or("-");
         let model = noted.model.as_deref().unwrap_or("-");
         let u = noted.usage;
+        // What reached the model is billed: its usage, even for a response
+        // that failed after the model answered.
+        if let (Some(ledger), Some(model)) = (&usage, &noted.model) {
+            if status < 400 || u.total_tokens > 0 {
+                ledger.record(UsageRecord {
+                    at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs(),
+                    key: noted.key.clone().unwrap_or_default(),
+                    model: model.clone(),
+                    usage: u,
+                });
+            }
+        }
         let probe = route.is_probe_or_metrics();
         let route = route.label();
         macro_rules! line {

@@ -19,6 +19,7 @@ use crate::server::serve;
 use crate::stack::{self, StackConfig};
 use crate::telemetry::GatewayMetrics;
 use crate::trace_buffer::TraceBuffer;
+use crate::usage::UsageLedger;
 use crate::worker::{Supervisor, WorkerHandle};
 
 /// Handles a running gateway exposes to its embedder (tests, `main`).
@@ -48,6 +49,7 @@ pub async fn run(
         core: mut core_config,
         worker: worker_config,
         trace: trace_config,
+        usage: usage_config,
     } = config;
     let workdir = match &worker_config.workdir {
         Some(dir) => dir.clone(),
@@ -59,6 +61,15 @@ pub async fn run(
     let gateway_metrics = GatewayMetrics::register(&mut registry);
     let trace_buffer = trace_config.map(|c| TraceBuffer::new(c, &mut registry));
     let trace_sweeper = trace_buffer.as_ref().map(TraceBuffer::sweeper);
+    let usage = match usage_config {
+        Some(c) => Some(UsageLedger::open(
+            c.state_dir.as_deref(),
+            c.retention,
+            &mut registry,
+        )?),
+        None => None,
+    };
+    let usage_writer = usage.as_ref().map(UsageLedger::spawn_writer);
 
     let shutdown_grace = worker_config.shutdown_grace;
     let (supervisor, worker) = Supervisor::new(worker_config, workdir.clone());
@@ -86,6 +97,7 @@ pub async fn run(
     }
     state.maintenance = Some(maintenance.clone());
     state.metrics = Some(gateway_metrics);
+    state.usage = usage.clone();
     state.registry = api_config.serve_metrics.then(|| Arc::new(registry));
     state.metrics_token = access.metrics_token.clone();
     let sweeper = {
@@ -111,6 +123,7 @@ pub async fn run(
             output_mode: api_config.output_mode,
             sse_keepalive: api_config.sse_keepalive,
             trace_buffer,
+            usage,
         },
     );
 
@@ -131,6 +144,11 @@ pub async fn run(
     sweeper.abort();
     if let Some(t) = trace_sweeper {
         t.abort();
+    }
+    if let Some(w) = usage_writer {
+        // Records of the last requests are in its queue: give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        w.abort();
     }
     stop_worker.cancel();
     let grace = shutdown_grace + Duration::from_secs(1);

@@ -20,4 +20,5 @@ pub mod stack;
 pub mod store;
 pub mod telemetry;
 pub mod trace_buffer;
+pub mod usage;
 pub mod worker;

@@ -31,6 +31,8 @@ pub enum Route {
     Responses,
     /// `/v1/responses/{id}` and `/v1/responses/{id}/input_items`.
     StoredResponse,
+    /// `/v1/usage`: token usage per key, model and hour.
+    Usage,
     /// `/admin/maintenance`.
     AdminMaintenance,
     /// Any other `/admin/...` path: no handler, but admin all the same.
@@ -63,6 +65,7 @@ impl Route {
             "/v1/models" => Route::ListModels,
             "/v1/chat/completions" => Route::ChatCompletions,
             "/v1/responses" => Route::Responses,
+            "/v1/usage" => Route::Usage,
             "/admin/maintenance" => Route::AdminMaintenance,
             p if p.starts_with(MODELS_PREFIX) => Route::GetModel,
             p if p.starts_with(RESPONSES_PREFIX) => Route::StoredResponse,
@@ -84,6 +87,7 @@ impl Route {
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Responses => "/v1/responses",
             Route::StoredResponse => "/v1/responses/{id}",
+            Route::Usage => "/v1/usage",
             Route::AdminMaintenance | Route::Admin => "/admin",
             Route::Unknown => "other",
         }
@@ -130,7 +134,8 @@ impl Route {
             Route::Healthz | Route::Readyz | Route::ListModels => MethodMatch::NotAllowed("GET"),
             Route::ChatCompletions | Route::Responses if post => MethodMatch::Served,
             Route::ChatCompletions | Route::Responses => MethodMatch::NotAllowed("POST"),
-            Route::Metrics | Route::GetModel if get => MethodMatch::Served,
+            Route::Metrics | Route::GetModel | Route::Usage if get => MethodMatch::Served,
+            Route::Usage => MethodMatch::NotAllowed("GET"),
             // Which of the two a path serves, the handler says (input_items: GET only).
             Route::StoredResponse if get || *method == Method::DELETE => MethodMatch::Served,
             Route::StoredResponse => MethodMatch::NotAllowed("GET, DELETE"),
@@ -221,6 +226,13 @@ mod tests {
             "/v1/responses/{id}",
             &["GET", "DELETE"],
             Some("GET, DELETE"),
+        ),
+        (
+            "/v1/usage",
+            Route::Usage,
+            "/v1/usage",
+            &["GET"],
+            Some("GET"),
         ),
         (
             "/admin/maintenance",

@@ -47,6 +47,7 @@ use crate::api::Api;
 use crate::caller::Caller;
 use crate::route::Route;
 use crate::trace_buffer::{TraceBuffer, TraceScopeLayer};
+use crate::usage::UsageLedger;
 
 /// The body type at the hyper boundary, erased once here.
 pub type BoxBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -65,6 +66,8 @@ pub struct StackConfig {
     pub sse_keepalive: Duration,
     /// `PROXY_TRACE_BUFFER`: each request's JSON-RPC lines to a file.
     pub trace_buffer: Option<TraceBuffer>,
+    /// Each request's usage, per key, model and hour (`PROXY_USAGE_LEDGER`).
+    pub usage: Option<UsageLedger>,
 }
 
 /// The request's route, put into its extensions by the first `map_request`.
@@ -161,7 +164,7 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .on_failure(()))
         // One line per request, rejections included, written when the body
         // ends; the layers below fill in the key name, model and tokens.
-        .layer(AccessLogLayer)
+        .layer(AccessLogLayer::new(config.usage))
         // Needs the request id; everything the request sends to the worker
         // below runs in its trace scope (absent unless PROXY_TRACE_BUFFER).
         .layer(TraceScopeLayer::new(config.trace_buffer))

@@ -45,6 +45,7 @@ impl Gateway {
             .env("CODEX_HOME", &home)
             .env("CODEX_BIN", support::codex_bin())
             .env("PROXY_CODEX_WORKDIR", &work)
+            .env("PROXY_STATE_DIR", dir.join("state"))
             .env(
                 codex_offline_model::API_KEY_ENV,
                 codex_offline_model::API_KEY,

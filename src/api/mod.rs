@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod responses;
 pub mod tools;
 pub mod upload;
+mod usage;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub uploads: upload::UploadBudget,
     pub maintenance: Option<MaintenanceHandle>,
     pub metrics: Option<GatewayMetrics>,
+    /// `GET /v1/usage` reads it; `None` with `PROXY_USAGE_LEDGER=false`.
+    pub usage: Option<crate::usage::UsageLedger>,
     /// What `GET /metrics` encodes; `None` when metrics are off.
     pub registry: Option<Arc<prometheus_client::registry::Registry>>,
     /// The bearer token `/metrics` accepts from non-loopback clients.
@@ -103,6 +106,7 @@ impl ApiState {
             uploads: upload::UploadBudget::new(config.upload_budget_bytes, config.max_body_bytes),
             maintenance: None,
             metrics: None,
+            usage: None,
             registry: None,
             metrics_token: None,
             stream_limit: (config.stream_limit > 0)
@@ -240,6 +244,10 @@ where
                 req.uri().query(),
             )
             .await
+        }
+        Route::Usage => {
+            let query = req.uri().query().map(str::to_owned);
+            usage::serve(state, query, req.extensions().get::<Caller>().cloned()).await
         }
         Route::ChatCompletions => {
             let client = Client::of(&req);

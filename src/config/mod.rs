@@ -49,6 +49,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_HEADER_TIMEOUT_MS", default: "10000", help: "time a client has to send request headers; also how long a connection may sit with no request in flight" },
     Variable { name: "PROXY_SHUTDOWN_DRAIN_MS", default: "30000", help: "on SIGTERM/SIGINT, how long in-flight requests and streams may finish" },
     Variable { name: "PROXY_LOG_FORMAT", default: "text", help: "text | json" },
+    Variable { name: "PROXY_USAGE_LEDGER", default: "true", help: "record token usage per key, model and hour in usage.sqlite3 under PROXY_STATE_DIR (GET /v1/usage)" },
+    Variable { name: "PROXY_USAGE_RETENTION_DAYS", default: "400", help: "usage older than this many days is deleted" },
     Variable { name: "PROXY_TRACE_BUFFER", default: "false", help: "write each request's JSON-RPC traffic with the worker to PROXY_TRACE_DIR (docs/runbooks/trace-buffer.md)" },
     Variable { name: "PROXY_TRACE_DIR", default: "", help: "directory of the trace files, {timestamp}-{requestId}.json (default: trace-buffer under PROXY_STATE_DIR)" },
     Variable { name: "PROXY_TRACE_MAX_AGE_MS", default: "86400000", help: "trace files older than this are removed" },
@@ -125,6 +127,16 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The JSON-RPC trace buffer, when `PROXY_TRACE_BUFFER=true`.
     pub trace: Option<TraceConfig>,
+    /// The usage ledger, unless `PROXY_USAGE_LEDGER=false`.
+    pub usage: Option<UsageConfig>,
+}
+
+/// `PROXY_USAGE_*`: where the ledger lives and how long it keeps hours.
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    /// `PROXY_STATE_DIR`; `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
+    pub retention: std::time::Duration,
 }
 
 impl Config {
@@ -174,8 +186,20 @@ impl Config {
             core: core(env, &worker)?,
             worker,
             trace: trace(env)?,
+            usage: usage(env)?,
         })
     }
+}
+
+fn usage<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<UsageConfig>, ConfigError> {
+    if !env.flag("PROXY_USAGE_LEDGER")? {
+        return Ok(None);
+    }
+    let days: u64 = env.parse("PROXY_USAGE_RETENTION_DAYS", "a whole number of days")?;
+    Ok(Some(UsageConfig {
+        state_dir: env.opt("PROXY_STATE_DIR").map(PathBuf::from),
+        retention: std::time::Duration::from_secs(days.saturating_mul(86_400)),
+    }))
 }
 
 fn trace<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<TraceConfig>, ConfigError> {
