@@ -38,7 +38,7 @@ use super::conversation::{Conversation, Part};
 use super::error::ApiError;
 use super::models::resolve;
 use super::{json_response, ApiBody, ApiState, Client};
-use crate::core::{Continuation, LiveThreads, ParkedTurns, Taken, TurnStream};
+use crate::core::{Continuation, FailureKind, LiveThreads, ParkedTurns, Taken, TurnStream};
 
 /// How long a streamed request waits for its first event before the 200 and
 /// the SSE headers go out. A failure inside this window (a provider 429, a
@@ -350,11 +350,17 @@ async fn continue_live(
             tracing::debug!(thread = %thread_id, head = %parent.head, "continuing a live thread");
             Ok(Some(stream))
         }
-        Err(f) if f.kind == crate::core::FailureKind::WorkerGone => {
+        // Load shedding and a worker that is not ready answer as they would
+        // for a fresh thread; anything else (the worker went away, codex no
+        // longer knows the thread) leaves the conversation to be rebuilt.
+        Err(f) if matches!(f.kind, FailureKind::Overloaded | FailureKind::NotReady) => {
+            Err(ApiError::from(f))
+        }
+        Err(f) => {
+            tracing::debug!(thread = %thread_id, error = %f.message, "a kept thread could not continue; rebuilding");
             threads.count_continuation(Continuation::Rebuilt);
             Ok(None)
         }
-        Err(f) => Err(ApiError::from(f)),
     }
 }
 
