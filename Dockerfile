@@ -81,7 +81,8 @@ ENV PATH="/opt/codex/bin:/opt/codex/codex-resources:${PATH}" \
     CODEX_HOME=/var/lib/codex \
     HOME=/var/lib/codex \
     PORT=11435 \
-    PROXY_LOG_FORMAT=json
+    PROXY_LOG_FORMAT=json \
+    PROXY_STATE_DIR=/var/lib/codex/state
 # Listening on 0.0.0.0 is what a container needs, and the gateway REFUSES to
 # start on a non-loopback address unless PROXY_API_KEY is set (or, to accept
 # the risk of an open endpoint, PROXY_ALLOW_UNAUTHENTICATED=true). So
@@ -95,6 +96,10 @@ ENV MALLOC_MMAP_THRESHOLD_=131072
 USER codex
 RUN codex --version && codex-completions-api --help >/dev/null
 
+# PROXY_STATE_DIR (stored responses, usage, traces) lives on the volume too:
+# the root file system may be read-only (compose and the Kubernetes manifests
+# make it so), and the default (.codex-api in the working directory) is not
+# writable there (found by scripts/image-smoke).
 # CODEX_HOME holds codex's state and credentials (auth.json, or a config.toml
 # naming a provider). The gateway never rewrites config.toml; see
 # docs/configuration.md. Declared after the chown above, so a new named volume
