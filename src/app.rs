@@ -18,12 +18,15 @@ use crate::core::CodexCore;
 use crate::server::serve;
 use crate::stack::{self, StackConfig};
 use crate::telemetry::GatewayMetrics;
-use crate::worker::{Supervisor, WorkerHandle};
+use crate::worker::{WorkerHandle, WorkerPool};
 
 /// Handles a running gateway exposes to its embedder (tests, `main`).
 #[derive(Clone)]
 pub struct GatewayHandles {
+    /// Worker 0 (the only one with the default `WORKER_POOL_SIZE=1`).
     pub worker: WorkerHandle,
+    /// Every worker; `pool.request_all()` is the rolling restart (SIGHUP).
+    pub pool: WorkerPool,
     pub maintenance: MaintenanceHandle,
 }
 
@@ -57,16 +60,24 @@ pub async fn run(
     let gateway_metrics = GatewayMetrics::register(&mut registry);
 
     let shutdown_grace = worker_config.shutdown_grace;
-    let (supervisor, worker) = Supervisor::new(worker_config, workdir.clone());
-    let supervisor = supervisor.with_call_observer(gateway_metrics.call_observer());
     let stop_worker = CancellationToken::new();
-    let supervisor_task = tokio::spawn(supervisor.run(stop_worker.clone()));
-    gateway_metrics.watch_worker(worker.clone());
+    let running = WorkerPool::spawn(
+        &worker_config,
+        workdir.clone(),
+        Some(gateway_metrics.call_observer()),
+        stop_worker.clone(),
+    );
+    let pool = running.pool;
+    let supervisor_tasks = running.supervisors;
+    gateway_metrics.watch_pool(pool.clone());
+    crate::telemetry::register_pool_metrics(&mut registry, &pool);
+    // WORKER_MAX_CONCURRENCY is per worker.
+    core_config.max_concurrency = core_config.max_concurrency.saturating_mul(pool.len());
 
     // The two core settings only known now (see `Config::core`).
     core_config.cwd = workdir.display().to_string();
     core_config.in_flight = Some(gateway_metrics.turns_in_flight().clone());
-    let core = CodexCore::new(worker.clone(), core_config);
+    let core = CodexCore::new(pool.clone(), core_config);
     let (maintenance_layer, maintenance) = MaintenanceLayer::pair(maintenance_config);
     let mut state = ApiState::new(core, &api_config)?;
     crate::telemetry::register_thread_metrics(&mut registry, state.threads.metrics());
@@ -106,7 +117,8 @@ pub async fn run(
     );
 
     on_start(GatewayHandles {
-        worker,
+        worker: pool.handle(0).clone(),
+        pool: pool.clone(),
         maintenance,
     });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -122,7 +134,8 @@ pub async fn run(
     sweeper.abort();
     stop_worker.cancel();
     let grace = shutdown_grace + Duration::from_secs(1);
-    if tokio::time::timeout(grace, supervisor_task).await.is_err() {
+    let stopped = futures_util::future::join_all(supervisor_tasks);
+    if tokio::time::timeout(grace, stopped).await.is_err() {
         tracing::warn!("the worker did not stop in time");
     }
     Ok(())

@@ -33,6 +33,10 @@ pub enum Route {
     StoredResponse,
     /// `/admin/maintenance`.
     AdminMaintenance,
+    /// `/admin/workers`: the pool, one row per worker.
+    AdminWorkers,
+    /// `/admin/workers/restart`: a rolling restart (all, or one worker).
+    AdminWorkersRestart,
     /// Any other `/admin/...` path: no handler, but admin all the same.
     Admin,
     /// Anything else.
@@ -64,6 +68,8 @@ impl Route {
             "/v1/chat/completions" => Route::ChatCompletions,
             "/v1/responses" => Route::Responses,
             "/admin/maintenance" => Route::AdminMaintenance,
+            "/admin/workers" => Route::AdminWorkers,
+            "/admin/workers/restart" => Route::AdminWorkersRestart,
             p if p.starts_with(MODELS_PREFIX) => Route::GetModel,
             p if p.starts_with(RESPONSES_PREFIX) => Route::StoredResponse,
             p if p.starts_with("/admin/") => Route::Admin,
@@ -84,7 +90,10 @@ impl Route {
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Responses => "/v1/responses",
             Route::StoredResponse => "/v1/responses/{id}",
-            Route::AdminMaintenance | Route::Admin => "/admin",
+            Route::AdminMaintenance
+            | Route::AdminWorkers
+            | Route::AdminWorkersRestart
+            | Route::Admin => "/admin",
             Route::Unknown => "other",
         }
     }
@@ -99,7 +108,13 @@ impl Route {
     /// `/admin/*`: exempt from maintenance (it is how maintenance is switched
     /// off) and served to admin callers only.
     pub fn is_admin(self) -> bool {
-        matches!(self, Route::AdminMaintenance | Route::Admin)
+        matches!(
+            self,
+            Route::AdminMaintenance
+                | Route::AdminWorkers
+                | Route::AdminWorkersRestart
+                | Route::Admin
+        )
     }
 
     /// Whether the route needs a key when keys exist and no route rule says
@@ -135,6 +150,10 @@ impl Route {
             Route::StoredResponse if get || *method == Method::DELETE => MethodMatch::Served,
             Route::StoredResponse => MethodMatch::NotAllowed("GET, DELETE"),
             Route::AdminMaintenance if get || post => MethodMatch::Served,
+            Route::AdminWorkers if get => MethodMatch::Served,
+            Route::AdminWorkers => MethodMatch::NotAllowed("GET"),
+            Route::AdminWorkersRestart if post => MethodMatch::Served,
+            Route::AdminWorkersRestart => MethodMatch::NotAllowed("POST"),
             Route::Metrics | Route::GetModel | Route::AdminMaintenance => MethodMatch::NotFound,
             Route::Admin | Route::Unknown => MethodMatch::NotFound,
         }
@@ -230,6 +249,20 @@ mod tests {
             None,
         ),
         ("/admin/other", Route::Admin, "/admin", &[], None),
+        (
+            "/admin/workers",
+            Route::AdminWorkers,
+            "/admin",
+            &["GET"],
+            Some("GET"),
+        ),
+        (
+            "/admin/workers/restart",
+            Route::AdminWorkersRestart,
+            "/admin",
+            &["POST"],
+            Some("POST"),
+        ),
         ("/admin", Route::Unknown, "other", &[], None),
         ("/", Route::Unknown, "other", &[], None),
         ("/v1/completions", Route::Unknown, "other", &[], None),

@@ -209,6 +209,15 @@ where
             };
             admin::maintenance(state, &caller, body)
         }
+        Route::AdminWorkers => {
+            admin::authorize(&req)?;
+            Ok(admin::workers(state))
+        }
+        Route::AdminWorkersRestart => {
+            let caller = admin::authorize(&req)?;
+            let body = read_body(req, 64 * 1024, &state.uploads).await?;
+            admin::restart_workers(state, &caller, &body)
+        }
         Route::ListModels => {
             let models = state.core.models().map_err(ApiError::from)?;
             Ok(json_response(

@@ -620,7 +620,7 @@ fn idle(client: &crate::rpc::RpcClient, t: &str) -> IdleThread {
 #[tokio::test(start_paused = true)]
 async fn live_threads_hand_a_head_to_its_owner_once_and_tell_forks_from_misses() {
     let (core, mut worker) = core_with(1, None);
-    let client = core.worker().ready().unwrap().0;
+    let client = core.pool().handle(0).ready().unwrap().0;
     let threads = LiveThreads::new(4, Duration::from_secs(60), ThreadMetrics::default());
     threads.keep("h1".into(), "alice".into(), 7, idle(&client, "t1"));
     // Another key, another shape: not theirs to continue, and left in place.
@@ -647,7 +647,7 @@ async fn live_threads_hand_a_head_to_its_owner_once_and_tell_forks_from_misses()
 #[tokio::test(start_paused = true)]
 async fn live_threads_unload_the_least_recently_used_and_the_idle() {
     let (core, mut worker) = core_with(1, None);
-    let client = core.worker().ready().unwrap().0;
+    let client = core.pool().handle(0).ready().unwrap().0;
     let metrics = ThreadMetrics::default();
     let threads = LiveThreads::new(2, Duration::from_secs(60), metrics.clone());
     threads.keep("a".into(), String::new(), 0, idle(&client, "ta"));
