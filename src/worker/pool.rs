@@ -236,9 +236,29 @@ impl WorkerPool {
     /// The ready, non-draining member with the fewest turns in flight
     /// (the lowest index on a tie), leased for one new turn.
     pub fn pick(&self) -> Result<Picked, NotReady> {
+        // A drain may start between the scan and the lease: then the lease
+        // is given back and the scan runs again (the drained member is
+        // skipped). Bounded: each retry sees one more member draining.
+        for _ in 0..=self.inner.members.len() {
+            let Some(picked) = self.scan() else {
+                break;
+            };
+            let m = &self.inner.members[picked.lease.index];
+            // Pairs with the fence in `recycle`: either the drain sees this
+            // lease, or this sees the drain.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if !m.draining.load(Ordering::SeqCst) {
+                self.count_turn(picked.lease.index);
+                return Ok(picked);
+            }
+        }
+        Err(self.not_ready())
+    }
+
+    fn scan(&self) -> Option<Picked> {
         let mut best: Option<(usize, i64, RpcClient, Arc<Vec<Model>>)> = None;
         for (i, m) in self.inner.members.iter().enumerate() {
-            if m.draining.load(Ordering::Acquire) {
+            if m.draining.load(Ordering::SeqCst) {
                 continue;
             }
             let load = m.in_flight.get();
@@ -249,18 +269,11 @@ impl WorkerPool {
                 best = Some((i, load, client, models));
             }
         }
-        match best {
-            Some((index, _, client, models)) => {
-                let lease = self.lease(index);
-                self.count_turn(index);
-                Ok(Picked {
-                    client,
-                    models,
-                    lease,
-                })
-            }
-            None => Err(self.not_ready()),
-        }
+        best.map(|(index, _, client, models)| Picked {
+            client,
+            models,
+            lease: self.lease(index),
+        })
     }
 
     /// The models of a ready member (they are the same on every worker
@@ -446,7 +459,8 @@ impl WorkerPool {
             reason = reason.as_str(),
             "draining worker"
         );
-        m.draining.store(true, Ordering::Release);
+        m.draining.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         let drained = async {
             loop {
                 let idle = m.idle.notified();
