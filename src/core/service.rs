@@ -277,6 +277,10 @@ impl CodexCore {
     pub(super) fn free_slots(&self) -> usize {
         self.inner.slots.available()
     }
+
+    pub(super) fn inner_config(&self) -> CoreConfig {
+        self.inner.config.clone()
+    }
 }
 
 fn not_ready(e: crate::worker::NotReady) -> Failure {
