@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::Harness;
 
+/// One pool at a time: three pools of real workers at once on two cores
+/// would make the timing of every test depend on the others.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Waits until `/admin/workers` satisfies `done` (30 s at most).
 async fn wait_workers(h: &Harness, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let start = Instant::now();
@@ -43,6 +47,7 @@ fn assert_clean_stream(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_spreads_turns_reports_each_worker_and_a_killed_worker_fails_only_its_streams() {
+    let _serial = SERIAL.lock().await;
     let h =
         Harness::start_with(&[("WORKER_POOL_SIZE", "3"), ("PROXY_ENABLE_METRICS", "true")]).await;
     let workers = wait_workers(&h, "all ready", all_ready).await;
@@ -60,7 +65,7 @@ async fn a_pool_spreads_turns_reports_each_worker_and_a_killed_worker_fails_only
         let res = h
             .open(h.post_request(
                 "/v1/chat/completions",
-                &Harness::chat(&format!("[[slow 400]] pool {i} a b c d e f g h"), true),
+                &Harness::chat(&format!("[[slow 600]] pool {i} a b c d e f g h"), true),
             ))
             .await;
         assert_eq!(res.status(), 200);
@@ -123,7 +128,9 @@ async fn a_pool_spreads_turns_reports_each_worker_and_a_killed_worker_fails_only
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let workers = wait_workers(&h, "all ready again", all_ready).await;
-    assert_eq!(workers[1]["restarts"], 1, "{workers:#?}");
+    // At least one restart: a first start right after the kill may fail
+    // and be retried (seen once in three runs; the others share its CODEX_HOME).
+    assert!(workers[1]["restarts"].as_u64() >= Some(1), "{workers:#?}");
     assert_ne!(workers[1]["pid"].as_u64().unwrap(), pids[1]);
     assert_eq!(workers[0]["restarts"], 0);
     assert_eq!(workers[2]["restarts"], 0);
@@ -132,6 +139,7 @@ async fn a_pool_spreads_turns_reports_each_worker_and_a_killed_worker_fails_only
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_16_streams_fails_no_request() {
+    let _serial = SERIAL.lock().await;
     let h = Harness::start_with(&[("WORKER_POOL_SIZE", "3")]).await;
     let before = wait_workers(&h, "all ready", all_ready).await;
     let old_pids: Vec<u64> = before.iter().map(|w| w["pid"].as_u64().unwrap()).collect();
@@ -194,6 +202,7 @@ async fn a_rolling_restart_under_16_streams_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_are_recycled_after_max_turns_and_over_max_rss_without_failures() {
+    let _serial = SERIAL.lock().await;
     let h = Harness::start_with(&[("WORKER_POOL_SIZE", "2"), ("WORKER_MAX_TURNS", "3")]).await;
     wait_workers(&h, "all ready", all_ready).await;
     for i in 0..12 {
