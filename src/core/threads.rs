@@ -64,7 +64,10 @@ impl IdleThread {
 
 impl Drop for IdleThread {
     /// Unloads the thread: with no subscriber left, codex drops an ephemeral
-    /// thread and the memory its history took (measured in docs/benchmarks.md).
+    /// thread about 60 s later (`thread/closed`), and later threads reuse its
+    /// memory. No other call unloads one (`thread/archive` and
+    /// `thread/delete` refuse ephemeral threads): measured, see
+    /// docs/benchmarks.md "Conversations".
     fn drop(&mut self) {
         // Empty: the thread was handed on to a turn (`into_parts`).
         if self.thread_id.is_empty() || self.client.is_closed() {
@@ -287,7 +290,9 @@ impl LiveThreads {
                     evicted.push(e);
                 }
             }
-            state.entries.insert(
+            // Two requests that ended on the same head (the same history
+            // answered the same way) cannot both hold it: the older goes.
+            if let Some(replaced) = state.entries.insert(
                 head,
                 Entry {
                     thread,
@@ -295,7 +300,9 @@ impl LiveThreads {
                     shape,
                     last_used: now,
                 },
-            );
+            ) {
+                evicted.push(replaced);
+            }
             trim_moved_on(&mut state.moved_on, self.max.saturating_mul(4).max(64));
         }
         self.metrics.live.set(self.len() as i64);
