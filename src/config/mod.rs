@@ -509,6 +509,34 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_defaults_to_one_worker_and_checks_its_homes() {
+        let c = env(&[]).unwrap();
+        assert_eq!(c.worker.pool.size, 1);
+        assert!(c.worker.pool.codex_homes.is_empty());
+        assert_eq!((c.worker.pool.max_turns, c.worker.pool.max_rss_mb), (0, 0));
+        let c = env(&[
+            ("WORKER_POOL_SIZE", "2"),
+            ("CODEX_HOME", "/srv/shared"),
+            ("WORKER_CODEX_HOMES", "/srv/a, /srv/b"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.worker.for_member(1).codex_home,
+            Some(PathBuf::from("/srv/b"))
+        );
+        let e = env(&[("WORKER_POOL_SIZE", "3"), ("WORKER_CODEX_HOMES", "/a,/b")]).unwrap_err();
+        assert_eq!(e.variable, "WORKER_CODEX_HOMES");
+        assert_eq!(
+            env(&[("WORKER_POOL_SIZE", "0")]).unwrap_err().variable,
+            "WORKER_POOL_SIZE"
+        );
+        assert_eq!(
+            env(&[("WORKER_POOL_SIZE", "65")]).unwrap_err().variable,
+            "WORKER_POOL_SIZE"
+        );
+    }
+
+    #[test]
     fn values_are_parsed_into_their_types_once() {
         let c = env(&[
             ("PROXY_MODEL_ALIASES", "codex-5=gpt-5-codex, fast=gpt-5-low"),
