@@ -172,6 +172,12 @@ impl From<Failure> for ApiError {
                 "invalid_request_error",
                 "context_length_exceeded",
             ),
+            // The wording OpenAI uses when a prompt is refused on policy.
+            FailureKind::PolicyRefused => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "content_policy_violation",
+            ),
             FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
             FailureKind::WorkerGone => (StatusCode::BAD_GATEWAY, "api_error", "worker_gone"),
             FailureKind::SlowClient => (StatusCode::BAD_GATEWAY, "api_error", "stream_overflow"),
@@ -250,6 +256,15 @@ mod tests {
         assert_eq!(v["error"]["code"], "host_tool_refused");
         assert_eq!(v["error"]["type"], "api_error");
         assert_eq!(e.into_response().status(), 502);
+    }
+
+    #[test]
+    fn a_policy_refusal_is_the_clients_request_to_change() {
+        let e = ApiError::from(Failure::new(FailureKind::PolicyRefused, "refused"));
+        let v = e.body_json();
+        assert_eq!(v["error"]["code"], "content_policy_violation");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(e.into_response().status(), 400);
     }
 
     #[test]
