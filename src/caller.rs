@@ -124,6 +124,7 @@ mod tests {
                 secret: Secret(format!("sk-{name}")),
                 admin: *admin,
                 quota: None,
+                output_mode: None,
             }));
         access
     }

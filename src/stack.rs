@@ -10,7 +10,7 @@
 //! | `RequestId` | request-id layer | tracing, echoed as `x-request-id` |
 //! | `AuthenticatedKey` | auth | the `Caller` map |
 //! | `Caller` | the `map_request` under auth | rate limit (bucket, quota), `/admin/*`, `/metrics`, the API handlers (stream limit) |
-//! | `OutputMode` | output mode | the chat handler, for the pipeline's tool-call rendering |
+//! | `OutputMode` | output mode (header, else the caller's key or route in `AccessPolicy`, else `PROXY_OUTPUT_MODE`) | the chat handler, for the pipeline's tool-call rendering |
 //!
 //! Rejections are responses (hyper drops the connection on `Err`), each
 //! marked in the response extensions so metrics counts them by cause.
@@ -107,6 +107,13 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
             Some(RateKey::new(bucket, quota))
         }
     };
+    let mode_policy = {
+        let access = config.access.clone();
+        move |req: &Request<Incoming>| -> Option<OutputMode> {
+            let caller = req.extensions().get::<Caller>()?;
+            access.output_mode(caller.route, caller.key.as_deref())
+        }
+    };
     let rejection_cause = |parts: &http::response::Parts| -> Option<&'static str> {
         let ext = &parts.extensions;
         if ext.get::<AuthRejected>().is_some() {
@@ -165,8 +172,10 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .map_request(identify)
         // Keyed by that identity (or the client address), so needs auth first.
         .layer(RateLimitLayer::new(rate_policy))
-        // A bad x-proxy-output-mode is a 400 before any work starts.
-        .layer(OutputModeLayer::new(config.output_mode))
+        // A bad x-proxy-output-mode is a 400 before any work starts; without
+        // the header the caller's key, then its route, set the default, so
+        // it sits below the map that decides the caller.
+        .layer(OutputModeLayer::new(config.output_mode).default_by(mode_policy))
         // Turns the API's event streams into SSE bytes with keep-alives.
         .layer(SseLayer::new().keep_alive(config.sse_keepalive))
         .service(api);

@@ -74,6 +74,10 @@ pub struct ToolPolicy {
     pub block_max: usize,
     /// Parameter schemas by tool name, for canonical XML parameter order.
     pub schemas: HashMap<String, Value>,
+    /// The client sent `tools`: in obsidian-xml mode a call is then also
+    /// given as `tool_calls`, so an SDK client that landed on the XML mode
+    /// still sees its calls (the XML stays in the content for Obsidian).
+    pub client_tools: bool,
 }
 
 impl ToolPolicy {
@@ -93,6 +97,7 @@ impl ToolPolicy {
             burst: operator.burst,
             suppress_tail: operator.suppress_tail,
             block_max: operator.block_max,
+            client_tools: !schemas.is_empty(),
             schemas,
         }
     }
@@ -347,13 +352,18 @@ impl<T: TurnSource> Run<T> {
                 };
                 self.queue
                     .push_back(RunEvent::Text(i, format!("{sep}{rendered}")));
+                if self.policy.client_tools {
+                    self.queue.push_back(RunEvent::ToolCall(i, call));
+                }
             }
         }
         let choice = &mut self.choices[i];
         choice.calls += 1;
         // The worker now waits for the client's result, which comes in the
         // client's next request: keep the turn (openai-json clients answer
-        // by tool_call_id; XML clients answer in text, so nothing to keep).
+        // by tool_call_id; XML clients answer in text, so nothing to keep;
+        // an SDK client answering the `tool_calls` of XML mode by id is
+        // rebuilt from its history, like any follow-up without a parked turn).
         choice.parked = self.policy.mode == OutputMode::OpenaiJson;
         if self.policy.parallel {
             choice
@@ -416,6 +426,18 @@ impl<T: TurnSource> Run<T> {
                         call_id: id,
                         name: call.name,
                         arguments,
+                    },
+                ));
+            }
+            (OutputMode::ObsidianXml, Some(call)) if self.policy.client_tools => {
+                // Obsidian reads the block itself; SDK clients read tool_calls.
+                self.queue.push_back(RunEvent::Text(i, raw));
+                self.queue.push_back(RunEvent::ToolCall(
+                    i,
+                    ToolCall {
+                        call_id: format!("call_{}", crate::api::ids::short_id()),
+                        name: call.name,
+                        arguments: call.arguments.to_string(),
                     },
                 ));
             }
@@ -589,6 +611,7 @@ mod tests {
             suppress_tail: false,
             block_max: 0,
             schemas: HashMap::new(),
+            client_tools: false,
         }
     }
 
@@ -683,6 +706,40 @@ mod tests {
         assert!(calls(&events).is_empty());
         assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
         assert!(r.take_parked().is_empty(), "XML clients answer in text");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn obsidian_mode_gives_calls_as_tool_calls_too_when_the_client_sent_tools() {
+        let mut p = policy(OutputMode::ObsidianXml);
+        p.client_tools = true;
+        let mut r = run(
+            vec![turn(vec![(10, text("Let me look. ")), (10, call("c1"))])],
+            p.clone(),
+        );
+        let events = drain(&mut r).await;
+        assert!(texts(&events, 0).contains("<name>lookup</name>"));
+        assert_eq!(calls(&events), ["c1"]);
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
+        assert!(r.take_parked().is_empty());
+
+        // A block the model wrote as text: the block stays, a call is added.
+        let mut r = run(
+            vec![turn(vec![
+                (1, text(&block("search"))),
+                (1, TurnEvent::Finished),
+            ])],
+            p,
+        );
+        let events = drain(&mut r).await;
+        assert!(texts(&events, 0).contains("<name>search</name>"));
+        let names: Vec<_> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                RunEvent::ToolCall(_, c) => Some(c.name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["search"]);
     }
 
     #[tokio::test(start_paused = true)]
