@@ -94,6 +94,18 @@ impl ApiError {
         self
     }
 
+    /// The answer to a WebSocket handshake on `/v1/responses`: 426, the
+    /// status Codex CLI takes as "use HTTP" for its Responses transport.
+    pub fn websocket_refused() -> ApiError {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "invalid_request_error",
+            "WebSocket is not supported on /v1/responses: send the request as an HTTP POST \
+             (with \"stream\": true for Server-Sent Events).",
+        )
+        .code("websocket_not_supported")
+    }
+
     pub fn retry_after(mut self, d: Duration) -> ApiError {
         self.retry_after = Some(d);
         self

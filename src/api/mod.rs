@@ -159,6 +159,9 @@ where
         .get::<Route>()
         .copied()
         .unwrap_or_else(|| Route::of(req.uri().path()));
+    if route == Route::Responses && wants_websocket(&req) {
+        return Err(ApiError::websocket_refused());
+    }
     match route.accepts(req.method()) {
         MethodMatch::Served => {}
         MethodMatch::NotAllowed(allow) => return Err(ApiError::method_not_allowed(allow)),
@@ -216,6 +219,18 @@ where
             req.uri().path()
         ))),
     }
+}
+
+/// A WebSocket handshake (`Upgrade: websocket`). Codex CLI pointed at this
+/// gateway tries the Responses WebSocket transport first; it must learn at
+/// once that only HTTP is served, so it falls back instead of retrying.
+fn wants_websocket<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Who is calling, as the chat and responses handlers need it: the

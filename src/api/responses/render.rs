@@ -56,6 +56,11 @@ impl Renderer for ResponsesRenderer {
     }
 }
 
+/// The error's `code` as a string always: its type when it has no code.
+fn error_code(e: &ApiError) -> &'static str {
+    e.code.unwrap_or(e.kind)
+}
+
 impl ResponsesRenderer {
     pub(super) fn new(req: &ResponsesRequest) -> ResponsesRenderer {
         ResponsesRenderer {
@@ -93,7 +98,7 @@ impl ResponsesRenderer {
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "error": self.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
+            "error": self.error.as_ref().map(|e| json!({"code": error_code(e), "message": e.message})),
             "incomplete_details": (status == "incomplete").then(|| json!({"reason": "max_output_tokens"})),
             "instructions": self.instructions,
             "max_output_tokens": self.max_output_tokens,
@@ -226,11 +231,19 @@ impl ResponsesRenderer {
                 Vec::new()
             }
             // The terminal `response.failed` follows in `closing`, once.
+            // Strict clients (the Vercel AI SDK) refuse an error event whose
+            // `code` or `message` is not a string: `code` falls back to the
+            // error's type. The envelope rides along under `error` for
+            // clients that read OpenAI's error object there.
             RunEvent::Error(e) => {
                 self.error = Some(e.clone());
+                let code = error_code(e);
                 vec![self.event(
                     "error",
-                    json!({"code": e.code, "message": e.message, "param": e.param}),
+                    json!({
+                        "code": code, "message": e.message, "param": e.param,
+                        "error": {"type": e.kind, "code": code, "message": e.message, "param": e.param},
+                    }),
                 )]
             }
         }
