@@ -451,3 +451,75 @@ async fn the_output_mode_follows_the_key_then_the_route_and_the_header_wins() {
     h.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_forced_by_tool_choice_is_final_and_its_turn_is_released_at_once() {
+    // LangChain's with_structured_output(method="function_calling") names
+    // the schema's tool in tool_choice and never sends the result back.
+    const INTERRUPTS: &str =
+        "codex_gateway_jsonrpc_calls_total{method=\"turn/interrupt\",outcome=\"ok\"}";
+    let h = Harness::start_with(&[("PROXY_ENABLE_METRICS", "true")]).await;
+    let mut body = tool_request(r#"[[call get_weather {"city": "Oslo"}]]"#, false);
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+    let r = post_mode(&h, &body, "openai-json").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let call = r.json()["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "get_weather");
+    // Not parked: the turn is interrupted now, not when the park expires.
+    let mut released = false;
+    for _ in 0..100 {
+        if metric(&h.get("/metrics").await.text(), INTERRUPTS) >= 1.0 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(released, "the forced call's turn is still held");
+    // A client that does send the result still gets its answer (rebuilt).
+    let call_id = call["id"].as_str().unwrap().to_owned();
+    body["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+        json!({"role": "tool", "tool_call_id": call_id, "content": "cold"}),
+    ]);
+    body["tool_choice"] = json!("auto");
+    let r = post_mode(&h, &body, "openai-json").await;
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        format!("TOOL RESULT {call_id}: cold")
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_turn_the_next_request_moves_on_from_is_released_at_once() {
+    const INTERRUPTS: &str =
+        "codex_gateway_jsonrpc_calls_total{method=\"turn/interrupt\",outcome=\"ok\"}";
+    let h = Harness::start_with(&[("PROXY_ENABLE_METRICS", "true")]).await;
+    let mut body = tool_request(r#"[[call get_weather {"city": "Oslo"}]]"#, false);
+    let r = post_mode(&h, &body, "openai-json").await;
+    let call = r.json()["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "get_weather", "{}", r.text());
+    let before = metric(&h.get("/metrics").await.text(), INTERRUPTS);
+    // The client answers the call with a new question instead of its result.
+    body["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+        json!({"role": "user", "content": "never mind"}),
+    ]);
+    let r = post_mode(&h, &body, "openai-json").await;
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "ECHO: never mind",
+        "{}",
+        r.text()
+    );
+    let mut released = false;
+    for _ in 0..100 {
+        if metric(&h.get("/metrics").await.text(), INTERRUPTS) > before {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(released, "the abandoned turn is still parked");
+    h.stop().await;
+}

@@ -32,7 +32,7 @@ use futures_util::future::try_join_all;
 use futures_util::{stream, StreamExt};
 use http::Response;
 
-use super::conversation::{Conversation, Part};
+use super::conversation::{Conversation, Part, ToolChoice};
 use super::error::ApiError;
 use super::models::resolve;
 use super::{json_response, ApiBody, ApiState, Client};
@@ -194,6 +194,11 @@ async fn prepare(
     let resolved = resolve(&models, &state.aliases, &req.model)?;
     let effort = req.reasoning_effort.clone().or(resolved.effort);
 
+    // A turn parked on calls this request answers with something else is
+    // released now rather than held until it expires.
+    if let Some(key) = continuation::abandoned_key(req) {
+        drop(state.continuations.take(key, std::iter::empty()));
+    }
     // A request that brings the results of calls a parked turn waits on
     // continues that turn; anything else starts fresh threads.
     let continued = match (req.n, results_of(req)) {
@@ -211,7 +216,7 @@ async fn prepare(
                 .map_err(ApiError::from)?
         }
     };
-    let policy = ToolPolicy::new(
+    let mut policy = ToolPolicy::new(
         &state.tools,
         mode,
         req.parallel_tool_calls,
@@ -220,6 +225,9 @@ async fn prepare(
             .map(|t| (t.name.clone(), t.parameters.clone()))
             .collect(),
     );
+    if let ToolChoice::Function(name) = &req.tool_choice {
+        policy.final_tool = Some(name.clone());
+    }
     let run = Run::new(turns, req.stop.clone(), req.max_tokens, policy)
         .with_deadline(
             state

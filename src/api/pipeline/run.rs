@@ -78,6 +78,11 @@ pub struct ToolPolicy {
     /// given as `tool_calls`, so an SDK client that landed on the XML mode
     /// still sees its calls (the XML stays in the content for Obsidian).
     pub client_tools: bool,
+    /// The tool the request's `tool_choice` names: a call to it is the
+    /// answer by construction (LangChain's and pydantic-ai's structured
+    /// output through a tool), and such clients never send its result, so
+    /// its turn is released at once instead of parked until it expires.
+    pub final_tool: Option<String>,
 }
 
 impl ToolPolicy {
@@ -99,6 +104,7 @@ impl ToolPolicy {
             block_max: operator.block_max,
             client_tools: !schemas.is_empty(),
             schemas,
+            final_tool: None,
         }
     }
 }
@@ -333,6 +339,7 @@ impl<T: TurnSource> Run<T> {
 
     /// A call the worker waits on (codex dynamic tool).
     fn on_structured_call(&mut self, i: usize, call: ToolCall) {
+        let call_name = call.name.clone();
         let text_before = self.flush(i);
         if text_before.is_some() || self.choices[i].finished {
             return;
@@ -357,6 +364,7 @@ impl<T: TurnSource> Run<T> {
                 }
             }
         }
+        let is_final = self.policy.final_tool.as_deref() == Some(call_name.as_str());
         let choice = &mut self.choices[i];
         choice.calls += 1;
         // The worker now waits for the client's result, which comes in the
@@ -364,7 +372,7 @@ impl<T: TurnSource> Run<T> {
         // by tool_call_id; XML clients answer in text, so nothing to keep;
         // an SDK client answering the `tool_calls` of XML mode by id is
         // rebuilt from its history, like any follow-up without a parked turn).
-        choice.parked = self.policy.mode == OutputMode::OpenaiJson;
+        choice.parked = self.policy.mode == OutputMode::OpenaiJson && !is_final;
         if self.policy.parallel {
             choice
                 .stop_at
@@ -612,6 +620,7 @@ mod tests {
             block_max: 0,
             schemas: HashMap::new(),
             client_tools: false,
+            final_tool: None,
         }
     }
 
@@ -691,6 +700,22 @@ mod tests {
         assert_eq!(calls(&events), ["c1"]);
         assert_eq!(finish(&events, 0), Some((10, Finish::ToolCalls)));
         assert_eq!(r.take_parked()[0].1, ["c1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_to_the_tool_that_tool_choice_names_is_final_and_not_parked() {
+        let mut p = policy(OutputMode::OpenaiJson);
+        p.final_tool = Some("lookup".into());
+        let mut r = run(vec![turn(vec![(10, call("c1"))])], p.clone());
+        let events = drain(&mut r).await;
+        assert_eq!(calls(&events), ["c1"]);
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
+        assert!(r.take_parked().is_empty(), "released, not parked");
+        // Another tool named: the call waits for its result as usual.
+        p.final_tool = Some("other".into());
+        let mut r = run(vec![turn(vec![(10, call("c1"))])], p);
+        drain(&mut r).await;
+        assert_eq!(r.take_parked().len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
