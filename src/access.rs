@@ -15,6 +15,7 @@
 //! rate_limit_max = 120        # optional per-key quota ...
 //! rate_limit_window_ms = 60000
 //! output_mode = "openai-json" # optional: this client's tool-call rendering
+//! reasoning_format = "think-tags" # optional: field | think-tags | off
 //! ```
 //! Route file:
 //! ```toml
@@ -37,6 +38,7 @@ use codex_output_mode::OutputMode;
 use codex_rate_limit::Quota;
 use serde::Deserialize;
 
+use crate::api::reasoning::ReasoningFormat;
 use crate::route::Route;
 
 /// A string that never prints: API keys, the metrics token.
@@ -87,6 +89,8 @@ pub struct KeyEntry {
     pub quota: Option<Quota>,
     /// How this client wants tool calls rendered when it sends no header.
     pub output_mode: Option<OutputMode>,
+    /// How this client wants reasoning shown when it sends no header.
+    pub reasoning_format: Option<ReasoningFormat>,
 }
 
 /// A route's overrides.
@@ -97,6 +101,8 @@ pub struct RouteRule {
     pub rate_limit: Option<Option<Quota>>,
     /// The route's default output mode (below a key's own).
     pub output_mode: Option<OutputMode>,
+    /// The route's default reasoning format (below a key's own).
+    pub reasoning_format: Option<ReasoningFormat>,
 }
 
 /// Everything the edge of the stack needs to decide who may call what,
@@ -139,6 +145,7 @@ struct KeyFileEntry {
     rate_limit_max: Option<u32>,
     rate_limit_window_ms: Option<u64>,
     output_mode: Option<String>,
+    reasoning_format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +163,7 @@ struct RouteFileEntry {
     rate_limit_max: Option<u32>,
     rate_limit_window_ms: Option<u64>,
     output_mode: Option<String>,
+    reasoning_format: Option<String>,
 }
 
 impl AccessPolicy {
@@ -178,6 +186,7 @@ impl AccessPolicy {
                 admin: true,
                 quota: None,
                 output_mode: None,
+                reasoning_format: None,
             })
             .collect();
         if let Some(path) = &config.keys_file {
@@ -280,6 +289,24 @@ impl AccessPolicy {
         of_key.or_else(|| self.routes.get(route.label()).and_then(|r| r.output_mode))
     }
 
+    /// The reasoning format of a chat request without
+    /// `x-proxy-reasoning-format`: the key's, else the route's, else `None`
+    /// (`PROXY_REASONING_FORMAT`).
+    pub fn reasoning_format(
+        &self,
+        route: Route,
+        key_name: Option<&str>,
+    ) -> Option<ReasoningFormat> {
+        let of_key = key_name
+            .and_then(|n| self.keys.iter().find(|k| k.name == n))
+            .and_then(|k| k.reasoning_format);
+        of_key.or_else(|| {
+            self.routes
+                .get(route.label())
+                .and_then(|r| r.reasoning_format)
+        })
+    }
+
     pub fn is_admin(&self, key_name: &str) -> bool {
         self.keys.iter().any(|k| k.admin && k.name == key_name)
     }
@@ -307,6 +334,13 @@ fn output_mode(value: Option<String>, what: &str) -> Result<Option<OutputMode>, 
         .transpose()
 }
 
+/// A `reasoning_format` of a file entry; `what` names the entry in the error.
+fn reasoning_format(value: Option<String>, what: &str) -> Result<Option<ReasoningFormat>, String> {
+    value
+        .map(|v| v.parse().map_err(|e| format!("{what}: {e}")))
+        .transpose()
+}
+
 fn parse_keys_file(text: &str, default_window: Duration) -> Result<Vec<KeyEntry>, String> {
     let file: KeysFile = toml::from_str(text).map_err(|e| e.to_string())?;
     file.keys
@@ -320,6 +354,10 @@ fn parse_keys_file(text: &str, default_window: Duration) -> Result<Vec<KeyEntry>
             }
             Ok(KeyEntry {
                 output_mode: output_mode(k.output_mode, &format!("key `{}`", k.name))?,
+                reasoning_format: reasoning_format(
+                    k.reasoning_format,
+                    &format!("key `{}`", k.name),
+                )?,
                 quota: quota(k.rate_limit_max, k.rate_limit_window_ms, default_window),
                 name: k.name,
                 secret: Secret(k.key),
@@ -357,6 +395,7 @@ fn parse_routes_file(
                 auth: r.auth,
                 rate_limit,
                 output_mode: output_mode(r.output_mode, &format!("route `{path}`"))?,
+                reasoning_format: reasoning_format(r.reasoning_format, &format!("route `{path}`"))?,
             },
         );
     }

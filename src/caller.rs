@@ -125,6 +125,7 @@ mod tests {
                 admin: *admin,
                 quota: None,
                 output_mode: None,
+                reasoning_format: None,
             }));
         access
     }

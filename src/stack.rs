@@ -10,6 +10,7 @@
 //! | `RequestId` | request-id layer | tracing, echoed as `x-request-id` |
 //! | `AuthenticatedKey` | auth | the `Caller` map |
 //! | `Caller` | the `map_request` under auth | rate limit (bucket, quota), `/admin/*`, `/metrics`, the API handlers (stream limit) |
+//! | `ReasoningFormat` | the `map_request` under auth (the caller's key, else route, else `PROXY_REASONING_FORMAT`) | `api::Client`, which lets `x-proxy-reasoning-format` override it |
 //! | `OutputMode` | output mode (header, else the caller's key or route in `AccessPolicy`, else `PROXY_OUTPUT_MODE`) | the chat handler, for the pipeline's tool-call rendering |
 //!
 //! Rejections are responses (hyper drops the connection on `Err`), each
@@ -41,6 +42,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::access::AccessPolicy;
 use crate::api::error::Rejection;
+use crate::api::reasoning::ReasoningFormat;
 use crate::api::Api;
 use crate::caller::Caller;
 use crate::route::Route;
@@ -59,6 +61,8 @@ pub struct StackConfig {
     pub http_metrics: HttpMetrics,
     /// The default output mode (`PROXY_OUTPUT_MODE`).
     pub output_mode: OutputMode,
+    /// The default reasoning format (`PROXY_REASONING_FORMAT`).
+    pub reasoning_format: ReasoningFormat,
     pub sse_keepalive: Duration,
 }
 
@@ -89,8 +93,14 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
     };
     let identify = {
         let access = config.access.clone();
+        let reasoning_default = config.reasoning_format;
         move |mut req: Request<Incoming>| {
             let caller = Caller::of(&req, &access);
+            // The request's header, if any, is applied by the API (`Client`).
+            let reasoning = access
+                .reasoning_format(caller.route, caller.key.as_deref())
+                .unwrap_or(reasoning_default);
+            req.extensions_mut().insert(reasoning);
             req.extensions_mut().insert(caller);
             req
         }

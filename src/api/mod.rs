@@ -15,6 +15,7 @@ mod metrics_endpoint;
 pub mod models;
 mod params;
 pub mod pipeline;
+pub mod reasoning;
 pub mod responses;
 pub mod tools;
 pub mod upload;
@@ -203,12 +204,12 @@ where
             ))
         }
         Route::Responses => {
-            let client = Client::of(&req);
+            let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             responses::handle(state, &client, body).await
         }
         Route::ChatCompletions => {
-            let client = Client::of(&req);
+            let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             chat::handle(state, &client, body).await
         }
@@ -242,12 +243,33 @@ pub struct Client {
     /// `key:<name>` with a key, else `ip:<address>`; `None` when unknown.
     pub id: Option<String>,
     pub output_mode: codex_output_mode::OutputMode,
+    /// How chat shows reasoning: the `x-proxy-reasoning-format` header,
+    /// else the default the stack decided (key, route, environment).
+    pub reasoning_format: reasoning::ReasoningFormat,
     pub started: std::time::Instant,
 }
 
 impl Client {
-    fn of<B>(req: &Request<B>) -> Client {
-        Client {
+    /// A header naming no reasoning format is a 400, like a bad output mode.
+    fn of<B>(req: &Request<B>) -> Result<Client, ApiError> {
+        let reasoning_format = match req
+            .headers()
+            .get(reasoning::ReasoningFormat::HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .filter(|v| !v.trim().is_empty())
+        {
+            Some(v) => v.parse().map_err(|e: String| {
+                ApiError::invalid(reasoning::ReasoningFormat::HEADER.as_str(), e)
+                    .code("invalid_reasoning_format")
+            })?,
+            None => req
+                .extensions()
+                .get::<reasoning::ReasoningFormat>()
+                .copied()
+                .unwrap_or_default(),
+        };
+        Ok(Client {
+            reasoning_format,
             id: req
                 .extensions()
                 .get::<Caller>()
@@ -258,7 +280,7 @@ impl Client {
                 .copied()
                 .unwrap_or_default(),
             started: std::time::Instant::now(),
-        }
+        })
     }
 }
 

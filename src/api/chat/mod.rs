@@ -27,6 +27,7 @@ pub async fn handle(
         system_fingerprint: ids::system_fingerprint(),
         include_usage: req.include_usage,
         legacy_functions: req.legacy_functions,
+        reasoning: client.reasoning_format,
     };
     let renderer = ChatRenderer::new(meta, conversation.n as usize, conversation.stream);
     pipeline::respond(state, client, conversation, client.output_mode, renderer).await

@@ -84,7 +84,7 @@ pub fn results_of(req: &Conversation) -> Option<Results> {
 /// message made tool calls, but the request does not end with their results
 /// (the client wrote something else, or treated a call as its final answer).
 /// Nobody will continue that turn, so it is released now, not at expiry.
-pub fn abandoned_key(req: &Conversation) -> Option<u64> {
+pub(super) fn abandoned_key(req: &Conversation) -> Option<u64> {
     if results_of(req).is_some() {
         return None;
     }

@@ -46,6 +46,8 @@ impl Finish {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
     Text(usize, String),
+    /// A piece of the choice's reasoning summary.
+    Reasoning(usize, String),
     ToolCall(usize, ToolCall),
     Finish(usize, Finish),
     /// Summed over all choices; once, after every choice finished.
@@ -300,6 +302,11 @@ impl<T: TurnSource> Run<T> {
                 self.on_segments(i, segments);
             }
             Some(TurnEvent::ToolCall(call)) => self.on_structured_call(i, call),
+            Some(TurnEvent::ReasoningDelta(t)) => {
+                if !self.choices[i].finished {
+                    self.queue.push_back(RunEvent::Reasoning(i, t));
+                }
+            }
             Some(TurnEvent::Usage(u)) => {
                 let acc = self.usage.get_or_insert_with(Usage::default);
                 acc.input_tokens += u.input_tokens;

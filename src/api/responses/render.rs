@@ -24,6 +24,10 @@ pub(super) struct ResponsesRenderer {
     output: Vec<Value>,
     /// Index in `output` of the message being streamed, if one is open.
     open_message: Option<usize>,
+    /// Index in `output` of the reasoning item being streamed, if one is open.
+    open_reasoning: Option<usize>,
+    /// The request asked for reasoning summaries.
+    summaries: bool,
     finish: Option<Finish>,
     usage: Usage,
     error: Option<ApiError>,
@@ -50,7 +54,8 @@ impl Renderer for ResponsesRenderer {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        // Closes the open message item; the events are for streams only.
+        // Closes the open items; the events are for streams only.
+        let _ = self.close_reasoning();
         let _ = self.close_message();
         Ok(self.response())
     }
@@ -73,6 +78,8 @@ impl ResponsesRenderer {
             parallel_tool_calls: req.conversation.parallel_tool_calls.unwrap_or(true),
             output: Vec::new(),
             open_message: None,
+            open_reasoning: None,
+            summaries: req.reasoning_summary,
             finish: None,
             usage: Usage::default(),
             error: None,
@@ -137,7 +144,8 @@ impl ResponsesRenderer {
 
     /// The terminal event: `response.completed`, `.incomplete` or `.failed`.
     fn closing(&mut self) -> Vec<SseEvent> {
-        let mut out = self.close_message();
+        let mut out = self.close_reasoning();
+        out.extend(self.close_message());
         let name = match self.status() {
             "failed" => "response.failed",
             "incomplete" => "response.incomplete",
@@ -148,9 +156,21 @@ impl ResponsesRenderer {
         out
     }
 
-    /// Takes one run event; returns the stream events it produces.
+    /// Takes one run event; returns the stream events it produces. A
+    /// reasoning item still open ends before the next item starts.
     fn ingest(&mut self, event: &RunEvent) -> Vec<SseEvent> {
+        let mut out = match event {
+            RunEvent::Text(..) | RunEvent::ToolCall(..) => self.close_reasoning(),
+            _ => Vec::new(),
+        };
+        out.extend(self.ingest_event(event));
+        out
+    }
+
+    fn ingest_event(&mut self, event: &RunEvent) -> Vec<SseEvent> {
         match event {
+            RunEvent::Reasoning(_, text) if self.summaries => self.reasoning(text),
+            RunEvent::Reasoning(..) => Vec::new(),
             RunEvent::Text(_, text) => {
                 let mut out = Vec::new();
                 let index = match self.open_message {
@@ -247,6 +267,72 @@ impl ResponsesRenderer {
                 )]
             }
         }
+    }
+
+    /// A piece of the reasoning summary: opens a `reasoning` item with one
+    /// `summary_text` part if none is open, then a summary delta.
+    fn reasoning(&mut self, text: &str) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        let index = match self.open_reasoning {
+            Some(i) => i,
+            None => {
+                out.extend(self.close_message());
+                let item = json!({
+                    "type": "reasoning", "id": format!("rs_{}", ids::short_id()), "summary": []
+                });
+                self.output.push(item.clone());
+                let i = self.output.len() - 1;
+                self.open_reasoning = Some(i);
+                out.push(self.event(
+                    "response.output_item.added",
+                    json!({"output_index": i, "item": item}),
+                ));
+                let part = json!({"type": "summary_text", "text": ""});
+                out.push(self.event(
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": self.output[i]["id"], "output_index": i,
+                           "summary_index": 0, "part": part}),
+                ));
+                self.output[i]["summary"] = json!([part]);
+                i
+            }
+        };
+        let joined = format!(
+            "{}{text}",
+            self.output[index]["summary"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+        );
+        self.output[index]["summary"][0]["text"] = json!(joined);
+        let item_id = self.output[index]["id"].clone();
+        out.push(self.event(
+            "response.reasoning_summary_text.delta",
+            json!({"item_id": item_id, "output_index": index, "summary_index": 0, "delta": text}),
+        ));
+        out
+    }
+
+    /// Closes the open reasoning item, if any.
+    fn close_reasoning(&mut self) -> Vec<SseEvent> {
+        let Some(i) = self.open_reasoning.take() else {
+            return Vec::new();
+        };
+        let item = self.output[i].clone();
+        let part = item["summary"][0].clone();
+        vec![
+            self.event(
+                "response.reasoning_summary_text.done",
+                json!({"item_id": item["id"], "output_index": i, "summary_index": 0, "text": part["text"]}),
+            ),
+            self.event(
+                "response.reasoning_summary_part.done",
+                json!({"item_id": item["id"], "output_index": i, "summary_index": 0, "part": part}),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({"output_index": i, "item": item}),
+            ),
+        ]
     }
 
     /// Closes the open message item, if any.
