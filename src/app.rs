@@ -69,6 +69,13 @@ pub async fn run(
     let core = CodexCore::new(worker.clone(), core_config);
     let (maintenance_layer, maintenance) = MaintenanceLayer::pair(maintenance_config);
     let mut state = ApiState::new(core, &api_config)?;
+    crate::telemetry::register_thread_metrics(&mut registry, state.threads.metrics());
+    state.threads.spawn_sweeper(
+        (api_config.conversations.thread_idle_ttl / 4).max(Duration::from_millis(100)),
+    );
+    if let Some(store) = &state.responses {
+        store.spawn_sweeper(Duration::from_secs(60));
+    }
     state.maintenance = Some(maintenance.clone());
     state.metrics = Some(gateway_metrics);
     state.registry = api_config.serve_metrics.then(|| Arc::new(registry));

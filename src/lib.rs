@@ -16,5 +16,6 @@ pub mod route;
 pub mod rpc;
 pub mod server;
 pub mod stack;
+pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -29,6 +29,8 @@ pub enum Route {
     ChatCompletions,
     /// `/v1/responses`.
     Responses,
+    /// `/v1/responses/{id}` and `/v1/responses/{id}/input_items`.
+    StoredResponse,
     /// `/admin/maintenance`.
     AdminMaintenance,
     /// Any other `/admin/...` path: no handler, but admin all the same.
@@ -49,6 +51,7 @@ pub enum MethodMatch {
 }
 
 const MODELS_PREFIX: &str = "/v1/models/";
+const RESPONSES_PREFIX: &str = "/v1/responses/";
 
 impl Route {
     /// The route of a request path (the query is not part of it).
@@ -62,6 +65,7 @@ impl Route {
             "/v1/responses" => Route::Responses,
             "/admin/maintenance" => Route::AdminMaintenance,
             p if p.starts_with(MODELS_PREFIX) => Route::GetModel,
+            p if p.starts_with(RESPONSES_PREFIX) => Route::StoredResponse,
             p if p.starts_with("/admin/") => Route::Admin,
             _ => Route::Unknown,
         }
@@ -79,6 +83,7 @@ impl Route {
             Route::GetModel => "/v1/models/{id}",
             Route::ChatCompletions => "/v1/chat/completions",
             Route::Responses => "/v1/responses",
+            Route::StoredResponse => "/v1/responses/{id}",
             Route::AdminMaintenance | Route::Admin => "/admin",
             Route::Unknown => "other",
         }
@@ -126,6 +131,9 @@ impl Route {
             Route::ChatCompletions | Route::Responses if post => MethodMatch::Served,
             Route::ChatCompletions | Route::Responses => MethodMatch::NotAllowed("POST"),
             Route::Metrics | Route::GetModel if get => MethodMatch::Served,
+            // Which of the two a path serves, the handler says (input_items: GET only).
+            Route::StoredResponse if get || *method == Method::DELETE => MethodMatch::Served,
+            Route::StoredResponse => MethodMatch::NotAllowed("GET, DELETE"),
             Route::AdminMaintenance if get || post => MethodMatch::Served,
             Route::Metrics | Route::GetModel | Route::AdminMaintenance => MethodMatch::NotFound,
             Route::Admin | Route::Unknown => MethodMatch::NotFound,
@@ -199,6 +207,20 @@ mod tests {
             "/v1/responses",
             &["POST"],
             Some("POST"),
+        ),
+        (
+            "/v1/responses/resp_1",
+            Route::StoredResponse,
+            "/v1/responses/{id}",
+            &["GET", "DELETE"],
+            Some("GET, DELETE"),
+        ),
+        (
+            "/v1/responses/resp_1/input_items",
+            Route::StoredResponse,
+            "/v1/responses/{id}",
+            &["GET", "DELETE"],
+            Some("GET, DELETE"),
         ),
         (
             "/admin/maintenance",

@@ -9,6 +9,9 @@
 //! | `tokens_total` | counter | kind (prompt, completion, cached_prompt, reasoning) |
 //! | `time_to_first_token_seconds` | histogram | stream |
 //! | `turns_in_flight` | gauge | – |
+//! | `live_threads` | gauge | – |
+//! | `thread_evictions_total` | counter | reason (capacity, idle, worker_gone, deleted) |
+//! | `conversation_continuations_total` | counter | outcome (reused, forked, rebuilt) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,4 +207,23 @@ fn phase_name(p: WorkerPhase) -> &'static str {
         WorkerPhase::BackingOff => "backing_off",
         WorkerPhase::Stopped => "stopped",
     }
+}
+
+/// Registers the live-thread cache's metrics (`core::LiveThreads`).
+pub fn register_thread_metrics(registry: &mut Registry, m: &crate::core::ThreadMetrics) {
+    registry.register(
+        "live_threads",
+        "Codex threads kept loaded between a conversation's requests",
+        m.live.clone(),
+    );
+    registry.register(
+        "thread_evictions",
+        "Kept threads unloaded without being continued, by reason",
+        m.evictions.clone(),
+    );
+    registry.register(
+        "conversation_continuations",
+        "Requests continuing a conversation, by how: a turn on its live thread, or a fresh thread (fork, rebuild)",
+        m.continuations.clone(),
+    );
 }

@@ -160,6 +160,18 @@ async fn responses_give_a_reasoning_item_when_summaries_are_asked_for() {
     assert_eq!(v["output"][0]["summary"][0]["text"], "Weigh it.");
     assert_eq!(v["output"][1]["content"][0]["text"], ECHO);
     assert!(v["usage"]["output_tokens_details"]["reasoning_tokens"].as_u64() > Some(0));
+    // A client that replays the output, reasoning item included, as input.
+    let mut input = vec![json!({"role": "user", "content": PROMPT})];
+    input.extend(v["output"].as_array().unwrap().iter().cloned());
+    input.push(json!({"role": "user", "content": "and then?"}));
+    let r = h
+        .post(
+            "/v1/responses",
+            &json!({"model": "codex-offline", "input": input, "store": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["output"][0]["content"][0]["text"], "ECHO: and then?");
 
     let r = ask(Some("detailed"), true).await;
     let mut names = Vec::new();

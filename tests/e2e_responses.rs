@@ -71,10 +71,11 @@ async fn text_responses_streamed_and_not() {
     let r = h
         .post(
             "/v1/responses",
-            &json!({"model": "codex-offline", "input": "x", "previous_response_id": "resp_1"}),
+            &json!({"model": "codex-offline", "input": "x", "previous_response_id": "resp_unknown"}),
         )
         .await;
-    assert_eq!(r.status, 400);
+    // An id this gateway never stored: OpenAI's 404, naming the parameter.
+    assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["param"], "previous_response_id");
     h.stop().await;
 }

@@ -37,6 +37,8 @@ pub(crate) struct Meta {
     pub(crate) created_at: u64,
     /// `ceil(input chars / 4)`.
     pub(crate) input_tokens: u64,
+    /// Input tokens a prompt cache would have held: see `server::PromptCache`.
+    pub(crate) cached_tokens: u64,
 }
 
 /// Splits `text` into deltas at word boundaries: each delta is a word with the whitespace
@@ -68,7 +70,7 @@ fn usage(meta: &Meta, output_tokens: u64) -> Value {
 fn usage_with_reasoning(meta: &Meta, output_tokens: u64, reasoning_tokens: u64) -> Value {
     json!({
         "input_tokens": meta.input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": meta.cached_tokens},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
         "total_tokens": meta.input_tokens + output_tokens,
@@ -350,6 +352,7 @@ mod tests {
             model: "codex-offline".into(),
             created_at: 0,
             input_tokens: 3,
+            cached_tokens: 0,
         }
     }
 

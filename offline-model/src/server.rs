@@ -50,6 +50,8 @@ struct Shared {
     dropped_streams: AtomicUsize,
     /// The most SSE bodies open at once since the start.
     peak_open_streams: AtomicUsize,
+    /// Input tokens of the last request under each `prompt_cache_key`.
+    prompt_cache: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Shared {
@@ -213,6 +215,24 @@ fn stats(shared: &Shared) -> Value {
     })
 }
 
+/// A prompt cache the way providers keep one: per `prompt_cache_key` (codex
+/// sends its thread id), the input of the previous request under the same
+/// key is cached, so a conversation that keeps its key reports the earlier
+/// turns' tokens as `cached_tokens`, and one rebuilt under a new key reports
+/// none. Deterministic: `min(previous input, this input)`.
+fn cached_tokens(shared: &Shared, body: &Value, input_tokens: u64) -> u64 {
+    let Some(key) = body.get("prompt_cache_key").and_then(Value::as_str) else {
+        return 0;
+    };
+    let mut cache = shared
+        .prompt_cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    cache
+        .insert(key.to_owned(), input_tokens)
+        .map_or(0, |previous| previous.min(input_tokens))
+}
+
 async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -240,6 +260,8 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
         .push(body.clone());
 
     let reply = reply::decide(&body);
+    let input_tokens = request::input_chars(&body).div_ceil(4) as u64;
+    let cached_tokens = cached_tokens(&shared, &body, input_tokens);
     let meta = Meta {
         response_id: format!("resp_{}", shared.reserve(1)),
         model: body
@@ -250,7 +272,8 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        input_tokens: request::input_chars(&body).div_ceil(4) as u64,
+        input_tokens,
+        cached_tokens,
     };
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     match reply {

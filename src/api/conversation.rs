@@ -32,6 +32,27 @@ pub struct Conversation {
     pub calls_have_ids: bool,
 }
 
+impl Conversation {
+    /// Everything but the messages: the settings of a request, for a
+    /// conversation built from part of its messages.
+    pub fn clone_without_messages(&self) -> Conversation {
+        Conversation {
+            model: self.model.clone(),
+            messages: Vec::new(),
+            stream: self.stream,
+            n: self.n,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            reasoning_effort: self.reasoning_effort.clone(),
+            response_format: self.response_format.clone(),
+            tools: self.tools.clone(),
+            tool_choice: self.tool_choice.clone(),
+            parallel_tool_calls: self.parallel_tool_calls,
+            calls_have_ids: self.calls_have_ids,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Hash)]
 pub enum Role {
     System,

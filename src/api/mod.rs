@@ -69,14 +69,34 @@ pub struct ApiState {
     pub images: Option<images::ImageFetcher>,
     /// Turns paused on tool calls, for the client's next request.
     pub continuations: Arc<crate::core::ParkedTurns>,
+    /// Threads kept loaded between a conversation's requests.
+    pub threads: Arc<crate::core::LiveThreads>,
+    /// Stored Responses API responses; `None` with `PROXY_RESPONSE_STORE=false`.
+    pub responses: Option<crate::store::ResponseStore>,
     draining: Arc<AtomicBool>,
 }
 
 impl ApiState {
     /// The state for `config`; what is attached at run time (maintenance
     /// handle, metrics, the `/metrics` registry and token) starts empty.
-    /// Fails only if the image fetcher cannot load the system's CA roots.
+    /// Fails if the image fetcher cannot load the system's CA roots or the
+    /// response store cannot be opened.
     pub fn new(core: CodexCore, config: &ApiConfig) -> Result<ApiState, String> {
+        let c = &config.conversations;
+        let responses = match (c.store, &c.state_dir) {
+            (false, _) => None,
+            (true, Some(dir)) => Some(crate::store::ResponseStore::open(
+                &dir.join("responses.sqlite3"),
+                c.store_ttl,
+                c.store_max_bytes,
+            )),
+            (true, None) => Some(crate::store::ResponseStore::in_memory(
+                c.store_ttl,
+                c.store_max_bytes,
+            )),
+        }
+        .transpose()
+        .map_err(|e| e.to_string())?;
         Ok(ApiState {
             core,
             aliases: config.aliases.clone(),
@@ -100,6 +120,12 @@ impl ApiState {
                 config.tools.continuation_ttl,
                 config.tools.continuation_max,
             )),
+            threads: Arc::new(crate::core::LiveThreads::new(
+                c.thread_cache_max,
+                c.thread_idle_ttl,
+                crate::core::ThreadMetrics::default(),
+            )),
+            responses,
             draining: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -208,6 +234,17 @@ where
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             responses::handle(state, &client, body).await
         }
+        Route::StoredResponse => {
+            let client = Client::of(&req)?;
+            responses::handle_stored(
+                state,
+                &client,
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+            )
+            .await
+        }
         Route::ChatCompletions => {
             let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
@@ -242,6 +279,9 @@ fn wants_websocket<B>(req: &Request<B>) -> bool {
 pub struct Client {
     /// `key:<name>` with a key, else `ip:<address>`; `None` when unknown.
     pub id: Option<String>,
+    /// Whose conversations and stored responses: the key's name, `""` on a
+    /// gateway without keys (where every caller shares them).
+    pub owner: String,
     pub output_mode: codex_output_mode::OutputMode,
     /// How chat shows reasoning: the `x-proxy-reasoning-format` header,
     /// else the default the stack decided (key, route, environment).
@@ -274,6 +314,11 @@ impl Client {
                 .extensions()
                 .get::<Caller>()
                 .and_then(|c| c.client.clone()),
+            owner: req
+                .extensions()
+                .get::<Caller>()
+                .and_then(|c| c.key.clone())
+                .unwrap_or_default(),
             output_mode: req
                 .extensions()
                 .get::<codex_output_mode::OutputMode>()

@@ -33,6 +33,7 @@ pub struct ApiConfig {
     /// Interrupt turns whose client went away.
     pub kill_on_disconnect: bool,
     pub tools: ToolsConfig,
+    pub conversations: ConversationConfig,
     /// `Some` when http(s) image URLs are fetched.
     pub image_fetch: Option<ImageFetchConfig>,
     /// Serve Prometheus metrics on `GET /metrics` (`PROXY_ENABLE_METRICS`).
@@ -52,6 +53,21 @@ pub struct ToolsConfig {
     pub block_max: usize,
     pub continuation_ttl: Duration,
     pub continuation_max: usize,
+}
+
+/// Stored responses and live threads (`PROXY_RESPONSE_STORE*`,
+/// `PROXY_THREAD_*`, `PROXY_STATE_DIR`).
+#[derive(Debug, Clone)]
+pub struct ConversationConfig {
+    /// Where the response store's file lives; `None`: in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Keep responses at all.
+    pub store: bool,
+    pub store_ttl: Duration,
+    pub store_max_bytes: u64,
+    /// Threads kept loaded between requests; 0 = none.
+    pub thread_cache_max: usize,
+    pub thread_idle_ttl: Duration,
 }
 
 /// Settings for fetching remote images (`PROXY_FETCH_IMAGE_*`).

@@ -25,7 +25,7 @@ use crate::core::CoreConfig;
 use crate::server::ServeConfig;
 use crate::worker::{SandboxMode, WorkerConfig};
 
-pub use api::{Aliases, ApiConfig, ImageFetchConfig, ToolsConfig};
+pub use api::{Aliases, ApiConfig, ConversationConfig, ImageFetchConfig, ToolsConfig};
 pub use env::{ConfigError, Env, Variable};
 
 /// Every variable, in the order `--help` prints them.
@@ -78,6 +78,12 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_TOOL_BLOCK_MAX", default: "0", help: "most tool calls per response (0 = unlimited)" },
     Variable { name: "PROXY_TOOL_CONTINUATION_TTL_MS", default: "300000", help: "how long a turn waiting for tool results is kept for the client's next request" },
     Variable { name: "PROXY_TOOL_CONTINUATION_MAX", default: "256", help: "most turns kept waiting for tool results" },
+    Variable { name: "PROXY_STATE_DIR", default: ".codex-api", help: "directory of the gateway's own state (the response store); empty keeps it in memory only" },
+    Variable { name: "PROXY_RESPONSE_STORE", default: "true", help: "keep Responses API responses (`store`, default true) for GET /v1/responses/{id} and previous_response_id; false: nothing is kept and previous_response_id is refused" },
+    Variable { name: "PROXY_RESPONSE_STORE_TTL", default: "2592000", help: "seconds a stored response stays retrievable and continuable" },
+    Variable { name: "PROXY_RESPONSE_STORE_MAX_MB", default: "1024", help: "size cap of the response store; over it the oldest responses go" },
+    Variable { name: "PROXY_THREAD_CACHE_MAX", default: "128", help: "codex threads kept loaded between a conversation's requests (0: every request starts a fresh thread)" },
+    Variable { name: "PROXY_THREAD_IDLE_TTL_MS", default: "600000", help: "a kept thread unused this long is unloaded" },
     Variable { name: "PROXY_FETCH_IMAGE_URLS", default: "false", help: "download http(s) image URLs and inline them (the CLI takes only data: URLs); off: 400" },
     Variable { name: "PROXY_FETCH_IMAGE_ALLOW_PRIVATE", default: "false", help: "let image fetches reach loopback/private addresses (server-side request forgery risk)" },
     Variable { name: "PROXY_FETCH_IMAGE_MAX_BYTES", default: "10485760", help: "largest image fetched" },
@@ -235,6 +241,20 @@ fn api<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ApiConfig, ConfigE
             block_max: env.parse("PROXY_TOOL_BLOCK_MAX", "a whole number")?,
             continuation_ttl: env.nonzero_millis("PROXY_TOOL_CONTINUATION_TTL_MS")?,
             continuation_max: env.parse("PROXY_TOOL_CONTINUATION_MAX", "a whole number")?,
+        },
+        conversations: ConversationConfig {
+            state_dir: Some(env.raw("PROXY_STATE_DIR"))
+                .filter(|d| !d.trim().is_empty())
+                .map(std::path::PathBuf::from),
+            store: env.flag("PROXY_RESPONSE_STORE")?,
+            store_ttl: std::time::Duration::from_secs(
+                env.parse::<u64>("PROXY_RESPONSE_STORE_TTL", "a whole number of seconds")?,
+            ),
+            store_max_bytes: env
+                .parse::<u64>("PROXY_RESPONSE_STORE_MAX_MB", "a whole number of MiB")?
+                .saturating_mul(1024 * 1024),
+            thread_cache_max: env.parse("PROXY_THREAD_CACHE_MAX", "a whole number")?,
+            thread_idle_ttl: env.nonzero_millis("PROXY_THREAD_IDLE_TTL_MS")?,
         },
         // The fetch settings are read only when fetching is on.
         image_fetch: match env.flag("PROXY_FETCH_IMAGE_URLS")? {

@@ -10,7 +10,8 @@
 //!
 //! Files: `service.rs` starts and resumes turns; `stream.rs` maps a thread's
 //! notifications to events and owns the turn's state; `slot.rs` is the
-//! concurrency limit; `parked.rs` is the store of paused turns; `source.rs` is the
+//! concurrency limit; `parked.rs` is the store of paused turns; `threads.rs` keeps idle
+//! threads loaded between a conversation's requests; `source.rs` is the
 //! trait the API's run reads turns through; `turn.rs` the typed request and
 //! events; `failure.rs` classifies what went wrong; `host_items.rs` says
 //! which of codex's items act on the host (refused unless host tools are on).
@@ -22,6 +23,7 @@ mod service;
 mod slot;
 mod source;
 mod stream;
+mod threads;
 mod turn;
 
 pub use failure::{Failure, FailureKind};
@@ -29,6 +31,10 @@ pub use parked::ParkedTurns;
 pub use service::{CodexCore, CoreConfig};
 pub use source::TurnSource;
 pub use stream::{ParkedTurn, TurnStream};
+pub use threads::{
+    Continuation, ContinuationLabels, Eviction, EvictionLabels, IdleThread, LiveThreads, Taken,
+    ThreadMetrics,
+};
 pub use turn::{ToolCall, TurnEvent, TurnRequest, Usage};
 
 #[cfg(test)]

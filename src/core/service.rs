@@ -10,6 +10,7 @@ use super::failure::{Failure, FailureKind};
 use super::slot::{TurnSlot, TurnSlots};
 use super::stream::ParkedTurn;
 use super::stream::TurnStream;
+use super::threads::IdleThread;
 use super::turn::TurnRequest;
 use crate::protocol::{
     Model, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart,
@@ -137,6 +138,56 @@ impl CodexCore {
             .await
             .map_err(|e| Failure::from_rpc(&e))?;
         let thread_id = thread.thread.id;
+        self.turn_on(client, slot, thread_id, req, None).await
+    }
+
+    /// Starts the next turn of a conversation on the thread that holds it
+    /// (taken from `LiveThreads`): only the new messages go to codex. Runs
+    /// in a task of its own for the same reason as [`CodexCore::start_turn`].
+    /// The request's model, instructions and tools are the thread's already
+    /// (the caller matched them); its history and input are what is new.
+    pub async fn continue_thread(
+        &self,
+        thread: IdleThread,
+        req: TurnRequest,
+    ) -> Result<TurnStream, Failure> {
+        // Not ready (restarting): fail fast, like a fresh turn would.
+        self.inner.worker.ready().map_err(not_ready)?;
+        if thread.is_gone() {
+            return Err(Failure::new(
+                FailureKind::WorkerGone,
+                "The worker that held this conversation went away.",
+            ));
+        }
+        let slot = self.inner.slots.acquire().await?;
+        let (thread_client, thread_id, total, turns) = thread.into_parts();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let core = self.clone();
+        tokio::spawn(async move {
+            let started = core
+                .turn_on(thread_client, slot, thread_id, req, Some((total, turns)))
+                .await;
+            let _ = tx.send(started);
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(Failure::new(
+                FailureKind::Upstream,
+                "The turn could not be started.",
+            ))
+        })
+    }
+
+    /// Injects the request's history into `thread_id` and starts its turn.
+    /// `continuing`: the thread's earlier token total and turn count.
+    async fn turn_on(
+        &self,
+        client: RpcClient,
+        slot: TurnSlot,
+        thread_id: String,
+        req: TurnRequest,
+        continuing: Option<(crate::core::Usage, u32)>,
+    ) -> Result<TurnStream, Failure> {
+        let config = &self.inner.config;
         let subscription = client.subscribe(&thread_id);
         // Until the turn exists, a failure releases the thread here; after
         // it, the stream's drop does.
@@ -165,13 +216,19 @@ impl CodexCore {
             output_schema: req.output_schema,
         };
         match client.call::<TurnStart>(&params).await {
-            Ok(turn) => Ok(TurnStream::new(
-                subscription,
-                turn.turn.id,
-                config.idle_timeout,
-                slot,
-                !config.enable_codex_tools,
-            )),
+            Ok(turn) => {
+                let stream = TurnStream::new(
+                    subscription,
+                    turn.turn.id,
+                    config.idle_timeout,
+                    slot,
+                    !config.enable_codex_tools,
+                );
+                Ok(match continuing {
+                    Some((total, turns)) => stream.continuing(total, turns),
+                    None => stream,
+                })
+            }
             Err(e) => {
                 drop(subscription);
                 unsubscribe(client, thread_id);

@@ -20,6 +20,7 @@ use super::failure::{Failure, FailureKind};
 use super::host_items::acts_on_host;
 use super::slot::TurnSlot;
 use super::source::TurnSource;
+use super::threads::IdleThread;
 use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
     self, AgentMessageDeltaNotification, DynamicToolCallParams, ErrorNotification,
@@ -67,6 +68,15 @@ pub struct TurnStream {
     slot: Option<TurnSlot>,
     /// Fail the turn when codex starts an item that acts on the host.
     refuse_host_items: bool,
+    /// The thread's token total before this turn (a continued thread's
+    /// earlier turns): codex reports thread totals, a response its own.
+    usage_base: Usage,
+    /// The thread's total as last reported.
+    usage_total: Usage,
+    /// Turns the thread ran before this one.
+    earlier_turns: u32,
+    /// The turn ended with `turn/completed` status `completed`.
+    completed: bool,
 }
 
 impl TurnStream {
@@ -90,7 +100,43 @@ impl TurnStream {
             pending_calls: Vec::new(),
             slot: Some(slot),
             refuse_host_items,
+            usage_base: Usage::default(),
+            usage_total: Usage::default(),
+            earlier_turns: 0,
+            completed: false,
         }
+    }
+
+    /// A turn on a thread that already ran `turns` turns adding up to `total`.
+    pub(super) fn continuing(mut self, total: Usage, turns: u32) -> TurnStream {
+        self.usage_base = total;
+        self.usage_total = total;
+        self.earlier_turns = turns;
+        self
+    }
+
+    /// The thread of a turn that completed and was read to its end, for the
+    /// conversation's next turn ([`LiveThreads`]). Anything else (a failed,
+    /// interrupted or unfinished turn, whose history no longer matches what
+    /// the client saw) is released as if dropped: `None`.
+    ///
+    /// [`LiveThreads`]: super::LiveThreads
+    pub fn into_idle(mut self) -> Option<IdleThread> {
+        if !(self.completed && self.delivered_end && self.state == TurnState::Ended) {
+            return None;
+        }
+        let subscription = self.subscription.take()?;
+        // The slot and the subscription go now; codex keeps the thread.
+        self.slot = None;
+        let client = subscription.client().clone();
+        let thread_id = subscription.thread_id().to_owned();
+        drop(subscription);
+        Some(IdleThread {
+            client,
+            thread_id,
+            usage_total: self.usage_total,
+            turns: self.earlier_turns + 1,
+        })
     }
 
     pub fn thread_id(&self) -> &str {
@@ -283,16 +329,19 @@ impl TurnStream {
             }
             protocol::TOKEN_USAGE_UPDATED => {
                 if let Ok(n) = serde_json::from_value::<TokenUsageUpdatedNotification>(params) {
-                    // The thread is this request's own, so its total is the turn's usage.
+                    // Codex reports the thread's total; this turn's usage is
+                    // what it added to the total the thread came with.
                     let t = n.token_usage.total;
                     let clamp = |v: i64| u64::try_from(v).unwrap_or(0);
-                    self.usage = Some(Usage {
+                    let total = Usage {
                         input_tokens: clamp(t.input_tokens),
                         cached_input_tokens: clamp(t.cached_input_tokens),
                         output_tokens: clamp(t.output_tokens),
                         reasoning_output_tokens: clamp(t.reasoning_output_tokens),
                         total_tokens: clamp(t.total_tokens),
-                    });
+                    };
+                    self.usage_total = total;
+                    self.usage = Some(total.since(&self.usage_base));
                 }
             }
             protocol::ERROR => {
@@ -306,11 +355,16 @@ impl TurnStream {
                 let Ok(n) = serde_json::from_value::<TurnCompletedNotification>(params) else {
                     return;
                 };
+                if n.turn.id != self.turn_id {
+                    // An earlier turn of a continued thread: not ours.
+                    return;
+                }
                 self.state = TurnState::Ended;
                 // Codex answered or cancelled every call of an ended turn.
                 self.pending_calls.clear();
                 match n.turn.status.as_deref() {
                     Some("completed") => {
+                        self.completed = true;
                         if let Some(usage) = self.usage {
                             self.queue.push_back(TurnEvent::Usage(usage));
                         }

@@ -42,6 +42,23 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+impl Usage {
+    /// What this total added to an earlier total of the same thread.
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_sub(earlier.input_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_sub(earlier.cached_input_tokens),
+            output_tokens: self.output_tokens.saturating_sub(earlier.output_tokens),
+            reasoning_output_tokens: self
+                .reasoning_output_tokens
+                .saturating_sub(earlier.reasoning_output_tokens),
+            total_tokens: self.total_tokens.saturating_sub(earlier.total_tokens),
+        }
+    }
+}
+
 /// What a turn yields, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnEvent {

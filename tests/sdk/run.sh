@@ -105,6 +105,7 @@ env CODEX_HOME="$codex_home" \
   PROXY_HOST=127.0.0.1 \
   PORT="$port" \
   PROXY_SHUTDOWN_DRAIN_MS=2000 \
+  PROXY_STATE_DIR="$run_dir/state" \
   NO_COLOR=1 \
   "$bin_dir/codex-completions-api" >"$gateway_log" 2>&1 &
 pids+=($!)

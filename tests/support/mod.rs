@@ -116,6 +116,10 @@ impl Harness {
         vars.insert("CODEX_BIN".into(), codex_bin().display().to_string());
         vars.insert("PROXY_CODEX_WORKDIR".into(), workdir.display().to_string());
         vars.insert("WORKER_BACKOFF_INITIAL_MS".into(), "100".into());
+        vars.insert(
+            "PROXY_STATE_DIR".into(),
+            dir.join("state").display().to_string(),
+        );
         vars.insert("WORKER_BACKOFF_MAX_MS".into(), "500".into());
         for (k, v) in env {
             vars.insert(k.to_string(), v.to_string());

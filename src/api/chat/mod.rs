@@ -30,5 +30,17 @@ pub async fn handle(
         reasoning: client.reasoning_format,
     };
     let renderer = ChatRenderer::new(meta, conversation.n as usize, conversation.stream);
-    pipeline::respond(state, client, conversation, client.output_mode, renderer).await
+    // A chat request carries its whole history: it continues the thread
+    // that answered the history up to its last assistant message, if one
+    // still holds it.
+    let lineage = pipeline::of_history(&client.owner, &conversation.messages);
+    pipeline::respond(
+        state,
+        client,
+        conversation,
+        lineage,
+        client.output_mode,
+        renderer,
+    )
+    .await
 }

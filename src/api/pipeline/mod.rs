@@ -13,12 +13,14 @@
 //! request continues; `render.rs` is the renderer contract.
 
 mod continuation;
+mod lineage;
 mod render;
 mod run;
 mod shaper;
 mod translate;
 
 pub use continuation::{results_of, ConversationKey, Results};
+pub use lineage::{of_history, shape_of, Fingerprint, Lineage, NextHead, Parent};
 pub use render::Renderer;
 pub use run::{Finish, Run, RunEvent, ToolPolicy};
 pub use translate::to_turn_request;
@@ -36,7 +38,7 @@ use super::conversation::{Conversation, Part, ToolChoice};
 use super::error::ApiError;
 use super::models::resolve;
 use super::{json_response, ApiBody, ApiState, Client};
-use crate::core::{ParkedTurns, TurnStream};
+use crate::core::{Continuation, LiveThreads, ParkedTurns, Taken, TurnStream};
 
 /// How long a streamed request waits for its first event before the 200 and
 /// the SSE headers go out. A failure inside this window (a provider 429, a
@@ -44,11 +46,14 @@ use crate::core::{ParkedTurns, TurnStream};
 /// as an error frame.
 const STREAM_COMMIT_WINDOW: Duration = Duration::from_millis(1500);
 
-/// Answers one conversation request in the renderer's dialect.
+/// Answers one conversation request in the renderer's dialect. `lineage`
+/// says where the request sits in its conversation (`Lineage::default()`:
+/// nowhere, a fresh thread released after the response).
 pub async fn respond<R: Renderer>(
     state: &ApiState,
     client: &Client,
     mut conversation: Conversation,
+    lineage: Lineage,
     mode: OutputMode,
     mut renderer: R,
 ) -> Result<Response<ApiBody>, ApiError> {
@@ -56,9 +61,10 @@ pub async fn respond<R: Renderer>(
     let Prepared {
         mut run,
         parking,
+        keeping,
         permit,
         mut observer,
-    } = prepare(state, client, &conversation, mode).await?;
+    } = prepare(state, client, &conversation, lineage, mode).await?;
     if !conversation.stream {
         while let Some(event) = run.next().await {
             observer.see(&event);
@@ -66,6 +72,12 @@ pub async fn respond<R: Renderer>(
         }
         if let Some(p) = parking {
             p.park(&mut run);
+        }
+        if let Some(k) = keeping {
+            k.keep(&mut run);
+        }
+        if let Some(record) = renderer.finished() {
+            record.await;
         }
         return Ok(json_response(http::StatusCode::OK, &renderer.collected()?));
     }
@@ -79,6 +91,7 @@ pub async fn respond<R: Renderer>(
         renderer,
         observer,
         parking,
+        keeping,
         _permit: permit,
         closed: false,
     };
@@ -95,6 +108,7 @@ struct Streaming<R> {
     renderer: R,
     observer: Observer,
     parking: Option<Parking>,
+    keeping: Option<Keeping>,
     /// The client's stream slot: it lives in the stream's state, so the
     /// slot frees when the stream ends or the client goes away.
     _permit: Option<codex_rate_limit::ConcurrencyPermit>,
@@ -114,12 +128,22 @@ impl<R: Renderer> Streaming<R> {
                 }
                 None => {
                     // The response is complete: a turn waiting on its tool
-                    // calls stays for the client's next request.
+                    // calls stays for the client's next request, a completed
+                    // one's thread for the conversation's next turn.
                     if let Some(p) = s.parking.take() {
                         p.park(&mut s.run);
                     }
+                    if let Some(k) = s.keeping.take() {
+                        k.keep(&mut s.run);
+                    }
                     s.closed = true;
-                    s.renderer.closing()
+                    let frames = s.renderer.closing();
+                    // Recorded before the client sees the end, so a
+                    // follow-up sent at once finds it.
+                    if let Some(record) = s.renderer.finished() {
+                        record.await;
+                    }
+                    frames
                 }
             };
             Some((stream::iter(frames), s))
@@ -161,6 +185,8 @@ struct Prepared {
     run: Run,
     /// Where the run's paused turn goes when the response ends on tool calls.
     parking: Option<Parking>,
+    /// Where the run's thread goes when the response completes cleanly.
+    keeping: Option<Keeping>,
     /// The client's stream slot, held until the stream ends.
     permit: Option<codex_rate_limit::ConcurrencyPermit>,
     observer: Observer,
@@ -172,6 +198,7 @@ async fn prepare(
     state: &ApiState,
     client: &Client,
     req: &Conversation,
+    lineage: Lineage,
     mode: OutputMode,
 ) -> Result<Prepared, ApiError> {
     // Held for the whole stream: moved into the event stream by the caller.
@@ -193,6 +220,19 @@ async fn prepare(
     let models = state.core.models().map_err(ApiError::from)?;
     let resolved = resolve(&models, &state.aliases, &req.model)?;
     let effort = req.reasoning_effort.clone().or(resolved.effort);
+    let whole = to_turn_request(req, resolved.model, effort);
+    let shape = shape_of(&whole);
+    // One answer, a conversation to name and a cache to keep it in: the
+    // thread stays for the next turn.
+    let keeping = match (&lineage.next, req.n) {
+        (Some(next), 1) if state.threads.enabled() => Some(Keeping {
+            threads: state.threads.clone(),
+            owner: lineage.owner.clone(),
+            shape,
+            next: next.clone(),
+        }),
+        _ => None,
+    };
 
     // A turn parked on calls this request answers with something else is
     // released now rather than held until it expires.
@@ -200,18 +240,25 @@ async fn prepare(
         drop(state.continuations.take(key, std::iter::empty()));
     }
     // A request that brings the results of calls a parked turn waits on
-    // continues that turn; anything else starts fresh threads.
+    // continues that turn; one that continues a head a live thread holds
+    // gets a turn on that thread; anything else starts fresh threads.
     let continued = match (req.n, results_of(req)) {
         (1, Some(results)) => resume(state, &results).await?,
+        _ => None,
+    };
+    let continued = match (continued, &lineage.parent, &keeping) {
+        (Some(turn), _, _) => Some(turn),
+        (None, Some(parent), Some(_)) => {
+            continue_live(state, req, &lineage.owner, parent, shape, &whole).await?
+        }
         _ => None,
     };
     let turns = match continued {
         Some(turn) => vec![turn],
         None => {
-            let turn = to_turn_request(req, resolved.model, effort);
             // One thread per choice, in parallel. If one fails to start, the
             // others are dropped here, which releases their threads.
-            try_join_all((0..req.n).map(|_| state.core.start_turn(turn.clone())))
+            try_join_all((0..req.n).map(|_| state.core.start_turn(whole.clone())))
                 .await
                 .map_err(ApiError::from)?
         }
@@ -250,6 +297,7 @@ async fn prepare(
     Ok(Prepared {
         run,
         parking,
+        keeping,
         permit,
         observer,
     })
@@ -270,6 +318,51 @@ async fn first_event(
             Ok(Some(first))
         }
         Err(_) => Ok(None),
+    }
+}
+
+/// A new turn on the live thread that holds `parent`, carrying only the
+/// messages after it. `None` (counted as a fork or a rebuild) when no
+/// thread holds it for this owner and shape, or the worker that held it
+/// went away: the caller starts a fresh thread with the whole history.
+async fn continue_live(
+    state: &ApiState,
+    req: &Conversation,
+    owner: &str,
+    parent: &Parent,
+    shape: u64,
+    whole: &crate::core::TurnRequest,
+) -> Result<Option<TurnStream>, ApiError> {
+    let threads = &state.threads;
+    let thread = match threads.take(&parent.head, owner, shape) {
+        Taken::Thread(thread) => thread,
+        Taken::MovedOn => {
+            threads.count_continuation(Continuation::Forked);
+            return Ok(None);
+        }
+        Taken::None => {
+            threads.count_continuation(Continuation::Rebuilt);
+            return Ok(None);
+        }
+    };
+    let new = Conversation {
+        messages: req.messages[parent.new_from.min(req.messages.len())..].to_vec(),
+        ..req.clone_without_messages()
+    };
+    let mut turn = to_turn_request(&new, whole.model.clone(), whole.effort.clone());
+    turn.instructions = whole.instructions.clone();
+    let thread_id = thread.thread_id().to_owned();
+    match state.core.continue_thread(thread, turn).await {
+        Ok(stream) => {
+            threads.count_continuation(Continuation::Reused);
+            tracing::debug!(thread = %thread_id, head = %parent.head, "continuing a live thread");
+            Ok(Some(stream))
+        }
+        Err(f) if f.kind == crate::core::FailureKind::WorkerGone => {
+            threads.count_continuation(Continuation::Rebuilt);
+            Ok(None)
+        }
+        Err(f) => Err(ApiError::from(f)),
     }
 }
 
@@ -299,6 +392,27 @@ impl Parking {
             if let Some(parked) = turn.park(shown) {
                 self.store.park(key, parked);
             }
+        }
+    }
+}
+
+/// Where a response's thread goes when its turn completes cleanly: the
+/// live-thread cache, under the head the response makes.
+struct Keeping {
+    threads: Arc<LiveThreads>,
+    owner: String,
+    shape: u64,
+    next: NextHead,
+}
+
+impl Keeping {
+    fn keep(self, run: &mut Run) {
+        let Some((turn, said)) = run.take_reusable() else {
+            return;
+        };
+        if let Some(thread) = turn.into_idle() {
+            let head = self.next.name(&said);
+            self.threads.keep(head, self.owner, self.shape, thread);
         }
     }
 }

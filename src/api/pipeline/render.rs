@@ -2,7 +2,12 @@
 //!
 //! The pipeline calls `opening` once (streamed responses only), `event` for
 //! every [`RunEvent`], and then either `closing` (streamed) or `collected`
-//! (not streamed). A renderer never parses requests and never sees a turn.
+//! (not streamed). Between the last event and the end the client sees,
+//! `finished` lets a dialect that keeps its responses record this one. A
+//! renderer never parses requests and never sees a turn.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use codex_sse::SseEvent;
 use serde_json::Value;
@@ -27,4 +32,12 @@ pub trait Renderer: Send + 'static {
 
     /// The whole body of a non-streamed response, or the error it failed with.
     fn collected(self) -> Result<Value, ApiError>;
+
+    /// Work to finish once the response is complete and before its end
+    /// reaches the client (storing it, so a follow-up sent the moment the
+    /// client sees the end finds it). Called after `closing` when
+    /// streaming, before `collected` when not. Default: nothing.
+    fn finished(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        None
+    }
 }

@@ -134,6 +134,11 @@ struct Choice<T> {
     parked: bool,
     /// Ids of the structured calls this response showed the client.
     shown: Vec<String>,
+    /// The turn completed on its own with text only, all of it shown: the
+    /// thread's history is what the client saw, so it may be continued.
+    reusable: bool,
+    /// The text shown, kept while the choice may be reusable.
+    said: String,
 }
 
 /// The merged, shaped events of a request's turns.
@@ -172,6 +177,8 @@ impl<T: TurnSource> Run<T> {
                 stop_at: None,
                 parked: false,
                 shown: Vec::new(),
+                reusable: false,
+                said: String::new(),
             })
             .collect();
         Run {
@@ -212,6 +219,21 @@ impl<T: TurnSource> Run<T> {
                 Some((into_turn(c.turn.take()?)?, std::mem::take(&mut c.shown)))
             })
             .collect()
+    }
+
+    /// The turn of a single-choice run whose turn completed on its own with
+    /// text only, and the text the client saw: its thread holds exactly the
+    /// conversation the client has. Call after the run has ended.
+    pub fn take_reusable(&mut self) -> Option<(T, String)> {
+        let [choice] = self.choices.as_mut_slice() else {
+            return None;
+        };
+        if !choice.reusable {
+            return None;
+        }
+        choice.step = None;
+        let turn = into_turn(choice.turn.take()?)?;
+        Some((turn, std::mem::take(&mut choice.said)))
     }
 
     /// The next event; `None` at the end.
@@ -330,6 +352,7 @@ impl<T: TurnSource> Run<T> {
                     _ if c.calls > 0 || c.blocks > 0 => Finish::ToolCalls,
                     _ => Finish::Stop,
                 };
+                self.choices[i].reusable = finish == Finish::Stop && cut.is_none();
                 self.finish(i, finish);
             }
             Some(TurnEvent::Failed(f)) => self.fail(ApiError::from(f)),
@@ -474,6 +497,7 @@ impl<T: TurnSource> Run<T> {
     fn emit_text(&mut self, i: usize, t: &str) {
         let (emit, cut) = self.choices[i].shaper.push(t);
         if !emit.is_empty() {
+            self.choices[i].said.push_str(&emit);
             self.queue.push_back(RunEvent::Text(i, emit));
         }
         if let Some(cut) = cut {
@@ -492,6 +516,7 @@ impl<T: TurnSource> Run<T> {
     fn flush(&mut self, i: usize) -> Option<Cut> {
         let (rest, cut) = self.choices[i].shaper.finish();
         if !rest.is_empty() {
+            self.choices[i].said.push_str(&rest);
             self.queue.push_back(RunEvent::Text(i, rest));
         }
         if let Some(c) = cut {
@@ -525,7 +550,7 @@ impl<T: TurnSource> Run<T> {
         // Dropping a turn interrupts it (unless it ended) and releases its
         // thread; a parked one is kept for `take_parked`.
         choice.step = None;
-        if !choice.parked {
+        if !choice.parked && !choice.reusable {
             choice.turn = None;
         }
         self.queue.push_back(RunEvent::Finish(i, finish));
@@ -535,6 +560,7 @@ impl<T: TurnSource> Run<T> {
         for c in &mut self.choices {
             c.finished = true;
             c.parked = false;
+            c.reusable = false;
             c.step = None;
             c.turn = None;
         }

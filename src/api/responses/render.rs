@@ -4,6 +4,9 @@
 //! The streamed events and the final `response` object come from the same
 //! accumulated state, so they always agree.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use codex_sse::SseEvent;
 use serde_json::{json, Value};
 
@@ -12,6 +15,7 @@ use crate::api::error::ApiError;
 use crate::api::ids;
 use crate::api::pipeline::{Finish, Renderer, RunEvent};
 use crate::core::Usage;
+use crate::store::{ResponseStore, StoredResponse};
 
 pub(super) struct ResponsesRenderer {
     id: String,
@@ -32,6 +36,18 @@ pub(super) struct ResponsesRenderer {
     usage: Usage,
     error: Option<ApiError>,
     seq: u64,
+    previous_response_id: Option<String>,
+    store: bool,
+    /// Where the finished response is kept, when it is.
+    recording: Option<Recording>,
+    streamed: bool,
+}
+
+/// What storing a response needs besides the response itself.
+pub(super) struct Recording {
+    pub(super) store: ResponseStore,
+    pub(super) owner: String,
+    pub(super) input_items: Vec<Value>,
 }
 
 impl Renderer for ResponsesRenderer {
@@ -48,6 +64,29 @@ impl Renderer for ResponsesRenderer {
 
     fn closing(&mut self) -> Vec<SseEvent> {
         self.closing()
+    }
+
+    fn finished(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let recording = self.recording.take()?;
+        // A non-streamed failure is an HTTP error: the client never saw an id.
+        if self.error.is_some() && !self.streamed {
+            return None;
+        }
+        let _ = self.close_message();
+        let record = StoredResponse {
+            id: self.id.clone(),
+            owner: recording.owner,
+            parent: self.previous_response_id.clone(),
+            created_at: self.created_at,
+            input_items: Value::Array(recording.input_items),
+            response: self.response(),
+        };
+        Some(Box::pin(async move {
+            let id = record.id.clone();
+            if let Err(e) = recording.store.put(record).await {
+                tracing::warn!(response = %id, error = %e, "the response could not be stored");
+            }
+        }))
     }
 
     fn collected(mut self) -> Result<Value, ApiError> {
@@ -67,9 +106,13 @@ fn error_code(e: &ApiError) -> &'static str {
 }
 
 impl ResponsesRenderer {
-    pub(super) fn new(req: &ResponsesRequest) -> ResponsesRenderer {
+    pub(super) fn new(
+        req: &ResponsesRequest,
+        id: String,
+        recording: Option<Recording>,
+    ) -> ResponsesRenderer {
         ResponsesRenderer {
-            id: format!("resp_{}", ids::short_id()),
+            id,
             created_at: ids::unix_now(),
             model: req.conversation.model.clone(),
             instructions: req.instructions.clone(),
@@ -84,6 +127,10 @@ impl ResponsesRenderer {
             usage: Usage::default(),
             error: None,
             seq: 0,
+            previous_response_id: req.previous_response_id.clone(),
+            store: req.store,
+            recording,
+            streamed: false,
         }
     }
 
@@ -112,6 +159,8 @@ impl ResponsesRenderer {
             "model": self.model,
             "output": self.output,
             "parallel_tool_calls": self.parallel_tool_calls,
+            "previous_response_id": self.previous_response_id,
+            "store": self.store,
             "tool_choice": "auto",
             "tools": self.tools,
             "usage": (status != "in_progress").then(|| json!({
@@ -135,6 +184,7 @@ impl ResponsesRenderer {
 
     /// `response.created` and `response.in_progress`.
     fn opening(&mut self) -> Vec<SseEvent> {
+        self.streamed = true;
         let r = self.response();
         vec![
             self.event("response.created", json!({"response": r})),

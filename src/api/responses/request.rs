@@ -6,9 +6,8 @@
 //! `instructions` a system message; `max_output_tokens`,
 //! `reasoning.effort`, `text.format`, `tools` (flat function definitions),
 //! `tool_choice` and `parallel_tool_calls` their neutral counterparts.
-//! Errors name the Responses API's own parameters. The gateway keeps no
-//! response store, so `previous_response_id` is refused with a 400 rather
-//! than silently ignored.
+//! Errors name the Responses API's own parameters. `previous_response_id`
+//! and `store` are read here; the handler loads the conversation they name.
 
 use serde_json::{json, Map, Value};
 
@@ -29,20 +28,24 @@ pub(super) struct ResponsesRequest {
     /// `reasoning.summary` asked for summaries (`auto`, `concise`,
     /// `detailed`): only then are reasoning items sent, as OpenAI does.
     pub(super) reasoning_summary: bool,
+    pub(super) previous_response_id: Option<String>,
+    /// Keep the response (`store`, default true as OpenAI's).
+    pub(super) store: bool,
+    /// The request's input as items (a string input becomes a user
+    /// message), for the store and `GET /v1/responses/{id}/input_items`.
+    pub(super) input_items: Vec<Value>,
 }
 
 pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
     let obj = crate::api::json_object(body)?;
-    if obj
-        .get("previous_response_id")
-        .is_some_and(|v| !v.is_null())
-    {
+    let previous_response_id = opt_str(&obj, "previous_response_id")?;
+    if previous_response_id.as_deref() == Some("") {
         return Err(ApiError::invalid(
             "previous_response_id",
-            "This gateway keeps no response store; send the whole conversation in `input`.",
-        )
-        .code("unsupported_parameter"));
+            "`previous_response_id` must not be empty",
+        ));
     }
+    let store = opt_bool(&obj, "store")?.unwrap_or(true);
     let instructions = match obj.get("instructions") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -63,17 +66,22 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             tool_call_id: None,
         });
     }
-    match obj.get("input") {
-        Some(Value::String(s)) => messages.push(Message {
-            role: Role::User,
-            parts: vec![Part::Text(s.clone())],
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }),
+    let input_items = match obj.get("input") {
+        Some(Value::String(s)) => {
+            messages.push(Message {
+                role: Role::User,
+                parts: vec![Part::Text(s.clone())],
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            });
+            vec![json!({"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": s}]})]
+        }
         Some(Value::Array(items)) if !items.is_empty() => {
             for (i, item) in items.iter().enumerate() {
                 push_item(&mut messages, i, item)?;
             }
+            items.clone()
         }
         Some(Value::Array(_)) | None | Some(Value::Null) => {
             return Err(ApiError::invalid(
@@ -87,7 +95,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
                 "`input` must be a string or an array of items",
             ))
         }
-    }
+    };
     let stream = opt_bool(&obj, "stream")?.unwrap_or(false);
     params::range(&obj, "temperature", 0.0, 2.0)?;
     params::range(&obj, "top_p", 0.0, 1.0)?;
@@ -168,7 +176,66 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         } else {
             tools_value
         },
+        previous_response_id,
+        store,
+        input_items: with_item_ids(input_items),
     })
+}
+
+/// Input items as the store keeps them: each with an `id` (kept when the
+/// client sent one), as `input_items` lists them.
+fn with_item_ids(items: Vec<Value>) -> Vec<Value> {
+    items
+        .into_iter()
+        .map(|mut item| {
+            if let Value::Object(map) = &mut item {
+                if !map.contains_key("id") {
+                    let prefix = match map.get("type").and_then(Value::as_str) {
+                        Some("function_call") => "fc",
+                        Some("function_call_output") => "fco",
+                        _ => "msg",
+                    };
+                    map.insert(
+                        "id".into(),
+                        json!(format!("{prefix}_{}", crate::api::ids::short_id())),
+                    );
+                }
+                if !map.contains_key("type") {
+                    map.insert("type".into(), json!("message"));
+                }
+            }
+            item
+        })
+        .collect()
+}
+
+/// The messages of a stored conversation: each response's input items and
+/// output items, oldest first, read the way a request's `input` is.
+pub(super) fn history_of(chain: &[crate::store::StoredResponse]) -> Result<Vec<Message>, ApiError> {
+    let mut messages = Vec::new();
+    for r in chain {
+        let inputs = r.input_items.as_array().map(Vec::as_slice).unwrap_or(&[]);
+        // Output items other than messages and calls (none today) carry
+        // nothing a rebuilt conversation could replay.
+        let outputs = r.response["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| matches!(item["type"].as_str(), Some("message" | "function_call")));
+        for (i, item) in inputs.iter().chain(outputs).enumerate() {
+            push_item(&mut messages, i, item).map_err(|e| {
+                ApiError::new(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    format!(
+                        "Stored response {} could not be read back: {}",
+                        r.id, e.message
+                    ),
+                )
+            })?;
+        }
+    }
+    Ok(messages)
 }
 
 /// `text.format`: `text`, `json_object`, or `json_schema` with its schema inline.
@@ -291,6 +358,10 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
                 tool_call_id: Some(call_id.to_owned()),
             });
         }
+        // Clients replay the reasoning items of earlier responses (the
+        // Vercel AI SDK and openai-agents do with store: false); a summary is
+        // not model input, and codex keeps its own reasoning per thread.
+        "reasoning" => {}
         other => return Err(bad(&format!("input item type `{other}` is not supported"))),
     }
     Ok(())
@@ -371,6 +442,58 @@ mod tests {
     }
 
     #[test]
+    fn store_defaults_to_true_and_input_items_get_ids() {
+        let r = parse_json(json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"}))
+            .unwrap();
+        assert!(r.store);
+        assert_eq!(r.previous_response_id.as_deref(), Some("resp_1"));
+        assert_eq!(r.input_items.len(), 1);
+        assert_eq!(r.input_items[0]["content"][0]["text"], "hi");
+        assert!(r.input_items[0]["id"].as_str().unwrap().starts_with("msg_"));
+        let r = parse_json(json!({"model": "m", "store": false, "input": [
+            {"id": "mine", "role": "user", "content": "a"},
+            {"type": "function_call_output", "call_id": "c", "output": "o"}
+        ]}))
+        .unwrap();
+        assert!(!r.store);
+        assert_eq!(r.input_items[0]["id"], "mine");
+        assert!(r.input_items[1]["id"].as_str().unwrap().starts_with("fco_"));
+    }
+
+    #[test]
+    fn a_stored_conversation_reads_back_as_its_messages() {
+        let stored = |id: &str, input: Value, output: Value| crate::store::StoredResponse {
+            id: id.into(),
+            owner: String::new(),
+            parent: None,
+            created_at: 0,
+            input_items: input,
+            response: json!({"output": output}),
+        };
+        let chain = [
+            stored(
+                "r1",
+                json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "q"}]}]),
+                json!([{"type": "message", "id": "m", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": "a", "annotations": []}]}]),
+            ),
+            stored(
+                "r2",
+                json!([{"type": "message", "role": "user", "content": "q2"}]),
+                json!([{"type": "function_call", "id": "fc", "call_id": "c1", "name": "f", "arguments": "{}"}]),
+            ),
+        ];
+        let m = history_of(&chain).unwrap();
+        let roles: Vec<_> = m.iter().map(|m| m.role.clone()).collect();
+        assert_eq!(
+            roles,
+            [Role::User, Role::Assistant, Role::User, Role::Assistant]
+        );
+        assert_eq!(m[1].text(), "a");
+        assert_eq!(m[3].tool_calls[0].id, "c1");
+    }
+
+    #[test]
     fn errors_name_responses_parameters() {
         let param = |v: Value| parse_json(v).unwrap_err().param;
         assert_eq!(
@@ -379,8 +502,16 @@ mod tests {
         );
         assert_eq!(param(json!({"model": "m"})).as_deref(), Some("input"));
         assert_eq!(
-            param(json!({"model": "m", "input": "x", "previous_response_id": "resp_1"})).as_deref(),
+            param(json!({"model": "m", "input": "x", "previous_response_id": 7})).as_deref(),
             Some("previous_response_id")
+        );
+        assert_eq!(
+            param(json!({"model": "m", "input": "x", "previous_response_id": ""})).as_deref(),
+            Some("previous_response_id")
+        );
+        assert_eq!(
+            param(json!({"model": "m", "input": "x", "store": "yes"})).as_deref(),
+            Some("store")
         );
         assert_eq!(
             param(json!({"model": "m", "input": "x", "reasoning": {"effort": "max"}})).as_deref(),

@@ -349,3 +349,29 @@ describe('errors, as the SDK error classes', () => {
     },
   );
 });
+
+describe('responses, stored', () => {
+  test('previous_response_id continues the conversation; retrieve and input_items read it back', async () => {
+    const first = await client.responses.create({ model: MODEL, input: 'my name is Ada' });
+    const second = await client.responses.create({
+      model: MODEL,
+      input: '[[history]]',
+      previous_response_id: first.id,
+    });
+    assert.equal(
+      second.output_text,
+      'HISTORY: user: my name is Ada | assistant: ECHO: my name is Ada | user: [[history]]',
+    );
+    const again = await client.responses.retrieve(second.id);
+    assert.equal(again.id, second.id);
+    assert.equal(again.output[0].content[0].text, second.output_text);
+    const items = await client.responses.inputItems.list(second.id);
+    assert.deepEqual(
+      items.data.map((i) => i.content[0].text),
+      ['[[history]]'],
+    );
+    await client.responses.delete(first.id);
+    const err = await thrown(() => client.responses.retrieve(first.id));
+    assert.ok(err instanceof OpenAI.NotFoundError, `got ${err?.constructor?.name}: ${err}`);
+  });
+});

@@ -445,6 +445,28 @@ def test_responses_function_call_round_trip(client):
     assert second.output_text == f"TOOL RESULT {call.call_id}: cold"
 
 
+def test_responses_previous_response_id_continues_and_retrieve_reads_back(client):
+    first = client.responses.create(model=MODEL, input="my name is Ada", instructions="Be kind.")
+    second = client.responses.create(
+        model=MODEL, input="[[history]]", instructions="Be kind.", previous_response_id=first.id
+    )
+    # The model saw the first turn without it being sent again.
+    assert second.output_text == (
+        "HISTORY: user: my name is Ada | assistant: ECHO: my name is Ada | user: [[history]]"
+    )
+    assert second.previous_response_id == first.id
+    again = client.responses.retrieve(second.id)
+    assert again.id == second.id and again.output_text == second.output_text
+    items = client.responses.input_items.list(second.id)
+    assert [i.content[0].text for i in items.data] == ["[[history]]"]
+    deleted = client.responses.delete(first.id)
+    assert deleted is None or getattr(deleted, "deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model=MODEL, input="x", previous_response_id="resp_never_was")
+
+
 def test_rate_limited_request_is_retried_after_retry_after():
     """`/v1/models/{id}` allows one call per 2 s here (tests/sdk/run.sh).
 
