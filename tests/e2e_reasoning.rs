@@ -171,7 +171,10 @@ async fn responses_give_a_reasoning_item_when_summaries_are_asked_for() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["output"][0]["content"][0]["text"], "ECHO: and then?");
+    assert_eq!(
+        r.json()["output"][0]["content"][0]["text"],
+        "ECHO: and then?"
+    );
 
     let r = ask(Some("detailed"), true).await;
     let mut names = Vec::new();

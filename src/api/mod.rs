@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod chat;
+pub mod completions;
 pub mod conversation;
 pub mod error;
 mod health;
@@ -249,6 +250,11 @@ where
             let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             chat::handle(state, &client, body).await
+        }
+        Route::Completions => {
+            let client = Client::of(&req)?;
+            let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
+            completions::handle(state, &client, body).await
         }
         // `accepts` serves nothing on these.
         Route::Admin | Route::Unknown => Err(ApiError::not_found(format!(

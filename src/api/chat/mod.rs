@@ -4,6 +4,7 @@
 mod render;
 mod request;
 
+pub(crate) use render::usage_json;
 pub use render::{ChatMeta, ChatRenderer};
 pub use request::ChatRequest;
 

@@ -361,7 +361,11 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
         // Clients replay the reasoning items of earlier responses (the
         // Vercel AI SDK and openai-agents do with store: false); a summary is
         // not model input, and codex keeps its own reasoning per thread.
-        "reasoning" => {}
+        "reasoning" => {
+            if !item.get("summary").is_some_and(Value::is_array) {
+                return Err(bad("reasoning items need a `summary` array"));
+            }
+        }
         other => return Err(bad(&format!("input item type `{other}` is not supported"))),
     }
     Ok(())
