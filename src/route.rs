@@ -247,7 +247,7 @@ mod tests {
         ("/admin/other", Route::Admin, "/admin", &[], None),
         ("/admin", Route::Unknown, "other", &[], None),
         ("/", Route::Unknown, "other", &[], None),
-        ("/v1/completions", Route::Unknown, "other", &[], None),
+        ("/v1/completions/x", Route::Unknown, "other", &[], None),
         ("/healthz/", Route::Unknown, "other", &[], None),
         ("/v1/chat/completions/x", Route::Unknown, "other", &[], None),
     ];
