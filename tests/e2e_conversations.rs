@@ -378,6 +378,20 @@ async fn a_ten_turn_chat_continues_one_thread_and_an_edited_history_forks() {
     let keys: HashSet<String> = requests.iter().map(cache_key).collect();
     assert_eq!(keys.len(), 1, "one thread for the chat: {keys:?}");
     assert_eq!(seen(&requests[9]).len(), 19);
+    // The provider's cache held the earlier turns, and the response says so.
+    let mut probe = messages.clone();
+    probe.push(("user", "cached?".into()));
+    let r = h.post("/v1/chat/completions", &chat(&probe)).await.json();
+    assert!(
+        r["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        r["usage"]
+    );
+    let requests = h.model.requests();
+    assert_eq!(cache_key(&requests[10]), cache_key(&requests[0]));
 
     // An edited history (turn 3's answer changed): a fresh thread that
     // sees the edit; the original thread is left alone.
@@ -389,12 +403,14 @@ async fn a_ten_turn_chat_continues_one_thread_and_an_edited_history_forks() {
         "ECHO: after the edit"
     );
     let requests = h.model.requests();
-    let fork = &requests[10];
+    let fork = &requests[11];
     assert_ne!(cache_key(fork), cache_key(&requests[0]));
     assert!(seen(fork).contains(&"assistant: ECHO: something else".to_owned()));
+    // The probe took the thread on to its own head: turn 11 from the
+    // history before the probe is a fork of that thread, on a new one.
     messages.push(("user", "turn 11".into()));
     assert_eq!(chat_answer(&h, &chat(&messages)).await, "ECHO: turn 11");
-    assert_eq!(cache_key(&h.model.requests()[11]), cache_key(&requests[0]));
+    assert_ne!(cache_key(&h.model.requests()[12]), cache_key(&requests[0]));
 
     // The same history sent twice at once: never one turn for both.
     messages.push(("assistant", "ECHO: turn 11".into()));
@@ -406,8 +422,8 @@ async fn a_ten_turn_chat_continues_one_thread_and_an_edited_history_forks() {
     );
     assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
     let requests = h.model.requests();
-    let last_two: HashSet<String> = requests[12..].iter().map(cache_key).collect();
-    assert_eq!(requests.len(), 14);
+    let last_two: HashSet<String> = requests[13..].iter().map(cache_key).collect();
+    assert_eq!(requests.len(), 15);
     assert_eq!(last_two.len(), 2, "two threads for two concurrent requests");
     h.stop().await;
 }
@@ -483,5 +499,32 @@ async fn follow_ups_after_a_worker_restart_and_after_eviction_are_rebuilt_correc
         .await
             >= 2.0
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_thread_cache_every_turn_is_a_new_thread_and_a_cache_miss() {
+    // What every request got before conversations were kept: the contrast
+    // the benchmark in docs/benchmarks.md measures.
+    let h = Harness::start_with(&[("PROXY_THREAD_CACHE_MAX", "0")]).await;
+    let mut messages = vec![];
+    for turn in 1..=3 {
+        messages.push(("user", format!("turn {turn}")));
+        let r = h
+            .post("/v1/chat/completions", &chat(&messages))
+            .await
+            .json();
+        assert_eq!(
+            r["usage"]["prompt_tokens_details"]["cached_tokens"], 0,
+            "a fresh thread is a new prompt-cache key"
+        );
+        let answer = r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        messages.push(("assistant", answer));
+    }
+    let keys: HashSet<String> = h.model.requests().iter().map(cache_key).collect();
+    assert_eq!(keys.len(), 3);
     h.stop().await;
 }

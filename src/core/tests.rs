@@ -498,3 +498,181 @@ async fn a_live_entry_is_taken_once() {
     assert_eq!(taken.thread_id(), "a");
     assert!(store.take(7, ["call_1"]).is_none(), "taken once");
 }
+
+// === live threads ===
+
+/// Plays codex's side of a `turn/start` on an existing thread `t`.
+async fn answer_continue(worker: &mut FakeWorker, t: &str, turn: &str) -> Value {
+    let turn_start = read_skipping_unsubscribes(worker).await;
+    assert_eq!(
+        turn_start["method"], "turn/start",
+        "no new thread: {turn_start}"
+    );
+    assert_eq!(turn_start["params"]["threadId"], t);
+    worker
+        .write(json!({"id": turn_start["id"], "result": {"turn": {"id": turn}}}))
+        .await;
+    turn_start["params"].clone()
+}
+
+async fn usage(worker: &mut FakeWorker, t: &str, input: u64, output: u64) {
+    let u = json!({"totalTokens": input + output, "inputTokens": input, "cachedInputTokens": 0,
+                   "outputTokens": output, "reasoningOutputTokens": 0});
+    notify(
+        worker,
+        "thread/tokenUsage/updated",
+        t,
+        json!({"tokenUsage": {"total": u, "last": u}}),
+    )
+    .await;
+}
+
+/// Nothing reaches the worker (time is paused: the wait ends at once).
+async fn nothing_sent(worker: &mut FakeWorker) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), worker.read())
+            .await
+            .is_err(),
+        "the worker got a message"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_turn_keeps_its_thread_and_the_next_turn_reports_only_its_own_usage() {
+    let (core, mut worker) = core_with(1, None);
+    let mut first = start(&core, &mut worker, "t1").await;
+    usage(&mut worker, "t1", 100, 10).await;
+    complete(&mut worker, "t1", "completed", Value::Null).await;
+    while first.next().await.is_some() {}
+    let idle = first
+        .into_idle()
+        .expect("a completed turn leaves its thread");
+    assert_eq!((idle.thread_id(), idle.turns()), ("t1", 1));
+    // Kept: no unsubscribe, no interrupt, and the slot is free.
+    nothing_sent(&mut worker).await;
+    assert_eq!(core.free_slots(), 1);
+
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move {
+            core.continue_thread(
+                idle,
+                TurnRequest {
+                    model: "m".into(),
+                    input: vec![UserInput::text("next")],
+                    ..TurnRequest::default()
+                },
+            )
+            .await
+        }
+    });
+    let params = answer_continue(&mut worker, "t1", "t1-turn2").await;
+    assert_eq!(params["input"][0]["text"], "next");
+    let mut second = pending.await.unwrap().expect("continued");
+    // A late completion of the earlier turn is not this turn's end.
+    complete(&mut worker, "t1", "completed", Value::Null).await;
+    usage(&mut worker, "t1", 230, 25).await;
+    worker
+        .write(
+            json!({"method": "turn/completed", "params": {"threadId": "t1",
+            "turn": {"id": "t1-turn2", "status": "completed"}}}),
+        )
+        .await;
+    let mut events = Vec::new();
+    while let Some(e) = second.next().await {
+        events.push(e);
+    }
+    assert_eq!(
+        events,
+        vec![
+            TurnEvent::Usage(Usage {
+                input_tokens: 130,
+                cached_input_tokens: 0,
+                output_tokens: 15,
+                reasoning_output_tokens: 0,
+                total_tokens: 145
+            }),
+            TurnEvent::Finished
+        ]
+    );
+    assert_eq!(second.into_idle().expect("kept again").turns(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_turn_leaves_no_thread_to_continue() {
+    let (core, mut worker) = core_with(1, None);
+    let mut turn = start(&core, &mut worker, "t1").await;
+    complete(&mut worker, "t1", "failed", json!({"message": "boom"})).await;
+    while turn.next().await.is_some() {}
+    assert!(turn.into_idle().is_none());
+    assert_eq!(worker.read().await["method"], "thread/unsubscribe");
+}
+
+fn idle(client: &crate::rpc::RpcClient, t: &str) -> IdleThread {
+    IdleThread {
+        client: client.clone(),
+        thread_id: t.into(),
+        usage_total: Usage::default(),
+        turns: 1,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_threads_hand_a_head_to_its_owner_once_and_tell_forks_from_misses() {
+    let (core, mut worker) = core_with(1, None);
+    let client = core.worker().ready().unwrap().0;
+    let threads = LiveThreads::new(4, Duration::from_secs(60), ThreadMetrics::default());
+    threads.keep("h1".into(), "alice".into(), 7, idle(&client, "t1"));
+    // Another key, another shape: not theirs to continue, and left in place.
+    assert!(matches!(threads.take("h1", "bob", 7), Taken::None));
+    assert!(matches!(threads.take("h1", "alice", 8), Taken::None));
+    let Taken::Thread(t) = threads.take("h1", "alice", 7) else {
+        panic!("the owner continues its head")
+    };
+    assert_eq!(t.thread_id(), "t1");
+    // Taken: a second request for the same head forks.
+    assert!(matches!(threads.take("h1", "alice", 7), Taken::MovedOn));
+    assert!(matches!(threads.take("never", "alice", 7), Taken::None));
+    threads.keep("h2".into(), "alice".into(), 7, t);
+    assert!(matches!(threads.take("h1", "alice", 7), Taken::MovedOn));
+    assert_eq!(threads.len(), 1);
+    nothing_sent(&mut worker).await;
+    // Forgetting a head unloads its thread.
+    threads.forget("h2");
+    let msg = worker.read().await;
+    assert_eq!(msg["method"], "thread/unsubscribe");
+    assert_eq!(msg["params"]["threadId"], "t1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_threads_unload_the_least_recently_used_and_the_idle() {
+    let (core, mut worker) = core_with(1, None);
+    let client = core.worker().ready().unwrap().0;
+    let metrics = ThreadMetrics::default();
+    let threads = LiveThreads::new(2, Duration::from_secs(60), metrics.clone());
+    threads.keep("a".into(), String::new(), 0, idle(&client, "ta"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    threads.keep("b".into(), String::new(), 0, idle(&client, "tb"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    threads.keep("c".into(), String::new(), 0, idle(&client, "tc"));
+    let msg = worker.read().await;
+    assert_eq!(msg["params"]["threadId"], "ta", "the oldest goes first");
+    assert_eq!(threads.len(), 2);
+    // An evicted head is a miss (rebuild), not a fork.
+    assert!(matches!(threads.take("a", "", 0), Taken::None));
+    assert_eq!(metrics.live.get(), 2);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(threads.sweep(), 1, "b was idle 60 s");
+    assert_eq!(worker.read().await["params"]["threadId"], "tb");
+    assert_eq!(threads.len(), 1);
+    let evicted: u64 = ["capacity", "idle"]
+        .iter()
+        .map(|r| {
+            metrics
+                .evictions
+                .get_or_create(&EvictionLabels { reason: r })
+                .get()
+        })
+        .sum();
+    assert_eq!(evicted, 2);
+}

@@ -64,7 +64,10 @@ impl IdleThread {
 
 impl Drop for IdleThread {
     /// Unloads the thread: with no subscriber left, codex drops an ephemeral
-    /// thread and the memory its history took (measured in docs/benchmarks.md).
+    /// thread about 60 s later (`thread/closed`), and later threads reuse its
+    /// memory. No other call unloads one (`thread/archive` and
+    /// `thread/delete` refuse ephemeral threads): measured, see
+    /// docs/benchmarks.md "Conversations".
     fn drop(&mut self) {
         // Empty: the thread was handed on to a turn (`into_parts`).
         if self.thread_id.is_empty() || self.client.is_closed() {

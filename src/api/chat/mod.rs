@@ -34,7 +34,11 @@ pub async fn handle(
     // A chat request carries its whole history: it continues the thread
     // that answered the history up to its last assistant message, if one
     // still holds it.
-    let lineage = pipeline::of_history(&client.owner, &conversation.messages);
+    let lineage = if state.threads.enabled() && conversation.n == 1 {
+        pipeline::of_history(&client.owner, &conversation.messages)
+    } else {
+        pipeline::Lineage::default()
+    };
     pipeline::respond(
         state,
         client,

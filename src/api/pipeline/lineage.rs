@@ -18,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use ring::digest::{Context, SHA256};
 
 use crate::api::conversation::{Message, Part, Role};
-use crate::core::TurnRequest;
+use crate::protocol::DynamicToolSpec;
 
 /// A request's place in its conversation, decided by its dialect.
 #[derive(Clone, Default)]
@@ -167,11 +167,11 @@ pub fn of_history(owner: &str, messages: &[Message]) -> Lineage {
 /// What a thread is started with and a turn cannot change: the model, the
 /// instructions and the tools. A thread continues only requests of the
 /// same shape. (Process-local, like the threads it describes.)
-pub fn shape_of(turn: &TurnRequest) -> u64 {
+pub fn shape_of(model: &str, instructions: Option<&str>, tools: &[DynamicToolSpec]) -> u64 {
     let mut h = DefaultHasher::new();
-    turn.model.hash(&mut h);
-    turn.instructions.hash(&mut h);
-    for t in &turn.tools {
+    model.hash(&mut h);
+    instructions.hash(&mut h);
+    for t in tools {
         t.name.hash(&mut h);
         t.description.hash(&mut h);
         t.input_schema.to_string().hash(&mut h);
@@ -247,16 +247,17 @@ mod tests {
 
     #[test]
     fn the_shape_changes_with_model_instructions_and_tools() {
-        let base = TurnRequest {
-            model: "m".into(),
-            instructions: Some("i".into()),
-            ..TurnRequest::default()
+        let tool = |name: &str| DynamicToolSpec {
+            kind: "function".into(),
+            name: name.into(),
+            description: String::new(),
+            input_schema: json!({}),
         };
-        let mut other = base.clone();
-        other.instructions = Some("j".into());
-        assert_ne!(shape_of(&base), shape_of(&other));
-        let mut effort = base.clone();
-        effort.effort = Some("high".into());
-        assert_eq!(shape_of(&base), shape_of(&effort), "effort is per turn");
+        let base = shape_of("m", Some("i"), &[tool("f")]);
+        assert_eq!(base, shape_of("m", Some("i"), &[tool("f")]));
+        assert_ne!(base, shape_of("m", Some("j"), &[tool("f")]));
+        assert_ne!(base, shape_of("m2", Some("i"), &[tool("f")]));
+        assert_ne!(base, shape_of("m", Some("i"), &[tool("g")]));
+        assert_ne!(base, shape_of("m", None, &[tool("f")]));
     }
 }

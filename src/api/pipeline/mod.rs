@@ -38,7 +38,7 @@ use super::conversation::{Conversation, Part, ToolChoice};
 use super::error::ApiError;
 use super::models::resolve;
 use super::{json_response, ApiBody, ApiState, Client};
-use crate::core::{Continuation, LiveThreads, ParkedTurns, Taken, TurnStream};
+use crate::core::{Continuation, FailureKind, LiveThreads, ParkedTurns, Taken, TurnStream};
 
 /// How long a streamed request waits for its first event before the 200 and
 /// the SSE headers go out. A failure inside this window (a provider 429, a
@@ -220,8 +220,14 @@ async fn prepare(
     let models = state.core.models().map_err(ApiError::from)?;
     let resolved = resolve(&models, &state.aliases, &req.model)?;
     let effort = req.reasoning_effort.clone().or(resolved.effort);
-    let whole = to_turn_request(req, resolved.model, effort);
-    let shape = shape_of(&whole);
+    // The thread's settings, without building the history (which a
+    // continued or resumed turn never needs).
+    let instructions = translate::instructions(req);
+    let shape = shape_of(
+        &resolved.model,
+        instructions.as_deref(),
+        &translate::tools(req),
+    );
     // One answer, a conversation to name and a cache to keep it in: the
     // thread stays for the next turn.
     let keeping = match (&lineage.next, req.n) {
@@ -249,13 +255,21 @@ async fn prepare(
     let continued = match (continued, &lineage.parent, &keeping) {
         (Some(turn), _, _) => Some(turn),
         (None, Some(parent), Some(_)) => {
-            continue_live(state, req, &lineage.owner, parent, shape, &whole).await?
+            let thread = ThreadFor {
+                owner: &lineage.owner,
+                parent,
+                shape,
+                model: &resolved.model,
+                effort: effort.as_ref(),
+            };
+            continue_live(state, req, thread).await?
         }
         _ => None,
     };
     let turns = match continued {
         Some(turn) => vec![turn],
         None => {
+            let whole = to_turn_request(req, resolved.model.clone(), effort.clone());
             // One thread per choice, in parallel. If one fails to start, the
             // others are dropped here, which releases their threads.
             try_join_all((0..req.n).map(|_| state.core.start_turn(whole.clone())))
@@ -328,11 +342,15 @@ async fn first_event(
 async fn continue_live(
     state: &ApiState,
     req: &Conversation,
-    owner: &str,
-    parent: &Parent,
-    shape: u64,
-    whole: &crate::core::TurnRequest,
+    wanted: ThreadFor<'_>,
 ) -> Result<Option<TurnStream>, ApiError> {
+    let ThreadFor {
+        owner,
+        parent,
+        shape,
+        model,
+        effort,
+    } = wanted;
     let threads = &state.threads;
     let thread = match threads.take(&parent.head, owner, shape) {
         Taken::Thread(thread) => thread,
@@ -349,8 +367,9 @@ async fn continue_live(
         messages: req.messages[parent.new_from.min(req.messages.len())..].to_vec(),
         ..req.clone_without_messages()
     };
-    let mut turn = to_turn_request(&new, whole.model.clone(), whole.effort.clone());
-    turn.instructions = whole.instructions.clone();
+    // Only the new messages: the thread already has the model,
+    // instructions and tools (same shape) and the history.
+    let turn = to_turn_request(&new, model.to_owned(), effort.cloned());
     let thread_id = thread.thread_id().to_owned();
     match state.core.continue_thread(thread, turn).await {
         Ok(stream) => {
@@ -358,12 +377,27 @@ async fn continue_live(
             tracing::debug!(thread = %thread_id, head = %parent.head, "continuing a live thread");
             Ok(Some(stream))
         }
-        Err(f) if f.kind == crate::core::FailureKind::WorkerGone => {
+        // Load shedding and a worker that is not ready answer as they would
+        // for a fresh thread; anything else (the worker went away, codex no
+        // longer knows the thread) leaves the conversation to be rebuilt.
+        Err(f) if matches!(f.kind, FailureKind::Overloaded | FailureKind::NotReady) => {
+            Err(ApiError::from(f))
+        }
+        Err(f) => {
+            tracing::debug!(thread = %thread_id, error = %f.message, "a kept thread could not continue; rebuilding");
             threads.count_continuation(Continuation::Rebuilt);
             Ok(None)
         }
-        Err(f) => Err(ApiError::from(f)),
     }
+}
+
+/// The live thread a request asks for.
+struct ThreadFor<'a> {
+    owner: &'a str,
+    parent: &'a Parent,
+    shape: u64,
+    model: &'a str,
+    effort: Option<&'a String>,
 }
 
 /// Takes the parked turn these results answer and continues it with them.

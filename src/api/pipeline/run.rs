@@ -699,6 +699,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn only_a_turn_that_completed_with_all_its_text_shown_is_reusable() {
+        let text = |t: &str| TurnEvent::TextDelta(t.into());
+        // Completed on its own: the thread holds what the client saw.
+        let mut r = run(
+            vec![turn(vec![
+                (1, text("Hello")),
+                (1, text(" there")),
+                (1, TurnEvent::Finished),
+            ])],
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        let (_, said) = r.take_reusable().expect("reusable");
+        assert_eq!(said, "Hello there");
+        // Cut by a stop sequence: the thread holds more than the client saw.
+        let mut r = Run::new(
+            vec![turn(vec![
+                (1, text("Hello STOP there")),
+                (1, TurnEvent::Finished),
+            ])],
+            vec!["STOP".into()],
+            None,
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        assert!(r.take_reusable().is_none());
+        // Ended on a tool call: that is the parked-turn path.
+        let mut r = run(
+            vec![turn(vec![(1, call("c1")), (1, TurnEvent::Finished)])],
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        assert!(r.take_reusable().is_none());
+        // Two choices: no single thread to continue.
+        let mut r = run(
+            vec![
+                turn(vec![(1, text("a")), (1, TurnEvent::Finished)]),
+                turn(vec![(1, text("b")), (1, TurnEvent::Finished)]),
+            ],
+            policy(OutputMode::OpenaiJson),
+        );
+        drain(&mut r).await;
+        assert!(r.take_reusable().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn parallel_calls_are_gathered_for_the_grace_period_then_parked() {
         let mut p = policy(OutputMode::OpenaiJson);
         p.parallel = true;

@@ -15,6 +15,32 @@ use crate::protocol::{DynamicToolSpec, UserInput};
 
 /// Builds the turn for one choice. `model` and `effort` are already resolved.
 pub fn to_turn_request(req: &Conversation, model: String, effort: Option<String>) -> TurnRequest {
+    let conversation: Vec<&Message> = req
+        .messages
+        .iter()
+        .filter(|m| !matches!(m.role, Role::System | Role::Developer))
+        .collect();
+    let (history, input): (&[&Message], Vec<UserInput>) = match conversation.split_last() {
+        Some((last, before)) if last.role == Role::User => (before, user_input(last)),
+        _ => (&conversation[..], Vec::new()),
+    };
+    TurnRequest {
+        model,
+        effort,
+        instructions: instructions(req),
+        history: history.iter().flat_map(|m| history_items(m)).collect(),
+        input,
+        tools: tools(req),
+        output_schema: match &req.response_format {
+            ResponseFormat::JsonSchema(schema) => Some(schema.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// The thread's developer instructions: system and developer messages,
+/// joined, with what `response_format: json_object` and `tool_choice` add.
+pub(super) fn instructions(req: &Conversation) -> Option<String> {
     let mut instructions: Vec<String> = req
         .messages
         .iter()
@@ -34,48 +60,28 @@ pub fn to_turn_request(req: &Conversation, model: String, effort: Option<String>
         }
         ToolChoice::Auto | ToolChoice::None => {}
     }
+    (!instructions.is_empty()).then(|| instructions.join("\n\n"))
+}
 
-    let conversation: Vec<&Message> = req
-        .messages
-        .iter()
-        .filter(|m| !matches!(m.role, Role::System | Role::Developer))
-        .collect();
-    let (history, input): (&[&Message], Vec<UserInput>) = match conversation.split_last() {
-        Some((last, before)) if last.role == Role::User => (before, user_input(last)),
-        _ => (&conversation[..], Vec::new()),
-    };
-
-    // `tool_choice: none` hides the tools from the model entirely.
-    let tools = if req.tool_choice == ToolChoice::None {
-        Vec::new()
-    } else {
-        req.tools
-            .iter()
-            .filter(|t| match &req.tool_choice {
-                ToolChoice::Function(name) => &t.name == name,
-                _ => true,
-            })
-            .map(|t| DynamicToolSpec {
-                kind: "function".into(),
-                name: t.name.clone(),
-                description: t.description.clone(),
-                input_schema: t.parameters.clone(),
-            })
-            .collect()
-    };
-
-    TurnRequest {
-        model,
-        effort,
-        instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
-        history: history.iter().flat_map(|m| history_items(m)).collect(),
-        input,
-        tools,
-        output_schema: match &req.response_format {
-            ResponseFormat::JsonSchema(schema) => Some(schema.clone()),
-            _ => None,
-        },
+/// The client's tools as codex dynamic tools; `tool_choice: none` hides
+/// them from the model entirely.
+pub(super) fn tools(req: &Conversation) -> Vec<DynamicToolSpec> {
+    if req.tool_choice == ToolChoice::None {
+        return Vec::new();
     }
+    req.tools
+        .iter()
+        .filter(|t| match &req.tool_choice {
+            ToolChoice::Function(name) => &t.name == name,
+            _ => true,
+        })
+        .map(|t| DynamicToolSpec {
+            kind: "function".into(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            input_schema: t.parameters.clone(),
+        })
+        .collect()
 }
 
 fn user_input(m: &Message) -> Vec<UserInput> {
