@@ -215,7 +215,10 @@ async fn stored_responses_are_retrievable_deletable_and_private_to_their_key() {
         .await
         .json();
     assert_eq!(items["object"], "list");
-    assert_eq!(items["data"][0]["content"], "remember me");
+    assert_eq!(
+        items["data"][0]["content"],
+        json!([{"type": "input_text", "text": "remember me"}])
+    );
     assert!(items["data"][0]["id"].as_str().unwrap().starts_with("msg_"));
 
     // Another key: as if it never existed, for reading and for continuing.

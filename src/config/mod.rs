@@ -247,9 +247,18 @@ fn api<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ApiConfig, ConfigE
                 .filter(|d| !d.trim().is_empty())
                 .map(std::path::PathBuf::from),
             store: env.flag("PROXY_RESPONSE_STORE")?,
-            store_ttl: std::time::Duration::from_secs(
-                env.parse::<u64>("PROXY_RESPONSE_STORE_TTL", "a whole number of seconds")?,
-            ),
+            store_ttl: match env
+                .parse::<u64>("PROXY_RESPONSE_STORE_TTL", "a whole number of seconds")?
+            {
+                0 => {
+                    return Err(ConfigError {
+                        variable: "PROXY_RESPONSE_STORE_TTL",
+                        message: "must be above 0 (PROXY_RESPONSE_STORE=false keeps nothing)"
+                            .into(),
+                    })
+                }
+                secs => std::time::Duration::from_secs(secs),
+            },
             store_max_bytes: env
                 .parse::<u64>("PROXY_RESPONSE_STORE_MAX_MB", "a whole number of MiB")?
                 .saturating_mul(1024 * 1024),
@@ -525,6 +534,9 @@ mod tests {
             ("PROXY_RATE_LIMIT_WINDOW_MS", "0"),
             ("PROXY_USE_APP_SERVER", "false"),
             ("PROXY_HOST", "localhost"),
+            ("PROXY_RESPONSE_STORE_TTL", "0"),
+            ("PROXY_THREAD_IDLE_TTL_MS", "0"),
+            ("PROXY_THREAD_CACHE_MAX", "-1"),
         ] {
             let e = env(&[(name, value)]).unwrap_err();
             assert_eq!(e.variable, name, "{name}={value}: {e}");

@@ -676,3 +676,18 @@ async fn live_threads_unload_the_least_recently_used_and_the_idle() {
         .sum();
     assert_eq!(evicted, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_threads_ending_on_the_same_head_keep_the_newer() {
+    let (core, mut worker) = core_with(1, None);
+    let client = core.worker().ready().unwrap().0;
+    let threads = LiveThreads::new(4, Duration::from_secs(60), ThreadMetrics::default());
+    threads.keep("same".into(), String::new(), 0, idle(&client, "old"));
+    threads.keep("same".into(), String::new(), 0, idle(&client, "new"));
+    assert_eq!(threads.len(), 1);
+    assert_eq!(worker.read().await["params"]["threadId"], "old");
+    let Taken::Thread(t) = threads.take("same", "", 0) else {
+        panic!("held")
+    };
+    assert_eq!(t.thread_id(), "new");
+}

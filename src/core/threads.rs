@@ -290,7 +290,9 @@ impl LiveThreads {
                     evicted.push(e);
                 }
             }
-            state.entries.insert(
+            // Two requests that ended on the same head (the same history
+            // answered the same way) cannot both hold it: the older goes.
+            if let Some(replaced) = state.entries.insert(
                 head,
                 Entry {
                     thread,
@@ -298,7 +300,9 @@ impl LiveThreads {
                     shape,
                     last_used: now,
                 },
-            );
+            ) {
+                evicted.push(replaced);
+            }
             trim_moved_on(&mut state.moved_on, self.max.saturating_mul(4).max(64));
         }
         self.metrics.live.set(self.len() as i64);

@@ -203,6 +203,19 @@ fn with_item_ids(items: Vec<Value>) -> Vec<Value> {
                 if !map.contains_key("type") {
                     map.insert("type".into(), json!("message"));
                 }
+                // OpenAI lists a message's content as parts, whichever form
+                // the client sent.
+                if map.get("type") == Some(&json!("message")) {
+                    if let Some(Value::String(text)) = map.get("content") {
+                        let kind = if map.get("role") == Some(&json!("assistant")) {
+                            "output_text"
+                        } else {
+                            "input_text"
+                        };
+                        let parts = json!([{"type": kind, "text": text}]);
+                        map.insert("content".into(), parts);
+                    }
+                }
             }
             item
         })
@@ -461,6 +474,10 @@ mod tests {
         .unwrap();
         assert!(!r.store);
         assert_eq!(r.input_items[0]["id"], "mine");
+        assert_eq!(
+            r.input_items[0]["content"],
+            json!([{"type": "input_text", "text": "a"}])
+        );
         assert!(r.input_items[1]["id"].as_str().unwrap().starts_with("fco_"));
     }
 
