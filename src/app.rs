@@ -112,6 +112,7 @@ pub async fn run(
             maintenance: maintenance_layer,
             http_metrics,
             output_mode: api_config.output_mode,
+            reasoning_format: api_config.reasoning_format,
             sse_keepalive: api_config.sse_keepalive,
         },
     );

@@ -27,6 +27,8 @@ pub enum Route {
     GetModel,
     /// `/v1/chat/completions`.
     ChatCompletions,
+    /// `/v1/completions` (legacy text completions).
+    Completions,
     /// `/v1/responses`.
     Responses,
     /// `/v1/responses/{id}` and `/v1/responses/{id}/input_items`.
@@ -66,6 +68,7 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/v1/models" => Route::ListModels,
             "/v1/chat/completions" => Route::ChatCompletions,
+            "/v1/completions" => Route::Completions,
             "/v1/responses" => Route::Responses,
             "/admin/maintenance" => Route::AdminMaintenance,
             "/admin/workers" => Route::AdminWorkers,
@@ -88,6 +91,7 @@ impl Route {
             Route::ListModels => "/v1/models",
             Route::GetModel => "/v1/models/{id}",
             Route::ChatCompletions => "/v1/chat/completions",
+            Route::Completions => "/v1/completions",
             Route::Responses => "/v1/responses",
             Route::StoredResponse => "/v1/responses/{id}",
             Route::AdminMaintenance
@@ -143,8 +147,12 @@ impl Route {
                 MethodMatch::Served
             }
             Route::Healthz | Route::Readyz | Route::ListModels => MethodMatch::NotAllowed("GET"),
-            Route::ChatCompletions | Route::Responses if post => MethodMatch::Served,
-            Route::ChatCompletions | Route::Responses => MethodMatch::NotAllowed("POST"),
+            Route::ChatCompletions | Route::Completions | Route::Responses if post => {
+                MethodMatch::Served
+            }
+            Route::ChatCompletions | Route::Completions | Route::Responses => {
+                MethodMatch::NotAllowed("POST")
+            }
             Route::Metrics | Route::GetModel if get => MethodMatch::Served,
             // Which of the two a path serves, the handler says (input_items: GET only).
             Route::StoredResponse if get || *method == Method::DELETE => MethodMatch::Served,
@@ -221,6 +229,13 @@ mod tests {
             Some("POST"),
         ),
         (
+            "/v1/completions",
+            Route::Completions,
+            "/v1/completions",
+            &["POST"],
+            Some("POST"),
+        ),
+        (
             "/v1/responses",
             Route::Responses,
             "/v1/responses",
@@ -265,7 +280,7 @@ mod tests {
         ),
         ("/admin", Route::Unknown, "other", &[], None),
         ("/", Route::Unknown, "other", &[], None),
-        ("/v1/completions", Route::Unknown, "other", &[], None),
+        ("/v1/completions/x", Route::Unknown, "other", &[], None),
         ("/healthz/", Route::Unknown, "other", &[], None),
         ("/v1/chat/completions/x", Route::Unknown, "other", &[], None),
     ];

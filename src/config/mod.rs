@@ -49,7 +49,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_SHUTDOWN_DRAIN_MS", default: "30000", help: "on SIGTERM/SIGINT, how long in-flight requests and streams may finish" },
     Variable { name: "PROXY_LOG_FORMAT", default: "text", help: "text | json" },
     Variable { name: "PROXY_MODEL_ALIASES", default: "", help: "extra model names, e.g. codex-5=gpt-5-codex,codex-5-high=gpt-5-codex-high" },
-    Variable { name: "PROXY_OUTPUT_MODE", default: "obsidian-xml", help: "how tool calls reach clients: obsidian-xml | openai-json (per request: x-proxy-output-mode)" },
+    Variable { name: "PROXY_OUTPUT_MODE", default: "obsidian-xml", help: "how tool calls reach clients: obsidian-xml | openai-json (per request: x-proxy-output-mode; per key or route: the keys and route files)" },
+    Variable { name: "PROXY_REASONING_FORMAT", default: "field", help: "how chat clients get reasoning summaries: field (reasoning_content) | think-tags | off (per request: x-proxy-reasoning-format; per key or route: the keys and route files)" },
     Variable { name: "PROXY_SSE_KEEPALIVE_MS", default: "15000", help: "SSE comment sent after this much silence (0 disables)" },
     Variable { name: "PROXY_STREAM_IDLE_TIMEOUT_MS", default: "300000", help: "a turn whose worker stays silent this long fails with 504 (0 disables)" },
     Variable { name: "PROXY_ENABLE_CORS", default: "true", help: "answer CORS preflights and add CORS headers" },
@@ -222,6 +223,9 @@ fn api<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ApiConfig, ConfigE
         output_mode: env.parse_with("PROXY_OUTPUT_MODE", |v| {
             v.parse::<codex_output_mode::OutputMode>()
                 .map_err(|e| e.to_string())
+        })?,
+        reasoning_format: env.parse_with("PROXY_REASONING_FORMAT", |v| {
+            v.parse::<crate::api::reasoning::ReasoningFormat>()
         })?,
         max_body_bytes: env.positive("PROXY_MAX_BODY_BYTES", "a byte count")?,
         upload_budget_bytes: env.parse("PROXY_UPLOAD_BUDGET_BYTES", "a byte count")?,
