@@ -7,7 +7,7 @@
 //!
 //! It speaks the slice of the app-server protocol the gateway uses (one JSON
 //! object per line on stdin/stdout, no `"jsonrpc"` field, a top-level
-//! `emittedAtMs` on every notification, like codex 0.169.0):
+//! `emittedAtMs` on every notification, like codex 0.171.0):
 //! `initialize`, `model/list` (one model, `codex-offline`, efforts
 //! low/medium/high), `thread/start`, `thread/inject_items`, `turn/start`,
 //! `turn/interrupt`, `thread/unsubscribe`, `thread/loaded/list`. Notifications
@@ -265,7 +265,7 @@ impl Worker {
             "initialize" => out.result(
                 &id,
                 format_args!(
-                    "{{\"userAgent\":\"fake_worker/0.169.0\",\"codexHome\":\"/nonexistent\",\"platformFamily\":\"unix\",\"platformOs\":\"linux\"}}"
+                    "{{\"userAgent\":\"fake_worker/0.171.0\",\"codexHome\":\"/nonexistent\",\"platformFamily\":\"unix\",\"platformOs\":\"linux\"}}"
                 ),
             ),
             "model/list" => out.result(&id, format_args!("{}", model_list())),
@@ -274,7 +274,7 @@ impl Worker {
                 self.loaded.insert(thread_id.clone());
                 let cwd = Value::from(params.cwd);
                 let thread = format!(
-                    "{{\"id\":\"{thread_id}\",\"ephemeral\":true,\"path\":null,\"modelProvider\":\"offline\",\"model\":\"{MODEL}\",\"status\":{{\"type\":\"idle\"}},\"cwd\":{cwd},\"cliVersion\":\"0.169.0\",\"source\":\"vscode\",\"turns\":[]}}"
+                    "{{\"id\":\"{thread_id}\",\"ephemeral\":true,\"path\":null,\"modelProvider\":\"offline\",\"model\":\"{MODEL}\",\"status\":{{\"type\":\"idle\"}},\"cwd\":{cwd},\"cliVersion\":\"0.171.0\",\"source\":\"vscode\",\"turns\":[]}}"
                 );
                 out.result(
                     &id,

@@ -14,6 +14,8 @@
 //! admin = false               # may call /admin/* (default false)
 //! rate_limit_max = 120        # optional per-key quota ...
 //! rate_limit_window_ms = 60000
+//! output_mode = "openai-json" # optional: this client's tool-call rendering
+//! reasoning_format = "think-tags" # optional: field | think-tags | off
 //! ```
 //! Route file:
 //! ```toml
@@ -21,6 +23,7 @@
 //! auth = true                 # override whether a key is required
 //! rate_limit_max = 30         # a route-specific quota, per client
 //! rate_limit_window_ms = 60000
+//! output_mode = "obsidian-xml" # optional default of this route
 //! [routes."/v1/models"]
 //! auth = false
 //! rate_limit = false          # never limited
@@ -31,9 +34,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use codex_output_mode::OutputMode;
 use codex_rate_limit::Quota;
 use serde::Deserialize;
 
+use crate::api::reasoning::ReasoningFormat;
 use crate::route::Route;
 
 /// A string that never prints: API keys, the metrics token.
@@ -82,6 +87,10 @@ pub struct KeyEntry {
     pub secret: Secret,
     pub admin: bool,
     pub quota: Option<Quota>,
+    /// How this client wants tool calls rendered when it sends no header.
+    pub output_mode: Option<OutputMode>,
+    /// How this client wants reasoning shown when it sends no header.
+    pub reasoning_format: Option<ReasoningFormat>,
 }
 
 /// A route's overrides.
@@ -90,6 +99,10 @@ pub struct RouteRule {
     pub auth: Option<bool>,
     /// `Some(None)`: never limited; `Some(Some(q))`: its own quota.
     pub rate_limit: Option<Option<Quota>>,
+    /// The route's default output mode (below a key's own).
+    pub output_mode: Option<OutputMode>,
+    /// The route's default reasoning format (below a key's own).
+    pub reasoning_format: Option<ReasoningFormat>,
 }
 
 /// Everything the edge of the stack needs to decide who may call what,
@@ -131,6 +144,8 @@ struct KeyFileEntry {
     admin: bool,
     rate_limit_max: Option<u32>,
     rate_limit_window_ms: Option<u64>,
+    output_mode: Option<String>,
+    reasoning_format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +162,8 @@ struct RouteFileEntry {
     rate_limit: Option<bool>,
     rate_limit_max: Option<u32>,
     rate_limit_window_ms: Option<u64>,
+    output_mode: Option<String>,
+    reasoning_format: Option<String>,
 }
 
 impl AccessPolicy {
@@ -168,6 +185,8 @@ impl AccessPolicy {
                 secret,
                 admin: true,
                 quota: None,
+                output_mode: None,
+                reasoning_format: None,
             })
             .collect();
         if let Some(path) = &config.keys_file {
@@ -260,6 +279,34 @@ impl AccessPolicy {
         }
     }
 
+    /// The output mode of a request that sends no `x-proxy-output-mode`:
+    /// the key's, else the route's, else `None` (`PROXY_OUTPUT_MODE`). The
+    /// key is the more specific: it names one client, a route names them all.
+    pub fn output_mode(&self, route: Route, key_name: Option<&str>) -> Option<OutputMode> {
+        let of_key = key_name
+            .and_then(|n| self.keys.iter().find(|k| k.name == n))
+            .and_then(|k| k.output_mode);
+        of_key.or_else(|| self.routes.get(route.label()).and_then(|r| r.output_mode))
+    }
+
+    /// The reasoning format of a chat request without
+    /// `x-proxy-reasoning-format`: the key's, else the route's, else `None`
+    /// (`PROXY_REASONING_FORMAT`).
+    pub fn reasoning_format(
+        &self,
+        route: Route,
+        key_name: Option<&str>,
+    ) -> Option<ReasoningFormat> {
+        let of_key = key_name
+            .and_then(|n| self.keys.iter().find(|k| k.name == n))
+            .and_then(|k| k.reasoning_format);
+        of_key.or_else(|| {
+            self.routes
+                .get(route.label())
+                .and_then(|r| r.reasoning_format)
+        })
+    }
+
     pub fn is_admin(&self, key_name: &str) -> bool {
         self.keys.iter().any(|k| k.admin && k.name == key_name)
     }
@@ -280,6 +327,20 @@ fn quota(max: Option<u32>, window_ms: Option<u64>, default_window: Duration) -> 
     })
 }
 
+/// An `output_mode` of a file entry; `what` names the entry in the error.
+fn output_mode(value: Option<String>, what: &str) -> Result<Option<OutputMode>, String> {
+    value
+        .map(|v| v.parse().map_err(|e| format!("{what}: {e}")))
+        .transpose()
+}
+
+/// A `reasoning_format` of a file entry; `what` names the entry in the error.
+fn reasoning_format(value: Option<String>, what: &str) -> Result<Option<ReasoningFormat>, String> {
+    value
+        .map(|v| v.parse().map_err(|e| format!("{what}: {e}")))
+        .transpose()
+}
+
 fn parse_keys_file(text: &str, default_window: Duration) -> Result<Vec<KeyEntry>, String> {
     let file: KeysFile = toml::from_str(text).map_err(|e| e.to_string())?;
     file.keys
@@ -292,6 +353,11 @@ fn parse_keys_file(text: &str, default_window: Duration) -> Result<Vec<KeyEntry>
                 return Err(format!("key `{}` has rate_limit_window_ms = 0", k.name));
             }
             Ok(KeyEntry {
+                output_mode: output_mode(k.output_mode, &format!("key `{}`", k.name))?,
+                reasoning_format: reasoning_format(
+                    k.reasoning_format,
+                    &format!("key `{}`", k.name),
+                )?,
                 quota: quota(k.rate_limit_max, k.rate_limit_window_ms, default_window),
                 name: k.name,
                 secret: Secret(k.key),
@@ -328,6 +394,8 @@ fn parse_routes_file(
             RouteRule {
                 auth: r.auth,
                 rate_limit,
+                output_mode: output_mode(r.output_mode, &format!("route `{path}`"))?,
+                reasoning_format: reasoning_format(r.reasoning_format, &format!("route `{path}`"))?,
             },
         );
     }
@@ -410,6 +478,53 @@ mod tests {
         assert!(parse_routes_file("[routes.\"/nope\"]\nauth = false\n", MIN)
             .unwrap_err()
             .contains("/nope"));
+    }
+
+    #[test]
+    fn the_output_mode_comes_from_the_key_then_the_route() {
+        let p = policy(
+            r#"
+            [[keys]]
+            name = "sdk"
+            key = "sk-s"
+            output_mode = "openai-json"
+            [[keys]]
+            name = "obsidian"
+            key = "sk-o"
+            "#,
+            r#"
+            [routes."/v1/responses"]
+            output_mode = "openai-json"
+            [routes."/v1/chat/completions"]
+            output_mode = "obsidian-xml"
+            "#,
+            None,
+        );
+        let mode = |route, key| p.output_mode(route, key);
+        assert_eq!(
+            mode(Route::ChatCompletions, Some("sdk")),
+            Some(OutputMode::OpenaiJson)
+        );
+        assert_eq!(
+            mode(Route::ChatCompletions, Some("obsidian")),
+            Some(OutputMode::ObsidianXml)
+        );
+        assert_eq!(
+            mode(Route::Responses, Some("obsidian")),
+            Some(OutputMode::OpenaiJson)
+        );
+        assert_eq!(mode(Route::ListModels, None), None);
+        let err = parse_keys_file(
+            "[[keys]]\nname = \"a\"\nkey = \"k\"\noutput_mode = \"yaml\"\n",
+            MIN,
+        )
+        .unwrap_err();
+        assert!(err.contains("key `a`") && err.contains("yaml"), "{err}");
+        assert!(parse_routes_file(
+            "[routes.\"/v1/chat/completions\"]\noutput_mode = \"x\"\n",
+            MIN
+        )
+        .is_err());
     }
 
     #[test]

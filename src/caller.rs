@@ -124,6 +124,8 @@ mod tests {
                 secret: Secret(format!("sk-{name}")),
                 admin: *admin,
                 quota: None,
+                output_mode: None,
+                reasoning_format: None,
             }));
         access
     }

@@ -27,6 +27,8 @@ pub enum Route {
     GetModel,
     /// `/v1/chat/completions`.
     ChatCompletions,
+    /// `/v1/completions` (legacy text completions).
+    Completions,
     /// `/v1/responses`.
     Responses,
     /// `/v1/responses/{id}` and `/v1/responses/{id}/input_items`.
@@ -35,6 +37,10 @@ pub enum Route {
     Usage,
     /// `/admin/maintenance`.
     AdminMaintenance,
+    /// `/admin/workers`: the pool, one row per worker.
+    AdminWorkers,
+    /// `/admin/workers/restart`: a rolling restart (all, or one worker).
+    AdminWorkersRestart,
     /// Any other `/admin/...` path: no handler, but admin all the same.
     Admin,
     /// Anything else.
@@ -64,9 +70,12 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/v1/models" => Route::ListModels,
             "/v1/chat/completions" => Route::ChatCompletions,
+            "/v1/completions" => Route::Completions,
             "/v1/responses" => Route::Responses,
             "/v1/usage" => Route::Usage,
             "/admin/maintenance" => Route::AdminMaintenance,
+            "/admin/workers" => Route::AdminWorkers,
+            "/admin/workers/restart" => Route::AdminWorkersRestart,
             p if p.starts_with(MODELS_PREFIX) => Route::GetModel,
             p if p.starts_with(RESPONSES_PREFIX) => Route::StoredResponse,
             p if p.starts_with("/admin/") => Route::Admin,
@@ -85,10 +94,14 @@ impl Route {
             Route::ListModels => "/v1/models",
             Route::GetModel => "/v1/models/{id}",
             Route::ChatCompletions => "/v1/chat/completions",
+            Route::Completions => "/v1/completions",
             Route::Responses => "/v1/responses",
             Route::StoredResponse => "/v1/responses/{id}",
             Route::Usage => "/v1/usage",
-            Route::AdminMaintenance | Route::Admin => "/admin",
+            Route::AdminMaintenance
+            | Route::AdminWorkers
+            | Route::AdminWorkersRestart
+            | Route::Admin => "/admin",
             Route::Unknown => "other",
         }
     }
@@ -103,7 +116,13 @@ impl Route {
     /// `/admin/*`: exempt from maintenance (it is how maintenance is switched
     /// off) and served to admin callers only.
     pub fn is_admin(self) -> bool {
-        matches!(self, Route::AdminMaintenance | Route::Admin)
+        matches!(
+            self,
+            Route::AdminMaintenance
+                | Route::AdminWorkers
+                | Route::AdminWorkersRestart
+                | Route::Admin
+        )
     }
 
     /// Whether the route needs a key when keys exist and no route rule says
@@ -132,14 +151,22 @@ impl Route {
                 MethodMatch::Served
             }
             Route::Healthz | Route::Readyz | Route::ListModels => MethodMatch::NotAllowed("GET"),
-            Route::ChatCompletions | Route::Responses if post => MethodMatch::Served,
-            Route::ChatCompletions | Route::Responses => MethodMatch::NotAllowed("POST"),
+            Route::ChatCompletions | Route::Completions | Route::Responses if post => {
+                MethodMatch::Served
+            }
+            Route::ChatCompletions | Route::Completions | Route::Responses => {
+                MethodMatch::NotAllowed("POST")
+            }
             Route::Metrics | Route::GetModel | Route::Usage if get => MethodMatch::Served,
             Route::Usage => MethodMatch::NotAllowed("GET"),
             // Which of the two a path serves, the handler says (input_items: GET only).
             Route::StoredResponse if get || *method == Method::DELETE => MethodMatch::Served,
             Route::StoredResponse => MethodMatch::NotAllowed("GET, DELETE"),
             Route::AdminMaintenance if get || post => MethodMatch::Served,
+            Route::AdminWorkers if get => MethodMatch::Served,
+            Route::AdminWorkers => MethodMatch::NotAllowed("GET"),
+            Route::AdminWorkersRestart if post => MethodMatch::Served,
+            Route::AdminWorkersRestart => MethodMatch::NotAllowed("POST"),
             Route::Metrics | Route::GetModel | Route::AdminMaintenance => MethodMatch::NotFound,
             Route::Admin | Route::Unknown => MethodMatch::NotFound,
         }
@@ -207,6 +234,13 @@ mod tests {
             Some("POST"),
         ),
         (
+            "/v1/completions",
+            Route::Completions,
+            "/v1/completions",
+            &["POST"],
+            Some("POST"),
+        ),
+        (
             "/v1/responses",
             Route::Responses,
             "/v1/responses",
@@ -242,9 +276,23 @@ mod tests {
             None,
         ),
         ("/admin/other", Route::Admin, "/admin", &[], None),
+        (
+            "/admin/workers",
+            Route::AdminWorkers,
+            "/admin",
+            &["GET"],
+            Some("GET"),
+        ),
+        (
+            "/admin/workers/restart",
+            Route::AdminWorkersRestart,
+            "/admin",
+            &["POST"],
+            Some("POST"),
+        ),
         ("/admin", Route::Unknown, "other", &[], None),
         ("/", Route::Unknown, "other", &[], None),
-        ("/v1/completions", Route::Unknown, "other", &[], None),
+        ("/v1/completions/x", Route::Unknown, "other", &[], None),
         ("/healthz/", Route::Unknown, "other", &[], None),
         ("/v1/chat/completions/x", Route::Unknown, "other", &[], None),
     ];

@@ -11,7 +11,8 @@
 //! | `AccessNote` | access log | written by the `Caller` map (key name) and the pipeline (model, tokens) |
 //! | `AuthenticatedKey` | auth | the `Caller` map |
 //! | `Caller` | the `map_request` under auth | rate limit (bucket, quota), `/admin/*`, `/metrics`, the API handlers (stream limit) |
-//! | `OutputMode` | output mode | the chat handler, for the pipeline's tool-call rendering |
+//! | `ReasoningFormat` | the `map_request` under auth (the caller's key, else route, else `PROXY_REASONING_FORMAT`) | `api::Client`, which lets `x-proxy-reasoning-format` override it |
+//! | `OutputMode` | output mode (header, else the caller's key or route in `AccessPolicy`, else `PROXY_OUTPUT_MODE`) | the chat handler, for the pipeline's tool-call rendering |
 //!
 //! Rejections are responses (hyper drops the connection on `Err`), each
 //! marked in the response extensions so metrics counts them by cause.
@@ -43,6 +44,7 @@ use tower_http::trace::TraceLayer;
 use crate::access::AccessPolicy;
 use crate::access_log::{AccessLogLayer, AccessNote};
 use crate::api::error::Rejection;
+use crate::api::reasoning::ReasoningFormat;
 use crate::api::Api;
 use crate::caller::Caller;
 use crate::route::Route;
@@ -63,6 +65,8 @@ pub struct StackConfig {
     pub http_metrics: HttpMetrics,
     /// The default output mode (`PROXY_OUTPUT_MODE`).
     pub output_mode: OutputMode,
+    /// The default reasoning format (`PROXY_REASONING_FORMAT`).
+    pub reasoning_format: ReasoningFormat,
     pub sse_keepalive: Duration,
     /// `PROXY_TRACE_BUFFER`: each request's JSON-RPC lines to a file.
     pub trace_buffer: Option<TraceBuffer>,
@@ -97,11 +101,17 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
     };
     let identify = {
         let access = config.access.clone();
+        let reasoning_default = config.reasoning_format;
         move |mut req: Request<Incoming>| {
             let caller = Caller::of(&req, &access);
             if let (Some(note), Some(key)) = (req.extensions().get::<AccessNote>(), &caller.key) {
                 note.set_key(key);
             }
+            // The request's header, if any, is applied by the API (`Client`).
+            let reasoning = access
+                .reasoning_format(caller.route, caller.key.as_deref())
+                .unwrap_or(reasoning_default);
+            req.extensions_mut().insert(reasoning);
             req.extensions_mut().insert(caller);
             req
         }
@@ -116,6 +126,13 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
                 caller.key.as_deref(),
             )?;
             Some(RateKey::new(bucket, quota))
+        }
+    };
+    let mode_policy = {
+        let access = config.access.clone();
+        move |req: &Request<Incoming>| -> Option<OutputMode> {
+            let caller = req.extensions().get::<Caller>()?;
+            access.output_mode(caller.route, caller.key.as_deref())
         }
     };
     let rejection_cause = |parts: &http::response::Parts| -> Option<&'static str> {
@@ -183,8 +200,10 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .map_request(identify)
         // Keyed by that identity (or the client address), so needs auth first.
         .layer(RateLimitLayer::new(rate_policy))
-        // A bad x-proxy-output-mode is a 400 before any work starts.
-        .layer(OutputModeLayer::new(config.output_mode))
+        // A bad x-proxy-output-mode is a 400 before any work starts; without
+        // the header the caller's key, then its route, set the default, so
+        // it sits below the map that decides the caller.
+        .layer(OutputModeLayer::new(config.output_mode).default_by(mode_policy))
         // Turns the API's event streams into SSE bytes with keep-alives.
         .layer(SseLayer::new().keep_alive(config.sse_keepalive))
         .service(api);

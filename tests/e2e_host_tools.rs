@@ -22,6 +22,9 @@ fn bundled_models() -> HomeOptions {
 /// top-level `apply_patch`.
 const CODE_MODE_MODEL: &str = "gpt-6-sol";
 const PATCH_MODEL: &str = "gpt-5.5";
+/// The bundled default since 0.171.0; its catalog entry adds
+/// `send_message_to_user_async`, which no feature switch removes.
+const DEFAULT_MODEL: &str = "gpt-6.2-sol";
 
 /// The only tools a model may see besides the client's: `request_user_input`
 /// reaches the gateway as a server request (answered there), not the host.
@@ -130,7 +133,9 @@ async fn every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_o
         .map(|m| m["id"].as_str().unwrap().to_owned())
         .collect();
     assert!(
-        ids.iter().any(|m| m == CODE_MODE_MODEL) && ids.iter().any(|m| m == PATCH_MODEL),
+        [CODE_MODE_MODEL, PATCH_MODEL, DEFAULT_MODEL]
+            .iter()
+            .all(|want| ids.iter().any(|m| m == want)),
         "the bundled catalog is listed: {ids:?}"
     );
     for id in &ids {
@@ -197,6 +202,34 @@ async fn a_forced_apply_patch_reveals_nothing_about_host_files_and_writes_nothin
     }
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "line one\n");
     assert!(!missing.exists() && !added.exists());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_models_message_tool_is_neither_offered_nor_run() {
+    // gpt-6.2-sol's `send_message_to_user_async` would put text in front of
+    // the user outside the answer; the lockdown's catalog clears it with the
+    // other `experimental_supported_tools`, so codex treats a call to it like
+    // a call to a tool that does not exist.
+    let h = Harness::start_with_home(&[], &bundled_models()).await;
+    let r = ask(&h, DEFAULT_MODEL, "hello").await;
+    assert_eq!(answer(&r), "ECHO: hello");
+    let tools = offered(&h.model.requests().pop().unwrap());
+    assert!(
+        tools.iter().all(|(name, _)| !name.contains("message")),
+        "{tools:?}"
+    );
+    let r = ask(
+        &h,
+        DEFAULT_MODEL,
+        r#"[[call send_message_to_user_async {"message":"psst"}]]"#,
+    )
+    .await;
+    assert_eq!(
+        answer(&r),
+        "TOOL RESULT call_N: unsupported call: send_message_to_user_async"
+    );
+    assert!(!r.text().contains("psst"), "{}", r.text());
     h.stop().await;
 }
 

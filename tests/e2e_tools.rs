@@ -171,7 +171,13 @@ async fn obsidian_xml_mode_renders_calls_as_use_tool_blocks() {
         "<use_tool>\n<name>get_weather</name>\n<city>Oslo &amp; Bergen</city>\n<unit>C</unit>\n</use_tool>",
         "canonical: schema order, escaped"
     );
-    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+    // The client sent `tools`: the call is in `tool_calls` too, so an SDK
+    // client that landed on the XML mode still sees it.
+    let calls = &v["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "get_weather", "{v}");
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"unit": "C", "city": "Oslo & Bergen"}));
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
 
     // An Obsidian-style exchange: tools described in the prompt, the model
@@ -192,6 +198,12 @@ async fn obsidian_xml_mode_renders_calls_as_use_tool_blocks() {
         })
         .collect();
     assert_eq!(text, format!("Let me search. {block}"));
+    // No `tools` in the request: the block stays text only, as Obsidian expects.
+    assert!(
+        !r.text().contains("tool_calls\":["),
+        "a client without tools got tool_calls: {}",
+        r.text()
+    );
     h.stop().await;
 }
 
@@ -367,5 +379,147 @@ async fn a_turn_waiting_for_tool_results_holds_no_turn_slot() {
         v["choices"][0]["message"]["content"],
         format!("TOOL RESULT {}: warm", call["id"].as_str().unwrap())
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_mode_follows_the_key_then_the_route_and_the_header_wins() {
+    let dir = std::env::temp_dir().join(format!("codex-e2e-modes-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[keys]]\nname = \"sdk\"\nkey = \"sk-sdk\"\noutput_mode = \"openai-json\"\n\
+         [[keys]]\nname = \"obsidian\"\nkey = \"sk-obsidian\"\n",
+    )
+    .unwrap();
+    let routes = dir.join("routes.toml");
+    std::fs::write(
+        &routes,
+        "[routes.\"/v1/chat/completions\"]\noutput_mode = \"obsidian-xml\"\n",
+    )
+    .unwrap();
+    let h = Harness::start_with(&[
+        ("PROXY_API_KEYS_FILE", keys.to_str().unwrap()),
+        ("PROXY_CONFIG", routes.to_str().unwrap()),
+        ("PROXY_OUTPUT_MODE", "openai-json"),
+    ])
+    .await;
+    let ask = |key: &'static str, mode: Option<&'static str>| {
+        let mut b = Request::post(h.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {key}"));
+        if let Some(m) = mode {
+            b = b.header("x-proxy-output-mode", m);
+        }
+        let body = tool_request(r#"[[call get_weather {"city": "Oslo"}]]"#, false);
+        h.send(
+            b.body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap(),
+        )
+    };
+    let content = |r: &support::Reply| r.json()["choices"][0]["message"]["content"].clone();
+    // The key's mode: tool_calls only.
+    let r = ask("sk-sdk", None).await;
+    assert_eq!(content(&r), Value::Null, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    // No mode of its own: the route's (not PROXY_OUTPUT_MODE's) XML.
+    let r = ask("sk-obsidian", None).await;
+    assert!(
+        content(&r)
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("<use_tool>"),
+        "{}",
+        r.text()
+    );
+    // The header beats the key.
+    let r = ask("sk-sdk", Some("obsidian-xml")).await;
+    assert!(
+        content(&r)
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("<use_tool>"),
+        "{}",
+        r.text()
+    );
+    h.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_forced_by_tool_choice_is_final_and_its_turn_is_released_at_once() {
+    // LangChain's with_structured_output(method="function_calling") names
+    // the schema's tool in tool_choice and never sends the result back.
+    const INTERRUPTS: &str =
+        "codex_gateway_jsonrpc_calls_total{method=\"turn/interrupt\",outcome=\"ok\"}";
+    let h = Harness::start_with(&[("PROXY_ENABLE_METRICS", "true")]).await;
+    let mut body = tool_request(r#"[[call get_weather {"city": "Oslo"}]]"#, false);
+    body["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+    let r = post_mode(&h, &body, "openai-json").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let call = r.json()["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "get_weather");
+    // Not parked: the turn is interrupted now, not when the park expires.
+    let mut released = false;
+    for _ in 0..100 {
+        if metric(&h.get("/metrics").await.text(), INTERRUPTS) >= 1.0 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(released, "the forced call's turn is still held");
+    // A client that does send the result still gets its answer (rebuilt).
+    let call_id = call["id"].as_str().unwrap().to_owned();
+    body["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+        json!({"role": "tool", "tool_call_id": call_id, "content": "cold"}),
+    ]);
+    body["tool_choice"] = json!("auto");
+    let r = post_mode(&h, &body, "openai-json").await;
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        format!("TOOL RESULT {call_id}: cold")
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_turn_the_next_request_moves_on_from_is_released_at_once() {
+    const INTERRUPTS: &str =
+        "codex_gateway_jsonrpc_calls_total{method=\"turn/interrupt\",outcome=\"ok\"}";
+    let h = Harness::start_with(&[("PROXY_ENABLE_METRICS", "true")]).await;
+    let mut body = tool_request(r#"[[call get_weather {"city": "Oslo"}]]"#, false);
+    let r = post_mode(&h, &body, "openai-json").await;
+    let call = r.json()["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "get_weather", "{}", r.text());
+    let before = metric(&h.get("/metrics").await.text(), INTERRUPTS);
+    // The client answers the call with a new question instead of its result.
+    body["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+        json!({"role": "user", "content": "never mind"}),
+    ]);
+    let r = post_mode(&h, &body, "openai-json").await;
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "ECHO: never mind",
+        "{}",
+        r.text()
+    );
+    let mut released = false;
+    for _ in 0..100 {
+        if metric(&h.get("/metrics").await.text(), INTERRUPTS) > before {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(released, "the abandoned turn is still parked");
     h.stop().await;
 }

@@ -321,14 +321,14 @@ async fn worker_down_drill_fires_and_resolves_on_a_real_prometheus() {
     // The shipped rule, its hold time shortened from 1m for the drill.
     let shipped =
         std::fs::read_to_string(Path::new(ROOT).join("deploy/prometheus/alerts.yml")).unwrap();
-    let rule = "expr: codex_gateway_worker_ready == 0\n        for: 1m";
+    let rule = "expr: max without (worker) (codex_gateway_worker_ready) == 0\n        for: 1m";
     assert!(
         shipped.contains(rule),
         "the WorkerDown rule changed; update the drill"
     );
     let rules = shipped.replace(
         rule,
-        "expr: codex_gateway_worker_ready == 0\n        for: 2s",
+        "expr: max without (worker) (codex_gateway_worker_ready) == 0\n        for: 2s",
     );
     let prom = Prometheus::start(&dir, &h.addr.to_string(), &rules).await;
 

@@ -574,6 +574,14 @@ fn notifications_decode() {
     decodes::<TurnStartedNotification>(&schema, schema.notification(TURN_STARTED));
     decodes::<TurnCompletedNotification>(&schema, schema.notification(TURN_COMPLETED));
     decodes::<ErrorNotification>(&schema, schema.notification(ERROR));
+    decodes::<ReasoningSummaryTextDeltaNotification>(
+        &schema,
+        schema.notification(REASONING_SUMMARY_TEXT_DELTA),
+    );
+    decodes::<ReasoningSummaryPartAddedNotification>(
+        &schema,
+        schema.notification(REASONING_SUMMARY_PART_ADDED),
+    );
 }
 
 #[test]
@@ -593,6 +601,8 @@ fn opt_out_names_real_notifications_the_gateway_does_not_read() {
         TURN_STARTED,
         TURN_COMPLETED,
         ERROR,
+        REASONING_SUMMARY_TEXT_DELTA,
+        REASONING_SUMMARY_PART_ADDED,
     ];
     for m in read {
         assert!(
@@ -807,6 +817,14 @@ fn bound() -> BTreeMap<&'static str, (Check, Option<Check>)> {
         (TURN_STARTED, (decode::<TurnStartedNotification>, None)),
         (TURN_COMPLETED, (decode::<TurnCompletedNotification>, None)),
         (ERROR, (decode::<ErrorNotification>, None)),
+        (
+            REASONING_SUMMARY_TEXT_DELTA,
+            (decode::<ReasoningSummaryTextDeltaNotification>, None),
+        ),
+        (
+            REASONING_SUMMARY_PART_ADDED,
+            (decode::<ReasoningSummaryPartAddedNotification>, None),
+        ),
         (
             DYNAMIC_TOOL_CALL,
             (

@@ -63,13 +63,27 @@ pub(crate) fn split_words(text: &str) -> Vec<&str> {
 }
 
 fn usage(meta: &Meta, output_tokens: u64) -> Value {
+    usage_with_reasoning(meta, output_tokens, 0)
+}
+
+/// `output_tokens` counts the reasoning tokens too, as OpenAI's do.
+fn usage_with_reasoning(meta: &Meta, output_tokens: u64, reasoning_tokens: u64) -> Value {
     json!({
         "input_tokens": meta.input_tokens,
         "input_tokens_details": {"cached_tokens": meta.cached_tokens},
         "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
         "total_tokens": meta.input_tokens + output_tokens,
     })
+}
+
+/// A `reasoning` output item with one `summary_text` part.
+fn reasoning_item(id: &str, summary: Option<&str>) -> Value {
+    let summary: Vec<Value> = summary
+        .map(|t| json!({"type": "summary_text", "text": t}))
+        .into_iter()
+        .collect();
+    json!({"id": id, "type": "reasoning", "summary": summary})
 }
 
 /// The `response` object; `usage` is null until the response completes.
@@ -163,25 +177,65 @@ impl Events {
     }
 }
 
-/// The stream of a text reply whose message item id is `msg_{id_number}`.
+/// The stream of a text reply whose message item id is `msg_{id_number}`; with
+/// `reasoning`, a `reasoning` item `rs_{id_number}` comes first (output index 0), its
+/// summary streamed as word deltas.
 pub(crate) fn text_stream(
     meta: &Meta,
     id_number: u64,
     text: &str,
     delay: Option<Duration>,
     break_after: Option<usize>,
+    reasoning: Option<&str>,
 ) -> Vec<Step> {
     let item_id = format!("msg_{id_number}");
     let deltas = split_words(text);
     let mut ev = Events::new();
     ev.created(meta);
+    let mut output = Vec::new();
+    let mut reasoning_tokens = 0;
+    if let Some(summary) = reasoning {
+        let rs_id = format!("rs_{id_number}");
+        ev.push(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": reasoning_item(&rs_id, None)}),
+        );
+        ev.push(
+            "response.reasoning_summary_part.added",
+            json!({"item_id": rs_id, "output_index": 0, "summary_index": 0,
+                   "part": {"type": "summary_text", "text": ""}}),
+        );
+        for delta in split_words(summary) {
+            reasoning_tokens += 1;
+            ev.push(
+                "response.reasoning_summary_text.delta",
+                json!({"item_id": rs_id, "output_index": 0, "summary_index": 0, "delta": delta}),
+            );
+        }
+        ev.push(
+            "response.reasoning_summary_text.done",
+            json!({"item_id": rs_id, "output_index": 0, "summary_index": 0, "text": summary}),
+        );
+        ev.push(
+            "response.reasoning_summary_part.done",
+            json!({"item_id": rs_id, "output_index": 0, "summary_index": 0,
+                   "part": {"type": "summary_text", "text": summary}}),
+        );
+        let done = reasoning_item(&rs_id, Some(summary));
+        ev.push(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": done.clone()}),
+        );
+        output.push(done);
+    }
+    let index = output.len();
     ev.push(
         "response.output_item.added",
-        json!({"output_index": 0, "item": message_item(&item_id, "in_progress", Vec::new())}),
+        json!({"output_index": index, "item": message_item(&item_id, "in_progress", Vec::new())}),
     );
     ev.push(
         "response.content_part.added",
-        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": output_text_part("")}),
+        json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": output_text_part("")}),
     );
     for (sent, delta) in deltas.iter().enumerate() {
         if break_after == Some(sent) {
@@ -192,7 +246,7 @@ pub(crate) fn text_stream(
         }
         ev.push(
             "response.output_text.delta",
-            json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []}),
+            json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}),
         );
     }
     if break_after.is_some() {
@@ -201,35 +255,54 @@ pub(crate) fn text_stream(
     }
     ev.push(
         "response.output_text.done",
-        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
+        json!({"item_id": item_id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
     );
     ev.push(
         "response.content_part.done",
-        json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": output_text_part(text)}),
+        json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": output_text_part(text)}),
     );
     let done = message_item(&item_id, "completed", vec![output_text_part(text)]);
     ev.push(
         "response.output_item.done",
-        json!({"output_index": 0, "item": done.clone()}),
+        json!({"output_index": index, "item": done.clone()}),
     );
+    output.push(done);
     let r = response(
         meta,
         "completed",
-        vec![done],
-        usage(meta, deltas.len() as u64),
+        output,
+        usage_with_reasoning(
+            meta,
+            deltas.len() as u64 + reasoning_tokens,
+            reasoning_tokens,
+        ),
     );
     ev.push("response.completed", json!({"response": r}));
     ev.steps
 }
 
-/// The final `output` of a text reply (for `stream: false`).
-pub(crate) fn text_output(id_number: u64, text: &str) -> (Vec<Value>, u64) {
-    let item = message_item(
+/// The final `output` of a text reply (for `stream: false`), and its output and
+/// reasoning tokens.
+pub(crate) fn text_output(
+    id_number: u64,
+    text: &str,
+    reasoning: Option<&str>,
+) -> (Vec<Value>, u64, u64) {
+    let mut output = Vec::new();
+    let reasoning_tokens = reasoning.map_or(0, |r| split_words(r).len() as u64);
+    if let Some(summary) = reasoning {
+        output.push(reasoning_item(&format!("rs_{id_number}"), Some(summary)));
+    }
+    output.push(message_item(
         &format!("msg_{id_number}"),
         "completed",
         vec![output_text_part(text)],
-    );
-    (vec![item], split_words(text).len() as u64)
+    ));
+    (
+        output,
+        split_words(text).len() as u64 + reasoning_tokens,
+        reasoning_tokens,
+    )
 }
 
 /// The stream of a function-call reply; call `i` uses id number `first_id + i`
@@ -265,8 +338,8 @@ pub(crate) fn calls_output(first_id: u64, calls: &[Call]) -> (Vec<Value>, u64) {
 }
 
 /// `usage` for a final response (for `stream: false`).
-pub(crate) fn final_usage(meta: &Meta, output_tokens: u64) -> Value {
-    usage(meta, output_tokens)
+pub(crate) fn final_usage(meta: &Meta, output_tokens: u64, reasoning_tokens: u64) -> Value {
+    usage_with_reasoning(meta, output_tokens, reasoning_tokens)
 }
 
 #[cfg(test)]
@@ -319,8 +392,43 @@ mod tests {
     }
 
     #[test]
+    fn a_reasoning_summary_streams_before_the_message_and_counts_as_reasoning_tokens() {
+        let ev = events(&text_stream(
+            &meta(),
+            4,
+            "ok",
+            None,
+            None,
+            Some("Think twice."),
+        ));
+        let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            &types[2..9],
+            [
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+            ]
+        );
+        assert_eq!(ev[2]["item"]["type"], "reasoning");
+        assert_eq!(ev[2]["item"]["id"], "rs_4");
+        assert_eq!(ev[9]["output_index"], 1, "the message comes second");
+        let done = &ev.last().unwrap()["response"];
+        assert_eq!(done["output"][0]["summary"][0]["text"], "Think twice.");
+        assert_eq!(
+            done["usage"]["output_tokens_details"]["reasoning_tokens"],
+            2
+        );
+        assert_eq!(done["usage"]["output_tokens"], 3);
+    }
+
+    #[test]
     fn text_stream_is_the_full_realistic_sequence() {
-        let ev = events(&text_stream(&meta(), 7, "ECHO: hi there", None, None));
+        let ev = events(&text_stream(&meta(), 7, "ECHO: hi there", None, None, None));
         let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(
             types,
@@ -354,7 +462,7 @@ mod tests {
 
     #[test]
     fn break_stops_after_n_deltas_without_completed() {
-        let steps = text_stream(&meta(), 1, "a b c d", None, Some(2));
+        let steps = text_stream(&meta(), 1, "a b c d", None, Some(2), None);
         assert_eq!(steps.last(), Some(&Step::Abort));
         let ev = events(&steps);
         let deltas = ev
@@ -368,7 +476,7 @@ mod tests {
     #[test]
     fn slow_pauses_before_every_delta() {
         let d = Duration::from_millis(5);
-        let steps = text_stream(&meta(), 1, "a b", Some(d), None);
+        let steps = text_stream(&meta(), 1, "a b", Some(d), None, None);
         let pauses = steps.iter().filter(|s| **s == Step::Pause(d)).count();
         assert_eq!(pauses, 2);
     }

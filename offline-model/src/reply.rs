@@ -28,6 +28,8 @@ pub(crate) enum Reply {
         /// Drop the connection after this many deltas, without `response.completed`
         /// (`[[break N]]`).
         break_after: Option<usize>,
+        /// A reasoning summary streamed before the text (`[[reason SUMMARY]]`).
+        reasoning: Option<String>,
     },
     /// One `function_call` or `custom_tool_call` output item per call, no text.
     Calls(Vec<Call>),
@@ -54,6 +56,7 @@ impl Reply {
             text: text.into(),
             delay: None,
             break_after: None,
+            reasoning: None,
         }
     }
 }
@@ -99,11 +102,19 @@ pub(crate) fn decide(body: &Value) -> Reply {
             text: echo,
             delay: None,
             break_after: Some(*n),
+            reasoning: None,
         },
         Trigger::Slow(ms) => Reply::Text {
             text: echo,
             delay: Some(Duration::from_millis(*ms)),
             break_after: None,
+            reasoning: None,
+        },
+        Trigger::Reason(summary) => Reply::Text {
+            text: echo,
+            delay: None,
+            break_after: None,
+            reasoning: Some(summary.clone()),
         },
         Trigger::Words(n) => Reply::text(
             (1..=*n)
@@ -267,7 +278,8 @@ mod tests {
             Reply::Text {
                 text: "ECHO: [[slow 250]]".into(),
                 delay: Some(Duration::from_millis(250)),
-                break_after: None
+                break_after: None,
+                reasoning: None
             }
         );
         assert_eq!(
@@ -275,7 +287,17 @@ mod tests {
             Reply::Text {
                 text: "ECHO: [[break 2]]".into(),
                 delay: None,
-                break_after: Some(2)
+                break_after: Some(2),
+                reasoning: None
+            }
+        );
+        assert_eq!(
+            decide(&with_prompt("[[reason Weigh it.]] hi")),
+            Reply::Text {
+                text: "ECHO: [[reason Weigh it.]] hi".into(),
+                delay: None,
+                break_after: None,
+                reasoning: Some("Weigh it.".into())
             }
         );
     }

@@ -282,18 +282,20 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
             text,
             delay,
             break_after,
+            reasoning,
         } => {
             let id = shared.reserve(1);
             if streaming {
                 sse(
-                    events::text_stream(&meta, id, &text, delay, break_after),
+                    events::text_stream(&meta, id, &text, delay, break_after, reasoning.as_deref()),
                     shared,
                 )
             } else if break_after.is_some() {
                 aborted()
             } else {
-                let (output, tokens) = events::text_output(id, &text);
-                final_json(&meta, output, tokens)
+                let (output, tokens, reasoning_tokens) =
+                    events::text_output(id, &text, reasoning.as_deref());
+                final_json(&meta, output, tokens, reasoning_tokens)
             }
         }
         Reply::Calls(calls) => {
@@ -302,7 +304,7 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
                 sse(events::calls_stream(&meta, first, &calls), shared)
             } else {
                 let (output, tokens) = events::calls_output(first, &calls);
-                final_json(&meta, output, tokens)
+                final_json(&meta, output, tokens, 0)
             }
         }
     }
@@ -358,8 +360,13 @@ fn simulated_error(status: u16) -> Response<Body> {
     res
 }
 
-fn final_json(meta: &Meta, output: Vec<Value>, output_tokens: u64) -> Response<Body> {
-    let usage = events::final_usage(meta, output_tokens);
+fn final_json(
+    meta: &Meta,
+    output: Vec<Value>,
+    output_tokens: u64,
+    reasoning_tokens: u64,
+) -> Response<Body> {
+    let usage = events::final_usage(meta, output_tokens, reasoning_tokens);
     json_response(
         StatusCode::OK,
         &events::response(meta, "completed", output, usage),

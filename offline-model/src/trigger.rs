@@ -55,6 +55,8 @@ pub(crate) enum Trigger {
     Json,
     /// `[[text TEXT]]`: TEXT runs to the LAST `]]` of the prompt.
     Text(String),
+    /// `[[reason SUMMARY]]`: SUMMARY runs to the NEXT `]]`; the reply reasons first.
+    Reason(String),
 }
 
 /// All triggers in `prompt`, in the order they appear.
@@ -106,6 +108,7 @@ fn parse_at(prompt: &str, at: usize) -> Option<(Trigger, usize)> {
         "effort" => unit(Trigger::Effort),
         "json" => unit(Trigger::Json),
         "text" => parse_text(prompt, args_at),
+        "reason" => parse_reason(prompt, args_at),
         _ => None,
     }
 }
@@ -220,6 +223,19 @@ fn parse_text(s: &str, at: usize) -> Option<(Trigger, usize)> {
     Some((Trigger::Text(s[text_at..end].to_owned()), end + 2))
 }
 
+/// ` SUMMARY]]`: one separating whitespace character, then a non-empty text up to the
+/// next `]]` (so the rest of the prompt, other triggers included, stays outside it).
+fn parse_reason(s: &str, at: usize) -> Option<(Trigger, usize)> {
+    let c = s[at..].chars().next().filter(|c| c.is_whitespace())?;
+    let text_at = at + c.len_utf8();
+    let end = s[text_at..].find("]]")? + text_at;
+    let summary = &s[text_at..end];
+    if summary.trim().is_empty() {
+        return None;
+    }
+    Some((Trigger::Reason(summary.to_owned()), end + 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +250,15 @@ mod tests {
             name: name.to_owned(),
             arguments,
         }
+    }
+
+    #[test]
+    fn reason_takes_its_summary_up_to_the_next_closing_brackets() {
+        assert_eq!(
+            scan("[[reason Think it over.]] then [[words 2]]"),
+            [Trigger::Reason("Think it over.".into()), Trigger::Words(2)]
+        );
+        assert!(scan("[[reason ]] [[reason]] [[reason x").is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! End to end: the real `codex app-server` (0.169.0) against the offline model.
+//! End to end: the real `codex app-server` (the pinned CLI, CODEX_VERSION) against the offline model.
 //!
 //! The codex binary is found via `CODEX_BIN`, else at the path `scripts/install-codex.sh`
 //! installs it to. When it is absent each test prints why and passes without running.
@@ -214,7 +214,10 @@ async fn strict_config_and_catalog_are_accepted() {
         String::from_utf8_lossy(&out.stderr)
     );
     let printed: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(printed["appServerVersion"], "0.169.0");
+    assert_eq!(
+        printed["appServerVersion"],
+        include_str!("../../CODEX_VERSION").trim()
+    );
 
     // The catalog is what model/list reports: one model, three efforts, medium default.
     let mut app = AppServer::spawn(&bin, &home.0, &env).await;

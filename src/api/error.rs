@@ -94,6 +94,18 @@ impl ApiError {
         self
     }
 
+    /// The answer to a WebSocket handshake on `/v1/responses`: 426, the
+    /// status Codex CLI takes as "use HTTP" for its Responses transport.
+    pub fn websocket_refused() -> ApiError {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "invalid_request_error",
+            "WebSocket is not supported on /v1/responses: send the request as an HTTP POST \
+             (with \"stream\": true for Server-Sent Events).",
+        )
+        .code("websocket_not_supported")
+    }
+
     pub fn retry_after(mut self, d: Duration) -> ApiError {
         self.retry_after = Some(d);
         self
@@ -171,6 +183,12 @@ impl From<Failure> for ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "context_length_exceeded",
+            ),
+            // The wording OpenAI uses when a prompt is refused on policy.
+            FailureKind::PolicyRefused => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "content_policy_violation",
             ),
             FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "timeout"),
             FailureKind::WorkerGone => (StatusCode::BAD_GATEWAY, "api_error", "worker_gone"),
@@ -264,6 +282,15 @@ mod tests {
         assert_eq!(v["error"]["code"], "host_tool_refused");
         assert_eq!(v["error"]["type"], "api_error");
         assert_eq!(e.into_response().status(), 502);
+    }
+
+    #[test]
+    fn a_policy_refusal_is_the_clients_request_to_change() {
+        let e = ApiError::from(Failure::new(FailureKind::PolicyRefused, "refused"));
+        let v = e.body_json();
+        assert_eq!(v["error"]["code"], "content_policy_violation");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(e.into_response().status(), 400);
     }
 
     #[test]

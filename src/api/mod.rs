@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod chat;
+pub mod completions;
 pub mod conversation;
 pub mod error;
 mod health;
@@ -15,6 +16,7 @@ mod metrics_endpoint;
 pub mod models;
 mod params;
 pub mod pipeline;
+pub mod reasoning;
 pub mod responses;
 pub mod tools;
 pub mod upload;
@@ -189,6 +191,9 @@ where
         .get::<Route>()
         .copied()
         .unwrap_or_else(|| Route::of(req.uri().path()));
+    if route == Route::Responses && wants_websocket(&req) {
+        return Err(ApiError::websocket_refused());
+    }
     match route.accepts(req.method()) {
         MethodMatch::Served => {}
         MethodMatch::NotAllowed(allow) => return Err(ApiError::method_not_allowed(allow)),
@@ -213,6 +218,15 @@ where
             };
             admin::maintenance(state, &caller, body)
         }
+        Route::AdminWorkers => {
+            admin::authorize(&req)?;
+            Ok(admin::workers(state))
+        }
+        Route::AdminWorkersRestart => {
+            let caller = admin::authorize(&req)?;
+            let body = read_body(req, 64 * 1024, &state.uploads).await?;
+            admin::restart_workers(state, &caller, &body)
+        }
         Route::ListModels => {
             let models = state.core.models().map_err(ApiError::from)?;
             Ok(json_response(
@@ -230,12 +244,12 @@ where
             ))
         }
         Route::Responses => {
-            let client = Client::of(&req);
+            let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             responses::handle(state, &client, body).await
         }
         Route::StoredResponse => {
-            let client = Client::of(&req);
+            let client = Client::of(&req)?;
             responses::handle_stored(
                 state,
                 &client,
@@ -250,9 +264,14 @@ where
             usage::serve(state, query, req.extensions().get::<Caller>().cloned()).await
         }
         Route::ChatCompletions => {
-            let client = Client::of(&req);
+            let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             chat::handle(state, &client, body).await
+        }
+        Route::Completions => {
+            let client = Client::of(&req)?;
+            let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
+            completions::handle(state, &client, body).await
         }
         // `accepts` serves nothing on these.
         Route::Admin | Route::Unknown => Err(ApiError::not_found(format!(
@@ -261,6 +280,18 @@ where
             req.uri().path()
         ))),
     }
+}
+
+/// A WebSocket handshake (`Upgrade: websocket`). Codex CLI pointed at this
+/// gateway tries the Responses WebSocket transport first; it must learn at
+/// once that only HTTP is served, so it falls back instead of retrying.
+fn wants_websocket<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Who is calling, as the chat and responses handlers need it: the
@@ -275,14 +306,35 @@ pub struct Client {
     /// gateway without keys (where every caller shares them).
     pub owner: String,
     pub output_mode: codex_output_mode::OutputMode,
+    /// How chat shows reasoning: the `x-proxy-reasoning-format` header,
+    /// else the default the stack decided (key, route, environment).
+    pub reasoning_format: reasoning::ReasoningFormat,
     pub started: std::time::Instant,
     /// The request's access-log note (model, tokens), when the stack has one.
     pub note: Option<crate::access_log::AccessNote>,
 }
 
 impl Client {
-    fn of<B>(req: &Request<B>) -> Client {
-        Client {
+    /// A header naming no reasoning format is a 400, like a bad output mode.
+    fn of<B>(req: &Request<B>) -> Result<Client, ApiError> {
+        let reasoning_format = match req
+            .headers()
+            .get(reasoning::ReasoningFormat::HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .filter(|v| !v.trim().is_empty())
+        {
+            Some(v) => v.parse().map_err(|e: String| {
+                ApiError::invalid(reasoning::ReasoningFormat::HEADER.as_str(), e)
+                    .code("invalid_reasoning_format")
+            })?,
+            None => req
+                .extensions()
+                .get::<reasoning::ReasoningFormat>()
+                .copied()
+                .unwrap_or_default(),
+        };
+        Ok(Client {
+            reasoning_format,
             id: req
                 .extensions()
                 .get::<Caller>()
@@ -302,7 +354,7 @@ impl Client {
                 .extensions()
                 .get::<crate::access_log::AccessNote>()
                 .cloned(),
-        }
+        })
     }
 }
 

@@ -18,6 +18,8 @@ pub struct ApiConfig {
     pub aliases: Aliases,
     /// The output mode when a request sends no `x-proxy-output-mode`.
     pub output_mode: OutputMode,
+    /// How chat shows reasoning when neither header, key nor route says.
+    pub reasoning_format: crate::api::reasoning::ReasoningFormat,
     /// Largest accepted request body; larger gets 413.
     pub max_body_bytes: usize,
     /// Bytes all request bodies held at once may take (`PROXY_UPLOAD_BUDGET_BYTES`).

@@ -24,7 +24,7 @@ use crate::access::{AccessConfig, AccessPolicy, Secret};
 use crate::core::CoreConfig;
 use crate::server::ServeConfig;
 use crate::trace_buffer::TraceConfig;
-use crate::worker::{SandboxMode, WorkerConfig};
+use crate::worker::{PoolConfig, SandboxMode, WorkerConfig};
 
 pub use api::{Aliases, ApiConfig, ConversationConfig, ImageFetchConfig, ToolsConfig};
 pub use env::{ConfigError, Env, Variable};
@@ -57,7 +57,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_TRACE_MAX_FILES", default: "100", help: "at most this many trace files are kept (the oldest go first)" },
     Variable { name: "PROXY_TRACE_INCLUDE_CONTENT", default: "false", help: "keep message text and image data in traces (secrets are always removed)" },
     Variable { name: "PROXY_MODEL_ALIASES", default: "", help: "extra model names, e.g. codex-5=gpt-5-codex,codex-5-high=gpt-5-codex-high" },
-    Variable { name: "PROXY_OUTPUT_MODE", default: "obsidian-xml", help: "how tool calls reach clients: obsidian-xml | openai-json (per request: x-proxy-output-mode)" },
+    Variable { name: "PROXY_OUTPUT_MODE", default: "obsidian-xml", help: "how tool calls reach clients: obsidian-xml | openai-json (per request: x-proxy-output-mode; per key or route: the keys and route files)" },
+    Variable { name: "PROXY_REASONING_FORMAT", default: "field", help: "how chat clients get reasoning summaries: field (reasoning_content) | think-tags | off (per request: x-proxy-reasoning-format; per key or route: the keys and route files)" },
     Variable { name: "PROXY_SSE_KEEPALIVE_MS", default: "15000", help: "SSE comment sent after this much silence (0 disables)" },
     Variable { name: "PROXY_STREAM_IDLE_TIMEOUT_MS", default: "300000", help: "a turn whose worker stays silent this long fails with 504 (0 disables)" },
     Variable { name: "PROXY_ENABLE_CORS", default: "true", help: "answer CORS preflights and add CORS headers" },
@@ -72,7 +73,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_TRUSTED_PROXY_HOPS", default: "1", help: "trusted proxies in front of the gateway that each append to X-Forwarded-For; the client is that many entries from the right" },
     Variable { name: "PROXY_CONFIG", default: "", help: "TOML file with per-route auth and rate limits (see docs/configuration.md)" },
     Variable { name: "PROXY_SSE_MAX_CONCURRENCY", default: "0", help: "concurrent streams per key (or client address); 0 = unlimited" },
-    Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on the worker at once" },
+    Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on each worker at once (the gateway runs this × WORKER_POOL_SIZE)" },
     Variable { name: "WORKER_QUEUE_MAX", default: "64", help: "requests waiting for a turn slot; beyond it 429 with Retry-After" },
     Variable { name: "WORKER_QUEUE_TIMEOUT_MS", default: "10000", help: "longest wait for a turn slot before 429" },
     Variable { name: "PROXY_TIMEOUT_MS", default: "600000", help: "longest a whole request may take before 504 (0 disables)" },
@@ -106,6 +107,11 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "WORKER_HANDSHAKE_TIMEOUT_MS", default: "15000", help: "spawn until ready (initialize, initialized, model/list)" },
     Variable { name: "WORKER_SHUTDOWN_GRACE_MS", default: "5000", help: "time the worker gets to exit after its stdin closes before it is killed" },
     Variable { name: "WORKER_REQUEST_TIMEOUT_MS", default: "120000", help: "deadline for each JSON-RPC request to the worker" },
+    Variable { name: "WORKER_POOL_SIZE", default: "1", help: "codex worker processes; a new turn goes to the ready one with the fewest turns in flight" },
+    Variable { name: "WORKER_CODEX_HOMES", default: "", help: "one CODEX_HOME per worker, separated by commas (as many as WORKER_POOL_SIZE); default: CODEX_HOME for all" },
+    Variable { name: "WORKER_MAX_TURNS", default: "0", help: "a worker that has started this many turns is drained and replaced (0: never)" },
+    Variable { name: "WORKER_MAX_RSS_MB", default: "0", help: "a worker whose resident memory passes this is drained and replaced (0: never)" },
+    Variable { name: "WORKER_DRAIN_TIMEOUT_MS", default: "60000", help: "how long a worker being replaced may finish its turns before it is stopped anyway" },
 ];
 
 /// Everything the gateway reads at start, grouped by who uses it.
@@ -273,6 +279,9 @@ fn api<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ApiConfig, ConfigE
             v.parse::<codex_output_mode::OutputMode>()
                 .map_err(|e| e.to_string())
         })?,
+        reasoning_format: env.parse_with("PROXY_REASONING_FORMAT", |v| {
+            v.parse::<crate::api::reasoning::ReasoningFormat>()
+        })?,
         max_body_bytes: env.positive("PROXY_MAX_BODY_BYTES", "a byte count")?,
         upload_budget_bytes: env.parse("PROXY_UPLOAD_BUDGET_BYTES", "a byte count")?,
         sse_keepalive: env.millis("PROXY_SSE_KEEPALIVE_MS")?,
@@ -379,6 +388,38 @@ fn worker<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<WorkerConfig, C
         handshake_timeout: env.nonzero_millis("WORKER_HANDSHAKE_TIMEOUT_MS")?,
         shutdown_grace: env.millis("WORKER_SHUTDOWN_GRACE_MS")?,
         request_timeout: env.nonzero_millis("WORKER_REQUEST_TIMEOUT_MS")?,
+        pool: pool(env)?,
+    })
+}
+
+fn pool<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<PoolConfig, ConfigError> {
+    let size = env.positive("WORKER_POOL_SIZE", "a whole number")?;
+    if size > 64 {
+        return Err(ConfigError {
+            variable: "WORKER_POOL_SIZE",
+            message: format!("{size} workers is more than the 64 allowed"),
+        });
+    }
+    let codex_homes: Vec<PathBuf> = env
+        .list("WORKER_CODEX_HOMES")
+        .into_iter()
+        .map(absolute)
+        .collect();
+    if !codex_homes.is_empty() && codex_homes.len() != size {
+        return Err(ConfigError {
+            variable: "WORKER_CODEX_HOMES",
+            message: format!(
+                "names {} directories for WORKER_POOL_SIZE={size} workers; give one per worker",
+                codex_homes.len()
+            ),
+        });
+    }
+    Ok(PoolConfig {
+        size,
+        codex_homes,
+        max_turns: env.parse("WORKER_MAX_TURNS", "a whole number")?,
+        max_rss_mb: env.parse("WORKER_MAX_RSS_MB", "a whole number of megabytes")?,
+        drain_timeout: env.nonzero_millis("WORKER_DRAIN_TIMEOUT_MS")?,
     })
 }
 
@@ -524,6 +565,34 @@ mod tests {
         assert_eq!(c.worker.request_timeout, Duration::from_millis(120000));
         assert_eq!(c.worker.log_filter, "warn");
         assert!(!c.worker.enable_codex_tools);
+    }
+
+    #[test]
+    fn the_pool_defaults_to_one_worker_and_checks_its_homes() {
+        let c = env(&[]).unwrap();
+        assert_eq!(c.worker.pool.size, 1);
+        assert!(c.worker.pool.codex_homes.is_empty());
+        assert_eq!((c.worker.pool.max_turns, c.worker.pool.max_rss_mb), (0, 0));
+        let c = env(&[
+            ("WORKER_POOL_SIZE", "2"),
+            ("CODEX_HOME", "/srv/shared"),
+            ("WORKER_CODEX_HOMES", "/srv/a, /srv/b"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.worker.for_member(1).codex_home,
+            Some(PathBuf::from("/srv/b"))
+        );
+        let e = env(&[("WORKER_POOL_SIZE", "3"), ("WORKER_CODEX_HOMES", "/a,/b")]).unwrap_err();
+        assert_eq!(e.variable, "WORKER_CODEX_HOMES");
+        assert_eq!(
+            env(&[("WORKER_POOL_SIZE", "0")]).unwrap_err().variable,
+            "WORKER_POOL_SIZE"
+        );
+        assert_eq!(
+            env(&[("WORKER_POOL_SIZE", "65")]).unwrap_err().variable,
+            "WORKER_POOL_SIZE"
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum FailureKind {
     Overloaded,
     /// The client fell too far behind the stream.
     SlowClient,
+    /// The provider refused the request on a usage policy (`cyberPolicy`,
+    /// `bioPolicy`, `misalignmentPolicyViolation`); the same prompt will be
+    /// refused again, so it is the client's to change, not to retry.
+    PolicyRefused,
     /// Codex started one of its own tools that act on the host, which the
     /// gateway does not allow (`PROXY_ENABLE_CODEX_TOOLS` is off).
     HostToolRefused,
@@ -76,6 +80,9 @@ impl Failure {
                 FailureKind::RateLimited
             }
             ("contextWindowExceeded", _) => FailureKind::ContextLengthExceeded,
+            ("cyberPolicy" | "bioPolicy" | "misalignmentPolicyViolation", _) => {
+                FailureKind::PolicyRefused
+            }
             ("badRequest" | "other", _) | (_, Some(400))
                 if is_client_fault(tag, http_status, &err.message) =>
             {
@@ -168,6 +175,9 @@ mod tests {
             classify(json!("contextWindowExceeded")),
             FailureKind::ContextLengthExceeded
         );
+        // Added in 0.171.0 (`bioPolicy`) next to `cyberPolicy`: a refusal, not an outage.
+        assert_eq!(classify(json!("bioPolicy")), FailureKind::PolicyRefused);
+        assert_eq!(classify(json!("cyberPolicy")), FailureKind::PolicyRefused);
         // The worker's own credentials are bad: not the HTTP client's fault.
         assert_eq!(
             classify(json!({"httpConnectionFailed": {"httpStatusCode": 401}})),

@@ -24,8 +24,9 @@ use super::threads::IdleThread;
 use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
     self, AgentMessageDeltaNotification, DynamicToolCallParams, ErrorNotification,
-    ItemNotification, ThreadIdParams, ThreadUnsubscribe, TokenUsageUpdatedNotification,
-    TurnCompletedNotification, TurnInterrupt, TurnInterruptParams,
+    ItemNotification, ReasoningSummaryPartAddedNotification, ReasoningSummaryTextDeltaNotification,
+    ThreadIdParams, ThreadUnsubscribe, TokenUsageUpdatedNotification, TurnCompletedNotification,
+    TurnInterrupt, TurnInterruptParams,
 };
 use crate::rpc::{
     RequestId, RpcClient, RpcError, SubscriptionEnd, ThreadEvent, ThreadSubscription,
@@ -136,6 +137,11 @@ impl TurnStream {
             usage_total: self.usage_total,
             turns: self.earlier_turns + 1,
         })
+    }
+
+    /// The channel of the worker process that runs this turn.
+    pub(super) fn client(&self) -> Option<&crate::rpc::RpcClient> {
+        self.subscription.as_ref().map(ThreadSubscription::client)
     }
 
     pub fn thread_id(&self) -> &str {
@@ -258,6 +264,27 @@ impl TurnStream {
                     }
                 }
             }
+            protocol::REASONING_SUMMARY_TEXT_DELTA => {
+                if let Ok(n) =
+                    serde_json::from_value::<ReasoningSummaryTextDeltaNotification>(params)
+                {
+                    self.streamed_items.insert(n.item_id);
+                    if !n.delta.is_empty() {
+                        self.queue.push_back(TurnEvent::ReasoningDelta(n.delta));
+                    }
+                }
+            }
+            protocol::REASONING_SUMMARY_PART_ADDED => {
+                if let Ok(n) =
+                    serde_json::from_value::<ReasoningSummaryPartAddedNotification>(params)
+                {
+                    // Parts are paragraphs of one summary.
+                    if n.summary_index > 0 {
+                        self.queue
+                            .push_back(TurnEvent::ReasoningDelta("\n\n".into()));
+                    }
+                }
+            }
             protocol::ITEM_STARTED => {
                 if let Ok(n) = serde_json::from_value::<ItemNotification>(params) {
                     self.refuse_host_item(&n.item);
@@ -273,10 +300,28 @@ impl TurnStream {
                 if self.refuse_host_item(item) {
                     return;
                 }
+                let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+                if item.get("type").and_then(Value::as_str) == Some("reasoning") {
+                    // A summary that arrived whole, without deltas.
+                    if !self.streamed_items.contains(id) {
+                        let parts: Vec<&str> = item
+                            .get("summary")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .filter(|t| !t.is_empty())
+                            .collect();
+                        if !parts.is_empty() {
+                            self.queue
+                                .push_back(TurnEvent::ReasoningDelta(parts.join("\n\n")));
+                        }
+                    }
+                    return;
+                }
                 if item.get("type").and_then(Value::as_str) != Some("agentMessage") {
                     return;
                 }
-                let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
                 if !self.streamed_items.contains(id) {
                     if let Some(text) = item
                         .get("text")

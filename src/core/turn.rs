@@ -64,6 +64,9 @@ impl Usage {
 pub enum TurnEvent {
     /// A piece of the assistant's text.
     TextDelta(String),
+    /// A piece of the model's reasoning summary (parts after the first
+    /// start with a blank line). Comes before the text it led to.
+    ReasoningDelta(String),
     /// The model called a client tool; the worker waits for its result.
     ToolCall(ToolCall),
     /// Token usage (sent once, just before the end).

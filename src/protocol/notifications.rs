@@ -13,14 +13,15 @@ pub const TOKEN_USAGE_UPDATED: &str = "thread/tokenUsage/updated";
 pub const TURN_STARTED: &str = "turn/started";
 pub const TURN_COMPLETED: &str = "turn/completed";
 pub const ERROR: &str = "error";
+pub const REASONING_SUMMARY_TEXT_DELTA: &str = "item/reasoning/summaryTextDelta";
+pub const REASONING_SUMMARY_PART_ADDED: &str = "item/reasoning/summaryPartAdded";
 
 /// Notifications the gateway never reads; opting out keeps stdout quieter.
 pub const OPT_OUT_NOTIFICATIONS: &[&str] = &[
     "account/rateLimits/updated",
     "thread/status/changed",
     "remoteControl/status/changed",
-    "item/reasoning/summaryTextDelta",
-    "item/reasoning/summaryPartAdded",
+    // The raw chain of thought; clients get the summaries only.
     "item/reasoning/textDelta",
 ];
 
@@ -31,6 +32,27 @@ pub struct AgentMessageDeltaNotification {
     pub turn_id: String,
     pub item_id: String,
     pub delta: String,
+}
+
+/// A piece of a reasoning summary (`item/reasoning/summaryTextDelta`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasoningSummaryTextDeltaNotification {
+    pub thread_id: String,
+    pub turn_id: String,
+    pub item_id: String,
+    pub delta: String,
+    pub summary_index: i64,
+}
+
+/// A new part of a reasoning summary (`item/reasoning/summaryPartAdded`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasoningSummaryPartAddedNotification {
+    pub thread_id: String,
+    pub turn_id: String,
+    pub item_id: String,
+    pub summary_index: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -296,6 +296,11 @@ impl RpcClient {
             .clone()
     }
 
+    /// Whether both are handles of one channel (one worker process).
+    pub fn same_channel(&self, other: &RpcClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.close_reason().is_some()
     }

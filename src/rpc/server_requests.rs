@@ -46,13 +46,6 @@ impl ServerRequestPolicy {
                 }],
                 "success": false
             })),
-            "currentTime/read" => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                Ok(json!({ "currentTimeAt": now }))
-            }
             other => Err((
                 -32601,
                 format!("method `{other}` is not supported by this client"),

@@ -6,7 +6,8 @@
 //! (`tool_mode`) get a JavaScript `exec` that runs in a host process, with
 //! `apply_patch` nested in it, and see the client's tools only inside its
 //! description; `apply_patch_tool_type` offers `apply_patch` to the others;
-//! `experimental_supported_tools` adds clock and messaging tools. No feature
+//! `experimental_supported_tools` adds clock and messaging tools (0.171.0's
+//! default `gpt-6.2-sol` adds `send_message_to_user_async` there). No feature
 //! switch removes them. What does is a catalog with those three fields
 //! cleared: the client's tools become direct tools again and a forced call
 //! gets `unsupported custom tool call`, the same answer whatever its input.

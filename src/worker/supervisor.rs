@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::process::Child;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,18 @@ pub struct Supervisor {
     status: watch::Sender<WorkerStatus>,
     observer: Option<CallObserver>,
     tap: Option<LineTap>,
+    /// Fired by the pool to replace a drained worker (see [`Supervisor::recycler`]).
+    recycle: Arc<Notify>,
+}
+
+/// Why [`Supervisor::watch`] returned.
+enum Watched {
+    /// The process died or its channel closed: a failure, restarted with backoff.
+    Down(String),
+    /// The pool asked for a fresh process: stopped cleanly, started again at once.
+    Recycled,
+    /// The gateway is shutting down; the worker is stopped.
+    Shutdown,
 }
 
 struct Running {
@@ -42,6 +54,7 @@ impl Supervisor {
                 status,
                 observer: None,
                 tap: None,
+                recycle: Arc::new(Notify::new()),
             },
             WorkerHandle::new(rx),
         )
@@ -57,6 +70,13 @@ impl Supervisor {
     pub fn with_line_tap(mut self, tap: LineTap) -> Supervisor {
         self.tap = Some(tap);
         self
+    }
+
+    /// Notifying this stops the ready worker (stdin closed, as at shutdown)
+    /// and starts a new one at once, outside the failure count and backoff.
+    /// The pool calls it after draining the worker.
+    pub fn recycler(&self) -> Arc<Notify> {
+        self.recycle.clone()
     }
 
     /// Keeps a worker running until `shutdown` fires or it has failed to
@@ -87,8 +107,9 @@ impl Supervisor {
                 Ok(mut running) => {
                     policy.on_ready();
                     match self.watch(&mut running, &mut policy, &shutdown).await {
-                        Some(outcome) => (outcome, true),
-                        None => return,
+                        Watched::Down(outcome) => (outcome, true),
+                        Watched::Recycled => continue,
+                        Watched::Shutdown => return,
                     }
                 }
             };
@@ -140,7 +161,7 @@ impl Supervisor {
         running: &mut Running,
         policy: &mut RestartPolicy,
         shutdown: &CancellationToken,
-    ) -> Option<String> {
+    ) -> Watched {
         let healthy = tokio::time::sleep(self.config.healthy_reset);
         tokio::pin!(healthy);
         let mut was_healthy = false;
@@ -154,6 +175,13 @@ impl Supervisor {
                     let why = running.client.close_reason().unwrap_or_default();
                     stop_child(running, self.config.shutdown_grace).await;
                     break format!("worker channel closed: {why}");
+                }
+                _ = self.recycle.notified() => {
+                    tracing::info!(pid = running.child.id(), "replacing the drained worker");
+                    // Not ready from here on: nothing new is sent to it.
+                    self.set(|s| s.phase = WorkerPhase::Starting);
+                    stop_child(running, self.config.shutdown_grace).await;
+                    return Watched::Recycled;
                 }
                 _ = &mut healthy, if !was_healthy => {
                     was_healthy = true;
@@ -169,12 +197,12 @@ impl Supervisor {
                         s.client = None;
                         s.last_error = Some("the gateway is shutting down".into());
                     });
-                    return None;
+                    return Watched::Shutdown;
                 }
             }
         };
         running.client.close(outcome.clone());
-        Some(outcome)
+        Watched::Down(outcome)
     }
 
     async fn start_once(&self, shutdown: &CancellationToken) -> Result<Running, String> {

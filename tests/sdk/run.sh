@@ -36,9 +36,17 @@ fi
 
 node_dir="$root/tests/sdk/node"
 want_openai="$(node -p "require('$node_dir/package.json').dependencies.openai")"
-have_openai="$(node -p "try { require('$node_dir/node_modules/openai/package.json').version } catch { '' }")"
-if [ "$want_openai" != "$have_openai" ]; then
-  say "npm ci in tests/sdk/node (openai $want_openai)"
+# Reinstall when any pinned package (openai, the Vercel AI SDK) is missing or
+# at another version than package.json names.
+stale="$(cd "$node_dir" && node -e "
+  const deps = require('./package.json').dependencies;
+  for (const [name, want] of Object.entries(deps)) {
+    let have = '';
+    try { have = require('./node_modules/' + name + '/package.json').version } catch {}
+    if (have !== want) { console.log(name); break }
+  }")"
+if [ -n "$stale" ]; then
+  say "npm ci in tests/sdk/node ($stale not as pinned)"
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
@@ -134,7 +142,7 @@ echo "=== Python: openai $("$venv/bin/python" -c 'import openai; print(openai.__
 "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/sdk/python || failed=1
 
 echo "=== Node: openai $want_openai (node --test) ==="
-(cd "$node_dir" && node --test --test-reporter=tap openai-sdk.test.mjs) || failed=1
+(cd "$node_dir" && node --test --test-reporter=tap openai-sdk.test.mjs ai-sdk.test.mjs) || failed=1
 
 if [ "$failed" != 0 ]; then
   say "FAILED; last lines of $gateway_log:"

@@ -2,7 +2,9 @@
 //!
 //! [`OutputModeLayer`] reads the `x-proxy-output-mode` request header
 //! (`obsidian-xml` or `openai-json`, case-insensitive), falls back to the
-//! layer's default when it is absent, and inserts the resulting [`OutputMode`]
+//! request's default when it is absent (a [`DefaultModePolicy`] set with
+//! [`OutputModeLayer::default_by`], say per API key or per route, else the
+//! layer's fixed default), and inserts the resulting [`OutputMode`]
 //! into the request extensions for the handlers and the response rendering.
 //! A value that names no mode gets a 400 in OpenAI's error shape
 //! (`code: "invalid_output_mode"`, `param: "x-proxy-output-mode"`), marked
@@ -51,6 +53,7 @@
 mod future;
 mod layer;
 mod mode;
+mod policy;
 mod rejection;
 mod service;
 
@@ -58,6 +61,7 @@ pub use self::{
     future::ResponseFuture,
     layer::OutputModeLayer,
     mode::{OutputMode, UnknownOutputMode},
+    policy::{DefaultModePolicy, FixedDefault},
     rejection::OutputModeRejected,
     service::OutputModeService,
 };

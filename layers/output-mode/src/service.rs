@@ -13,22 +13,36 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::{
-    rejection, OutputMode, OutputModeLayer, ResponseBody, ResponseFuture, UnknownOutputMode,
+    rejection, DefaultModePolicy, FixedDefault, OutputMode, OutputModeLayer, ResponseBody,
+    ResponseFuture, UnknownOutputMode,
 };
 
 /// Inserts the request's [`OutputMode`] into its extensions, or answers 400
 /// when `x-proxy-output-mode` names no known mode. Built by
 /// [`OutputModeLayer`].
 #[derive(Clone, Debug)]
-pub struct OutputModeService<S> {
+pub struct OutputModeService<S, P = FixedDefault> {
     inner: S,
     default: OutputMode,
+    policy: P,
 }
 
 impl<S> OutputModeService<S> {
     /// Wraps `inner`, using `default` when a request does not choose.
     pub fn new(inner: S, default: OutputMode) -> Self {
-        Self { inner, default }
+        Self::with_policy(inner, default, FixedDefault)
+    }
+}
+
+impl<S, P> OutputModeService<S, P> {
+    /// Wraps `inner`; a request without the header gets what `policy` says,
+    /// else `default`.
+    pub fn with_policy(inner: S, default: OutputMode, policy: P) -> Self {
+        Self {
+            inner,
+            default,
+            policy,
+        }
     }
 
     /// The wrapped service.
@@ -46,23 +60,28 @@ impl<S> OutputModeService<S> {
         self.inner
     }
 
-    fn resolve<B>(&self, request: &Request<B>) -> Result<OutputMode, UnknownOutputMode> {
+    fn resolve<B>(&self, request: &Request<B>) -> Result<OutputMode, UnknownOutputMode>
+    where
+        P: DefaultModePolicy<B>,
+    {
+        let fallback = || self.policy.default_mode(request).unwrap_or(self.default);
         let Some(value) = request.headers().get(OutputModeLayer::HEADER) else {
-            return Ok(self.default);
+            return Ok(fallback());
         };
         // `to_str` would refuse valid non-ASCII UTF-8; the client deserves to
         // see what it sent, so decode leniently and let parsing reject it.
         let value = String::from_utf8_lossy(value.as_bytes());
         if value.trim().is_empty() {
-            return Ok(self.default);
+            return Ok(fallback());
         }
         value.parse()
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OutputModeService<S>
+impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for OutputModeService<S, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    P: DefaultModePolicy<ReqBody>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -151,6 +170,32 @@ mod tests {
             mode_for(OutputModeLayer::default(), None).await,
             "obsidian-xml"
         );
+    }
+
+    #[tokio::test]
+    async fn the_policy_picks_the_default_and_the_header_still_wins() {
+        // A policy keyed on the path, as the gateway keys it on route and key.
+        let layer =
+            OutputModeLayer::new(OutputMode::ObsidianXml).default_by(|req: &Request<Body>| {
+                (req.uri().path() == "/sdk").then_some(OutputMode::OpenaiJson)
+            });
+        let svc = ServiceBuilder::new().layer(layer).service(echo());
+        let call = |path: &'static str, header: Option<&'static str>| {
+            let svc = svc.clone();
+            async move {
+                let mut req = Request::post(path).body(Full::default()).unwrap();
+                if let Some(h) = header {
+                    req.headers_mut()
+                        .insert(OutputModeLayer::HEADER, HeaderValue::from_static(h));
+                }
+                let res = svc.oneshot(req).await.unwrap();
+                String::from_utf8(body_bytes(res).await.to_vec()).unwrap()
+            }
+        };
+        assert_eq!(call("/sdk", None).await, "openai-json");
+        assert_eq!(call("/sdk", Some(" ")).await, "openai-json");
+        assert_eq!(call("/other", None).await, "obsidian-xml");
+        assert_eq!(call("/sdk", Some("obsidian-xml")).await, "obsidian-xml");
     }
 
     #[tokio::test]

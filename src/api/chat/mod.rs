@@ -4,6 +4,7 @@
 mod render;
 mod request;
 
+pub(crate) use render::usage_json;
 pub use render::{ChatMeta, ChatRenderer};
 pub use request::ChatRequest;
 
@@ -27,6 +28,7 @@ pub async fn handle(
         system_fingerprint: ids::system_fingerprint(),
         include_usage: req.include_usage,
         legacy_functions: req.legacy_functions,
+        reasoning: client.reasoning_format,
     };
     let renderer = ChatRenderer::new(meta, conversation.n as usize, conversation.stream);
     // A chat request carries its whole history: it continues the thread

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::pipeline::{Finish, Renderer, RunEvent};
+use crate::api::reasoning::ReasoningFormat;
 use crate::core::{ToolCall, Usage};
 
 /// What every chunk of one response shares.
@@ -19,6 +20,8 @@ pub struct ChatMeta {
     pub include_usage: bool,
     /// The request used the deprecated `functions` field.
     pub legacy_functions: bool,
+    /// How the reasoning summary is shown (`PROXY_REASONING_FORMAT`).
+    pub reasoning: ReasoningFormat,
 }
 
 pub(crate) fn usage_json(u: &Usage) -> Value {
@@ -45,6 +48,8 @@ pub struct ChatRenderer {
     calls: Vec<usize>,
     /// The non-streamed answer, per choice.
     collected: Vec<ChoiceAcc>,
+    /// Per choice: a `<think>` was streamed and not yet closed.
+    thinking: Vec<bool>,
     usage: Usage,
     error: Option<ApiError>,
 }
@@ -64,6 +69,7 @@ impl Renderer for ChatRenderer {
         }
         match event {
             RunEvent::Text(i, t) => self.collected[*i].content.push_str(t),
+            RunEvent::Reasoning(i, t) => self.collected[*i].reasoning.push_str(t),
             RunEvent::ToolCall(i, c) => self.collected[*i].calls.push(c.clone()),
             RunEvent::Finish(i, f) => self.collected[*i].finish = Some(*f),
             RunEvent::Usage(u) => self.usage = *u,
@@ -97,6 +103,7 @@ impl ChatRenderer {
             streaming,
             calls: vec![0; choices],
             collected: (0..choices).map(|_| ChoiceAcc::default()).collect(),
+            thinking: vec![false; choices],
             usage: Usage::default(),
             error: None,
         }
@@ -132,10 +139,39 @@ impl ChatRenderer {
         )
     }
 
-    /// Chunks for one event; an error becomes `{"error": ...}`.
+    /// Chunks for one event; an error becomes `{"error": ...}`. A
+    /// `<think>` still open is closed before anything else of its choice.
     fn render(&mut self, event: &RunEvent) -> Vec<Value> {
+        let choice = match event {
+            RunEvent::Text(i, _) | RunEvent::ToolCall(i, _) | RunEvent::Finish(i, _) => Some(*i),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        if let Some(i) = choice.filter(|i| self.thinking[*i]) {
+            self.thinking[i] = false;
+            out.push(self.choice(i, json!({"content": "</think>"}), None));
+        }
+        out.extend(self.render_event(event));
+        out
+    }
+
+    fn render_event(&mut self, event: &RunEvent) -> Vec<Value> {
         match event {
             RunEvent::Text(i, text) => vec![self.choice(*i, json!({"content": text}), None)],
+            RunEvent::Reasoning(i, text) => match self.meta.reasoning {
+                ReasoningFormat::Field => {
+                    vec![self.choice(*i, json!({"reasoning_content": text}), None)]
+                }
+                ReasoningFormat::ThinkTags => {
+                    let open = if std::mem::replace(&mut self.thinking[*i], true) {
+                        ""
+                    } else {
+                        "<think>"
+                    };
+                    vec![self.choice(*i, json!({"content": format!("{open}{text}")}), None)]
+                }
+                ReasoningFormat::Off => Vec::new(),
+            },
             RunEvent::ToolCall(i, call) => {
                 let k = self.calls[*i];
                 self.calls[*i] += 1;
@@ -203,6 +239,7 @@ pub(crate) fn fragments(s: &str, max: usize) -> impl Iterator<Item = &str> {
 #[derive(Default)]
 struct ChoiceAcc {
     content: String,
+    reasoning: String,
     calls: Vec<ToolCall>,
     finish: Option<Finish>,
 }
@@ -214,12 +251,19 @@ fn completion(meta: &ChatMeta, choices: Vec<ChoiceAcc>, usage: &Usage) -> Value 
         .enumerate()
         .map(|(index, c)| {
             let finish = c.finish.unwrap_or(Finish::Stop);
+            let mut content = c.content;
+            if !c.reasoning.is_empty() && meta.reasoning == ReasoningFormat::ThinkTags {
+                content = format!("<think>{}</think>{content}", c.reasoning);
+            }
             let mut message = json!({
                 "role": "assistant",
-                "content": if c.content.is_empty() && !c.calls.is_empty() { Value::Null } else { Value::String(c.content) },
+                "content": if content.is_empty() && !c.calls.is_empty() { Value::Null } else { Value::String(content) },
                 "refusal": null,
                 "annotations": [],
             });
+            if !c.reasoning.is_empty() && meta.reasoning == ReasoningFormat::Field {
+                message["reasoning_content"] = json!(c.reasoning);
+            }
             let mut reason = finish.as_str();
             if !c.calls.is_empty() {
                 if meta.legacy_functions {

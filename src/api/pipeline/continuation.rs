@@ -80,6 +80,26 @@ pub fn results_of(req: &Conversation) -> Option<Results> {
     })
 }
 
+/// The key of a parked turn this request moves on from: its last assistant
+/// message made tool calls, but the request does not end with their results
+/// (the client wrote something else, or treated a call as its final answer).
+/// Nobody will continue that turn, so it is released now, not at expiry.
+pub(super) fn abandoned_key(req: &Conversation) -> Option<u64> {
+    if results_of(req).is_some() {
+        return None;
+    }
+    let last_assistant = req
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::Assistant && !m.tool_calls.is_empty())?;
+    let calls: Vec<String> = req.messages[last_assistant]
+        .tool_calls
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    Some(ConversationKey::over(&req.model, &req.messages[..last_assistant]).with_calls(&calls))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +146,26 @@ mod tests {
             {"role": "tool", "tool_call_id": "call_1", "content": "sun"}
         ]));
         assert_ne!(results_of(&other).unwrap().key, parked);
+    }
+
+    #[test]
+    fn a_request_that_moves_on_from_calls_names_the_turn_it_abandons() {
+        let first = conv(json!([{"role": "user", "content": "weather?"}]));
+        let parked = ConversationKey::of(&first).with_calls(&["call_1".into()]);
+        let call = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]});
+        let moved_on = conv(json!([
+            {"role": "user", "content": "weather?"}, call,
+            {"role": "user", "content": "never mind"}
+        ]));
+        assert_eq!(abandoned_key(&moved_on), Some(parked));
+        // Continuing it, or a conversation without calls, abandons nothing.
+        let continued = conv(json!([
+            {"role": "user", "content": "weather?"}, call,
+            {"role": "tool", "tool_call_id": "call_1", "content": "sun"}
+        ]));
+        assert_eq!(abandoned_key(&continued), None);
+        assert_eq!(abandoned_key(&first), None);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use futures_util::future::try_join_all;
 use futures_util::{stream, StreamExt};
 use http::Response;
 
-use super::conversation::{Conversation, Part};
+use super::conversation::{Conversation, Part, ToolChoice};
 use super::error::ApiError;
 use super::models::resolve;
 use super::{json_response, ApiBody, ApiState, Client};
@@ -243,6 +243,11 @@ async fn prepare(
         _ => None,
     };
 
+    // A turn parked on calls this request answers with something else is
+    // released now rather than held until it expires.
+    if let Some(key) = continuation::abandoned_key(req) {
+        drop(state.continuations.take(key, std::iter::empty()));
+    }
     // A request that brings the results of calls a parked turn waits on
     // continues that turn; one that continues a head a live thread holds
     // gets a turn on that thread; anything else starts fresh threads.
@@ -275,7 +280,7 @@ async fn prepare(
                 .map_err(ApiError::from)?
         }
     };
-    let policy = ToolPolicy::new(
+    let mut policy = ToolPolicy::new(
         &state.tools,
         mode,
         req.parallel_tool_calls,
@@ -284,6 +289,9 @@ async fn prepare(
             .map(|t| (t.name.clone(), t.parameters.clone()))
             .collect(),
     );
+    if let ToolChoice::Function(name) = &req.tool_choice {
+        policy.final_tool = Some(name.clone());
+    }
     let run = Run::new(turns, req.stop.clone(), req.max_tokens, policy)
         .with_deadline(
             state

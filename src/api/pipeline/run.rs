@@ -46,6 +46,8 @@ impl Finish {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
     Text(usize, String),
+    /// A piece of the choice's reasoning summary.
+    Reasoning(usize, String),
     ToolCall(usize, ToolCall),
     Finish(usize, Finish),
     /// Summed over all choices; once, after every choice finished.
@@ -74,6 +76,15 @@ pub struct ToolPolicy {
     pub block_max: usize,
     /// Parameter schemas by tool name, for canonical XML parameter order.
     pub schemas: HashMap<String, Value>,
+    /// The client sent `tools`: in obsidian-xml mode a call is then also
+    /// given as `tool_calls`, so an SDK client that landed on the XML mode
+    /// still sees its calls (the XML stays in the content for Obsidian).
+    pub client_tools: bool,
+    /// The tool the request's `tool_choice` names: a call to it is the
+    /// answer by construction (LangChain's and pydantic-ai's structured
+    /// output through a tool), and such clients never send its result, so
+    /// its turn is released at once instead of parked until it expires.
+    pub final_tool: Option<String>,
 }
 
 impl ToolPolicy {
@@ -93,7 +104,9 @@ impl ToolPolicy {
             burst: operator.burst,
             suppress_tail: operator.suppress_tail,
             block_max: operator.block_max,
+            client_tools: !schemas.is_empty(),
             schemas,
+            final_tool: None,
         }
     }
 }
@@ -311,6 +324,11 @@ impl<T: TurnSource> Run<T> {
                 self.on_segments(i, segments);
             }
             Some(TurnEvent::ToolCall(call)) => self.on_structured_call(i, call),
+            Some(TurnEvent::ReasoningDelta(t)) => {
+                if !self.choices[i].finished {
+                    self.queue.push_back(RunEvent::Reasoning(i, t));
+                }
+            }
             Some(TurnEvent::Usage(u)) => {
                 let acc = self.usage.get_or_insert_with(Usage::default);
                 acc.input_tokens += u.input_tokens;
@@ -351,6 +369,7 @@ impl<T: TurnSource> Run<T> {
 
     /// A call the worker waits on (codex dynamic tool).
     fn on_structured_call(&mut self, i: usize, call: ToolCall) {
+        let call_name = call.name.clone();
         let text_before = self.flush(i);
         if text_before.is_some() || self.choices[i].finished {
             return;
@@ -370,14 +389,20 @@ impl<T: TurnSource> Run<T> {
                 };
                 self.queue
                     .push_back(RunEvent::Text(i, format!("{sep}{rendered}")));
+                if self.policy.client_tools {
+                    self.queue.push_back(RunEvent::ToolCall(i, call));
+                }
             }
         }
+        let is_final = self.policy.final_tool.as_deref() == Some(call_name.as_str());
         let choice = &mut self.choices[i];
         choice.calls += 1;
         // The worker now waits for the client's result, which comes in the
         // client's next request: keep the turn (openai-json clients answer
-        // by tool_call_id; XML clients answer in text, so nothing to keep).
-        choice.parked = self.policy.mode == OutputMode::OpenaiJson;
+        // by tool_call_id; XML clients answer in text, so nothing to keep;
+        // an SDK client answering the `tool_calls` of XML mode by id is
+        // rebuilt from its history, like any follow-up without a parked turn).
+        choice.parked = self.policy.mode == OutputMode::OpenaiJson && !is_final;
         if self.policy.parallel {
             choice
                 .stop_at
@@ -439,6 +464,18 @@ impl<T: TurnSource> Run<T> {
                         call_id: id,
                         name: call.name,
                         arguments,
+                    },
+                ));
+            }
+            (OutputMode::ObsidianXml, Some(call)) if self.policy.client_tools => {
+                // Obsidian reads the block itself; SDK clients read tool_calls.
+                self.queue.push_back(RunEvent::Text(i, raw));
+                self.queue.push_back(RunEvent::ToolCall(
+                    i,
+                    ToolCall {
+                        call_id: format!("call_{}", crate::api::ids::short_id()),
+                        name: call.name,
+                        arguments: call.arguments.to_string(),
                     },
                 ));
             }
@@ -615,6 +652,8 @@ mod tests {
             suppress_tail: false,
             block_max: 0,
             schemas: HashMap::new(),
+            client_tools: false,
+            final_tool: None,
         }
     }
 
@@ -743,6 +782,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_call_to_the_tool_that_tool_choice_names_is_final_and_not_parked() {
+        let mut p = policy(OutputMode::OpenaiJson);
+        p.final_tool = Some("lookup".into());
+        let mut r = run(vec![turn(vec![(10, call("c1"))])], p.clone());
+        let events = drain(&mut r).await;
+        assert_eq!(calls(&events), ["c1"]);
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
+        assert!(r.take_parked().is_empty(), "released, not parked");
+        // Another tool named: the call waits for its result as usual.
+        p.final_tool = Some("other".into());
+        let mut r = run(vec![turn(vec![(10, call("c1"))])], p);
+        drain(&mut r).await;
+        assert_eq!(r.take_parked().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn obsidian_mode_renders_calls_as_text_and_parks_nothing() {
         let mut r = run(
             vec![turn(vec![(10, text("Let me look. ")), (10, call("c1"))])],
@@ -755,6 +810,40 @@ mod tests {
         assert!(calls(&events).is_empty());
         assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
         assert!(r.take_parked().is_empty(), "XML clients answer in text");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn obsidian_mode_gives_calls_as_tool_calls_too_when_the_client_sent_tools() {
+        let mut p = policy(OutputMode::ObsidianXml);
+        p.client_tools = true;
+        let mut r = run(
+            vec![turn(vec![(10, text("Let me look. ")), (10, call("c1"))])],
+            p.clone(),
+        );
+        let events = drain(&mut r).await;
+        assert!(texts(&events, 0).contains("<name>lookup</name>"));
+        assert_eq!(calls(&events), ["c1"]);
+        assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::ToolCalls));
+        assert!(r.take_parked().is_empty());
+
+        // A block the model wrote as text: the block stays, a call is added.
+        let mut r = run(
+            vec![turn(vec![
+                (1, text(&block("search"))),
+                (1, TurnEvent::Finished),
+            ])],
+            p,
+        );
+        let events = drain(&mut r).await;
+        assert!(texts(&events, 0).contains("<name>search</name>"));
+        let names: Vec<_> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                RunEvent::ToolCall(_, c) => Some(c.name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["search"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,6 +28,10 @@ pub(super) struct ResponsesRenderer {
     output: Vec<Value>,
     /// Index in `output` of the message being streamed, if one is open.
     open_message: Option<usize>,
+    /// Index in `output` of the reasoning item being streamed, if one is open.
+    open_reasoning: Option<usize>,
+    /// The request asked for reasoning summaries.
+    summaries: bool,
     finish: Option<Finish>,
     usage: Usage,
     error: Option<ApiError>,
@@ -89,10 +93,16 @@ impl Renderer for ResponsesRenderer {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        // Closes the open message item; the events are for streams only.
+        // Closes the open items; the events are for streams only.
+        let _ = self.close_reasoning();
         let _ = self.close_message();
         Ok(self.response())
     }
+}
+
+/// The error's `code` as a string always: its type when it has no code.
+fn error_code(e: &ApiError) -> &'static str {
+    e.code.unwrap_or(e.kind)
 }
 
 impl ResponsesRenderer {
@@ -111,6 +121,8 @@ impl ResponsesRenderer {
             parallel_tool_calls: req.conversation.parallel_tool_calls.unwrap_or(true),
             output: Vec::new(),
             open_message: None,
+            open_reasoning: None,
+            summaries: req.reasoning_summary,
             finish: None,
             usage: Usage::default(),
             error: None,
@@ -140,7 +152,7 @@ impl ResponsesRenderer {
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "error": self.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
+            "error": self.error.as_ref().map(|e| json!({"code": error_code(e), "message": e.message})),
             "incomplete_details": (status == "incomplete").then(|| json!({"reason": "max_output_tokens"})),
             "instructions": self.instructions,
             "max_output_tokens": self.max_output_tokens,
@@ -182,7 +194,8 @@ impl ResponsesRenderer {
 
     /// The terminal event: `response.completed`, `.incomplete` or `.failed`.
     fn closing(&mut self) -> Vec<SseEvent> {
-        let mut out = self.close_message();
+        let mut out = self.close_reasoning();
+        out.extend(self.close_message());
         let name = match self.status() {
             "failed" => "response.failed",
             "incomplete" => "response.incomplete",
@@ -193,9 +206,21 @@ impl ResponsesRenderer {
         out
     }
 
-    /// Takes one run event; returns the stream events it produces.
+    /// Takes one run event; returns the stream events it produces. A
+    /// reasoning item still open ends before the next item starts.
     fn ingest(&mut self, event: &RunEvent) -> Vec<SseEvent> {
+        let mut out = match event {
+            RunEvent::Text(..) | RunEvent::ToolCall(..) => self.close_reasoning(),
+            _ => Vec::new(),
+        };
+        out.extend(self.ingest_event(event));
+        out
+    }
+
+    fn ingest_event(&mut self, event: &RunEvent) -> Vec<SseEvent> {
         match event {
+            RunEvent::Reasoning(_, text) if self.summaries => self.reasoning(text),
+            RunEvent::Reasoning(..) => Vec::new(),
             RunEvent::Text(_, text) => {
                 let mut out = Vec::new();
                 let index = match self.open_message {
@@ -276,14 +301,88 @@ impl ResponsesRenderer {
                 Vec::new()
             }
             // The terminal `response.failed` follows in `closing`, once.
+            // Strict clients (the Vercel AI SDK) refuse an error event whose
+            // `code` or `message` is not a string: `code` falls back to the
+            // error's type. The envelope rides along under `error` for
+            // clients that read OpenAI's error object there.
             RunEvent::Error(e) => {
                 self.error = Some(e.clone());
+                let code = error_code(e);
                 vec![self.event(
                     "error",
-                    json!({"code": e.code, "message": e.message, "param": e.param}),
+                    json!({
+                        "code": code, "message": e.message, "param": e.param,
+                        "error": {"type": e.kind, "code": code, "message": e.message, "param": e.param},
+                    }),
                 )]
             }
         }
+    }
+
+    /// A piece of the reasoning summary: opens a `reasoning` item with one
+    /// `summary_text` part if none is open, then a summary delta.
+    fn reasoning(&mut self, text: &str) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        let index = match self.open_reasoning {
+            Some(i) => i,
+            None => {
+                out.extend(self.close_message());
+                let item = json!({
+                    "type": "reasoning", "id": format!("rs_{}", ids::short_id()), "summary": []
+                });
+                self.output.push(item.clone());
+                let i = self.output.len() - 1;
+                self.open_reasoning = Some(i);
+                out.push(self.event(
+                    "response.output_item.added",
+                    json!({"output_index": i, "item": item}),
+                ));
+                let part = json!({"type": "summary_text", "text": ""});
+                out.push(self.event(
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": self.output[i]["id"], "output_index": i,
+                           "summary_index": 0, "part": part}),
+                ));
+                self.output[i]["summary"] = json!([part]);
+                i
+            }
+        };
+        let joined = format!(
+            "{}{text}",
+            self.output[index]["summary"][0]["text"]
+                .as_str()
+                .unwrap_or("")
+        );
+        self.output[index]["summary"][0]["text"] = json!(joined);
+        let item_id = self.output[index]["id"].clone();
+        out.push(self.event(
+            "response.reasoning_summary_text.delta",
+            json!({"item_id": item_id, "output_index": index, "summary_index": 0, "delta": text}),
+        ));
+        out
+    }
+
+    /// Closes the open reasoning item, if any.
+    fn close_reasoning(&mut self) -> Vec<SseEvent> {
+        let Some(i) = self.open_reasoning.take() else {
+            return Vec::new();
+        };
+        let item = self.output[i].clone();
+        let part = item["summary"][0].clone();
+        vec![
+            self.event(
+                "response.reasoning_summary_text.done",
+                json!({"item_id": item["id"], "output_index": i, "summary_index": 0, "text": part["text"]}),
+            ),
+            self.event(
+                "response.reasoning_summary_part.done",
+                json!({"item_id": item["id"], "output_index": i, "summary_index": 0, "part": part}),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({"output_index": i, "item": item}),
+            ),
+        ]
     }
 
     /// Closes the open message item, if any.

@@ -25,6 +25,9 @@ pub(super) struct ResponsesRequest {
     pub(super) instructions: Option<String>,
     /// The request's tools as sent, echoed in the response object.
     pub(super) tools: Value,
+    /// `reasoning.summary` asked for summaries (`auto`, `concise`,
+    /// `detailed`): only then are reasoning items sent, as OpenAI does.
+    pub(super) reasoning_summary: bool,
     pub(super) previous_response_id: Option<String>,
     /// Keep the response (`store`, default true as OpenAI's).
     pub(super) store: bool,
@@ -110,6 +113,22 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         _ => None,
     };
     let reasoning_effort = params::effort(effort, "reasoning.effort")?;
+    let summary = match obj.get("reasoning") {
+        Some(Value::Object(r)) => opt_str(r, "summary")
+            .map_err(|e| e.param("reasoning.summary"))?
+            .or(opt_str(r, "generate_summary").map_err(|e| e.param("reasoning.summary"))?),
+        _ => None,
+    };
+    let reasoning_summary = match summary.as_deref() {
+        None | Some("none") => false,
+        Some("auto" | "concise" | "detailed") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "reasoning.summary",
+                format!("`reasoning.summary` must be `auto`, `concise`, `detailed` or `none`, not `{other}`"),
+            ))
+        }
+    };
     let response_format = parse_text_format(&obj)?;
 
     let tools_value = obj.get("tools").cloned().unwrap_or(Value::Null);
@@ -151,6 +170,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             calls_have_ids: true,
         },
         instructions,
+        reasoning_summary,
         tools: if tools_value.is_null() {
             json!([])
         } else {
@@ -350,6 +370,14 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
                 tool_calls: Vec::new(),
                 tool_call_id: Some(call_id.to_owned()),
             });
+        }
+        // Clients replay the reasoning items of earlier responses (the
+        // Vercel AI SDK and openai-agents do with store: false); a summary is
+        // not model input, and codex keeps its own reasoning per thread.
+        "reasoning" => {
+            if !item.get("summary").is_some_and(Value::is_array) {
+                return Err(bad("reasoning items need a `summary` array"));
+            }
         }
         other => return Err(bad(&format!("input item type `{other}` is not supported"))),
     }
