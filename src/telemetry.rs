@@ -9,7 +9,7 @@
 //! | `worker_recycles_total` | counter | worker |
 //! | `workers_ready` | gauge | – |
 //! | `jsonrpc_calls_total` | counter | method, outcome |
-//! | `tokens_total` | counter | kind (prompt, completion, cached_prompt, reasoning) |
+//! | `tokens_total` | counter | kind (prompt, completion, cached_prompt, reasoning), key (the key's name, `-` without keys), model (as resolved from the worker's catalog) |
 //! | `time_to_first_token_seconds` | histogram | stream |
 //! | `turns_in_flight` | gauge | – |
 //! | `live_threads` | gauge | – |
@@ -43,8 +43,12 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
+struct TokenLabels {
     kind: &'static str,
+    /// Bounded: key names come from the operator's configuration.
+    key: String,
+    /// Bounded: only models of the worker's catalog get this far.
+    model: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,7 +87,7 @@ struct Inner {
     workers_ready: Gauge,
     worker_phase: Family<PhaseLabels, Gauge>,
     calls: Family<CallLabels, Counter>,
-    tokens: Family<KindLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
     ttft: Family<StreamLabels, Histogram, fn() -> Histogram>,
     turns_in_flight: Gauge,
     turn_slots: Gauge,
@@ -185,18 +189,24 @@ impl GatewayMetrics {
         })
     }
 
-    pub fn record_usage(&self, u: &Usage) {
+    /// Counts a response's tokens under the key that asked and the model
+    /// that answered.
+    pub fn record_usage(&self, u: &Usage, key: &str, model: &str) {
         let t = &self.inner.tokens;
-        t.get_or_create(&KindLabels { kind: "prompt" })
-            .inc_by(u.input_tokens);
-        t.get_or_create(&KindLabels { kind: "completion" })
-            .inc_by(u.output_tokens);
-        t.get_or_create(&KindLabels {
-            kind: "cached_prompt",
-        })
-        .inc_by(u.cached_input_tokens);
-        t.get_or_create(&KindLabels { kind: "reasoning" })
-            .inc_by(u.reasoning_output_tokens);
+        let key = if key.is_empty() { "-" } else { key };
+        for (kind, n) in [
+            ("prompt", u.input_tokens),
+            ("completion", u.output_tokens),
+            ("cached_prompt", u.cached_input_tokens),
+            ("reasoning", u.reasoning_output_tokens),
+        ] {
+            t.get_or_create(&TokenLabels {
+                kind,
+                key: key.to_owned(),
+                model: model.to_owned(),
+            })
+            .inc_by(n);
+        }
     }
 
     pub fn record_first_token(&self, stream: bool, after: Duration) {

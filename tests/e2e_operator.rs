@@ -354,7 +354,10 @@ async fn metrics_move_as_requests_flow() {
         "{after}"
     );
     assert!(
-        value(&after, "codex_gateway_tokens_total{kind=\"completion\"}") > 0.0,
+        value(
+            &after,
+            "codex_gateway_tokens_total{kind=\"completion\",key=\"key-1\",model=\"codex-offline\"}"
+        ) > 0.0,
         "{after}"
     );
     assert!(

@@ -307,6 +307,8 @@ async fn prepare(
     });
     let observer = Observer {
         metrics: state.metrics.clone(),
+        key: client.owner.clone(),
+        model: resolved.model.clone(),
         note: client.note.clone(),
         started: client.started,
         stream: req.stream,
@@ -458,6 +460,9 @@ impl Keeping {
 /// Records time to first token and token usage as run events pass.
 struct Observer {
     metrics: Option<crate::telemetry::GatewayMetrics>,
+    /// The key name and the resolved model, the token counters' labels.
+    key: String,
+    model: String,
     /// The access-log line's tokens.
     note: Option<crate::access_log::AccessNote>,
     started: std::time::Instant,
@@ -476,7 +481,7 @@ impl Observer {
                 self.seen_first = true;
                 m.record_first_token(self.stream, self.started.elapsed());
             }
-            RunEvent::Usage(u) => m.record_usage(u),
+            RunEvent::Usage(u) => m.record_usage(u, &self.key, &self.model),
             _ => {}
         }
     }
