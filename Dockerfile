@@ -11,8 +11,16 @@
 # and the files next to it, `runtime` is debian-slim with both and a non-root
 # user. See deploy/ for compose and systemd, docs/operations.md for running it.
 
+# The base images are build arguments, so the same file builds from the public
+# images (the defaults) or from local ones where no registry is reachable:
+# ./scripts/image-smoke makes Debian bases with mmdebstrap and passes them.
+# The builder's glibc must not be newer than the runtime's.
+ARG RUST_IMAGE=rust:1-bookworm
+ARG NODE_IMAGE=node:22-bookworm-slim
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
 # --- builder: the gateway -----------------------------------------------------
-FROM rust:1-bookworm AS builder
+FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 # Only what the workspace needs to build (every member must be present for
 # cargo to read the workspace; CODEX_VERSION is compiled in by include_str!).
@@ -32,7 +40,7 @@ RUN /out/codex-completions-api --help >/dev/null \
  && /out/codex-completions-api --version
 
 # --- codex: the pinned Codex CLI, native binary only -------------------------
-FROM node:22-bookworm-slim AS codex
+FROM ${NODE_IMAGE} AS codex
 WORKDIR /src
 COPY CODEX_VERSION ./
 COPY scripts/install-codex.sh ./scripts/
@@ -49,7 +57,7 @@ RUN bin="$(CODEX_INSTALL_DIR=/tmp/codex-npm ./scripts/install-codex.sh)" \
  && /opt/codex/bin/codex --version
 
 # --- runtime -------------------------------------------------------------------
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: the worker calls the model provider over HTTPS.
 # curl: the HEALTHCHECK below. tini: PID 1 that forwards SIGTERM to the gateway
 # and reaps orphans of the worker (it runs helpers such as getconf).
@@ -73,7 +81,8 @@ ENV PATH="/opt/codex/bin:/opt/codex/codex-resources:${PATH}" \
     CODEX_HOME=/var/lib/codex \
     HOME=/var/lib/codex \
     PORT=11435 \
-    PROXY_LOG_FORMAT=json
+    PROXY_LOG_FORMAT=json \
+    PROXY_STATE_DIR=/var/lib/codex/state
 # Listening on 0.0.0.0 is what a container needs, and the gateway REFUSES to
 # start on a non-loopback address unless PROXY_API_KEY is set (or, to accept
 # the risk of an open endpoint, PROXY_ALLOW_UNAUTHENTICATED=true). So
@@ -87,6 +96,10 @@ ENV MALLOC_MMAP_THRESHOLD_=131072
 USER codex
 RUN codex --version && codex-completions-api --help >/dev/null
 
+# PROXY_STATE_DIR (stored responses, usage, traces) lives on the volume too:
+# the root file system may be read-only (compose and the Kubernetes manifests
+# make it so), and the default (.codex-api in the working directory) is not
+# writable there (found by scripts/image-smoke).
 # CODEX_HOME holds codex's state and credentials (auth.json, or a config.toml
 # naming a provider). The gateway never rewrites config.toml; see
 # docs/configuration.md. Declared after the chown above, so a new named volume

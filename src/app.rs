@@ -18,12 +18,17 @@ use crate::core::CodexCore;
 use crate::server::serve;
 use crate::stack::{self, StackConfig};
 use crate::telemetry::GatewayMetrics;
-use crate::worker::{Supervisor, WorkerHandle};
+use crate::trace_buffer::TraceBuffer;
+use crate::usage::UsageLedger;
+use crate::worker::{WorkerHandle, WorkerPool};
 
 /// Handles a running gateway exposes to its embedder (tests, `main`).
 #[derive(Clone)]
 pub struct GatewayHandles {
+    /// Worker 0 (the only one with the default `WORKER_POOL_SIZE=1`).
     pub worker: WorkerHandle,
+    /// Every worker; `pool.request_all()` is the rolling restart (SIGHUP).
+    pub pool: WorkerPool,
     pub maintenance: MaintenanceHandle,
 }
 
@@ -46,6 +51,8 @@ pub async fn run(
         maintenance: maintenance_config,
         core: mut core_config,
         worker: worker_config,
+        trace: trace_config,
+        usage: usage_config,
     } = config;
     let workdir = match &worker_config.workdir {
         Some(dir) => dir.clone(),
@@ -55,18 +62,39 @@ pub async fn run(
     let mut registry = Registry::with_prefix("codex_gateway");
     let http_metrics = HttpMetrics::register(&mut registry);
     let gateway_metrics = GatewayMetrics::register(&mut registry);
+    let trace_buffer = trace_config.map(|c| TraceBuffer::new(c, &mut registry));
+    let trace_sweeper = trace_buffer.as_ref().map(TraceBuffer::sweeper);
+    let usage = match usage_config {
+        Some(c) => Some(UsageLedger::open(
+            c.state_dir.as_deref(),
+            c.retention,
+            &mut registry,
+        )?),
+        None => None,
+    };
+    let usage_writer = usage.as_ref().map(UsageLedger::spawn_writer);
 
     let shutdown_grace = worker_config.shutdown_grace;
-    let (supervisor, worker) = Supervisor::new(worker_config, workdir.clone());
-    let supervisor = supervisor.with_call_observer(gateway_metrics.call_observer());
     let stop_worker = CancellationToken::new();
-    let supervisor_task = tokio::spawn(supervisor.run(stop_worker.clone()));
-    gateway_metrics.watch_worker(worker.clone());
+    let running = WorkerPool::spawn(
+        &worker_config,
+        workdir.clone(),
+        Some(gateway_metrics.call_observer()),
+        trace_buffer.as_ref().map(TraceBuffer::tap),
+        stop_worker.clone(),
+    );
+    let pool = running.pool;
+    let supervisor_tasks = running.supervisors;
+    gateway_metrics.watch_pool(pool.clone());
+    crate::telemetry::register_pool_metrics(&mut registry, &pool);
+    // WORKER_MAX_CONCURRENCY is per worker.
+    core_config.max_concurrency = core_config.max_concurrency.saturating_mul(pool.len());
 
     // The two core settings only known now (see `Config::core`).
     core_config.cwd = workdir.display().to_string();
     core_config.in_flight = Some(gateway_metrics.turns_in_flight().clone());
-    let core = CodexCore::new(worker.clone(), core_config);
+    gateway_metrics.set_turn_slots(core_config.max_concurrency);
+    let core = CodexCore::new(pool.clone(), core_config);
     let (maintenance_layer, maintenance) = MaintenanceLayer::pair(maintenance_config);
     let mut state = ApiState::new(core, &api_config)?;
     crate::telemetry::register_thread_metrics(&mut registry, state.threads.metrics());
@@ -78,6 +106,7 @@ pub async fn run(
     }
     state.maintenance = Some(maintenance.clone());
     state.metrics = Some(gateway_metrics);
+    state.usage = usage.clone();
     state.registry = api_config.serve_metrics.then(|| Arc::new(registry));
     state.metrics_token = access.metrics_token.clone();
     let sweeper = {
@@ -103,11 +132,14 @@ pub async fn run(
             output_mode: api_config.output_mode,
             reasoning_format: api_config.reasoning_format,
             sse_keepalive: api_config.sse_keepalive,
+            trace_buffer,
+            usage,
         },
     );
 
     on_start(GatewayHandles {
-        worker,
+        worker: pool.handle(0).clone(),
+        pool: pool.clone(),
         maintenance,
     });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -121,9 +153,18 @@ pub async fn run(
 
     // Streams have drained (or their deadline passed): now the worker may go.
     sweeper.abort();
+    if let Some(t) = trace_sweeper {
+        t.abort();
+    }
+    if let Some(w) = usage_writer {
+        // Records of the last requests are in its queue: give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        w.abort();
+    }
     stop_worker.cancel();
     let grace = shutdown_grace + Duration::from_secs(1);
-    if tokio::time::timeout(grace, supervisor_task).await.is_err() {
+    let stopped = futures_util::future::join_all(supervisor_tasks);
+    if tokio::time::timeout(grace, stopped).await.is_err() {
         tracing::warn!("the worker did not stop in time");
     }
     Ok(())

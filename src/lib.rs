@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod access_log;
 pub mod api;
 pub mod app;
 pub mod caller;
@@ -18,4 +19,6 @@ pub mod server;
 pub mod stack;
 pub mod store;
 pub mod telemetry;
+pub mod trace_buffer;
+pub mod usage;
 pub mod worker;

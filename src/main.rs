@@ -1,5 +1,5 @@
 //! The `codex-completions-api` binary: reads the environment, serves until
-//! SIGTERM or SIGINT.
+//! SIGTERM or SIGINT (SIGHUP: a rolling restart of the workers).
 
 use std::process::ExitCode;
 
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         };
         let on_start = |handles: app::GatewayHandles| {
             tokio::spawn(maintenance_signals(handles.maintenance));
+            tokio::spawn(restart_signal(handles.pool));
         };
         match app::run(config, listener, shutdown_signal(), on_start).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +69,8 @@ fn init_tracing(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only on a terminal: a log file or journald gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -91,6 +94,19 @@ async fn maintenance_signals(handle: codex_maintenance::MaintenanceHandle) {
             _ = on.recv() => { handle.enable(); tracing::warn!("maintenance mode on (SIGUSR1)"); }
             _ = off.recv() => { handle.disable(); tracing::warn!("maintenance mode off (SIGUSR2)"); }
         }
+    }
+}
+
+/// SIGHUP: a rolling restart of every worker, one at a time (after a CLI
+/// upgrade or a change to its config.toml), like `POST /admin/workers/restart`.
+async fn restart_signal(pool: codex_completions_api::worker::WorkerPool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let queued = pool.request_all();
+        tracing::warn!(queued, "rolling restart of the workers (SIGHUP)");
     }
 }
 

@@ -41,8 +41,14 @@ pub enum Route {
     OllamaChat,
     /// `/api/generate` (Ollama one-prompt generation).
     OllamaGenerate,
+    /// `/v1/usage`: token usage per key, model and hour.
+    Usage,
     /// `/admin/maintenance`.
     AdminMaintenance,
+    /// `/admin/workers`: the pool, one row per worker.
+    AdminWorkers,
+    /// `/admin/workers/restart`: a rolling restart (all, or one worker).
+    AdminWorkersRestart,
     /// Any other `/admin/...` path: no handler, but admin all the same.
     Admin,
     /// Anything else.
@@ -78,7 +84,10 @@ impl Route {
             "/api/version" => Route::OllamaVersion,
             "/api/chat" => Route::OllamaChat,
             "/api/generate" => Route::OllamaGenerate,
+            "/v1/usage" => Route::Usage,
             "/admin/maintenance" => Route::AdminMaintenance,
+            "/admin/workers" => Route::AdminWorkers,
+            "/admin/workers/restart" => Route::AdminWorkersRestart,
             p if p.starts_with(MODELS_PREFIX) => Route::GetModel,
             p if p.starts_with(RESPONSES_PREFIX) => Route::StoredResponse,
             p if p.starts_with("/admin/") => Route::Admin,
@@ -104,7 +113,11 @@ impl Route {
             Route::OllamaVersion => "/api/version",
             Route::OllamaChat => "/api/chat",
             Route::OllamaGenerate => "/api/generate",
-            Route::AdminMaintenance | Route::Admin => "/admin",
+            Route::Usage => "/v1/usage",
+            Route::AdminMaintenance
+            | Route::AdminWorkers
+            | Route::AdminWorkersRestart
+            | Route::Admin => "/admin",
             Route::Unknown => "other",
         }
     }
@@ -127,7 +140,13 @@ impl Route {
     /// `/admin/*`: exempt from maintenance (it is how maintenance is switched
     /// off) and served to admin callers only.
     pub fn is_admin(self) -> bool {
-        matches!(self, Route::AdminMaintenance | Route::Admin)
+        matches!(
+            self,
+            Route::AdminMaintenance
+                | Route::AdminWorkers
+                | Route::AdminWorkersRestart
+                | Route::Admin
+        )
     }
 
     /// Whether the route needs a key when keys exist and no route rule says
@@ -183,11 +202,16 @@ impl Route {
             | Route::Responses
             | Route::OllamaChat
             | Route::OllamaGenerate => MethodMatch::NotAllowed("POST"),
-            Route::Metrics | Route::GetModel if get => MethodMatch::Served,
+            Route::Metrics | Route::GetModel | Route::Usage if get => MethodMatch::Served,
+            Route::Usage => MethodMatch::NotAllowed("GET"),
             // Which of the two a path serves, the handler says (input_items: GET only).
             Route::StoredResponse if get || *method == Method::DELETE => MethodMatch::Served,
             Route::StoredResponse => MethodMatch::NotAllowed("GET, DELETE"),
             Route::AdminMaintenance if get || post => MethodMatch::Served,
+            Route::AdminWorkers if get => MethodMatch::Served,
+            Route::AdminWorkers => MethodMatch::NotAllowed("GET"),
+            Route::AdminWorkersRestart if post => MethodMatch::Served,
+            Route::AdminWorkersRestart => MethodMatch::NotAllowed("POST"),
             Route::Metrics | Route::GetModel | Route::AdminMaintenance => MethodMatch::NotFound,
             Route::Admin | Route::Unknown => MethodMatch::NotFound,
         }
@@ -283,6 +307,13 @@ mod tests {
             Some("GET, DELETE"),
         ),
         (
+            "/v1/usage",
+            Route::Usage,
+            "/v1/usage",
+            &["GET"],
+            Some("GET"),
+        ),
+        (
             "/admin/maintenance",
             Route::AdminMaintenance,
             "/admin",
@@ -319,6 +350,20 @@ mod tests {
         ),
         ("/api/show", Route::Unknown, "other", &[], None),
         ("/admin/other", Route::Admin, "/admin", &[], None),
+        (
+            "/admin/workers",
+            Route::AdminWorkers,
+            "/admin",
+            &["GET"],
+            Some("GET"),
+        ),
+        (
+            "/admin/workers/restart",
+            Route::AdminWorkersRestart,
+            "/admin",
+            &["POST"],
+            Some("POST"),
+        ),
         ("/admin", Route::Unknown, "other", &[], None),
         ("/", Route::Unknown, "other", &[], None),
         ("/v1/completions/x", Route::Unknown, "other", &[], None),

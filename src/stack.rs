@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `PeerAddr` | `server::serve` | the `Caller` map (client address, loopback) |
 //! | `Route` | the first `map_request`, from the path | metrics label, maintenance and auth exemptions, the `Caller` map, the API's router |
-//! | `RequestId` | request-id layer | tracing, echoed as `x-request-id` |
+//! | `RequestId` | request-id layer | tracing, echoed as `x-request-id`, the access log |
+//! | `AccessNote` | access log | written by the `Caller` map (key name) and the pipeline (model, tokens) |
 //! | `AuthenticatedKey` | auth | the `Caller` map |
 //! | `Caller` | the `map_request` under auth | rate limit (bucket, quota), `/admin/*`, `/metrics`, the API handlers (stream limit) |
 //! | `ReasoningFormat` | the `map_request` under auth (the caller's key, else route, else `PROXY_REASONING_FORMAT`) | `api::Client`, which lets `x-proxy-reasoning-format` override it |
@@ -41,11 +42,14 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::access::AccessPolicy;
+use crate::access_log::{AccessLogLayer, AccessNote};
 use crate::api::error::Rejection;
 use crate::api::reasoning::ReasoningFormat;
 use crate::api::Api;
 use crate::caller::Caller;
 use crate::route::Route;
+use crate::trace_buffer::{TraceBuffer, TraceScopeLayer};
+use crate::usage::UsageLedger;
 
 /// The body type at the hyper boundary, erased once here.
 pub type BoxBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -64,6 +68,10 @@ pub struct StackConfig {
     /// The default reasoning format (`PROXY_REASONING_FORMAT`).
     pub reasoning_format: ReasoningFormat,
     pub sse_keepalive: Duration,
+    /// `PROXY_TRACE_BUFFER`: each request's JSON-RPC lines to a file.
+    pub trace_buffer: Option<TraceBuffer>,
+    /// Each request's usage, per key, model and hour (`PROXY_USAGE_LEDGER`).
+    pub usage: Option<UsageLedger>,
 }
 
 /// The request's route, put into its extensions by the first `map_request`.
@@ -96,6 +104,9 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         let reasoning_default = config.reasoning_format;
         move |mut req: Request<Incoming>| {
             let caller = Caller::of(&req, &access);
+            if let (Some(note), Some(key)) = (req.extensions().get::<AccessNote>(), &caller.key) {
+                note.set_key(key);
+            }
             // The request's header, if any, is applied by the API (`Client`).
             let reasoning = access
                 .reasoning_format(caller.route, caller.key.as_deref())
@@ -164,9 +175,16 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
             let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         })
-        // A 5xx here is already an OpenAI error the client got (a probe's 503
-        // while the worker starts, a provider's 502): a warning, not an error.
-        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)))
+        // A 5xx is already an OpenAI error the client got and has its access-log
+        // line (below); a second event per failure only floods the log (a
+        // probe's 503 every few seconds while the worker is down).
+        .on_failure(()))
+        // One line per request, rejections included, written when the body
+        // ends; the layers below fill in the key name, model and tokens.
+        .layer(AccessLogLayer::new(config.usage))
+        // Needs the request id; everything the request sends to the worker
+        // below runs in its trace scope (absent unless PROXY_TRACE_BUFFER).
+        .layer(TraceScopeLayer::new(config.trace_buffer))
         // Outside every rejecting layer, so it counts each rejection by cause,
         // and outside the SSE layer, so a stream's duration ends with its body.
         .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_of(req).label()).rejection_cause(rejection_cause))

@@ -2,9 +2,12 @@
 //!
 //! | name (prefix `codex_gateway_`) | type | labels |
 //! |---|---|---|
-//! | `worker_starts_total` | counter | – |
-//! | `worker_ready` | gauge (0/1) | – |
-//! | `worker_phase` | gauge (1 for the current phase) | phase |
+//! | `worker_starts_total` | counter | worker |
+//! | `worker_ready` | gauge (0/1) | worker |
+//! | `worker_phase` | gauge (1 for the current phase) | worker, phase |
+//! | `worker_turns_in_flight` | gauge | worker |
+//! | `worker_recycles_total` | counter | worker |
+//! | `workers_ready` | gauge | – |
 //! | `jsonrpc_calls_total` | counter | method, outcome |
 //! | `tokens_total` | counter | kind (prompt, completion, cached_prompt, reasoning) |
 //! | `time_to_first_token_seconds` | histogram | stream |
@@ -12,6 +15,12 @@
 //! | `live_threads` | gauge | – |
 //! | `thread_evictions_total` | counter | reason (capacity, idle, worker_gone, deleted) |
 //! | `conversation_continuations_total` | counter | outcome (reused, forked, rebuilt) |
+//! | `turn_slots` | gauge: turns the worker may run at once (`WORKER_MAX_CONCURRENCY`) | – |
+//! | `maintenance_enabled` | gauge (0/1), read at each scrape | – |
+//!
+//! The alert rules over these are `deploy/prometheus/alerts.yml`; the
+//! dashboard `deploy/grafana/dashboard.json`; a test checks that every
+//! metric the dashboard queries is served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +34,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::core::Usage;
 use crate::rpc::CallObserver;
-use crate::worker::{WorkerHandle, WorkerPhase};
+use crate::worker::{WorkerPhase, WorkerPool};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -40,7 +49,13 @@ struct KindLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
+    worker: String,
     phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,25 +77,33 @@ pub struct GatewayMetrics {
 
 #[derive(Debug)]
 struct Inner {
-    worker_starts: Counter,
-    worker_ready: Gauge,
+    worker_starts: Family<WorkerLabels, Counter>,
+    worker_ready: Family<WorkerLabels, Gauge>,
+    worker_recycles: Family<WorkerLabels, Counter>,
+    workers_ready: Gauge,
     worker_phase: Family<PhaseLabels, Gauge>,
     calls: Family<CallLabels, Counter>,
     tokens: Family<KindLabels, Counter>,
     ttft: Family<StreamLabels, Histogram, fn() -> Histogram>,
     turns_in_flight: Gauge,
+    turn_slots: Gauge,
+    maintenance: Gauge,
 }
 
 impl GatewayMetrics {
     pub fn register(registry: &mut Registry) -> GatewayMetrics {
         let inner = Inner {
-            worker_starts: Counter::default(),
-            worker_ready: Gauge::default(),
+            worker_starts: Family::default(),
+            worker_ready: Family::default(),
+            worker_recycles: Family::default(),
+            workers_ready: Gauge::default(),
             worker_phase: Family::default(),
             calls: Family::default(),
             tokens: Family::default(),
             ttft: Family::new_with_constructor(|| Histogram::new(TTFT_BUCKETS)),
             turns_in_flight: Gauge::default(),
+            turn_slots: Gauge::default(),
+            maintenance: Gauge::default(),
         };
         registry.register(
             "worker_starts",
@@ -91,6 +114,16 @@ impl GatewayMetrics {
             "worker_ready",
             "1 while the worker is handshaken and its channel open",
             inner.worker_ready.clone(),
+        );
+        registry.register(
+            "workers_ready",
+            "Workers of the pool ready now",
+            inner.workers_ready.clone(),
+        );
+        registry.register(
+            "worker_recycles",
+            "Workers drained and replaced (rolling restart, WORKER_MAX_TURNS, WORKER_MAX_RSS_MB)",
+            inner.worker_recycles.clone(),
         );
         registry.register(
             "worker_phase",
@@ -115,12 +148,30 @@ impl GatewayMetrics {
         );
         registry.register(
             "turns_in_flight",
-            "Turns running on the worker now",
+            "Turns running on the workers now (all of them)",
             inner.turns_in_flight.clone(),
+        );
+        registry.register(
+            "turn_slots",
+            "Turns the worker may run at once (WORKER_MAX_CONCURRENCY); saturation is turns_in_flight / turn_slots",
+            inner.turn_slots.clone(),
+        );
+        registry.register(
+            "maintenance_enabled",
+            "1 while maintenance mode is on",
+            inner.maintenance.clone(),
         );
         GatewayMetrics {
             inner: Arc::new(inner),
         }
+    }
+
+    pub fn set_turn_slots(&self, slots: usize) {
+        self.inner.turn_slots.set(slots as i64);
+    }
+
+    pub fn set_maintenance(&self, on: bool) {
+        self.inner.maintenance.set(i64::from(on));
     }
 
     /// The observer the worker's channel reports each call to.
@@ -162,40 +213,77 @@ impl GatewayMetrics {
         &self.inner.turns_in_flight
     }
 
-    /// Follows the worker's state until the handle's sender goes away.
-    pub fn watch_worker(&self, mut worker: WorkerHandle) -> tokio::task::JoinHandle<()> {
-        let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let mut last_starts = 0;
-            loop {
-                let status = worker.status();
-                if status.starts > last_starts {
+    /// Follows every worker's state until the gateway stops. The turns
+    /// in flight per worker are the pool's own gauges, registered by
+    /// [`register_pool_metrics`].
+    pub fn watch_pool(&self, pool: WorkerPool) {
+        for index in 0..pool.len() {
+            let inner = self.inner.clone();
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut worker = pool.handle(index).clone();
+                let labels = WorkerLabels {
+                    worker: index.to_string(),
+                };
+                let mut last_starts = 0;
+                let mut last_recycles = 0;
+                loop {
+                    let status = worker.status();
+                    if status.starts > last_starts {
+                        inner
+                            .worker_starts
+                            .get_or_create(&labels)
+                            .inc_by(u64::from(status.starts - last_starts));
+                        last_starts = status.starts;
+                    }
+                    let recycles = pool.recycles(index);
+                    if recycles > last_recycles {
+                        inner
+                            .worker_recycles
+                            .get_or_create(&labels)
+                            .inc_by(u64::from(recycles - last_recycles));
+                        last_recycles = recycles;
+                    }
                     inner
-                        .worker_starts
-                        .inc_by(u64::from(status.starts - last_starts));
-                    last_starts = status.starts;
+                        .worker_ready
+                        .get_or_create(&labels)
+                        .set(i64::from(status.is_ready()));
+                    inner.workers_ready.set(pool.ready_count() as i64);
+                    for phase in [
+                        WorkerPhase::Starting,
+                        WorkerPhase::Handshaking,
+                        WorkerPhase::Ready,
+                        WorkerPhase::BackingOff,
+                        WorkerPhase::Stopped,
+                    ] {
+                        let on = phase == status.phase;
+                        inner
+                            .worker_phase
+                            .get_or_create(&PhaseLabels {
+                                worker: labels.worker.clone(),
+                                phase: phase_name(phase),
+                            })
+                            .set(i64::from(on));
+                    }
+                    if !worker.changed().await {
+                        break;
+                    }
                 }
-                inner.worker_ready.set(i64::from(status.is_ready()));
-                for phase in [
-                    WorkerPhase::Starting,
-                    WorkerPhase::Handshaking,
-                    WorkerPhase::Ready,
-                    WorkerPhase::BackingOff,
-                    WorkerPhase::Stopped,
-                ] {
-                    let on = phase == status.phase;
-                    inner
-                        .worker_phase
-                        .get_or_create(&PhaseLabels {
-                            phase: phase_name(phase),
-                        })
-                        .set(i64::from(on));
-                }
-                if !worker.changed().await {
-                    break;
-                }
-            }
-        })
+            });
+        }
+    }
+}
+
+/// Registers each worker's turns-in-flight gauge as `worker_turns_in_flight{worker}`.
+pub fn register_pool_metrics(registry: &mut Registry, pool: &WorkerPool) {
+    for index in 0..pool.len() {
+        registry
+            .sub_registry_with_label(("worker".into(), index.to_string().into()))
+            .register(
+                "worker_turns_in_flight",
+                "Turns running on this worker now",
+                pool.in_flight(index).clone(),
+            );
     }
 }
 

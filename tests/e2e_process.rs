@@ -208,3 +208,75 @@ fn sigusr1_and_sigusr2_switch_maintenance_on_and_off() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn sighup_replaces_every_worker_of_the_pool_one_at_a_time() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sighup-{:016x}", rand::random::<u64>()));
+    let home = dir.join("codex-home");
+    // Starting a worker needs no model: the handshake stays inside codex.
+    codex_offline_model::write_codex_home(&home, "http://127.0.0.1:9/v1").unwrap();
+    let mut child = Command::new(BIN)
+        .env("PORT", port.to_string())
+        .env("CODEX_BIN", support::codex_bin())
+        .env("CODEX_HOME", &home)
+        .env("PROXY_STATE_DIR", dir.join("state"))
+        .env("WORKER_POOL_SIZE", "2")
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let workers = || -> Option<Vec<serde_json::Value>> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            s,
+            "GET /admin/workers HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let body: serde_json::Value = serde_json::from_str(out.split("\r\n\r\n").nth(1)?).ok()?;
+        body["workers"].as_array().cloned()
+    };
+    let wait_for = |what: &str, want: &dyn Fn(&[serde_json::Value]) -> bool| {
+        for _ in 0..600 {
+            if workers().is_some_and(|w| want(&w)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("not {what} within 30 s: {:?}", workers());
+    };
+    let ready = |w: &[serde_json::Value]| w.len() == 2 && w.iter().all(|w| w["ready"] == true);
+    wait_for("ready", &ready);
+    let pids: Vec<_> = workers()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].clone())
+        .collect();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("replaced", &|w| {
+        ready(w)
+            && w.iter()
+                .all(|w| w["recycles"] == 1 && w["draining"] == false)
+    });
+    let after = workers().unwrap();
+    for (w, old) in after.iter().zip(&pids) {
+        assert_ne!(&w["pid"], old, "{after:?}");
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

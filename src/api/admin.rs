@@ -1,4 +1,5 @@
 //! `/admin/maintenance`: switch maintenance mode at run time.
+//! `/admin/workers`: the worker pool; `/admin/workers/restart`: a rolling restart.
 //!
 //! Callers: a key marked `admin` (every `PROXY_API_KEY` key is), or, when the
 //! gateway has no keys at all, a loopback client.
@@ -72,5 +73,57 @@ pub(super) fn maintenance(
             "message": &*handle.message(),
             "retry_after": handle.retry_after_secs(),
         }),
+    ))
+}
+
+/// `GET /admin/workers`: each worker's phase, pid, turns in flight, restarts.
+pub(super) fn workers(state: &ApiState) -> Response<ApiBody> {
+    let pool = state.core.pool();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "workers": pool.views(),
+            "ready": pool.available_count(),
+            "size": pool.len(),
+        }),
+    )
+}
+
+/// `POST /admin/workers/restart`: drains and replaces every worker, one at
+/// a time (an empty body or `{}`), or one (`{"worker": N}`). Answers 202 at
+/// once; `GET /admin/workers` shows the progress (`draining`, `recycles`).
+pub(super) fn restart_workers(
+    state: &ApiState,
+    caller: &Admin,
+    body: &Bytes,
+) -> Result<Response<ApiBody>, ApiError> {
+    let pool = state.core.pool();
+    let worker = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match super::json_object(body)?.get("worker") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if (n as usize) < pool.len() => Some(n as usize),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "worker",
+                        format!(
+                            "`worker` must be a worker number from 0 to {}",
+                            pool.len() - 1
+                        ),
+                    ))
+                }
+            },
+        }
+    };
+    let queued = match worker {
+        Some(i) => usize::from(pool.request(i, crate::worker::RecycleReason::Requested)),
+        None => pool.request_all(),
+    };
+    tracing::warn!(caller = %caller.0, ?worker, queued, "rolling restart requested");
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"queued": queued, "workers": pool.len()}),
     ))
 }

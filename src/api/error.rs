@@ -202,6 +202,9 @@ impl From<Failure> for ApiError {
         e.counted_as = match f.kind {
             FailureKind::NotReady => Some("not_ready"),
             FailureKind::Overloaded => Some("overload"),
+            // The account's quota or the provider's rate limit: alerts watch these.
+            FailureKind::QuotaExceeded => Some("quota"),
+            FailureKind::RateLimited => Some("upstream_rate_limit"),
             _ => None,
         };
         e.retry_after = f.retry_after;
@@ -224,6 +227,17 @@ mod tests {
         assert_eq!(v["error"]["param"], "temperature");
         assert_eq!(v["error"]["message"], "temperature must be between 0 and 2");
         assert!(v["error"].get("code").is_some());
+    }
+
+    #[test]
+    fn quota_and_provider_rate_limits_are_counted_for_the_alerts() {
+        use crate::core::{Failure, FailureKind};
+        let quota = ApiError::from(Failure::new(FailureKind::QuotaExceeded, "no quota"));
+        assert_eq!(quota.counted_as, Some("quota"));
+        let limited = ApiError::from(Failure::new(FailureKind::RateLimited, "slow down"));
+        assert_eq!(limited.counted_as, Some("upstream_rate_limit"));
+        let other = ApiError::from(Failure::new(FailureKind::Upstream, "boom"));
+        assert_eq!(other.counted_as, None);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub(super) fn serve<B>(state: &ApiState, req: &Request<B>) -> Result<Response<Ap
         )
         .code("invalid_api_key"));
     }
+    // Read at scrape time: the switch has no event stream of its own.
+    if let (Some(m), Some(maintenance)) = (&state.metrics, &state.maintenance) {
+        m.set_maintenance(maintenance.is_enabled());
+    }
     let text = codex_metrics::encode(registry);
     let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(text))));
     res.headers_mut().insert(

@@ -21,6 +21,7 @@ pub mod reasoning;
 pub mod responses;
 pub mod tools;
 pub mod upload;
+mod usage;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -55,6 +56,8 @@ pub struct ApiState {
     pub uploads: upload::UploadBudget,
     pub maintenance: Option<MaintenanceHandle>,
     pub metrics: Option<GatewayMetrics>,
+    /// `GET /v1/usage` reads it; `None` with `PROXY_USAGE_LEDGER=false`.
+    pub usage: Option<crate::usage::UsageLedger>,
     /// What `GET /metrics` encodes; `None` when metrics are off.
     pub registry: Option<Arc<prometheus_client::registry::Registry>>,
     /// The bearer token `/metrics` accepts from non-loopback clients.
@@ -106,6 +109,7 @@ impl ApiState {
             uploads: upload::UploadBudget::new(config.upload_budget_bytes, config.max_body_bytes),
             maintenance: None,
             metrics: None,
+            usage: None,
             registry: None,
             metrics_token: None,
             stream_limit: (config.stream_limit > 0)
@@ -221,6 +225,15 @@ where
             };
             admin::maintenance(state, &caller, body)
         }
+        Route::AdminWorkers => {
+            admin::authorize(&req)?;
+            Ok(admin::workers(state))
+        }
+        Route::AdminWorkersRestart => {
+            let caller = admin::authorize(&req)?;
+            let body = read_body(req, 64 * 1024, &state.uploads).await?;
+            admin::restart_workers(state, &caller, &body)
+        }
         Route::ListModels => {
             let models = state.core.models().map_err(ApiError::from)?;
             Ok(json_response(
@@ -252,6 +265,10 @@ where
                 req.uri().query(),
             )
             .await
+        }
+        Route::Usage => {
+            let query = req.uri().query().map(str::to_owned);
+            usage::serve(state, query, req.extensions().get::<Caller>().cloned()).await
         }
         Route::ChatCompletions => {
             let client = Client::of(&req)?;
@@ -331,6 +348,8 @@ pub struct Client {
     /// else the default the stack decided (key, route, environment).
     pub reasoning_format: reasoning::ReasoningFormat,
     pub started: std::time::Instant,
+    /// The request's access-log note (model, tokens), when the stack has one.
+    pub note: Option<crate::access_log::AccessNote>,
 }
 
 impl Client {
@@ -369,6 +388,10 @@ impl Client {
                 .copied()
                 .unwrap_or_default(),
             started: std::time::Instant::now(),
+            note: req
+                .extensions()
+                .get::<crate::access_log::AccessNote>()
+                .cloned(),
         })
     }
 }

@@ -23,7 +23,8 @@ use codex_rate_limit::Quota;
 use crate::access::{AccessConfig, AccessPolicy, Secret};
 use crate::core::CoreConfig;
 use crate::server::ServeConfig;
-use crate::worker::{SandboxMode, WorkerConfig};
+use crate::trace_buffer::TraceConfig;
+use crate::worker::{PoolConfig, SandboxMode, WorkerConfig};
 
 pub use api::{Aliases, ApiConfig, ConversationConfig, ImageFetchConfig, ToolsConfig};
 pub use env::{ConfigError, Env, Variable};
@@ -48,6 +49,13 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_HEADER_TIMEOUT_MS", default: "10000", help: "time a client has to send request headers; also how long a connection may sit with no request in flight" },
     Variable { name: "PROXY_SHUTDOWN_DRAIN_MS", default: "30000", help: "on SIGTERM/SIGINT, how long in-flight requests and streams may finish" },
     Variable { name: "PROXY_LOG_FORMAT", default: "text", help: "text | json" },
+    Variable { name: "PROXY_USAGE_LEDGER", default: "true", help: "record token usage per key, model and hour in usage.sqlite3 under PROXY_STATE_DIR (GET /v1/usage)" },
+    Variable { name: "PROXY_USAGE_RETENTION_DAYS", default: "400", help: "usage older than this many days is deleted" },
+    Variable { name: "PROXY_TRACE_BUFFER", default: "false", help: "write each request's JSON-RPC traffic with the worker to PROXY_TRACE_DIR (docs/runbooks/trace-buffer.md)" },
+    Variable { name: "PROXY_TRACE_DIR", default: "", help: "directory of the trace files, {timestamp}-{requestId}.json (default: trace-buffer under PROXY_STATE_DIR)" },
+    Variable { name: "PROXY_TRACE_MAX_AGE_MS", default: "86400000", help: "trace files older than this are removed" },
+    Variable { name: "PROXY_TRACE_MAX_FILES", default: "100", help: "at most this many trace files are kept (the oldest go first)" },
+    Variable { name: "PROXY_TRACE_INCLUDE_CONTENT", default: "false", help: "keep message text and image data in traces (secrets are always removed)" },
     Variable { name: "PROXY_MODEL_ALIASES", default: "", help: "extra model names, e.g. codex-5=gpt-5-codex,codex-5-high=gpt-5-codex-high" },
     Variable { name: "PROXY_OUTPUT_MODE", default: "obsidian-xml", help: "how tool calls reach clients: obsidian-xml | openai-json (per request: x-proxy-output-mode; per key or route: the keys and route files)" },
     Variable { name: "PROXY_REASONING_FORMAT", default: "field", help: "how chat clients get reasoning summaries: field (reasoning_content) | think-tags | off (per request: x-proxy-reasoning-format; per key or route: the keys and route files)" },
@@ -65,7 +73,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_TRUSTED_PROXY_HOPS", default: "1", help: "trusted proxies in front of the gateway that each append to X-Forwarded-For; the client is that many entries from the right" },
     Variable { name: "PROXY_CONFIG", default: "", help: "TOML file with per-route auth and rate limits (see docs/configuration.md)" },
     Variable { name: "PROXY_SSE_MAX_CONCURRENCY", default: "0", help: "concurrent streams per key (or client address); 0 = unlimited" },
-    Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on the worker at once" },
+    Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on each worker at once (the gateway runs this × WORKER_POOL_SIZE)" },
     Variable { name: "WORKER_QUEUE_MAX", default: "64", help: "requests waiting for a turn slot; beyond it 429 with Retry-After" },
     Variable { name: "WORKER_QUEUE_TIMEOUT_MS", default: "10000", help: "longest wait for a turn slot before 429" },
     Variable { name: "PROXY_TIMEOUT_MS", default: "600000", help: "longest a whole request may take before 504 (0 disables)" },
@@ -99,6 +107,11 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "WORKER_HANDSHAKE_TIMEOUT_MS", default: "15000", help: "spawn until ready (initialize, initialized, model/list)" },
     Variable { name: "WORKER_SHUTDOWN_GRACE_MS", default: "5000", help: "time the worker gets to exit after its stdin closes before it is killed" },
     Variable { name: "WORKER_REQUEST_TIMEOUT_MS", default: "120000", help: "deadline for each JSON-RPC request to the worker" },
+    Variable { name: "WORKER_POOL_SIZE", default: "1", help: "codex worker processes; a new turn goes to the ready one with the fewest turns in flight" },
+    Variable { name: "WORKER_CODEX_HOMES", default: "", help: "one CODEX_HOME per worker, separated by commas (as many as WORKER_POOL_SIZE); default: CODEX_HOME for all" },
+    Variable { name: "WORKER_MAX_TURNS", default: "0", help: "a worker that has started this many turns is drained and replaced (0: never)" },
+    Variable { name: "WORKER_MAX_RSS_MB", default: "0", help: "a worker whose resident memory passes this is drained and replaced (0: never)" },
+    Variable { name: "WORKER_DRAIN_TIMEOUT_MS", default: "60000", help: "how long a worker being replaced may finish its turns before it is stopped anyway" },
 ];
 
 /// Everything the gateway reads at start, grouped by who uses it.
@@ -118,6 +131,18 @@ pub struct Config {
     /// filled in by `app::run`.
     pub core: CoreConfig,
     pub worker: WorkerConfig,
+    /// The JSON-RPC trace buffer, when `PROXY_TRACE_BUFFER=true`.
+    pub trace: Option<TraceConfig>,
+    /// The usage ledger, unless `PROXY_USAGE_LEDGER=false`.
+    pub usage: Option<UsageConfig>,
+}
+
+/// `PROXY_USAGE_*`: where the ledger lives and how long it keeps hours.
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    /// `PROXY_STATE_DIR`; `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
+    pub retention: std::time::Duration,
 }
 
 impl Config {
@@ -166,8 +191,43 @@ impl Config {
             },
             core: core(env, &worker)?,
             worker,
+            trace: trace(env)?,
+            usage: usage(env)?,
         })
     }
+}
+
+fn usage<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<UsageConfig>, ConfigError> {
+    if !env.flag("PROXY_USAGE_LEDGER")? {
+        return Ok(None);
+    }
+    let days: u64 = env.parse("PROXY_USAGE_RETENTION_DAYS", "a whole number of days")?;
+    Ok(Some(UsageConfig {
+        state_dir: env.opt("PROXY_STATE_DIR").map(PathBuf::from),
+        retention: std::time::Duration::from_secs(days.saturating_mul(86_400)),
+    }))
+}
+
+fn trace<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<TraceConfig>, ConfigError> {
+    if !env.flag("PROXY_TRACE_BUFFER")? {
+        return Ok(None);
+    }
+    let dir = match env.opt("PROXY_TRACE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        // A gateway whose state lives in memory still writes traces to disk:
+        // to the default state directory's.
+        None => Some(env.raw("PROXY_STATE_DIR"))
+            .filter(|d| !d.trim().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".codex-api"))
+            .join("trace-buffer"),
+    };
+    Ok(Some(TraceConfig {
+        dir,
+        max_age: env.nonzero_millis("PROXY_TRACE_MAX_AGE_MS")?,
+        max_files: env.positive("PROXY_TRACE_MAX_FILES", "a whole number")?,
+        include_content: env.flag("PROXY_TRACE_INCLUDE_CONTENT")?,
+    }))
 }
 
 fn serve<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ServeConfig, ConfigError> {
@@ -328,6 +388,38 @@ fn worker<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<WorkerConfig, C
         handshake_timeout: env.nonzero_millis("WORKER_HANDSHAKE_TIMEOUT_MS")?,
         shutdown_grace: env.millis("WORKER_SHUTDOWN_GRACE_MS")?,
         request_timeout: env.nonzero_millis("WORKER_REQUEST_TIMEOUT_MS")?,
+        pool: pool(env)?,
+    })
+}
+
+fn pool<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<PoolConfig, ConfigError> {
+    let size = env.positive("WORKER_POOL_SIZE", "a whole number")?;
+    if size > 64 {
+        return Err(ConfigError {
+            variable: "WORKER_POOL_SIZE",
+            message: format!("{size} workers is more than the 64 allowed"),
+        });
+    }
+    let codex_homes: Vec<PathBuf> = env
+        .list("WORKER_CODEX_HOMES")
+        .into_iter()
+        .map(absolute)
+        .collect();
+    if !codex_homes.is_empty() && codex_homes.len() != size {
+        return Err(ConfigError {
+            variable: "WORKER_CODEX_HOMES",
+            message: format!(
+                "names {} directories for WORKER_POOL_SIZE={size} workers; give one per worker",
+                codex_homes.len()
+            ),
+        });
+    }
+    Ok(PoolConfig {
+        size,
+        codex_homes,
+        max_turns: env.parse("WORKER_MAX_TURNS", "a whole number")?,
+        max_rss_mb: env.parse("WORKER_MAX_RSS_MB", "a whole number of megabytes")?,
+        drain_timeout: env.nonzero_millis("WORKER_DRAIN_TIMEOUT_MS")?,
     })
 }
 
@@ -473,6 +565,34 @@ mod tests {
         assert_eq!(c.worker.request_timeout, Duration::from_millis(120000));
         assert_eq!(c.worker.log_filter, "warn");
         assert!(!c.worker.enable_codex_tools);
+    }
+
+    #[test]
+    fn the_pool_defaults_to_one_worker_and_checks_its_homes() {
+        let c = env(&[]).unwrap();
+        assert_eq!(c.worker.pool.size, 1);
+        assert!(c.worker.pool.codex_homes.is_empty());
+        assert_eq!((c.worker.pool.max_turns, c.worker.pool.max_rss_mb), (0, 0));
+        let c = env(&[
+            ("WORKER_POOL_SIZE", "2"),
+            ("CODEX_HOME", "/srv/shared"),
+            ("WORKER_CODEX_HOMES", "/srv/a, /srv/b"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.worker.for_member(1).codex_home,
+            Some(PathBuf::from("/srv/b"))
+        );
+        let e = env(&[("WORKER_POOL_SIZE", "3"), ("WORKER_CODEX_HOMES", "/a,/b")]).unwrap_err();
+        assert_eq!(e.variable, "WORKER_CODEX_HOMES");
+        assert_eq!(
+            env(&[("WORKER_POOL_SIZE", "0")]).unwrap_err().variable,
+            "WORKER_POOL_SIZE"
+        );
+        assert_eq!(
+            env(&[("WORKER_POOL_SIZE", "65")]).unwrap_err().variable,
+            "WORKER_POOL_SIZE"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::protocol::{
 };
 use crate::rpc::RpcClient;
 use crate::worker::SandboxMode;
-use crate::worker::{WorkerHandle, HOST_TOOL_FEATURES};
+use crate::worker::{WorkerPool, HOST_TOOL_FEATURES};
 
 /// How the core sets up threads.
 #[derive(Debug, Clone)]
@@ -47,7 +47,8 @@ pub struct CodexCore {
 }
 
 struct Inner {
-    worker: WorkerHandle,
+    /// The workers; a new turn goes to the least loaded ready one.
+    pool: WorkerPool,
     config: CoreConfig,
     /// Per-thread overrides, built once.
     thread_config: Map<String, Value>,
@@ -55,7 +56,7 @@ struct Inner {
 }
 
 impl CodexCore {
-    pub fn new(worker: WorkerHandle, config: CoreConfig) -> CodexCore {
+    pub fn new(pool: impl Into<WorkerPool>, config: CoreConfig) -> CodexCore {
         let thread_config = thread_config(config.enable_codex_tools);
         let slots = TurnSlots::new(
             config.max_concurrency,
@@ -65,7 +66,7 @@ impl CodexCore {
         );
         CodexCore {
             inner: Arc::new(Inner {
-                worker,
+                pool: pool.into(),
                 config,
                 thread_config,
                 slots,
@@ -73,17 +74,13 @@ impl CodexCore {
         }
     }
 
-    pub fn worker(&self) -> &WorkerHandle {
-        &self.inner.worker
+    pub fn pool(&self) -> &WorkerPool {
+        &self.inner.pool
     }
 
-    /// The models the worker listed at its handshake.
+    /// The models a ready worker listed at its handshake.
     pub fn models(&self) -> Result<Arc<Vec<Model>>, Failure> {
-        self.inner
-            .worker
-            .ready()
-            .map(|(_, models)| models)
-            .map_err(not_ready)
+        self.inner.pool.models().map_err(not_ready)
     }
 
     /// Starts one turn on a fresh ephemeral thread.
@@ -94,15 +91,22 @@ impl CodexCore {
     /// drop interrupts the turn. Dropping the returned stream before the
     /// turn ends interrupts it too, and the thread is released either way.
     pub async fn start_turn(&self, req: TurnRequest) -> Result<TurnStream, Failure> {
-        let (client, _) = self.inner.worker.ready().map_err(not_ready)?;
-        let slot = self.inner.slots.acquire().await?;
+        let picked = self.inner.pool.pick().map_err(not_ready)?;
+        let client = picked.client;
+        let slot = self
+            .inner
+            .slots
+            .acquire()
+            .await?
+            .with_lease(Some(picked.lease));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
-        tokio::spawn(async move {
+        // `carry`: the turn's JSON-RPC lines belong to this request's trace.
+        tokio::spawn(crate::trace_buffer::carry(async move {
             let started = core.start_on(client, slot, req).await;
             // A closed receiver hands the stream back; dropping it releases the turn.
             let _ = tx.send(started);
-        });
+        }));
         rx.await.unwrap_or_else(|_| {
             Err(Failure::new(
                 FailureKind::Upstream,
@@ -151,8 +155,9 @@ impl CodexCore {
         thread: IdleThread,
         req: TurnRequest,
     ) -> Result<TurnStream, Failure> {
-        // Not ready (restarting): fail fast, like a fresh turn would.
-        self.inner.worker.ready().map_err(not_ready)?;
+        // The thread lives in one worker process: the turn goes there (its
+        // own client), whatever the others' load. Gone with its process:
+        // the caller rebuilds the conversation on another worker.
         if thread.is_gone() {
             return Err(Failure::new(
                 FailureKind::WorkerGone,
@@ -161,14 +166,15 @@ impl CodexCore {
         }
         let slot = self.inner.slots.acquire().await?;
         let (thread_client, thread_id, total, turns) = thread.into_parts();
+        let slot = slot.with_lease(self.inner.pool.lease_for(&thread_client));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(crate::trace_buffer::carry(async move {
             let started = core
                 .turn_on(thread_client, slot, thread_id, req, Some((total, turns)))
                 .await;
             let _ = tx.send(started);
-        });
+        }));
         rx.await.unwrap_or_else(|_| {
             Err(Failure::new(
                 FailureKind::Upstream,
@@ -251,7 +257,9 @@ impl CodexCore {
         if !turn.waits_on_all(outputs.iter().map(|(id, _)| id.as_str())) {
             return Ok(None);
         }
-        let slot = self.inner.slots.acquire().await?;
+        // Back to the worker that holds the parked turn (its own client).
+        let lease = turn.client().and_then(|c| self.inner.pool.lease_for(c));
+        let slot = self.inner.slots.acquire().await?.with_lease(lease);
         if !turn.answer(slot, outputs).await {
             return Ok(None);
         }
@@ -269,6 +277,10 @@ impl CodexCore {
     /// Turn slots free now.
     pub(super) fn free_slots(&self) -> usize {
         self.inner.slots.available()
+    }
+
+    pub(super) fn inner_config(&self) -> CoreConfig {
+        self.inner.config.clone()
     }
 }
 

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::failure::{Failure, FailureKind};
+use crate::worker::Lease;
 
 /// The limit, shared by every request (clones share one semaphore).
 #[derive(Clone)]
@@ -35,6 +36,16 @@ struct Inner {
 pub(super) struct TurnSlot {
     _permit: OwnedSemaphorePermit,
     in_flight: Option<Gauge>,
+    /// The turn counted on its worker (pool placement and draining).
+    _lease: Option<Lease>,
+}
+
+impl TurnSlot {
+    /// Counts the turn on its worker for as long as the slot is held.
+    pub(super) fn with_lease(mut self, lease: Option<Lease>) -> TurnSlot {
+        self._lease = lease;
+        self
+    }
 }
 
 impl Drop for TurnSlot {
@@ -103,6 +114,7 @@ impl TurnSlots {
         Ok(TurnSlot {
             _permit: permit,
             in_flight: inner.in_flight.clone(),
+            _lease: None,
         })
     }
 

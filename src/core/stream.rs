@@ -139,6 +139,11 @@ impl TurnStream {
         })
     }
 
+    /// The channel of the worker process that runs this turn.
+    pub(super) fn client(&self) -> Option<&crate::rpc::RpcClient> {
+        self.subscription.as_ref().map(ThreadSubscription::client)
+    }
+
     pub fn thread_id(&self) -> &str {
         self.subscription
             .as_ref()

@@ -620,7 +620,7 @@ fn idle(client: &crate::rpc::RpcClient, t: &str) -> IdleThread {
 #[tokio::test(start_paused = true)]
 async fn live_threads_hand_a_head_to_its_owner_once_and_tell_forks_from_misses() {
     let (core, mut worker) = core_with(1, None);
-    let client = core.worker().ready().unwrap().0;
+    let client = core.pool().handle(0).ready().unwrap().0;
     let threads = LiveThreads::new(4, Duration::from_secs(60), ThreadMetrics::default());
     threads.keep("h1".into(), "alice".into(), 7, idle(&client, "t1"));
     // Another key, another shape: not theirs to continue, and left in place.
@@ -647,7 +647,7 @@ async fn live_threads_hand_a_head_to_its_owner_once_and_tell_forks_from_misses()
 #[tokio::test(start_paused = true)]
 async fn live_threads_unload_the_least_recently_used_and_the_idle() {
     let (core, mut worker) = core_with(1, None);
-    let client = core.worker().ready().unwrap().0;
+    let client = core.pool().handle(0).ready().unwrap().0;
     let metrics = ThreadMetrics::default();
     let threads = LiveThreads::new(2, Duration::from_secs(60), metrics.clone());
     threads.keep("a".into(), String::new(), 0, idle(&client, "ta"));
@@ -677,10 +677,79 @@ async fn live_threads_unload_the_least_recently_used_and_the_idle() {
     assert_eq!(evicted, 2);
 }
 
+/// A core over a pool of `n` fake workers.
+fn pool_core(n: usize) -> (CodexCore, Vec<FakeWorker>) {
+    let mut handles = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..n {
+        let (client, worker) = pair(RpcClientConfig::new(Duration::from_secs(30)));
+        let (tx, rx) = watch::channel(WorkerStatus {
+            phase: WorkerPhase::Ready,
+            client: Some(client),
+            ..WorkerStatus::initial()
+        });
+        // The receiver keeps the last value after the sender goes.
+        drop(tx);
+        handles.push(WorkerHandle::new(rx));
+        workers.push(worker);
+    }
+    let (single, _) = core_with(8, None);
+    let config = single.inner_config();
+    (
+        CodexCore::new(crate::worker::WorkerPool::from_handles(handles), config),
+        workers,
+    )
+}
+
+fn in_flight(core: &CodexCore) -> Vec<usize> {
+    core.pool()
+        .views()
+        .iter()
+        .map(|v| v.turns_in_flight)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_places_new_turns_on_the_least_loaded_worker_and_continuations_on_their_own() {
+    let (core, mut w) = pool_core(2);
+    // A tie goes to worker 0; the next turn to the idle worker 1.
+    let mut first = start(&core, &mut w[0], "a1").await;
+    let second = start(&core, &mut w[1], "b1").await;
+    assert_eq!(in_flight(&core), [1, 1]);
+    complete(&mut w[0], "a1", "completed", Value::Null).await;
+    while first.next().await.is_some() {}
+    let kept = first.into_idle().expect("kept");
+    assert_eq!(in_flight(&core), [0, 1]);
+    // Worker 0 is now the less loaded one.
+    let third = start(&core, &mut w[0], "a2").await;
+    drop(second);
+    next_interrupt(&mut w[1]).await;
+    // The slot (and the lease) go when codex confirms the end.
+    complete(&mut w[1], "b1", "interrupted", Value::Null).await;
+    soon(async {
+        while in_flight(&core) != [1, 0] {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(w[1].read().await["method"], "thread/unsubscribe");
+    // The kept thread lives in worker 0: its next turn goes there, though
+    // worker 1 is idle.
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move { core.continue_thread(kept, request()).await }
+    });
+    answer_continue(&mut w[0], "a1", "a1-turn2").await;
+    let continued = pending.await.unwrap().expect("continued");
+    nothing_sent(&mut w[1]).await;
+    assert_eq!(in_flight(&core), [2, 0]);
+    drop((third, continued));
+}
+
 #[tokio::test(start_paused = true)]
 async fn two_threads_ending_on_the_same_head_keep_the_newer() {
     let (core, mut worker) = core_with(1, None);
-    let client = core.worker().ready().unwrap().0;
+    let client = core.pool().handle(0).ready().unwrap().0;
     let threads = LiveThreads::new(4, Duration::from_secs(60), ThreadMetrics::default());
     threads.keep("same".into(), String::new(), 0, idle(&client, "old"));
     threads.keep("same".into(), String::new(), 0, idle(&client, "new"));

@@ -32,6 +32,8 @@ pub struct RpcClientConfig {
     pub max_line_bytes: usize,
     /// How long the reader waits for a full subscriber before cutting it off.
     pub overflow_grace: Duration,
+    /// Sees every line both ways (the trace buffer); `None` costs one branch.
+    pub tap: Option<LineTap>,
 }
 
 impl RpcClientConfig {
@@ -47,6 +49,7 @@ impl RpcClientConfig {
             subscription_capacity: 4096,
             max_line_bytes: 64 * 1024 * 1024,
             overflow_grace: Duration::from_millis(250),
+            tap: None,
         }
     }
 }
@@ -54,6 +57,35 @@ impl RpcClientConfig {
 /// Called once per finished request with its method and outcome
 /// (`ok`, `error`, `timeout`, `gone`); the gateway counts these in Prometheus.
 pub type CallObserver = Arc<dyn Fn(&'static str, &'static str) + Send + Sync>;
+
+/// Which way a line went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Written to the worker's stdin.
+    Out,
+    /// Read from the worker's stdout.
+    In,
+}
+
+/// Called with every line the channel writes or reads, before it is
+/// handled. It runs on the sender's task for [`Direction::Out`] and on the
+/// reader task for [`Direction::In`], so it must be quick and never block.
+#[derive(Clone)]
+pub struct LineTap(Arc<TapFn>);
+
+type TapFn = dyn Fn(Direction, &[u8]) + Send + Sync;
+
+impl LineTap {
+    pub fn new(f: impl Fn(Direction, &[u8]) + Send + Sync + 'static) -> LineTap {
+        LineTap(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for LineTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineTap")
+    }
+}
 
 /// A handle on the channel. Cheap to clone; all clones share one connection.
 #[derive(Clone)]
@@ -264,6 +296,11 @@ impl RpcClient {
             .clone()
     }
 
+    /// Whether both are handles of one channel (one worker process).
+    pub fn same_channel(&self, other: &RpcClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.close_reason().is_some()
     }
@@ -294,6 +331,9 @@ impl RpcClient {
     }
 
     async fn send_line(&self, line: Vec<u8>) -> Result<(), RpcError> {
+        if let Some(tap) = &self.inner.config.tap {
+            (tap.0)(Direction::Out, &line);
+        }
         self.inner.outgoing.send(line).await.map_err(|_| {
             RpcError::WorkerGone(
                 self.close_reason()
@@ -498,6 +538,9 @@ async fn read_loop<R: AsyncRead + Unpin>(client: RpcClient, reader: R) {
 async fn dispatch(client: &RpcClient, line: &[u8]) {
     if line.iter().all(u8::is_ascii_whitespace) {
         return;
+    }
+    if let Some(tap) = &client.inner.config.tap {
+        (tap.0)(Direction::In, line);
     }
     let Some(msg) = Incoming::parse(line) else {
         let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();

@@ -13,7 +13,10 @@ mod error;
 mod message;
 mod server_requests;
 
-pub use client::{CallObserver, RpcClient, RpcClientConfig, SubscriptionEnd, ThreadSubscription};
+pub use client::{
+    CallObserver, Direction, LineTap, RpcClient, RpcClientConfig, SubscriptionEnd,
+    ThreadSubscription,
+};
 pub use error::RpcError;
 pub use message::{Incoming, RequestId, ServerRequest, ThreadEvent};
 pub use server_requests::{ServerRequestPolicy, DYNAMIC_TOOL_CALL};

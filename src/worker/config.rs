@@ -56,4 +56,31 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Deadline of each JSON-RPC request to the worker.
     pub request_timeout: Duration,
+    pub pool: PoolConfig,
+}
+
+/// How many workers run and when one is replaced (see `worker::pool`).
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// `WORKER_POOL_SIZE`, at least 1.
+    pub size: usize,
+    /// `WORKER_CODEX_HOMES`: empty, or one per worker.
+    pub codex_homes: Vec<PathBuf>,
+    /// Turns a worker process starts before it is recycled (0: never).
+    pub max_turns: u64,
+    /// Resident memory, MB, past which a worker is recycled (0: never).
+    pub max_rss_mb: u64,
+    /// Longest a draining worker may take to finish its turns.
+    pub drain_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// The settings of worker `index`: its own `CODEX_HOME` when the pool names one.
+    pub fn for_member(&self, index: usize) -> WorkerConfig {
+        let mut c = self.clone();
+        if let Some(home) = self.pool.codex_homes.get(index) {
+            c.codex_home = Some(home.clone());
+        }
+        c
+    }
 }

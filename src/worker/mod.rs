@@ -12,14 +12,17 @@ mod command;
 mod config;
 mod handshake;
 mod host_tools;
+mod pool;
 mod restart;
 mod state;
+mod stderr;
 mod supervisor;
 
 pub use backoff::Backoff;
 pub use command::{worker_command, HOST_TOOL_FEATURES};
-pub use config::{SandboxMode, WorkerConfig};
+pub use config::{PoolConfig, SandboxMode, WorkerConfig};
 pub use handshake::handshake;
+pub use pool::{rss_kb, Lease, MemberView, Picked, RecycleReason, RunningPool, WorkerPool};
 pub use restart::{Decision, RestartPolicy};
 pub use state::{NotReady, WorkerHandle, WorkerPhase, WorkerStatus};
 pub use supervisor::Supervisor;

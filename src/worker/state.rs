@@ -130,6 +130,28 @@ impl WorkerHandle {
         }
     }
 
+    pub fn is_ready(&self) -> bool {
+        self.rx.borrow().is_ready()
+    }
+
+    /// Why the worker cannot take a request now (its reason when ready is "ready").
+    pub fn not_ready(&self) -> NotReady {
+        let status = self.rx.borrow();
+        NotReady {
+            phase: status.phase,
+            reason: status.not_ready_reason(),
+        }
+    }
+
+    /// Whether `client` is the channel of this worker's current process.
+    pub fn owns(&self, client: &RpcClient) -> bool {
+        self.rx
+            .borrow()
+            .client
+            .as_ref()
+            .is_some_and(|c| c.same_channel(client))
+    }
+
     /// Waits until the worker is ready (used by tests and start-up logging).
     pub async fn wait_ready(&self) -> Result<(), NotReady> {
         let mut rx = self.rx.clone();

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStderr};
-use tokio::sync::watch;
+use tokio::process::Child;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +15,8 @@ use super::config::WorkerConfig;
 use super::handshake::handshake;
 use super::restart::{Decision, RestartPolicy};
 use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
-use crate::rpc::{CallObserver, RpcClient, RpcClientConfig};
+use super::stderr::forward_stderr;
+use crate::rpc::{CallObserver, LineTap, RpcClient, RpcClientConfig};
 
 /// Owns the worker process. Run it with [`Supervisor::run`] in its own task.
 pub struct Supervisor {
@@ -24,6 +24,19 @@ pub struct Supervisor {
     workdir: PathBuf,
     status: watch::Sender<WorkerStatus>,
     observer: Option<CallObserver>,
+    tap: Option<LineTap>,
+    /// Fired by the pool to replace a drained worker (see [`Supervisor::recycler`]).
+    recycle: Arc<Notify>,
+}
+
+/// Why [`Supervisor::watch`] returned.
+enum Watched {
+    /// The process died or its channel closed: a failure, restarted with backoff.
+    Down(String),
+    /// The pool asked for a fresh process: stopped cleanly, started again at once.
+    Recycled,
+    /// The gateway is shutting down; the worker is stopped.
+    Shutdown,
 }
 
 struct Running {
@@ -40,6 +53,8 @@ impl Supervisor {
                 workdir,
                 status,
                 observer: None,
+                tap: None,
+                recycle: Arc::new(Notify::new()),
             },
             WorkerHandle::new(rx),
         )
@@ -49,6 +64,19 @@ impl Supervisor {
     pub fn with_call_observer(mut self, observer: CallObserver) -> Supervisor {
         self.observer = Some(observer);
         self
+    }
+
+    /// Shows every line of every worker's channel to `tap` (the trace buffer).
+    pub fn with_line_tap(mut self, tap: LineTap) -> Supervisor {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Notifying this stops the ready worker (stdin closed, as at shutdown)
+    /// and starts a new one at once, outside the failure count and backoff.
+    /// The pool calls it after draining the worker.
+    pub fn recycler(&self) -> Arc<Notify> {
+        self.recycle.clone()
     }
 
     /// Keeps a worker running until `shutdown` fires or it has failed to
@@ -79,8 +107,9 @@ impl Supervisor {
                 Ok(mut running) => {
                     policy.on_ready();
                     match self.watch(&mut running, &mut policy, &shutdown).await {
-                        Some(outcome) => (outcome, true),
-                        None => return,
+                        Watched::Down(outcome) => (outcome, true),
+                        Watched::Recycled => continue,
+                        Watched::Shutdown => return,
                     }
                 }
             };
@@ -132,7 +161,7 @@ impl Supervisor {
         running: &mut Running,
         policy: &mut RestartPolicy,
         shutdown: &CancellationToken,
-    ) -> Option<String> {
+    ) -> Watched {
         let healthy = tokio::time::sleep(self.config.healthy_reset);
         tokio::pin!(healthy);
         let mut was_healthy = false;
@@ -146,6 +175,13 @@ impl Supervisor {
                     let why = running.client.close_reason().unwrap_or_default();
                     stop_child(running, self.config.shutdown_grace).await;
                     break format!("worker channel closed: {why}");
+                }
+                _ = self.recycle.notified() => {
+                    tracing::info!(pid = running.child.id(), "replacing the drained worker");
+                    // Not ready from here on: nothing new is sent to it.
+                    self.set(|s| s.phase = WorkerPhase::Starting);
+                    stop_child(running, self.config.shutdown_grace).await;
+                    return Watched::Recycled;
                 }
                 _ = &mut healthy, if !was_healthy => {
                     was_healthy = true;
@@ -161,12 +197,12 @@ impl Supervisor {
                         s.client = None;
                         s.last_error = Some("the gateway is shutting down".into());
                     });
-                    return None;
+                    return Watched::Shutdown;
                 }
             }
         };
         running.client.close(outcome.clone());
-        Some(outcome)
+        Watched::Down(outcome)
     }
 
     async fn start_once(&self, shutdown: &CancellationToken) -> Result<Running, String> {
@@ -184,7 +220,10 @@ impl Supervisor {
         let client = RpcClient::spawn(
             stdout,
             stdin,
-            RpcClientConfig::new(self.config.request_timeout),
+            RpcClientConfig {
+                tap: self.tap.clone(),
+                ..RpcClientConfig::new(self.config.request_timeout)
+            },
             self.observer.clone(),
         );
         self.set(|s| {
@@ -237,21 +276,6 @@ async fn stop_child(running: &mut Running, grace: std::time::Duration) {
                 "worker ignored stdin EOF; killing it"
             );
             let _ = running.child.kill().await;
-        }
-    }
-}
-
-/// Worker stderr lines become tracing events carrying the worker's pid.
-async fn forward_stderr(stderr: ChildStderr, pid: Option<u32>) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let pid = pid.unwrap_or(0);
-        if line.contains("ERROR") {
-            tracing::error!(target: "codex_worker", pid, "{line}");
-        } else if line.contains("WARN") {
-            tracing::warn!(target: "codex_worker", pid, "{line}");
-        } else {
-            tracing::debug!(target: "codex_worker", pid, "{line}");
         }
     }
 }

@@ -94,6 +94,20 @@ impl Harness {
         env: &[(&str, &str)],
         home_options: &codex_offline_model::HomeOptions,
     ) -> Harness {
+        let h = Harness::start_unready(env, home_options).await;
+        tokio::time::timeout(Duration::from_secs(30), h.handles.worker.wait_ready())
+            .await
+            .expect("worker ready within 30 s")
+            .expect("worker ready");
+        h
+    }
+
+    /// [`Harness::start_with_home`] without waiting for the worker: for the
+    /// probe tests, which watch readiness from the start.
+    pub async fn start_unready(
+        env: &[(&str, &str)],
+        home_options: &codex_offline_model::HomeOptions,
+    ) -> Harness {
         // The worker inherits the process environment; codex reads the
         // offline provider's key from it.
         API_KEY_ENV.call_once(|| {
@@ -141,10 +155,6 @@ impl Harness {
             },
         ));
         let handles = handles_rx.await.expect("gateway started");
-        tokio::time::timeout(Duration::from_secs(30), handles.worker.wait_ready())
-            .await
-            .expect("worker ready within 30 s")
-            .expect("worker ready");
         let client = Client::builder(TokioExecutor::new()).build_http();
         Harness {
             model,

@@ -219,6 +219,9 @@ async fn prepare(
     };
     let models = state.core.models().map_err(ApiError::from)?;
     let resolved = resolve(&models, &state.aliases, &req.model)?;
+    if let Some(note) = &client.note {
+        note.set_model(&resolved.model);
+    }
     let effort = req.reasoning_effort.clone().or(resolved.effort);
     // The thread's settings, without building the history (which a
     // continued or resumed turn never needs).
@@ -304,6 +307,7 @@ async fn prepare(
     });
     let observer = Observer {
         metrics: state.metrics.clone(),
+        note: client.note.clone(),
         started: client.started,
         stream: req.stream,
         seen_first: false,
@@ -454,6 +458,8 @@ impl Keeping {
 /// Records time to first token and token usage as run events pass.
 struct Observer {
     metrics: Option<crate::telemetry::GatewayMetrics>,
+    /// The access-log line's tokens.
+    note: Option<crate::access_log::AccessNote>,
     started: std::time::Instant,
     stream: bool,
     seen_first: bool,
@@ -461,6 +467,9 @@ struct Observer {
 
 impl Observer {
     fn see(&mut self, event: &RunEvent) {
+        if let (Some(note), RunEvent::Usage(u)) = (&self.note, event) {
+            note.add_usage(u);
+        }
         let Some(m) = &self.metrics else { return };
         match event {
             RunEvent::Text(..) | RunEvent::ToolCall(..) if !self.seen_first => {

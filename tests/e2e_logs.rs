@@ -1,0 +1,319 @@
+//! The log as an operator reads it: the real binary, its stderr captured,
+//! the real Codex CLI and the offline model. One access-log line per
+//! request; no secret at any level; no line repeated on every turn or probe.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use codex_offline_model::OfflineModel;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_codex-completions-api");
+
+/// The gateway binary with the offline model, its stderr kept line by line.
+struct Gateway {
+    child: Child,
+    addr: String,
+    lines: Arc<Mutex<Vec<String>>>,
+    _model: OfflineModel,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Gateway {
+    async fn start(env: &[(&str, &str)]) -> Gateway {
+        let model = OfflineModel::start(0).await.expect("offline model");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("logs-{:016x}", rand::random::<u64>()));
+        let home = dir.join("codex-home");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        codex_offline_model::write_codex_home(&home, &model.base_url()).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &dir)
+            .env("PORT", "0")
+            .env("CODEX_HOME", &home)
+            .env("CODEX_BIN", support::codex_bin())
+            .env("PROXY_CODEX_WORKDIR", &work)
+            .env("PROXY_STATE_DIR", dir.join("state"))
+            .env(
+                codex_offline_model::API_KEY_ENV,
+                codex_offline_model::API_KEY,
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("gateway binary");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        {
+            let lines = lines.clone();
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("listening") {
+                        if let Some(addr) = listening_addr(&line) {
+                            let _ = addr_tx.send(addr);
+                        }
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway says where it listens");
+        let gw = Gateway {
+            child,
+            addr,
+            lines,
+            _model: model,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        for _ in 0..300 {
+            if gw.get("/readyz", None).await.0 == 200 {
+                return gw;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("not ready: {:?}", gw.lines());
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String, String) {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path))
+            .header("content-type", "application/json");
+        if let Some(a) = auth {
+            req = req.header("authorization", format!("Bearer {a}"));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let res = self
+            .client
+            .request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let text = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes())
+            .into_owned();
+        (status, id, text)
+    }
+
+    async fn get(&self, path: &str, auth: Option<&str>) -> (u16, String, String) {
+        self.request("GET", path, auth, None).await
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Stops the gateway (SIGTERM) and returns every line it wrote.
+    fn stop(mut self) -> Vec<String> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        // The reader thread ends with the pipe; give it its last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return v["fields"]["addr"].as_str().map(str::to_owned);
+    }
+    let at = line.find("addr=")?;
+    Some(line[at + 5..].split_whitespace().next()?.to_owned())
+}
+
+fn access_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect()
+}
+
+fn chat(prompt: &str, stream: bool) -> Value {
+    json!({
+        "model": codex_offline_model::MODEL_ID,
+        "stream": stream,
+        "messages": [{"role": "user", "content": prompt}],
+    })
+}
+
+const SECRET: &str = "sk-gateway-Secret-7f3a9c";
+const WRONG: &str = "sk-wrong-Guess-51be02";
+
+/// Every request gets exactly one access line with its id, route, status,
+/// key name, model and tokens; and no secret appears in any line, even at
+/// `trace` for the gateway and the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_access_line_per_request_and_no_secret_at_any_level() {
+    let gw = Gateway::start(&[
+        ("PROXY_API_KEY", SECRET),
+        ("PROXY_LOG_FORMAT", "json"),
+        ("RUST_LOG", "trace"),
+        ("WORKER_LOG_LEVEL", "trace"),
+    ])
+    .await;
+    let (ok, ok_id, body) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(SECRET),
+            Some(&chat("hello there", false)),
+        )
+        .await;
+    assert_eq!(ok, 200, "{body}");
+    let usage: Value = serde_json::from_str::<Value>(&body).unwrap()["usage"].clone();
+    let (streamed, streamed_id, text) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(SECRET),
+            Some(&chat("stream please", true)),
+        )
+        .await;
+    assert_eq!(streamed, 200);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let (denied, denied_id, _) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(WRONG),
+            Some(&chat("hi", false)),
+        )
+        .await;
+    assert_eq!(denied, 401);
+    let (bad, bad_id, _) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(SECRET),
+            Some(&json!({"model": codex_offline_model::MODEL_ID})),
+        )
+        .await;
+    assert_eq!(bad, 400);
+    let lines = gw.stop();
+
+    let access = access_lines(&lines);
+    let line_of = |id: &str| -> Value {
+        let found: Vec<&Value> = access
+            .iter()
+            .filter(|v| v["fields"]["request_id"] == id)
+            .collect();
+        assert_eq!(found.len(), 1, "one access line for {id}: {found:?}");
+        found[0].clone()
+    };
+    let ok_line = line_of(&ok_id);
+    assert_eq!(ok_line["level"], "INFO");
+    let f = &ok_line["fields"];
+    assert_eq!(f["route"], "/v1/chat/completions");
+    assert_eq!(f["method"], "POST");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["model"], codex_offline_model::MODEL_ID);
+    // The default name of the single PROXY_API_KEY key, never its secret.
+    assert!(f["key"].as_str().is_some_and(|k| k != "-"), "{f}");
+    assert_eq!(f["prompt_tokens"], usage["prompt_tokens"]);
+    assert_eq!(f["completion_tokens"], usage["completion_tokens"]);
+    assert!(f["completion_tokens"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["completed"], true);
+    assert!(f["duration_ms"].is_u64());
+
+    let s = &line_of(&streamed_id)["fields"];
+    assert_eq!(s["status"], 200);
+    assert_eq!(s["completed"], true);
+    assert!(s["completion_tokens"].as_u64().unwrap() > 0, "{s}");
+
+    let d = &line_of(&denied_id)["fields"];
+    assert_eq!(d["status"], 401);
+    assert_eq!(d["key"], "-");
+    assert_eq!(line_of(&bad_id)["fields"]["status"], 400);
+
+    // The worker's trace lines did reach the log (so the check below covers them).
+    assert!(
+        lines.iter().any(|l| l.contains("codex_worker")),
+        "worker lines are forwarded"
+    );
+    for secret in [SECRET, WRONG, codex_offline_model::API_KEY] {
+        let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} leaked: {leaks:#?}");
+    }
+    let bearer: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().contains("bearer "))
+        .collect();
+    assert!(bearer.is_empty(), "an auth header leaked: {bearer:#?}");
+}
+
+/// At the default level the log has no line per turn or per probe: three
+/// turns and a burst of probes leave the start-up lines, one access line per
+/// API request, and nothing that repeats with each turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_log_does_not_repeat_per_turn_or_per_probe() {
+    let gw = Gateway::start(&[]).await;
+    let before = gw.lines().len();
+    for i in 0..3 {
+        let (status, _, body) = gw
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                None,
+                Some(&chat(&format!("turn {i}"), i % 2 == 0)),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for _ in 0..10 {
+        assert_eq!(gw.get("/readyz", None).await.0, 200);
+        assert_eq!(gw.get("/healthz", None).await.0, 200);
+    }
+    // The turns' lines are written once their bodies end; wait for the third.
+    for _ in 0..50 {
+        if gw.lines()[before..]
+            .iter()
+            .filter(|l| l.contains("access"))
+            .count()
+            >= 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during: Vec<String> = gw.lines()[before..].to_vec();
+    let access = during.iter().filter(|l| l.contains(" access:")).count();
+    assert_eq!(
+        access, 3,
+        "one access line per turn, none per probe: {during:#?}"
+    );
+    assert_eq!(during.len(), 3, "nothing else per turn: {during:#?}");
+    gw.stop();
+}
