@@ -33,6 +33,14 @@ pub enum Route {
     Responses,
     /// `/v1/responses/{id}` and `/v1/responses/{id}/input_items`.
     StoredResponse,
+    /// `/api/tags` (Ollama: the model list).
+    OllamaTags,
+    /// `/api/version` (Ollama).
+    OllamaVersion,
+    /// `/api/chat` (Ollama chat).
+    OllamaChat,
+    /// `/api/generate` (Ollama one-prompt generation).
+    OllamaGenerate,
     /// `/v1/usage`: token usage per key, model and hour.
     Usage,
     /// `/admin/maintenance`.
@@ -72,6 +80,10 @@ impl Route {
             "/v1/chat/completions" => Route::ChatCompletions,
             "/v1/completions" => Route::Completions,
             "/v1/responses" => Route::Responses,
+            "/api/tags" => Route::OllamaTags,
+            "/api/version" => Route::OllamaVersion,
+            "/api/chat" => Route::OllamaChat,
+            "/api/generate" => Route::OllamaGenerate,
             "/v1/usage" => Route::Usage,
             "/admin/maintenance" => Route::AdminMaintenance,
             "/admin/workers" => Route::AdminWorkers,
@@ -97,6 +109,10 @@ impl Route {
             Route::Completions => "/v1/completions",
             Route::Responses => "/v1/responses",
             Route::StoredResponse => "/v1/responses/{id}",
+            Route::OllamaTags => "/api/tags",
+            Route::OllamaVersion => "/api/version",
+            Route::OllamaChat => "/api/chat",
+            Route::OllamaGenerate => "/api/generate",
             Route::Usage => "/v1/usage",
             Route::AdminMaintenance
             | Route::AdminWorkers
@@ -113,6 +129,14 @@ impl Route {
         matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
     }
 
+    /// The Ollama API (`/api/...`): its own shapes, errors included.
+    pub fn is_ollama(self) -> bool {
+        matches!(
+            self,
+            Route::OllamaTags | Route::OllamaVersion | Route::OllamaChat | Route::OllamaGenerate
+        )
+    }
+
     /// `/admin/*`: exempt from maintenance (it is how maintenance is switched
     /// off) and served to admin callers only.
     pub fn is_admin(self) -> bool {
@@ -126,12 +150,15 @@ impl Route {
     }
 
     /// Whether the route needs a key when keys exist and no route rule says
-    /// otherwise: never for probes and metrics, for the model routes only
-    /// with `PROXY_PROTECT_MODELS`, always for the rest.
+    /// otherwise: never for probes and metrics, for the model routes (and
+    /// Ollama's model list and version) only with `PROXY_PROTECT_MODELS`,
+    /// always for the rest.
     pub fn needs_key_by_default(self, protect_models: bool) -> bool {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics => false,
-            Route::ListModels | Route::GetModel => protect_models,
+            Route::ListModels | Route::GetModel | Route::OllamaTags | Route::OllamaVersion => {
+                protect_models
+            }
             _ => true,
         }
     }
@@ -147,16 +174,34 @@ impl Route {
         let head = *method == Method::HEAD;
         let post = *method == Method::POST;
         match self {
-            Route::Healthz | Route::Readyz | Route::ListModels if get || head => {
+            Route::Healthz
+            | Route::Readyz
+            | Route::ListModels
+            | Route::OllamaTags
+            | Route::OllamaVersion
+                if get || head =>
+            {
                 MethodMatch::Served
             }
-            Route::Healthz | Route::Readyz | Route::ListModels => MethodMatch::NotAllowed("GET"),
-            Route::ChatCompletions | Route::Completions | Route::Responses if post => {
+            Route::Healthz
+            | Route::Readyz
+            | Route::ListModels
+            | Route::OllamaTags
+            | Route::OllamaVersion => MethodMatch::NotAllowed("GET"),
+            Route::ChatCompletions
+            | Route::Completions
+            | Route::Responses
+            | Route::OllamaChat
+            | Route::OllamaGenerate
+                if post =>
+            {
                 MethodMatch::Served
             }
-            Route::ChatCompletions | Route::Completions | Route::Responses => {
-                MethodMatch::NotAllowed("POST")
-            }
+            Route::ChatCompletions
+            | Route::Completions
+            | Route::Responses
+            | Route::OllamaChat
+            | Route::OllamaGenerate => MethodMatch::NotAllowed("POST"),
             Route::Metrics | Route::GetModel | Route::Usage if get => MethodMatch::Served,
             Route::Usage => MethodMatch::NotAllowed("GET"),
             // Which of the two a path serves, the handler says (input_items: GET only).
@@ -275,6 +320,35 @@ mod tests {
             &["GET", "POST"],
             None,
         ),
+        (
+            "/api/tags",
+            Route::OllamaTags,
+            "/api/tags",
+            &["GET", "HEAD"],
+            Some("GET"),
+        ),
+        (
+            "/api/version",
+            Route::OllamaVersion,
+            "/api/version",
+            &["GET", "HEAD"],
+            Some("GET"),
+        ),
+        (
+            "/api/chat",
+            Route::OllamaChat,
+            "/api/chat",
+            &["POST"],
+            Some("POST"),
+        ),
+        (
+            "/api/generate",
+            Route::OllamaGenerate,
+            "/api/generate",
+            &["POST"],
+            Some("POST"),
+        ),
+        ("/api/show", Route::Unknown, "other", &[], None),
         ("/admin/other", Route::Admin, "/admin", &[], None),
         (
             "/admin/workers",
@@ -329,7 +403,10 @@ mod tests {
                 "{path}"
             );
             assert_eq!(route.is_admin(), path.starts_with("/admin/"), "{path}");
-            let models = matches!(route, Route::ListModels | Route::GetModel);
+            let models = matches!(
+                route,
+                Route::ListModels | Route::GetModel | Route::OllamaTags | Route::OllamaVersion
+            );
             assert_eq!(
                 route.needs_key_by_default(false),
                 !(route.is_probe_or_metrics() || models),

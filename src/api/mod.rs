@@ -14,6 +14,7 @@ pub mod ids;
 pub mod images;
 mod metrics_endpoint;
 pub mod models;
+pub mod ollama;
 mod params;
 pub mod pipeline;
 pub mod reasoning;
@@ -194,6 +195,12 @@ where
     if route == Route::Responses && wants_websocket(&req) {
         return Err(ApiError::websocket_refused());
     }
+    if route.is_ollama() {
+        // Ollama clients read `{"error": "message"}`, whatever went wrong.
+        return Ok(ollama_route(state, route, req)
+            .await
+            .unwrap_or_else(ollama::error_response));
+    }
     match route.accepts(req.method()) {
         MethodMatch::Served => {}
         MethodMatch::NotAllowed(allow) => return Err(ApiError::method_not_allowed(allow)),
@@ -273,13 +280,44 @@ where
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
             completions::handle(state, &client, body).await
         }
-        // `accepts` serves nothing on these.
-        Route::Admin | Route::Unknown => Err(ApiError::not_found(format!(
+        // `accepts` serves nothing on these; Ollama's are answered above.
+        Route::Admin
+        | Route::Unknown
+        | Route::OllamaTags
+        | Route::OllamaVersion
+        | Route::OllamaChat
+        | Route::OllamaGenerate => Err(ApiError::not_found(format!(
             "Unknown request URL: {} {}.",
             req.method(),
             req.uri().path()
         ))),
     }
+}
+
+/// The Ollama routes, whose errors the caller renders in Ollama's shape.
+async fn ollama_route<B>(
+    state: &ApiState,
+    route: Route,
+    req: Request<B>,
+) -> Result<Response<ApiBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match route.accepts(req.method()) {
+        MethodMatch::Served => {}
+        MethodMatch::NotAllowed(allow) => return Err(ApiError::method_not_allowed(allow)),
+        MethodMatch::NotFound => return Err(ApiError::not_found("404 page not found")),
+    }
+    let endpoint = match route {
+        Route::OllamaTags => return ollama::tags(state),
+        Route::OllamaVersion => return Ok(ollama::version()),
+        Route::OllamaGenerate => ollama::Endpoint::Generate,
+        _ => ollama::Endpoint::Chat,
+    };
+    let client = Client::of(&req)?;
+    let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
+    ollama::handle(state, &client, endpoint, body).await
 }
 
 /// A WebSocket handshake (`Upgrade: websocket`). Codex CLI pointed at this

@@ -138,7 +138,7 @@ export GATEWAY_API_KEY="$api_key"
 
 # --- suites ----------------------------------------------------------------
 failed=0
-echo "=== Python: openai $("$venv/bin/python" -c 'import openai; print(openai.__version__)') (pytest) ==="
+echo "=== Python: openai $("$venv/bin/python" -c 'import openai; print(openai.__version__)'), ollama $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ollama"))') (pytest) ==="
 "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/sdk/python || failed=1
 
 echo "=== Node: openai $want_openai (node --test) ==="

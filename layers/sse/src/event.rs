@@ -134,6 +134,42 @@ impl SseEvent {
         buf.freeze()
     }
 
+    /// The frame as one line of newline-delimited JSON: the payload and
+    /// `\n`, no field names; `None` for a comment (NDJSON has none).
+    ///
+    /// Line breaks inside a payload become spaces: in valid JSON they can
+    /// only sit between tokens (inside strings they are escaped), so the
+    /// line still parses to the same value.
+    ///
+    /// ```
+    /// use codex_sse::SseEvent;
+    ///
+    /// let ev = SseEvent::json(&serde_json::json!({"done": true})).unwrap();
+    /// assert_eq!(ev.to_ndjson_line().unwrap(), "{\"done\":true}\n");
+    /// assert_eq!(SseEvent::data("{\n}").to_ndjson_line().unwrap(), "{ }\n");
+    /// assert!(SseEvent::comment("ping").to_ndjson_line().is_none());
+    /// ```
+    pub fn to_ndjson_line(&self) -> Option<Bytes> {
+        let payload = match &self.kind {
+            Kind::Comment(_) => return None,
+            Kind::SingleLine(p) => {
+                let mut buf = BytesMut::with_capacity(p.len() + 1);
+                buf.put_slice(p);
+                buf.put_u8(b'\n');
+                return Some(buf.freeze());
+            }
+            Kind::Data(p) => p,
+        };
+        let mut buf = BytesMut::with_capacity(payload.len() + 1);
+        buf.extend(
+            payload
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+        buf.put_u8(b'\n');
+        Some(buf.freeze())
+    }
+
     fn encoded_len_hint(&self) -> usize {
         let event = self
             .event

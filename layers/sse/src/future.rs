@@ -9,7 +9,7 @@ use http::{HeaderName, Response};
 use pin_project_lite::pin_project;
 
 use crate::sse_body::KeepAlive;
-use crate::{Payload, ResponseBody, SseBody};
+use crate::{Framing, Payload, ResponseBody, SseBody};
 
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
@@ -45,7 +45,11 @@ where
             Payload::Body(body) => ResponseBody::body(body),
             Payload::Events(events) => {
                 let headers = &mut parts.headers;
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                let content_type = match events.framing() {
+                    Framing::Sse => "text/event-stream",
+                    Framing::Ndjson => "application/x-ndjson",
+                };
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                 headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 headers.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
                 // The length of a stream is unknown; a stale value would make

@@ -8,7 +8,9 @@
 //! the client can take (a slow client slows the producer), sends a comment
 //! after a stretch of silence (idle proxies keep the connection), and ends
 //! with `data: [DONE]` as chat-completions clients expect (the Responses API
-//! opts out with [`EventStream::done_marker`]).
+//! opts out with [`EventStream::done_marker`]). [`EventStream::ndjson`]
+//! writes the same events as newline-delimited JSON instead
+//! (`application/x-ndjson`, as the Ollama API streams).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -64,7 +66,7 @@ pub use layer::SseLayer;
 pub use payload::Payload;
 pub use service::Sse;
 pub use sse_body::SseBody;
-pub use stream::EventStream;
+pub use stream::{EventStream, Framing};
 
 // Keeps the README's examples compiling.
 #[cfg(doctest)]

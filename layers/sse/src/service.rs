@@ -169,6 +169,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ndjson_stream_is_served_as_application_x_ndjson() {
+        let res = call(SseLayer::new(), || {
+            Response::new(Payload::Events(
+                events(vec![
+                    SseEvent::json(&serde_json::json!({"done": false})).unwrap(),
+                    SseEvent::json(&serde_json::json!({"done": true})).unwrap(),
+                ])
+                .ndjson(),
+            ))
+        })
+        .await;
+        let h = res.headers();
+        assert_eq!(h["content-type"], "application/x-ndjson");
+        assert_eq!(h.get("content-length"), None::<&HeaderValue>);
+        assert_eq!(text(res).await, "{\"done\":false}\n{\"done\":true}\n");
+    }
+
+    #[tokio::test]
     async fn responses_api_stream_has_named_events_and_no_marker() {
         let stream = events(vec![
             SseEvent::json(&serde_json::json!({"type": "response.created"}))

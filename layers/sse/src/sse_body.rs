@@ -28,7 +28,7 @@ use futures_core::Stream;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use crate::{EventStream, SseEvent};
+use crate::{EventStream, Framing, SseEvent};
 
 const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 
@@ -126,7 +126,13 @@ impl SseBody {
     /// last frame; registers for a wake-up otherwise.
     fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
         let interval = self.keep_alive.interval;
-        if interval.is_zero() {
+        // Every NDJSON line must parse as JSON: there is no comment to keep
+        // a quiet stream alive with.
+        let ndjson = self
+            .events
+            .as_ref()
+            .is_some_and(|e| e.framing() == Framing::Ndjson);
+        if interval.is_zero() || ndjson {
             return Poll::Pending;
         }
         let last = *self.last_frame.get_or_insert_with(Instant::now);
@@ -157,8 +163,23 @@ impl Body for SseBody {
         let Some(events) = this.events.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(&mut *events).poll_next(cx) {
-            Poll::Ready(Some(event)) => this.sent(event.to_bytes()),
+        let framing = events.framing();
+        let polled = loop {
+            match Pin::new(&mut *events).poll_next(cx) {
+                Poll::Ready(Some(event)) if framing == Framing::Ndjson => {
+                    match event.to_ndjson_line() {
+                        Some(line) => break Poll::Ready(Some(line)),
+                        // A comment has no NDJSON form: skip it.
+                        None => continue,
+                    }
+                }
+                Poll::Ready(Some(event)) => break Poll::Ready(Some(event.to_bytes())),
+                Poll::Ready(None) => break Poll::Ready(None),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        match polled {
+            Poll::Ready(Some(frame)) => this.sent(frame),
             Poll::Ready(None) => {
                 let done_marker = events.has_done_marker();
                 // Release the source (and its channel) as soon as it is spent.
@@ -271,6 +292,29 @@ mod tests {
         assert!(next(&mut body).await.is_none());
         // Still over when polled again: the marker is sent once.
         assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn ndjson_writes_one_line_per_event_without_marker_or_comments() {
+        let events = iter(vec![
+            chunk(1),
+            SseEvent::comment("not json"),
+            SseEvent::data("{\"a\":\n1}").with_event("ignored"),
+        ]);
+        let body = SseBody::new(events.done_marker(true).ndjson());
+        assert_eq!(collect(body).await, "{\"n\":1}\n{\"a\": 1}\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ndjson_sends_no_keep_alive_however_long_the_silence() {
+        let (tx, rx) = mpsc::channel(1);
+        let mut body = SseBody::new(EventStream::from_receiver(rx).ndjson())
+            .keep_alive(Duration::from_secs(1));
+        let waiting = tokio::spawn(async move { next(&mut body).await.map(|b| (b, body)) });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        tx.send(chunk(7)).await.unwrap();
+        let (first, _body) = waiting.await.unwrap().unwrap();
+        assert_eq!(first, "{\"n\":7}\n");
     }
 
     #[tokio::test]

@@ -30,6 +30,21 @@ type BoxStream = Pin<Box<dyn Stream<Item = SseEvent> + Send + 'static>>;
 pub struct EventStream {
     inner: Mutex<BoxStream>,
     done_marker: bool,
+    framing: Framing,
+}
+
+/// How each event goes on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-Sent Events (`text/event-stream`): `data: …\n\n` frames,
+    /// comment keep-alives, and the `[DONE]` marker unless opted out.
+    #[default]
+    Sse,
+    /// Newline-delimited JSON (`application/x-ndjson`, as Ollama streams):
+    /// each event's data on one line. No marker, no event names, and no
+    /// keep-alive, since every line a client reads must parse as JSON.
+    /// Comments are not sent.
+    Ndjson,
 }
 
 // === impl EventStream ===
@@ -43,6 +58,7 @@ impl EventStream {
         Self {
             inner: Mutex::new(Box::pin(stream)),
             done_marker: true,
+            framing: Framing::Sse,
         }
     }
 
@@ -68,7 +84,20 @@ impl EventStream {
 
     /// Whether `data: [DONE]\n\n` follows the last event.
     pub fn has_done_marker(&self) -> bool {
-        self.done_marker
+        self.done_marker && self.framing == Framing::Sse
+    }
+
+    /// Writes the events as newline-delimited JSON instead of SSE (see
+    /// [`Framing::Ndjson`]): implies no `[DONE]` marker and no keep-alive.
+    #[must_use]
+    pub fn ndjson(mut self) -> Self {
+        self.framing = Framing::Ndjson;
+        self
+    }
+
+    /// How the events go on the wire.
+    pub fn framing(&self) -> Framing {
+        self.framing
     }
 }
 
@@ -87,6 +116,7 @@ impl fmt::Debug for EventStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventStream")
             .field("done_marker", &self.done_marker)
+            .field("framing", &self.framing)
             .finish_non_exhaustive()
     }
 }
