@@ -9,6 +9,7 @@ pub mod access;
 pub mod access_log;
 pub mod api;
 pub mod app;
+pub mod calendar;
 pub mod caller;
 pub mod config;
 pub mod core;
