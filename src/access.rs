@@ -38,7 +38,7 @@ use codex_output_mode::OutputMode;
 use codex_rate_limit::Quota;
 use serde::Deserialize;
 
-use crate::api::reasoning::ReasoningFormat;
+use crate::reasoning_format::ReasoningFormat;
 use crate::route::Route;
 
 /// A string that never prints: API keys, the metrics token.

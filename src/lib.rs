@@ -14,6 +14,7 @@ pub mod caller;
 pub mod config;
 pub mod core;
 pub mod protocol;
+pub mod reasoning_format;
 pub mod route;
 pub mod rpc;
 pub mod server;

@@ -357,8 +357,11 @@ fn json_column(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
+/// Unix seconds (the store sits below the API and keeps its own clock).
 fn now() -> u64 {
-    crate::api::ids::unix_now()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ pub mod models;
 pub mod ollama;
 mod params;
 pub mod pipeline;
-pub mod reasoning;
 pub mod responses;
 pub mod tools;
 pub mod upload;
@@ -346,7 +345,7 @@ pub struct Client {
     pub output_mode: codex_output_mode::OutputMode,
     /// How chat shows reasoning: the `x-proxy-reasoning-format` header,
     /// else the default the stack decided (key, route, environment).
-    pub reasoning_format: reasoning::ReasoningFormat,
+    pub reasoning_format: crate::reasoning_format::ReasoningFormat,
     pub started: std::time::Instant,
     /// The request's access-log note (model, tokens), when the stack has one.
     pub note: Option<crate::access_log::AccessNote>,
@@ -357,17 +356,17 @@ impl Client {
     fn of<B>(req: &Request<B>) -> Result<Client, ApiError> {
         let reasoning_format = match req
             .headers()
-            .get(reasoning::ReasoningFormat::HEADER)
+            .get(crate::reasoning_format::ReasoningFormat::HEADER)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .filter(|v| !v.trim().is_empty())
         {
             Some(v) => v.parse().map_err(|e: String| {
-                ApiError::invalid(reasoning::ReasoningFormat::HEADER.as_str(), e)
+                ApiError::invalid(crate::reasoning_format::ReasoningFormat::HEADER.as_str(), e)
                     .code("invalid_reasoning_format")
             })?,
             None => req
                 .extensions()
-                .get::<reasoning::ReasoningFormat>()
+                .get::<crate::reasoning_format::ReasoningFormat>()
                 .copied()
                 .unwrap_or_default(),
         };

@@ -19,7 +19,7 @@ pub struct ApiConfig {
     /// The output mode when a request sends no `x-proxy-output-mode`.
     pub output_mode: OutputMode,
     /// How chat shows reasoning when neither header, key nor route says.
-    pub reasoning_format: crate::api::reasoning::ReasoningFormat,
+    pub reasoning_format: crate::reasoning_format::ReasoningFormat,
     /// Largest accepted request body; larger gets 413.
     pub max_body_bytes: usize,
     /// Bytes all request bodies held at once may take (`PROXY_UPLOAD_BUDGET_BYTES`).

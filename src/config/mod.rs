@@ -26,6 +26,7 @@ use crate::server::ServeConfig;
 use crate::trace_buffer::TraceConfig;
 use crate::worker::{PoolConfig, SandboxMode, WorkerConfig};
 
+pub use crate::reasoning_format::ReasoningFormat;
 pub use api::{Aliases, ApiConfig, ConversationConfig, ImageFetchConfig, ToolsConfig};
 pub use env::{ConfigError, Env, Variable};
 
@@ -279,9 +280,8 @@ fn api<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ApiConfig, ConfigE
             v.parse::<codex_output_mode::OutputMode>()
                 .map_err(|e| e.to_string())
         })?,
-        reasoning_format: env.parse_with("PROXY_REASONING_FORMAT", |v| {
-            v.parse::<crate::api::reasoning::ReasoningFormat>()
-        })?,
+        reasoning_format: env
+            .parse_with("PROXY_REASONING_FORMAT", |v| v.parse::<ReasoningFormat>())?,
         max_body_bytes: env.positive("PROXY_MAX_BODY_BYTES", "a byte count")?,
         upload_budget_bytes: env.parse("PROXY_UPLOAD_BUDGET_BYTES", "a byte count")?,
         sse_keepalive: env.millis("PROXY_SSE_KEEPALIVE_MS")?,

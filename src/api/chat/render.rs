@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::pipeline::{Finish, Renderer, RunEvent};
-use crate::api::reasoning::ReasoningFormat;
 use crate::core::{ToolCall, Usage};
+use crate::reasoning_format::ReasoningFormat;
 
 /// What every chunk of one response shares.
 #[derive(Debug, Clone)]

@@ -3,7 +3,10 @@
 //! Chosen per request by the `x-proxy-reasoning-format` header, else by the
 //! calling key's `reasoning_format` (keys file), else the route's (route
 //! file), else `PROXY_REASONING_FORMAT`. The stack puts the default in the
-//! request's extensions; [`Client`](super::Client) applies the header.
+//! request's extensions; [`Client`](crate::api::Client) applies the header.
+//! A module of its own at the bottom of the crate: the configuration, the
+//! access policy (keys and routes), the stack and the API all name it, and
+//! none of them should import another for it.
 
 use std::fmt;
 use std::str::FromStr;
