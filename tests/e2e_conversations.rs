@@ -94,13 +94,9 @@ async fn a_ten_turn_responses_conversation_stays_on_one_thread_and_a_branch_fork
             body["stream"] = json!(true);
             let r = h.post("/v1/responses", &body).await;
             assert_eq!(r.status, 200);
-            let done = r
-                .text()
-                .split("\n\n")
-                .find_map(|f| {
-                    f.strip_prefix("event: response.completed\ndata: ")
-                        .map(|d| serde_json::from_str::<Value>(d).unwrap())
-                })
+            let (_, done) = support::sse_events(&r.text())
+                .into_iter()
+                .find(|(name, _)| name == "response.completed")
                 .expect("response.completed");
             done["response"].clone()
         } else {

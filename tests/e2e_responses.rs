@@ -3,26 +3,8 @@
 
 mod support;
 
-use serde_json::{json, Value};
-use support::Harness;
-
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|f| !f.trim().is_empty())
-        .map(|frame| {
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in frame.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
-        })
-        .collect()
-}
+use serde_json::json;
+use support::{sse_events as events, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_responses_streamed_and_not() {

@@ -55,6 +55,26 @@ impl Reply {
     }
 }
 
+/// The named events of an SSE body (`event:` name, `data:` parsed as JSON,
+/// `Null` when it is not JSON), in order: the Responses API's stream.
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .map(|frame| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
 pub fn sse_data(text: &str) -> Vec<String> {
     text.split("\n\n")
         .filter_map(|frame| frame.strip_prefix("data: "))
