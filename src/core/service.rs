@@ -13,8 +13,8 @@ use super::stream::TurnStream;
 use super::threads::IdleThread;
 use super::turn::TurnRequest;
 use crate::protocol::{
-    Model, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart,
-    ThreadStartParams, ThreadUnsubscribe, TurnStart, TurnStartParams,
+    Model, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart, ThreadStartParams, TurnStart,
+    TurnStartParams,
 };
 use crate::rpc::RpcClient;
 use crate::worker::SandboxMode;
@@ -197,13 +197,7 @@ impl CodexCore {
         let subscription = client.subscribe(&thread_id);
         // Until the turn exists, a failure releases the thread here; after
         // it, the stream's drop does.
-        let unsubscribe = |client: RpcClient, thread_id: String| {
-            tokio::spawn(async move {
-                let _ = client
-                    .call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id })
-                    .await;
-            });
-        };
+        let unsubscribe = super::threads::unsubscribe_in_background;
         if !req.history.is_empty() {
             let params = ThreadInjectItemsParams {
                 thread_id: thread_id.clone(),

@@ -73,20 +73,24 @@ impl Drop for IdleThread {
         if self.thread_id.is_empty() || self.client.is_closed() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let client = self.client.clone();
-        let thread_id = std::mem::take(&mut self.thread_id);
-        runtime.spawn(async move {
-            if let Err(e) = client
-                .call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id })
-                .await
-            {
-                tracing::debug!(error = %e, "thread/unsubscribe of an idle thread failed");
-            }
-        });
+        unsubscribe_in_background(self.client.clone(), std::mem::take(&mut self.thread_id));
     }
+}
+
+/// Sends `thread/unsubscribe` for a thread nobody reads any more, without
+/// waiting for the answer (nothing outside a runtime: nothing to send with).
+pub(super) fn unsubscribe_in_background(client: RpcClient, thread_id: String) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        if let Err(e) = client
+            .call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id })
+            .await
+        {
+            tracing::debug!(error = %e, "thread/unsubscribe failed");
+        }
+    });
 }
 
 /// What [`LiveThreads::take`] found for a head.
