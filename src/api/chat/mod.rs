@@ -34,11 +34,7 @@ pub async fn handle(
     // A chat request carries its whole history: it continues the thread
     // that answered the history up to its last assistant message, if one
     // still holds it.
-    let lineage = if state.threads.enabled() && conversation.n == 1 {
-        pipeline::of_history(&client.owner, &conversation.messages)
-    } else {
-        pipeline::Lineage::default()
-    };
+    let lineage = pipeline::history_lineage(state, client, &conversation);
     pipeline::respond(
         state,
         client,

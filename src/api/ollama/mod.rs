@@ -50,8 +50,8 @@ pub async fn handle(
     let renderer = OllamaRenderer::new(endpoint, req.model, client.started, stream);
     // Chat carries its whole history, as OpenAI chat does; generate is one
     // exchange with nothing to continue.
-    let lineage = if endpoint == Endpoint::Chat && state.threads.enabled() {
-        pipeline::of_history(&client.owner, &conversation.messages)
+    let lineage = if endpoint == Endpoint::Chat {
+        pipeline::history_lineage(state, client, &conversation)
     } else {
         pipeline::Lineage::default()
     };

@@ -137,7 +137,7 @@ fn field(ctx: &mut Context, tag: u8, bytes: &[u8]) {
 /// The lineage of a request that carries its whole history: it continues
 /// the state that ends with its last assistant message when only user
 /// messages follow it; its own state is the history plus the answer.
-pub fn of_history(owner: &str, messages: &[Message]) -> Lineage {
+pub(super) fn of_history(owner: &str, messages: &[Message]) -> Lineage {
     let mut fp = Fingerprint::new(owner);
     let last_assistant = messages.iter().rposition(|m| m.role == Role::Assistant);
     let mut parent = None;

@@ -20,7 +20,7 @@ mod shaper;
 mod translate;
 
 pub use continuation::{results_of, ConversationKey, Results};
-pub use lineage::{of_history, shape_of, Fingerprint, Lineage, NextHead, Parent};
+pub use lineage::{shape_of, Fingerprint, Lineage, NextHead, Parent};
 pub use render::Renderer;
 pub use run::{Finish, Run, RunEvent, ToolPolicy};
 pub use translate::to_turn_request;
@@ -99,6 +99,18 @@ pub async fn respond<R: Renderer>(
     Ok(Response::new(ApiBody::Events(
         EventStream::new(events).done_marker(R::DONE_MARKER),
     )))
+}
+
+/// The lineage of a request that carries its whole history (chat, Ollama
+/// chat): it continues the head its history ends with. Nothing to
+/// fingerprint when threads are not kept or the request asks for several
+/// answers (each on a thread of its own).
+pub fn history_lineage(state: &ApiState, client: &Client, conversation: &Conversation) -> Lineage {
+    if state.threads.enabled() && conversation.n == 1 {
+        lineage::of_history(&client.owner, &conversation.messages)
+    } else {
+        Lineage::default()
+    }
 }
 
 /// A streamed response after its head: pulled one event at a time, only as
