@@ -239,7 +239,7 @@ impl ResponseStore {
                      SELECT r.parent, c.depth + 1 FROM chain c JOIN responses r ON r.id = c.id
                      WHERE r.parent IS NOT NULL AND c.depth < 100000
                  )
-                 SELECT c.id, r.id, r.owner, r.parent, r.created_at, r.input_items, r.response
+                 SELECT r.id, r.owner, r.parent, r.created_at, r.input_items, r.response, c.id
                  FROM chain c LEFT JOIN responses r
                    ON r.id = c.id AND r.owner = ?2 AND r.expires_at > ?3
                  ORDER BY c.depth DESC",
@@ -247,19 +247,11 @@ impl ResponseStore {
             let mut rows = stmt.query(params![id, owner, now() as i64])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let wanted: String = r.get(0)?;
-                let found: Option<String> = r.get(1)?;
-                if found.is_none() {
-                    return Ok(Chain::Broken { missing: wanted });
+                // No stored row for an id of the chain: it is gone.
+                if r.get::<_, Option<String>>(0)?.is_none() {
+                    return Ok(Chain::Broken { missing: r.get(6)? });
                 }
-                out.push(StoredResponse {
-                    id: r.get(1)?,
-                    owner: r.get(2)?,
-                    parent: r.get(3)?,
-                    created_at: r.get::<_, i64>(4)? as u64,
-                    input_items: json_column(r.get::<_, String>(5)?),
-                    response: json_column(r.get::<_, String>(6)?),
-                });
+                out.push(row(r)?);
             }
             Ok(if out.is_empty() {
                 Chain::NotFound
