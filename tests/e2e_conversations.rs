@@ -527,3 +527,51 @@ async fn without_the_thread_cache_every_turn_is_a_new_thread_and_a_cache_miss() 
     assert_eq!(keys.len(), 3);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_stay_on_one_thread_with_the_bundled_catalogs_code_mode_models() {
+    // The catalog real users get (code mode, extra tools in the input), not
+    // only the offline model's: a kept thread must work the same there.
+    let home = codex_offline_model::HomeOptions {
+        bundled_models: true,
+        ..codex_offline_model::HomeOptions::default()
+    };
+    let h = Harness::start_with_home(&[], &home).await;
+    for (i, model) in ["gpt-6-sol", "gpt-6.2-sol"].into_iter().enumerate() {
+        let mut previous = Value::Null;
+        for turn in 1..=3 {
+            let response = respond(
+                &h,
+                json!({"model": model, "input": format!("{model} turn {turn}"),
+                       "previous_response_id": previous}),
+            )
+            .await;
+            let text: String = response["output"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["type"] == "message")
+                .filter_map(|o| o["content"][0]["text"].as_str())
+                .collect();
+            assert_eq!(text, format!("ECHO: {model} turn {turn}"));
+            previous = response["id"].clone();
+        }
+        let requests = h.model.requests();
+        let mine = &requests[i * 3..i * 3 + 3];
+        let keys: HashSet<String> = mine.iter().map(cache_key).collect();
+        assert_eq!(keys.len(), 1, "{model}: one thread, {keys:?}");
+        let last = seen(&mine[2]);
+        assert_eq!(
+            last,
+            [
+                format!("user: {model} turn 1"),
+                format!("assistant: ECHO: {model} turn 1"),
+                format!("user: {model} turn 2"),
+                format!("assistant: ECHO: {model} turn 2"),
+                format!("user: {model} turn 3"),
+            ],
+            "{model}"
+        );
+    }
+    h.stop().await;
+}
