@@ -332,7 +332,16 @@ fn homes_env(homes: &[std::path::PathBuf]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_out_of_quota_is_routed_around_and_all_out_of_quota_is_429_with_the_reset_time() {
     let _serial = SERIAL.lock().await;
-    let h = Harness::start_with(&[("WORKER_POOL_SIZE", "2")]).await;
+    // Two accounts (workers sharing a CODEX_HOME share its quota).
+    let model = codex_offline_model::OfflineModel::start(0).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-pool-quota-{:016x}", rand::random::<u64>()));
+    let homes = pool_homes(&dir, &model, 2, None);
+    let h = Harness::start_with(&[
+        ("WORKER_POOL_SIZE", "2"),
+        ("WORKER_CODEX_HOMES", &homes_env(&homes)),
+    ])
+    .await;
     wait_workers(&h, "all ready", all_ready).await;
 
     // The model answers one turn as an account whose usage limit is reached
@@ -429,6 +438,34 @@ async fn a_worker_out_of_quota_is_routed_around_and_all_out_of_quota_is_429_with
     assert_eq!(r.json()["workers_ready"], 0);
     assert_eq!(r.json()["workers_out_of_quota"], 2);
     assert!(r.json()["quota_resets_at"].as_u64().is_some());
+    h.stop().await;
+    model.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sharing_a_codex_home_share_its_quota() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::start_with(&[("WORKER_POOL_SIZE", "2")]).await;
+    wait_workers(&h, "all ready", all_ready).await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[quota 60]] q", false),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    // One account behind both: neither takes the next turn.
+    let workers = wait_workers(&h, "both out of quota", |w| {
+        w.iter().all(|w| !w["quota_resets_at"].is_null())
+    })
+    .await;
+    assert_eq!(workers[0]["quota_resets_at"], workers[1]["quota_resets_at"]);
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("next", false))
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "insufficient_quota");
     h.stop().await;
 }
 

@@ -183,9 +183,20 @@ impl WorkerPool {
     ) -> RunningPool {
         let mut members = Vec::with_capacity(config.pool.size);
         let mut supervisors = Vec::with_capacity(config.pool.size);
+        // Workers that share a CODEX_HOME share its account, so its quota:
+        // one running out means all of them have.
+        let mut quotas: Vec<(Option<std::path::PathBuf>, Arc<Quota>)> = Vec::new();
         for index in 0..config.pool.size {
-            let (mut supervisor, handle) =
-                Supervisor::new(config.for_member(index), workdir.clone());
+            let member_config = config.for_member(index);
+            let quota = match quotas.iter().find(|(h, _)| *h == member_config.codex_home) {
+                Some((_, q)) => q.clone(),
+                None => {
+                    let q = Arc::new(Quota::default());
+                    quotas.push((member_config.codex_home.clone(), q.clone()));
+                    q
+                }
+            };
+            let (mut supervisor, handle) = Supervisor::new(member_config, workdir.clone());
             if let Some(o) = &observer {
                 supervisor = supervisor.with_call_observer(o.clone());
             }
@@ -194,7 +205,8 @@ impl WorkerPool {
                 supervisor = supervisor.with_line_tap(t.clone());
             }
             let recycle = supervisor.recycler();
-            let member = Member::new(handle, recycle);
+            let mut member = Member::new(handle, recycle);
+            member.quota = quota;
             supervisor = supervisor.with_account(index, member.quota.clone());
             members.push(member);
             supervisors.push(tokio::spawn(supervisor.run(shutdown.clone())));
