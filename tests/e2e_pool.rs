@@ -546,3 +546,42 @@ async fn a_worker_without_its_login_is_not_ready_says_what_to_run_and_starts_onc
     model.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_without_its_login_makes_the_gateway_unready_with_the_command_to_run() {
+    let _serial = SERIAL.lock().await;
+    let model = codex_offline_model::OfflineModel::start(0).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-pool-login1-{:016x}", rand::random::<u64>()));
+    let homes = pool_homes(&dir, &model, 1, Some(0));
+    let h = Harness::start_unready(
+        &[("WORKER_CODEX_HOMES", &homes_env(&homes))],
+        &codex_offline_model::HomeOptions::default(),
+    )
+    .await;
+    let command = format!("CODEX_HOME={} codex login", homes[0].display());
+    wait_workers(&h, "waiting for a login", |w| {
+        w[0]["phase"] == "login_required"
+    })
+    .await;
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let reason = r.json()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains(&command), "{reason}");
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("hello", false))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "worker_not_ready");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&command),
+        "{}",
+        r.text()
+    );
+    h.stop().await;
+    model.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
