@@ -74,8 +74,13 @@ pub struct Quota {
 impl Quota {
     /// An `account/rateLimits/updated` snapshot: a window at 100 % takes the
     /// worker out until that window resets. Sparse snapshots (windows null)
-    /// change nothing, as codex documents.
+    /// change nothing, as codex documents. Only the account-wide limit
+    /// (`codex`, or unnamed) counts: other limit ids are one model's quota
+    /// (`normalModelSlug`), which leaves the others usable.
     pub fn on_snapshot(&self, snapshot: &RateLimitSnapshot, now: u64) {
+        if snapshot.limit_id.as_deref().is_some_and(|id| id != "codex") {
+            return;
+        }
         let resets = [&snapshot.primary, &snapshot.secondary]
             .into_iter()
             .flatten()
@@ -212,6 +217,15 @@ mod tests {
         q.on_snapshot(&snapshot(None, None), 1_500);
         assert_eq!(q.out_until(1_500), Some(5_000));
         assert_eq!(q.out_until(5_000), None, "back at the reset time");
+    }
+
+    #[test]
+    fn a_full_model_scoped_limit_leaves_the_account_usable() {
+        let q = Quota::default();
+        let mut s = snapshot(window(100, Some(2_000)), None);
+        s.limit_id = Some("codex_other".into());
+        q.on_snapshot(&s, 1_000);
+        assert_eq!(q.out_until(1_000), None);
     }
 
     #[test]
