@@ -65,12 +65,12 @@ impl Failure {
     /// seconds): in the message (codex names only a local time of day) and
     /// as `Retry-After`.
     pub fn resetting_at(mut self, resets_at: u64) -> Failure {
-        let now = crate::worker::unix_now();
+        let now = crate::calendar::unix_now();
         let wait = resets_at.saturating_sub(now).max(1);
         self.message = format!(
             "{} (quota resets at {}, in {wait} s)",
             self.message.trim_end(),
-            crate::worker::rfc3339(resets_at)
+            crate::calendar::rfc3339(resets_at)
         );
         self.with_retry_after(Duration::from_secs(wait))
     }

@@ -31,10 +31,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::account::{rfc3339, unix_now, Quota};
+use super::account::Quota;
 use super::config::{PoolConfig, WorkerConfig};
 use super::state::{NotReady, WorkerHandle, WorkerPhase, WorkerStatus};
 use super::supervisor::Supervisor;
+use crate::calendar::{rfc3339, unix_now};
 use crate::protocol::Model;
 use crate::rpc::{CallObserver, RpcClient};
 

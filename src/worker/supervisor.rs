@@ -9,9 +9,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::account::{
-    auth_file, auth_stamp, login_missing_reason, rfc3339, unix_now, Login, Quota,
-};
+use super::account::{auth_file, auth_stamp, login_missing_reason, Login, Quota};
 use super::backoff::Backoff;
 use super::command::worker_command;
 use super::config::WorkerConfig;
@@ -19,6 +17,7 @@ use super::handshake::handshake;
 use super::restart::{Decision, RestartPolicy};
 use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
 use super::stderr::forward_stderr;
+use crate::calendar::{rfc3339, unix_now};
 use crate::protocol::{
     AccountRead, AccountReadParams, RateLimitsUpdatedNotification, ACCOUNT_RATE_LIMITS_UPDATED,
 };
