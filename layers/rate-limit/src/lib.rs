@@ -54,11 +54,15 @@ mod layer;
 mod limiter;
 mod policy;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 mod response;
 mod service;
 mod status;
 mod store;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{AcquireError, FailureMode, RedisLimits, RedisLimitsBuilder, RedisOp};
 pub use concurrency::{ConcurrencyExceeded, ConcurrencyPermit, KeyedConcurrency};
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
@@ -70,7 +74,11 @@ pub use response::{
     X_RATELIMIT_RESET_REQUESTS,
 };
 pub use service::RateLimit;
-pub use status::{RateLimitStatus, RateLimited};
+pub use status::{LimiterUnavailable, RateLimitStatus, RateLimited};
+
+/// The `redis` crate this layer was built with, for its connection types.
+#[cfg(feature = "redis")]
+pub use ::redis as redis_client;
 
 /// The response body: the inner service's, or the 429's (shared with the
 /// other `codex-*` rejecting layers).
