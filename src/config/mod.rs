@@ -116,7 +116,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_REDIS_URL", default: "", help: "redis:// URL shared by every replica: rate limits, stream caps and the maintenance switch count fleet-wide (empty: each replica on its own)" },
     Variable { name: "PROXY_REDIS_FAILURE", default: "open", help: "when Redis is unreachable: open (each replica applies its own limits) or closed (503 for limited requests)" },
     Variable { name: "PROXY_REDIS_PREFIX", default: "codex:", help: "prefix of every Redis key (several gateways on one Redis)" },
-    Variable { name: "PROXY_REPLICA_ID", default: "", help: "this replica's name ([a-z0-9-], at most 32): sent as x-codex-replica and inside response ids, for the balancer's conversation routing" },
+    Variable { name: "PROXY_REPLICA_ID", default: "", help: "this replica's name ([a-z0-9-], at most 63: a pod name fits): sent as x-codex-replica and inside response ids, for the balancer's conversation routing" },
 ];
 
 /// Everything the gateway reads at start, grouped by who uses it.
@@ -226,14 +226,15 @@ fn fleet<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<FleetConfig, Con
     }
     let replica = env.opt("PROXY_REPLICA_ID");
     if let Some(id) = &replica {
-        let ok = id.len() <= 32
+        let ok = !id.is_empty()
+            && id.len() <= 63
             && id
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
             return Err(ConfigError {
                 variable: "PROXY_REPLICA_ID",
-                message: format!("`{id}` must be at most 32 of a-z, 0-9 and -"),
+                message: format!("`{id}` must be at most 63 of a-z, 0-9 and -"),
             });
         }
     }
@@ -640,6 +641,30 @@ mod tests {
             env(&[("WORKER_POOL_SIZE", "65")]).unwrap_err().variable,
             "WORKER_POOL_SIZE"
         );
+    }
+
+    #[test]
+    fn fleet_settings_are_checked() {
+        let c = env(&[]).unwrap();
+        assert_eq!(c.fleet.redis_url, None, "one replica on its own by default");
+        assert_eq!(c.fleet.failure, codex_rate_limit::FailureMode::Open);
+        let c = env(&[
+            ("PROXY_REDIS_URL", "redis://redis:6379/"),
+            ("PROXY_REDIS_FAILURE", "closed"),
+            ("PROXY_REPLICA_ID", "codex-completions-api-7d9f8b6c5-abcde"),
+        ])
+        .unwrap();
+        assert_eq!(c.fleet.failure, codex_rate_limit::FailureMode::Closed);
+        assert_eq!(c.fleet.prefix, "codex:");
+        for (var, bad) in [
+            ("PROXY_REDIS_URL", "http://redis/"),
+            ("PROXY_REDIS_FAILURE", "maybe"),
+            // It goes into ids and a header: nothing that could break either.
+            ("PROXY_REPLICA_ID", "GW_1"),
+            ("PROXY_REPLICA_ID", "gw 1"),
+        ] {
+            assert_eq!(env(&[(var, bad)]).unwrap_err().variable, var, "{var}={bad}");
+        }
     }
 
     #[test]
