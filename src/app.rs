@@ -111,6 +111,11 @@ pub async fn run(
     let maintenance_follower = fleet.follow_maintenance(maintenance.clone());
     state.fleet_switch = fleet.switch.clone();
     state.replica = fleet.replica.clone();
+    // Stored responses outlive their replica in Redis: a follow-up is rebuilt anywhere.
+    state.responses = state
+        .responses
+        .take()
+        .map(|store| store.shared(fleet.shared_responses(api_config.conversations.store_ttl)));
     state.stream_limit = state
         .stream_limit
         .take()

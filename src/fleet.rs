@@ -182,3 +182,119 @@ impl LogThrottle {
         tracing::warn!(op, failure_mode = mode, error = %e, suppressed, "redis unavailable; failure mode applied");
     }
 }
+
+/// Stored Responses shared by the fleet: each record also goes to Redis (one JSON
+/// string per response, expiring with it), and a replica that is asked for a
+/// response it does not hold (its replica died, or the balancer sent the follow-up
+/// elsewhere) copies the conversation's records from Redis into its own store before
+/// answering. The local SQLite store stays the one that is read; Redis is what
+/// survives a replica.
+#[derive(Clone)]
+pub struct SharedResponses {
+    conn: ConnectionManager,
+    prefix: String,
+    ttl: Duration,
+    reporter: Arc<Reporter>,
+}
+
+impl std::fmt::Debug for SharedResponses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedResponses")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// The shared side of the response store (records live `ttl`, like locally);
+    /// `None` without Redis.
+    pub fn shared_responses(&self, ttl: Duration) -> Option<SharedResponses> {
+        let limits = self.limits.as_ref()?;
+        Some(SharedResponses {
+            conn: limits.connection(),
+            prefix: limits.prefix().to_owned(),
+            ttl,
+            reporter: self.reporter.clone()?,
+        })
+    }
+}
+
+impl SharedResponses {
+    fn key(&self, id: &str) -> String {
+        format!("{}resp:{id}", self.prefix)
+    }
+
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        tokio::time::timeout(REDIS_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "redis call timed out",
+                )))
+            })
+    }
+
+    /// Writes `record`; a failure is counted and logged, never the request's: the
+    /// conversation still continues on this replica, only not elsewhere.
+    pub async fn put(&self, record: &crate::store::StoredResponse) {
+        let value = serde_json::json!({
+            "id": record.id,
+            "owner": record.owner,
+            "parent": record.parent,
+            "created_at": record.created_at,
+            "input_items": record.input_items,
+            "response": record.response,
+        })
+        .to_string();
+        let expires = record.created_at.saturating_add(self.ttl.as_secs().max(1));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let secs = expires.saturating_sub(now).max(1);
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("SET")
+            .arg(self.key(&record.id))
+            .arg(value)
+            .arg("EX")
+            .arg(secs)
+            .to_owned();
+        if let Err(e) = self.timed(cmd.query_async::<()>(&mut conn)).await {
+            self.reporter.report("response_put", "local_only", &e);
+        }
+    }
+
+    /// Removes the shared copy of `id`.
+    pub async fn delete(&self, id: &str) {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("DEL").arg(self.key(id)).to_owned();
+        if let Err(e) = self.timed(cmd.query_async::<i64>(&mut conn)).await {
+            self.reporter.report("response_delete", "local_only", &e);
+        }
+    }
+
+    /// The shared record `id` (any owner: the store filters by owner when it reads).
+    pub async fn get(&self, id: &str) -> Option<crate::store::StoredResponse> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("GET").arg(self.key(id)).to_owned();
+        let raw: Option<String> = match self.timed(cmd.query_async(&mut conn)).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.reporter.report("response_get", "local_only", &e);
+                return None;
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&raw?).ok()?;
+        Some(crate::store::StoredResponse {
+            id: v["id"].as_str()?.to_owned(),
+            owner: v["owner"].as_str()?.to_owned(),
+            parent: v["parent"].as_str().map(str::to_owned),
+            created_at: v["created_at"].as_u64()?,
+            input_items: v["input_items"].clone(),
+            response: v["response"].clone(),
+        })
+    }
+}

@@ -7,7 +7,8 @@
 //! the per-key limit holds fleet-wide; a 10-turn Responses conversation stays on one
 //! thread; maintenance is switched for the fleet in one call; a replica killed under
 //! 16 streams fails only its own streams, leaves the rotation, and its conversation
-//! continues elsewhere; with Redis stopped the fleet keeps serving (fails open).
+//! continues elsewhere (chat from its history, Responses from the records shared in
+//! Redis); with Redis stopped the fleet keeps serving (fails open).
 //! Figures are printed (docs/operations.md, "Several replicas").
 
 use std::collections::{HashMap, HashSet};
@@ -445,6 +446,20 @@ async fn three_replicas_behind_haproxy_share_limits_threads_and_switches() {
         history.push(r.json()["choices"][0]["message"].clone());
         history.push(json!({"role": "user", "content": format!("fleet-chat turn {}", turn + 1)}));
     }
+    // And a Responses conversation on gw2 (the header routes Responses too).
+    let first = send(
+        &client,
+        Method::POST,
+        &lb("/v1/responses"),
+        KEY,
+        Some(&json!({"model": codex_offline_model::MODEL_ID, "input": "fleet-resp2 turn 0"})),
+        &[("x-codex-replica", "gw2")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    let first_id = first.json()["id"].as_str().unwrap().to_owned();
+    assert!(first_id.starts_with("resp_gw2_"), "{first_id}");
     let headed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let streams: Vec<_> = (0..16)
         .map(|i| {
@@ -570,6 +585,27 @@ async fn three_replicas_behind_haproxy_share_limits_threads_and_switches() {
         history.push(reply);
         history.push(json!({"role": "user", "content": format!("fleet-chat turn {}", turn + 1)}));
     }
+    // gw2's Responses conversation: its follow-up is balanced elsewhere (the rule
+    // naming gw2 is skipped) and rebuilt from the records shared in Redis.
+    let next = send(&client, Method::POST, &lb("/v1/responses"), KEY, Some(&json!({"model": codex_offline_model::MODEL_ID, "previous_response_id": first_id, "input": "fleet-resp2 turn 1"})), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        next.status,
+        StatusCode::OK,
+        "rebuilt from the shared store: {:?}",
+        next.body
+    );
+    assert_ne!(next.replica.as_deref(), Some("gw2"));
+    let rebuilt = model
+        .requests()
+        .into_iter()
+        .rfind(|r| r.to_string().contains("fleet-resp2 turn 1"))
+        .unwrap();
+    assert!(
+        rebuilt.to_string().contains("fleet-resp2 turn 0"),
+        "the whole conversation reached the model: {rebuilt}"
+    );
     let chat_keys = cache_keys(&model, "fleet-chat turn");
     let distinct: Vec<_> = chat_keys.iter().fold(Vec::<&String>::new(), |mut v, k| {
         if v.last() != Some(&k) {

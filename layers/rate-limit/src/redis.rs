@@ -236,6 +236,16 @@ impl RedisLimits {
         }
     }
 
+    /// The connection, to share it with other users of the same Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    /// The prefix of every key.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
     /// The configured failure mode.
     pub fn failure(&self) -> FailureMode {
         self.shared.failure
