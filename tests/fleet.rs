@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use codex_offline_model::OfflineModel;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -208,7 +209,11 @@ async fn three_replicas_behind_haproxy_share_limits_threads_and_switches() {
     let model = OfflineModel::start(0).await.expect("offline model");
     let home = dir.join("codex-home");
     codex_offline_model::write_codex_home(&home, &model.base_url()).unwrap();
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // A connection per request: a pooled keep-alive connection closed by HAProxy
+    // just as it is reused would be a client-side race, not what is tested here.
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
 
     let redis_port = free_port();
     let redis = Proc(
@@ -268,9 +273,13 @@ async fn three_replicas_behind_haproxy_share_limits_threads_and_switches() {
     // --- 1. One key's quota is one quota, over the whole fleet. ---------------
     let started = Instant::now();
     let models_url = lb("/v1/models");
-    let results = futures_util::future::join_all(
+    // 48 in flight at a time: load on every replica at once, without queueing
+    // hundreds of decisions behind one Redis connection on a 2-core host.
+    let results: Vec<_> = futures_util::stream::iter(
         (0..3 * QUOTA).map(|_| send(&client, Method::GET, &models_url, LIMIT_KEY, None, &[])),
     )
+    .buffer_unordered(48)
+    .collect()
     .await;
     let elapsed = started.elapsed();
     let mut allowed: u32 = 0;
