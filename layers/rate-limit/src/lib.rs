@@ -13,6 +13,10 @@
 //! layer, and empty by `Default`, so tower-http's CORS layer can sit outside a stack of
 //! them with no body conversion in between.
 //!
+//! With the `redis` feature, `RedisLimits` keeps the buckets and the stream counts in
+//! Redis, shared by every replica of a gateway (`RateLimitLayer::shared`,
+//! `KeyedConcurrency::shared`); without it the crate needs neither Redis nor tokio.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use bytes::Bytes;
