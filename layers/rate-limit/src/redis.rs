@@ -224,7 +224,6 @@ pub enum AcquireError {
 impl RedisLimits {
     /// Limits kept through `conn` (use a lazy [`ConnectionManager`] so a replica starts
     /// while Redis is down).
-    #[allow(clippy::new_ret_no_self)]
     pub fn builder(conn: ConnectionManager) -> RedisLimitsBuilder {
         RedisLimitsBuilder {
             conn,
