@@ -3,6 +3,9 @@
 #   - prometheus (prometheus + promtool): alert rules checked and unit-tested,
 #     the WorkerDown drill on a real Prometheus (tests/prometheus.rs);
 #   - systemd (systemd-analyze): the unit file verified (tests/deploy.rs);
+#   - redis-server and haproxy: the shared Redis backend of the rate-limit layer
+#     (layers/rate-limit/tests/redis.rs) and three replicas behind HAProxy running
+#     deploy/haproxy/haproxy.cfg (tests/fleet.rs);
 #   - from PyPI, into .tools/ops-venv: kubernetes-validate (carries the
 #     Kubernetes JSON schemas: validates deploy/kubernetes/ offline) and
 #     check-jsonschema (carries the compose-spec schema: deploy/docker-compose.yml).
@@ -16,6 +19,8 @@ need() { # need BINARY PACKAGE
 need /usr/bin/promtool prometheus
 need /usr/bin/prometheus prometheus
 need /usr/bin/systemd-analyze systemd
+need /usr/bin/redis-server redis-server
+need /usr/sbin/haproxy haproxy
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -37,6 +42,6 @@ if ! "$venv/bin/python" -c 'import kubernetes_validate, check_jsonschema' 2>/dev
   echo "${pins[*]}" > "$venv/.pins"
 fi
 
-# Debian's package enables and starts a Prometheus service; the tests run
-# their own on a free port and need nothing from it.
+# Debian's packages enable and start Prometheus, Redis and HAProxy services; the
+# tests run their own on free ports and need nothing from them.
 promtool --version 2>&1 | head -1 >&2

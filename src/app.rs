@@ -53,6 +53,7 @@ pub async fn run(
         worker: worker_config,
         trace: trace_config,
         usage: usage_config,
+        fleet: fleet_config,
     } = config;
     let workdir = match &worker_config.workdir {
         Some(dir) => dir.clone(),
@@ -73,6 +74,7 @@ pub async fn run(
         None => None,
     };
     let usage_writer = usage.as_ref().map(UsageLedger::spawn_writer);
+    let fleet = crate::fleet::Fleet::connect(&fleet_config, &mut registry)?;
 
     let shutdown_grace = worker_config.shutdown_grace;
     let stop_worker = CancellationToken::new();
@@ -105,6 +107,19 @@ pub async fn run(
         store.spawn_sweeper(Duration::from_secs(60));
     }
     state.maintenance = Some(maintenance.clone());
+    // Every replica follows the fleet's switch; the admin call writes it.
+    let maintenance_follower = fleet.follow_maintenance(maintenance.clone());
+    state.fleet_switch = fleet.switch.clone();
+    state.replica = fleet.replica.clone();
+    // Stored responses outlive their replica in Redis: a follow-up is rebuilt anywhere.
+    state.responses = state
+        .responses
+        .take()
+        .map(|store| store.shared(fleet.shared_responses(api_config.conversations.store_ttl)));
+    state.stream_limit = state
+        .stream_limit
+        .take()
+        .map(|limit| limit.shared(fleet.limits.clone()));
     state.metrics = Some(gateway_metrics);
     state.usage = usage.clone();
     state.registry = api_config.serve_metrics.then(|| Arc::new(registry));
@@ -134,6 +149,8 @@ pub async fn run(
             sse_keepalive: api_config.sse_keepalive,
             trace_buffer,
             usage,
+            shared_limits: fleet.limits.clone(),
+            replica: fleet.replica.clone(),
         },
     );
 
@@ -153,6 +170,9 @@ pub async fn run(
 
     // Streams have drained (or their deadline passed): now the worker may go.
     sweeper.abort();
+    if let Some(f) = maintenance_follower {
+        f.abort();
+    }
     if let Some(t) = trace_sweeper {
         t.abort();
     }

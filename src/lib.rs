@@ -13,6 +13,7 @@ pub mod calendar;
 pub mod caller;
 pub mod config;
 pub mod core;
+pub mod fleet;
 pub mod protocol;
 pub mod reasoning_format;
 pub mod route;

@@ -26,7 +26,9 @@ use codex_auth::{ApiKey, AuthRejected, KeySet, RequireAuthLayer};
 use codex_maintenance::{MaintenanceLayer, MaintenanceRejected};
 use codex_metrics::{HttpMetrics, MetricsLayer};
 use codex_output_mode::{OutputMode, OutputModeLayer, OutputModeRejected};
-use codex_rate_limit::{ConcurrencyExceeded, RateKey, RateLimitLayer, RateLimited};
+use codex_rate_limit::{
+    ConcurrencyExceeded, LimiterUnavailable, RateKey, RateLimitLayer, RateLimited,
+};
 use codex_sse::SseLayer;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -72,6 +74,10 @@ pub struct StackConfig {
     pub trace_buffer: Option<TraceBuffer>,
     /// Each request's usage, per key, model and hour (`PROXY_USAGE_LEDGER`).
     pub usage: Option<UsageLedger>,
+    /// Fleet-wide rate limits in Redis (`PROXY_REDIS_URL`), else in-process.
+    pub shared_limits: Option<codex_rate_limit::RedisLimits>,
+    /// `PROXY_REPLICA_ID`, sent as `x-codex-replica` on every response.
+    pub replica: Option<Arc<str>>,
 }
 
 /// The request's route, put into its extensions by the first `map_request`.
@@ -143,6 +149,8 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
             Some("maintenance")
         } else if ext.get::<RateLimited>().is_some() {
             Some("rate_limit")
+        } else if ext.get::<LimiterUnavailable>().is_some() {
+            Some("rate_limit_unavailable")
         } else if ext.get::<ConcurrencyExceeded>().is_some() {
             Some("stream_limit")
         } else if ext.get::<OutputModeRejected>().is_some() {
@@ -155,8 +163,20 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         }
     };
     let x_request_id = HeaderName::from_static("x-request-id");
+    let replica = config
+        .replica
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok());
 
     let service = ServiceBuilder::new()
+        // Which replica answered, on every response (rejections too): what a
+        // client echoes so the balancer keeps its conversation here.
+        .map_response(move |mut res: Response<BoxBody>| {
+            if let Some(r) = &replica {
+                res.headers_mut().insert(X_CODEX_REPLICA, r.clone());
+            }
+            res
+        })
         // Erase the body type once, at the hyper boundary.
         .map_response(erase_body)
         // The route is decided once, from the path, before anything needs it
@@ -204,7 +224,8 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         // after auth, for everything below.
         .map_request(identify)
         // Keyed by that identity (or the client address), so needs auth first.
-        .layer(RateLimitLayer::new(rate_policy))
+        // Fleet-wide in Redis when configured (`PROXY_REDIS_URL`).
+        .layer(RateLimitLayer::new(rate_policy).shared(config.shared_limits))
         // A bad x-proxy-output-mode is a 400 before any work starts; without
         // the header the caller's key, then its route, set the default, so
         // it sits below the map that decides the caller.
@@ -214,6 +235,9 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .service(api);
     BoxCloneService::new(service)
 }
+
+/// The replica that answered (`PROXY_REPLICA_ID`).
+pub const X_CODEX_REPLICA: HeaderName = HeaderName::from_static("x-codex-replica");
 
 /// Boxes a response body (see where `build` calls it).
 fn erase_body<B>(res: Response<B>) -> Response<BoxBody>

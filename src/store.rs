@@ -67,6 +67,9 @@ pub enum Chain {
 #[derive(Clone)]
 pub struct ResponseStore {
     inner: Arc<Inner>,
+    /// With several replicas (`PROXY_REDIS_URL`): every record is also written
+    /// there, and what this replica lacks is copied from there before a read.
+    shared: Option<crate::fleet::SharedResponses>,
 }
 
 struct Inner {
@@ -125,6 +128,7 @@ impl ResponseStore {
                 r.get(0)
             })?;
         Ok(ResponseStore {
+            shared: None,
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 ttl,
@@ -149,8 +153,42 @@ impl ResponseStore {
         .map_err(|e| StoreError(format!("store task failed: {e}")))?
     }
 
+    /// Shares the records with the other replicas through Redis (`src/fleet.rs`).
+    pub fn shared(self, shared: Option<crate::fleet::SharedResponses>) -> Self {
+        Self { shared, ..self }
+    }
+
     /// Stores a response; over the size cap, the oldest responses go first.
     pub async fn put(&self, record: StoredResponse) -> Result<(), StoreError> {
+        if let Some(shared) = &self.shared {
+            shared.put(&record).await;
+        }
+        self.put_local(record).await
+    }
+
+    /// Copies the shared records of `id`'s conversation that this replica lacks,
+    /// newest first, until one it holds (or the first of the conversation).
+    async fn import(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let mut next = Some(id.to_owned());
+        // Bounded like the chain query: a cycle cannot be stored, but a bound costs nothing.
+        for _ in 0..100_000 {
+            let Some(id) = next.take() else { break };
+            if self.get_local(owner, &id).await?.is_some() {
+                break;
+            }
+            let Some(record) = shared.get(&id).await.filter(|r| r.owner == owner) else {
+                break;
+            };
+            next = record.parent.clone();
+            self.put_local(record).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_local(&self, record: StoredResponse) -> Result<(), StoreError> {
         self.with(move |inner, conn| {
             let input = record.input_items.to_string();
             let response = record.response.to_string();
@@ -194,6 +232,16 @@ impl ResponseStore {
 
     /// The response `id` of `owner`, unless expired.
     pub async fn get(&self, owner: &str, id: &str) -> Result<Option<StoredResponse>, StoreError> {
+        match self.get_local(owner, id).await? {
+            None if self.shared.is_some() => {
+                self.import(owner, id).await?;
+                self.get_local(owner, id).await
+            }
+            found => Ok(found),
+        }
+    }
+
+    async fn get_local(&self, owner: &str, id: &str) -> Result<Option<StoredResponse>, StoreError> {
         let (owner, id) = (owner.to_owned(), id.to_owned());
         self.with(move |_, conn| {
             Ok(conn
@@ -210,6 +258,18 @@ impl ResponseStore {
 
     /// Deletes the response `id` of `owner`; `false` when there was none.
     pub async fn delete(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
+        if self.shared.is_some() {
+            // Held elsewhere only: bring it here so it is deleted everywhere.
+            self.get(owner, id).await?;
+        }
+        let deleted = self.delete_local(owner, id).await?;
+        if let (true, Some(shared)) = (deleted, &self.shared) {
+            shared.delete(id).await;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_local(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
         let (owner, id) = (owner.to_owned(), id.to_owned());
         self.with(move |inner, conn| {
             let bytes: Option<i64> = conn
@@ -230,6 +290,18 @@ impl ResponseStore {
 
     /// The conversation that ends with response `id`, oldest first.
     pub async fn chain(&self, owner: &str, id: &str) -> Result<Chain, StoreError> {
+        let chain = self.chain_local(owner, id).await?;
+        let missing = match &chain {
+            Chain::Complete(_) => return Ok(chain),
+            _ if self.shared.is_none() => return Ok(chain),
+            Chain::NotFound => id.to_owned(),
+            Chain::Broken { missing } => missing.clone(),
+        };
+        self.import(owner, &missing).await?;
+        self.chain_local(owner, id).await
+    }
+
+    async fn chain_local(&self, owner: &str, id: &str) -> Result<Chain, StoreError> {
         let (owner, id) = (owner.to_owned(), id.to_owned());
         self.with(move |_, conn| {
             let mut stmt = conn.prepare_cached(
@@ -292,7 +364,10 @@ impl ResponseStore {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let store = ResponseStore { inner };
+                let store = ResponseStore {
+                    inner,
+                    shared: None,
+                };
                 match store.sweep().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "expired stored responses removed"),

@@ -194,6 +194,77 @@ fn kubernetes_manifests_validate_strictly_offline() {
     );
 }
 
+/// The fleet's manifests (deploy/kubernetes/fleet/): Redis, the fleet ConfigMap,
+/// the HPA on turns in flight and the Ingress with its routing rule, strictly valid
+/// offline like the base manifests.
+#[test]
+fn fleet_manifests_validate_strictly_offline() {
+    let dir = Path::new(ROOT).join("deploy/kubernetes/fleet");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let kinds: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("kind: ").map(str::to_owned))
+        })
+        .collect();
+    for kind in [
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "Service",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+    let hpa = read("deploy/kubernetes/fleet/hpa.yaml");
+    assert!(
+        hpa.contains("name: codex_gateway_turns_in_flight"),
+        "scales on turns in flight"
+    );
+    let ingress = read("deploy/kubernetes/fleet/ingress.yaml");
+    assert!(ingress.contains("upstream-hash-by"), "the routing rule");
+    let out = Command::new(venv_tool("kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", shown(&out));
+}
+
+/// deploy/haproxy/haproxy.cfg is valid for Debian's HAProxy (tests/fleet.rs runs
+/// it), and the check can fail.
+#[test]
+fn haproxy_config_is_valid() {
+    let check = |path: &Path| {
+        Command::new("haproxy")
+            .arg("-c")
+            .arg("-f")
+            .arg(path)
+            .output()
+            .expect("haproxy (./scripts/install-ops-tools.sh installs it)")
+    };
+    let cfg = Path::new(ROOT).join("deploy/haproxy/haproxy.cfg");
+    let out = check(&cfg);
+    assert!(out.status.success(), "{}", shown(&out));
+    let tmp = scratch("haproxy");
+    let broken = tmp.join("haproxy.cfg");
+    std::fs::write(
+        &broken,
+        read("deploy/haproxy/haproxy.cfg").replace("use-server gw2", "use-server gw9"),
+    )
+    .unwrap();
+    assert!(!check(&broken).status.success(), "the check can fail");
+}
+
 /// The pod's grace period outlasts what a shutdown takes: the preStop pause,
 /// the drain, the worker's grace and a second.
 #[test]

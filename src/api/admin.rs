@@ -39,7 +39,7 @@ pub(super) fn authorize<B>(req: &Request<B>) -> Result<Admin, ApiError> {
     }
 }
 
-pub(super) fn maintenance(
+pub(super) async fn maintenance(
     state: &ApiState,
     caller: &Admin,
     body: Option<Bytes>,
@@ -53,18 +53,37 @@ pub(super) fn maintenance(
             .get("enabled")
             .and_then(Value::as_bool)
             .ok_or_else(|| ApiError::invalid("enabled", "`enabled` must be a boolean"))?;
-        match v.get("message") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(m)) if !m.trim().is_empty() => handle.set_message(m.clone()),
+        let message = match v.get("message") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) if !m.trim().is_empty() => Some(m.clone()),
             Some(_) => {
                 return Err(ApiError::invalid(
                     "message",
                     "`message` must be a non-empty string",
                 ))
             }
+        };
+        // With Redis the switch is the fleet's: written there first, so a
+        // failure leaves every replica as it was and the caller can retry.
+        if let Some(fleet) = &state.fleet_switch {
+            fleet
+                .publish(enabled, message.as_deref())
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "fleet maintenance switch not written");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        "The fleet's maintenance switch (Redis) cannot be reached; nothing was switched.",
+                    )
+                    .code("fleet_unavailable")
+                })?;
+        }
+        if let Some(m) = message {
+            handle.set_message(m);
         }
         handle.set(enabled);
-        tracing::warn!(caller = %caller.0, enabled, "maintenance mode switched");
+        tracing::warn!(caller = %caller.0, enabled, fleet = state.fleet_switch.is_some(), "maintenance mode switched");
     }
     Ok(json_response(
         StatusCode::OK,
@@ -72,6 +91,7 @@ pub(super) fn maintenance(
             "enabled": handle.is_enabled(),
             "message": &*handle.message(),
             "retry_after": handle.retry_after_secs(),
+            "scope": if state.fleet_switch.is_some() { "fleet" } else { "replica" },
         }),
     ))
 }

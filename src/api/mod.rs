@@ -54,6 +54,11 @@ pub struct ApiState {
     /// Bytes all request bodies held at once may take (`PROXY_UPLOAD_BUDGET_BYTES`).
     pub uploads: upload::UploadBudget,
     pub maintenance: Option<MaintenanceHandle>,
+    /// The fleet's maintenance switch in Redis (`PROXY_REDIS_URL`): the admin
+    /// call switches every replica through it.
+    pub fleet_switch: Option<codex_maintenance::FleetSwitch>,
+    /// `PROXY_REPLICA_ID`: tags the Responses ids this replica makes.
+    pub replica: Option<std::sync::Arc<str>>,
     pub metrics: Option<GatewayMetrics>,
     /// `GET /v1/usage` reads it; `None` with `PROXY_USAGE_LEDGER=false`.
     pub usage: Option<crate::usage::UsageLedger>,
@@ -110,6 +115,8 @@ impl ApiState {
             max_body_bytes: config.max_body_bytes,
             uploads: upload::UploadBudget::new(config.upload_budget_bytes, config.max_body_bytes),
             maintenance: None,
+            fleet_switch: None,
+            replica: None,
             metrics: None,
             usage: None,
             registry: None,
@@ -226,7 +233,7 @@ where
             } else {
                 None
             };
-            admin::maintenance(state, &caller, body)
+            admin::maintenance(state, &caller, body).await
         }
         Route::AdminWorkers => {
             admin::authorize(&req)?;

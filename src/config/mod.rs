@@ -114,6 +114,10 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "WORKER_MAX_TURNS", default: "0", help: "a worker that has started this many turns is drained and replaced (0: never)" },
     Variable { name: "WORKER_MAX_RSS_MB", default: "0", help: "a worker whose resident memory passes this is drained and replaced (0: never)" },
     Variable { name: "WORKER_DRAIN_TIMEOUT_MS", default: "60000", help: "how long a worker being replaced may finish its turns before it is stopped anyway" },
+    Variable { name: "PROXY_REDIS_URL", default: "", help: "redis:// URL shared by every replica: rate limits, stream caps, the maintenance switch and stored responses become fleet-wide (empty: each replica on its own)" },
+    Variable { name: "PROXY_REDIS_FAILURE", default: "open", help: "when Redis is unreachable: open (each replica applies its own limits) or closed (503 for limited requests)" },
+    Variable { name: "PROXY_REDIS_PREFIX", default: "codex:", help: "prefix of every Redis key (several gateways on one Redis)" },
+    Variable { name: "PROXY_REPLICA_ID", default: "", help: "this replica's name ([a-z0-9-], at most 63: a pod name fits): sent as x-codex-replica and inside response ids, for the balancer's conversation routing" },
 ];
 
 /// Everything the gateway reads at start, grouped by who uses it.
@@ -137,6 +141,19 @@ pub struct Config {
     pub trace: Option<TraceConfig>,
     /// The usage ledger, unless `PROXY_USAGE_LEDGER=false`.
     pub usage: Option<UsageConfig>,
+    /// Several replicas: shared state in Redis and this replica's name.
+    pub fleet: FleetConfig,
+}
+
+/// `PROXY_REDIS_*` and `PROXY_REPLICA_ID`: what replicas share and how this one is named.
+#[derive(Debug, Clone, Default)]
+pub struct FleetConfig {
+    /// `PROXY_REDIS_URL`; `None`: limits and maintenance are this replica's own.
+    pub redis_url: Option<String>,
+    pub failure: codex_rate_limit::FailureMode,
+    pub prefix: String,
+    /// `PROXY_REPLICA_ID`, checked to be a safe id fragment and header value.
+    pub replica: Option<String>,
 }
 
 /// `PROXY_USAGE_*`: where the ledger lives and how long it keeps hours.
@@ -195,8 +212,39 @@ impl Config {
             worker,
             trace: trace(env)?,
             usage: usage(env)?,
+            fleet: fleet(env)?,
         })
     }
+}
+
+fn fleet<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<FleetConfig, ConfigError> {
+    let redis_url = env.opt("PROXY_REDIS_URL");
+    if let Some(url) = &redis_url {
+        redis::Client::open(url.as_str()).map_err(|e| ConfigError {
+            variable: "PROXY_REDIS_URL",
+            message: format!("not a Redis URL ({e})"),
+        })?;
+    }
+    let replica = env.opt("PROXY_REPLICA_ID");
+    if let Some(id) = &replica {
+        let ok = !id.is_empty()
+            && id.len() <= 63
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(ConfigError {
+                variable: "PROXY_REPLICA_ID",
+                message: format!("`{id}` must be at most 63 of a-z, 0-9 and -"),
+            });
+        }
+    }
+    Ok(FleetConfig {
+        redis_url,
+        failure: env.parse_with("PROXY_REDIS_FAILURE", |v| v.parse())?,
+        prefix: env.raw("PROXY_REDIS_PREFIX"),
+        replica,
+    })
 }
 
 fn usage<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<UsageConfig>, ConfigError> {
@@ -595,6 +643,30 @@ mod tests {
             env(&[("WORKER_POOL_SIZE", "65")]).unwrap_err().variable,
             "WORKER_POOL_SIZE"
         );
+    }
+
+    #[test]
+    fn fleet_settings_are_checked() {
+        let c = env(&[]).unwrap();
+        assert_eq!(c.fleet.redis_url, None, "one replica on its own by default");
+        assert_eq!(c.fleet.failure, codex_rate_limit::FailureMode::Open);
+        let c = env(&[
+            ("PROXY_REDIS_URL", "redis://redis:6379/"),
+            ("PROXY_REDIS_FAILURE", "closed"),
+            ("PROXY_REPLICA_ID", "codex-completions-api-7d9f8b6c5-abcde"),
+        ])
+        .unwrap();
+        assert_eq!(c.fleet.failure, codex_rate_limit::FailureMode::Closed);
+        assert_eq!(c.fleet.prefix, "codex:");
+        for (var, bad) in [
+            ("PROXY_REDIS_URL", "http://redis/"),
+            ("PROXY_REDIS_FAILURE", "maybe"),
+            // It goes into ids and a header: nothing that could break either.
+            ("PROXY_REPLICA_ID", "GW_1"),
+            ("PROXY_REPLICA_ID", "gw 1"),
+        ] {
+            assert_eq!(env(&[(var, bad)]).unwrap_err().variable, var, "{var}={bad}");
+        }
     }
 
     #[test]

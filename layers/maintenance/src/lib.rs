@@ -47,6 +47,8 @@
 #![warn(missing_docs)]
 
 mod config;
+#[cfg(feature = "redis")]
+mod fleet;
 mod future;
 mod handle;
 mod layer;
@@ -63,6 +65,9 @@ pub use self::{
     rejection::MaintenanceRejected,
     service::Maintenance,
 };
+
+#[cfg(feature = "redis")]
+pub use self::fleet::FleetSwitch;
 
 /// The response body: the inner service's, or the 503's (shared with the
 /// other `codex-*` rejecting layers).

@@ -20,6 +20,9 @@ use http_body_util::Full;
 #[derive(Clone)]
 pub struct KeyedConcurrency {
     inner: Arc<Inner>,
+    /// Counts shared by every replica, when set; `inner` is then the fallback.
+    #[cfg(feature = "redis")]
+    shared: Option<crate::RedisLimits>,
 }
 
 struct Inner {
@@ -41,6 +44,25 @@ impl KeyedConcurrency {
                 max_per_key,
                 in_use: Mutex::new(HashMap::new()),
             }),
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+
+    /// Counts each key's permits in Redis, across every replica (leases that expire
+    /// when a replica dies); this replica's own counts remain the fallback of
+    /// [`FailureMode::Open`](crate::FailureMode::Open).
+    #[cfg(feature = "redis")]
+    pub fn shared(self, shared: Option<crate::RedisLimits>) -> Self {
+        Self { shared, ..self }
+    }
+
+    /// Takes a slot for `key`: in Redis when shared, else as [`try_acquire`](Self::try_acquire).
+    #[cfg(feature = "redis")]
+    pub async fn acquire(&self, key: &str) -> Result<ConcurrencyPermit, crate::AcquireError> {
+        match &self.shared {
+            Some(shared) => shared.acquire(key, self.inner.max_per_key, self).await,
+            None => self.try_acquire(key).map_err(crate::AcquireError::Exceeded),
         }
     }
 
@@ -63,8 +85,10 @@ impl KeyedConcurrency {
         *in_use.entry(Arc::clone(&key)).or_insert(0) += 1;
         drop(in_use);
         Ok(ConcurrencyPermit {
-            owner: Arc::clone(&self.inner),
-            key,
+            slot: Slot::Local(LocalSlot {
+                owner: Arc::clone(&self.inner),
+                key,
+            }),
         })
     }
 
@@ -97,11 +121,33 @@ impl fmt::Debug for KeyedConcurrency {
 ///
 /// `Send + Sync + 'static`, so it can live inside a streaming response body.
 pub struct ConcurrencyPermit {
+    // Never read: the slot is released by its own `Drop`.
+    #[allow(dead_code)]
+    slot: Slot,
+}
+
+#[allow(dead_code)]
+enum Slot {
+    Local(LocalSlot),
+    #[cfg(feature = "redis")]
+    Shared(crate::redis::Lease),
+}
+
+struct LocalSlot {
     owner: Arc<Inner>,
     key: Arc<str>,
 }
 
-impl Drop for ConcurrencyPermit {
+#[cfg(feature = "redis")]
+impl ConcurrencyPermit {
+    pub(crate) fn shared(lease: crate::redis::Lease) -> Self {
+        Self {
+            slot: Slot::Shared(lease),
+        }
+    }
+}
+
+impl Drop for LocalSlot {
     fn drop(&mut self) {
         let mut in_use = self.owner.lock();
         if let Some(n) = in_use.get_mut(&self.key) {

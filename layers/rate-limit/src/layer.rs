@@ -12,6 +12,8 @@ use crate::{Limiter, RateLimit};
 pub struct RateLimitLayer<P, C: Clock = MonotonicClock> {
     policy: P,
     limiter: Limiter<C>,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::RedisLimits>,
 }
 
 impl<P> RateLimitLayer<P> {
@@ -24,14 +26,26 @@ impl<P> RateLimitLayer<P> {
 impl<P, C: Clock + Clone> RateLimitLayer<P, C> {
     /// A layer counting in `limiter` (share one limiter between layers, or use a test clock).
     pub fn with_limiter(policy: P, limiter: Limiter<C>) -> Self {
-        Self { policy, limiter }
+        Self {
+            policy,
+            limiter,
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+
+    /// Counts in Redis, shared by every replica, instead of in this process
+    /// (`None` keeps the in-process limiter).
+    #[cfg(feature = "redis")]
+    pub fn shared(self, shared: Option<crate::RedisLimits>) -> Self {
+        Self { shared, ..self }
     }
 
     /// Caps the number of `(key, quota)` entries kept; see [`Limiter::max_keys`].
     pub fn max_keys(self, max_keys: usize) -> Self {
         Self {
-            policy: self.policy,
-            limiter: self.limiter.max_keys(max_keys),
+            limiter: self.limiter.clone().max_keys(max_keys),
+            ..self
         }
     }
 
@@ -46,6 +60,8 @@ impl<P: Clone, C: Clock> Clone for RateLimitLayer<P, C> {
         Self {
             policy: self.policy.clone(),
             limiter: self.limiter.clone(),
+            #[cfg(feature = "redis")]
+            shared: self.shared.clone(),
         }
     }
 }
@@ -63,6 +79,9 @@ impl<S, P: Clone, C: Clock> Layer<S> for RateLimitLayer<P, C> {
     type Service = RateLimit<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.policy.clone(), self.limiter.clone())
+        let service = RateLimit::new(inner, self.policy.clone(), self.limiter.clone());
+        #[cfg(feature = "redis")]
+        let service = service.with_shared(self.shared.clone());
+        service
     }
 }

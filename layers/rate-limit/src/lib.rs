@@ -13,6 +13,10 @@
 //! layer, and empty by `Default`, so tower-http's CORS layer can sit outside a stack of
 //! them with no body conversion in between.
 //!
+//! With the `redis` feature, `RedisLimits` keeps the buckets and the stream counts in
+//! Redis, shared by every replica of a gateway (`RateLimitLayer::shared`,
+//! `KeyedConcurrency::shared`); without it the crate needs neither Redis nor tokio.
+//!
 //! ```
 //! use std::convert::Infallible;
 //! use bytes::Bytes;
@@ -54,11 +58,15 @@ mod layer;
 mod limiter;
 mod policy;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 mod response;
 mod service;
 mod status;
 mod store;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{AcquireError, FailureMode, RedisLimits, RedisLimitsBuilder, RedisOp};
 pub use concurrency::{ConcurrencyExceeded, ConcurrencyPermit, KeyedConcurrency};
 pub use future::ResponseFuture;
 pub use layer::RateLimitLayer;
@@ -70,7 +78,11 @@ pub use response::{
     X_RATELIMIT_RESET_REQUESTS,
 };
 pub use service::RateLimit;
-pub use status::{RateLimitStatus, RateLimited};
+pub use status::{LimiterUnavailable, RateLimitStatus, RateLimited};
+
+/// The `redis` crate this layer was built with, for its connection types.
+#[cfg(feature = "redis")]
+pub use ::redis as redis_client;
 
 /// The response body: the inner service's, or the 429's (shared with the
 /// other `codex-*` rejecting layers).

@@ -23,6 +23,8 @@ pub struct RateLimit<S, P, C: Clock = MonotonicClock> {
     inner: S,
     policy: P,
     limiter: Limiter<C>,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::RedisLimits>,
 }
 
 impl<S, P, C: Clock> RateLimit<S, P, C> {
@@ -32,7 +34,16 @@ impl<S, P, C: Clock> RateLimit<S, P, C> {
             inner,
             policy,
             limiter,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
+    }
+
+    /// Counts in `shared` (every replica's common buckets) instead of the limiter.
+    #[cfg(feature = "redis")]
+    pub fn with_shared(mut self, shared: Option<crate::RedisLimits>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The wrapped service.
@@ -47,6 +58,8 @@ impl<S: Clone, P: Clone, C: Clock> Clone for RateLimit<S, P, C> {
             inner: self.inner.clone(),
             policy: self.policy.clone(),
             limiter: self.limiter.clone(),
+            #[cfg(feature = "redis")]
+            shared: self.shared.clone(),
         }
     }
 }
@@ -63,13 +76,13 @@ impl<S: fmt::Debug, P: fmt::Debug, C: Clock> fmt::Debug for RateLimit<S, P, C> {
 
 impl<S, P, C, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, P, C>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     P: RateLimitPolicy<ReqBody>,
     C: Clock + Clone,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, Request<ReqBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -79,6 +92,16 @@ where
         let Some(key) = self.policy.classify(&req) else {
             return ResponseFuture::inner(self.inner.call(req), None);
         };
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            let shared = shared.clone();
+            let verdict = Box::pin(async move { shared.check(key).await });
+            // The decision is asynchronous: the ready service goes into the future
+            // and a fresh clone waits for the next `poll_ready`.
+            let fresh = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, fresh);
+            return ResponseFuture::deciding(verdict, ready, req);
+        }
         match self.limiter.check(&key) {
             Ok(status) => ResponseFuture::inner(self.inner.call(req), Some(status)),
             Err(limited) => ResponseFuture::rejected(crate::response::too_many_requests(&limited)),

@@ -1,6 +1,12 @@
 //! The outcome of a rate-limit check, as the client will see it in headers.
 
+use std::fmt;
 use std::time::Duration;
+
+use bytes::Bytes;
+use codex_layer_support::error_body;
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
 
 /// A bucket's state after a request was counted; becomes the `x-ratelimit-*` headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,3 +35,38 @@ pub struct RateLimited {
     /// The bucket's state (`remaining` is 0).
     pub status: RateLimitStatus,
 }
+
+/// A shared limiter (Redis) could not decide and its failure mode is `Closed`: the
+/// request was refused.
+///
+/// Inserted in the extensions of the 503, so outer layers can count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimiterUnavailable;
+
+impl LimiterUnavailable {
+    /// A 503 in OpenAI's error format with `Retry-After: 1`.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let body = error_body(
+            "The rate limiter is unavailable. Please retry shortly.",
+            "server_error",
+            None,
+            "rate_limiter_unavailable",
+        );
+        let mut res = Response::new(body);
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        res.extensions_mut().insert(*self);
+        res
+    }
+}
+
+impl fmt::Display for LimiterUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the shared rate limiter is unavailable")
+    }
+}
+
+impl std::error::Error for LimiterUnavailable {}

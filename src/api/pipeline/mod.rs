@@ -215,17 +215,27 @@ async fn prepare(
 ) -> Result<Prepared, ApiError> {
     // Held for the whole stream: moved into the event stream by the caller.
     let permit = match (&state.stream_limit, &client.id) {
-        (Some(limit), Some(id)) if req.stream => Some(limit.try_acquire(id).map_err(|e| {
-            ApiError::new(
-                http::StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                format!(
-                    "Too many concurrent streams for this client (limit {}).",
-                    e.max_per_key
-                ),
-            )
-            .code("too_many_streams")
-            .counted_as("stream_limit")
+        (Some(limit), Some(id)) if req.stream => Some(limit.acquire(id).await.map_err(|e| {
+            match e {
+                codex_rate_limit::AcquireError::Exceeded(e) => ApiError::new(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "Too many concurrent streams for this client (limit {}).",
+                        e.max_per_key
+                    ),
+                )
+                .code("too_many_streams")
+                .counted_as("stream_limit"),
+                // PROXY_REDIS_FAILURE=closed and Redis cannot count the streams.
+                codex_rate_limit::AcquireError::Unavailable(_) => ApiError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "The stream limiter is unavailable. Please retry shortly.",
+                )
+                .code("rate_limiter_unavailable")
+                .counted_as("rate_limit_unavailable"),
+            }
         })?),
         _ => None,
     };

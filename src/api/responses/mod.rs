@@ -26,7 +26,12 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Response<ApiBody>, ApiError> {
     let req = request::parse(&body)?;
-    let id = format!("resp_{}", ids::short_id());
+    // A replica's ids carry its name, so the balancer can route a
+    // `previous_response_id` back to it (docs/operations.md, "Several replicas").
+    let id = match &state.replica {
+        Some(replica) => format!("resp_{replica}_{}", ids::short_id()),
+        None => format!("resp_{}", ids::short_id()),
+    };
     let mut conversation = req.conversation.clone();
     let mut lineage = Lineage {
         owner: client.owner.clone(),
