@@ -5,6 +5,7 @@
 //! ```text
 //! bench [--quick] [--skip-real] [--skip-memory]
 //! bench --check [--write-baseline]
+//! bench --compare GATEWAY_BIN_A GATEWAY_BIN_B
 //! ```
 //!
 //! `--check` measures only the gateway's CPU µs per completion (streamed at
@@ -13,7 +14,8 @@
 //! than 15 % above its baseline; `--write-baseline` records the figures as
 //! the new baseline instead. CPU per completion, read from `/proc`, is the
 //! steadiest figure on a shared machine; throughput and latency are not
-//! compared.
+//! compared. `--compare` runs the same figures on two gateway binaries in
+//! alternating windows, for a before/after of one change on a busy machine.
 //!
 //! What it measures, all over loopback:
 //!
@@ -88,14 +90,15 @@ fn main() -> Result<(), BoxError> {
     };
     let check = args.iter().any(|a| a == "--check");
     let write_baseline = args.iter().any(|a| a == "--write-baseline");
-    if let Some(bad) = args.iter().find(|a| {
+    let comparing = args.first().is_some_and(|a| a == "--compare");
+    if let Some(bad) = args.iter().filter(|_| !comparing).find(|a| {
         !matches!(
             a.as_str(),
             "--quick" | "--skip-real" | "--skip-memory" | "--check" | "--write-baseline"
         )
     }) {
         eprintln!(
-            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]"
+            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B"
         );
         std::process::exit(2);
     }
@@ -104,6 +107,15 @@ fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Some(i) = args.iter().position(|a| a == "--compare") {
+        let (Some(a), Some(b)) = (args.get(i + 1), args.get(i + 2)) else {
+            eprintln!("usage: bench --compare GATEWAY_BIN_A GATEWAY_BIN_B");
+            std::process::exit(2);
+        };
+        let report = rt.block_on(compare(PathBuf::from(a), PathBuf::from(b)))?;
+        print!("{report}");
+        return Ok(());
+    }
     if check || write_baseline {
         let (report, ok) = rt.block_on(check_cpu(write_baseline))?;
         print!("{report}");
@@ -1800,4 +1812,101 @@ async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
         )?;
     }
     Ok((out, ok))
+}
+
+// === --compare: two gateway binaries, interleaved ===
+
+/// Runs [`CHECK_FIGURES`] on two gateway binaries at once, in alternating
+/// 2 s windows (A, B, A, B, ...), seven rounds each: both see the same
+/// machine, so on a shared machine the paired ratio is far steadier than
+/// two separate `--check` runs. Reports median CPU µs per completion of
+/// each and the median of the per-round ratios B/A.
+async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
+    let mut pa = Paths::find()?;
+    pa.gateway = a.clone();
+    let mut pb = Paths::find()?;
+    pb.gateway = b.clone();
+    let env = |p: &Paths| {
+        vec![
+            ("CODEX_BIN".to_owned(), p.fake_worker.display().to_string()),
+            ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
+        ]
+    };
+    progress("compare: starting both gateways");
+    let ga = Gateway::start(&pa, &env(&pa), "gateway-a").await?;
+    let gb = Gateway::start(&pb, &env(&pb), "gateway-b").await?;
+    for g in [&ga, &gb] {
+        closed_loop(
+            &Target::Gateway(g.addr),
+            16,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await;
+        closed_loop(
+            &Target::GatewayPlain(g.addr),
+            16,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await;
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "A = `{}`, B = `{}`; seven alternating 2 s windows per figure.\n",
+        a.display(),
+        b.display()
+    )?;
+    writeln!(out, "| figure | A µs/completion | B µs/completion | B/A (median of rounds) | A completions/s | B completions/s |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    for &(key, stream, conc) in CHECK_FIGURES {
+        progress(&format!("compare: {key}"));
+        let (mut ca, mut cb, mut ratio, mut ra, mut rb) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..7 {
+            let one = |g: &Gateway| {
+                let target = if stream {
+                    Target::Gateway(g.addr)
+                } else {
+                    Target::GatewayPlain(g.addr)
+                };
+                let pid = g.pid;
+                async move {
+                    let run = measured_closed_loop(
+                        &target,
+                        pid,
+                        conc,
+                        Duration::from_millis(200),
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                    let c = run.cpu.expect("measured");
+                    (cpu_per_completion(&run, &c).0, run.rate())
+                }
+            };
+            let (x, xr) = one(&ga).await;
+            let (y, yr) = one(&gb).await;
+            ca.push(x);
+            cb.push(y);
+            ratio.push(y / x.max(1.0));
+            ra.push(xr);
+            rb.push(yr);
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        writeln!(
+            out,
+            "| {key} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
+            med(&mut ca),
+            med(&mut cb),
+            med(&mut ratio),
+            med(&mut ra),
+            med(&mut rb)
+        )?;
+    }
+    ga.stop().await;
+    gb.stop().await;
+    Ok(out)
 }
