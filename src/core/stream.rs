@@ -250,7 +250,7 @@ impl TurnStream {
             };
             match received {
                 Ok(ThreadEvent::Notification { method, params }) => {
-                    self.on_notification(&method, params)
+                    self.on_notification(&method, &params)
                 }
                 Ok(ThreadEvent::Request(req)) => self.on_tool_call(req.id, req.params),
                 Err(SubscriptionEnd::Overflow) => self.fail(Failure::new(
@@ -282,7 +282,7 @@ impl TurnStream {
         }
     }
 
-    fn on_notification(&mut self, method: &str, params: Box<RawValue>) {
+    fn on_notification(&mut self, method: &str, params: &RawValue) {
         let params = params.get();
         match method {
             protocol::AGENT_MESSAGE_DELTA => {
