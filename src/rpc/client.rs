@@ -627,7 +627,14 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
                     .deliver(&thread, ThreadEvent::Notification { method, params })
                     .await;
             } else if let Some(hook) = &client.inner.config.on_notification {
-                (hook.0)(&method, &params);
+                // Thread-less notifications are rare (account state, not
+                // deltas): the hook gets them as a `Value`.
+                match serde_json::from_str::<Value>(params.get()) {
+                    Ok(params) => (hook.0)(&method, &params),
+                    Err(e) => {
+                        tracing::warn!(%method, error = %e, "notification params are not JSON")
+                    }
+                }
             } else {
                 tracing::trace!(%method, "notification without a thread");
             }
