@@ -4,7 +4,18 @@
 //!
 //! ```text
 //! bench [--quick] [--skip-real] [--skip-memory]
+//! bench --check [--write-baseline]
+//! bench --compare GATEWAY_BIN_A GATEWAY_BIN_B
 //! ```
+//!
+//! `--check` measures only the gateway's CPU µs per completion (streamed at
+//! 1 and 64 connections, plain at 16; the median of three windows each),
+//! prints them next to `bench/baseline.json` and exits 1 when one is more
+//! than 15 % above its baseline; `--write-baseline` records the figures as
+//! the new baseline instead. CPU per completion, read from `/proc`, is the
+//! steadiest figure on a shared machine; throughput and latency are not
+//! compared. `--compare` runs the same figures on two gateway binaries in
+//! alternating windows, for a before/after of one change on a busy machine.
 //!
 //! What it measures, all over loopback:
 //!
@@ -77,12 +88,17 @@ fn main() -> Result<(), BoxError> {
         skip_real: args.iter().any(|a| a == "--skip-real"),
         skip_memory: args.iter().any(|a| a == "--skip-memory"),
     };
-    if let Some(bad) = args
-        .iter()
-        .find(|a| !matches!(a.as_str(), "--quick" | "--skip-real" | "--skip-memory"))
-    {
+    let check = args.iter().any(|a| a == "--check");
+    let write_baseline = args.iter().any(|a| a == "--write-baseline");
+    let comparing = args.first().is_some_and(|a| a == "--compare");
+    if let Some(bad) = args.iter().filter(|_| !comparing).find(|a| {
+        !matches!(
+            a.as_str(),
+            "--quick" | "--skip-real" | "--skip-memory" | "--check" | "--write-baseline"
+        )
+    }) {
         eprintln!(
-            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]"
+            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B"
         );
         std::process::exit(2);
     }
@@ -91,6 +107,20 @@ fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let Some(i) = args.iter().position(|a| a == "--compare") {
+        let (Some(a), Some(b)) = (args.get(i + 1), args.get(i + 2)) else {
+            eprintln!("usage: bench --compare GATEWAY_BIN_A GATEWAY_BIN_B");
+            std::process::exit(2);
+        };
+        let report = rt.block_on(compare(PathBuf::from(a), PathBuf::from(b)))?;
+        print!("{report}");
+        return Ok(());
+    }
+    if check || write_baseline {
+        let (report, ok) = rt.block_on(check_cpu(write_baseline))?;
+        print!("{report}");
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     let report = rt.block_on(run(opts))?;
     print!("{report}");
     Ok(())
@@ -178,7 +208,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
     let mut latency_fake = Vec::new();
     for conc in [1, 16, 64] {
         progress(&format!("fake worker: {conc} concurrent streams"));
-        let g = closed_loop(&gw, conc, opts.secs(0.5), opts.secs(3.0)).await;
+        let g = measured_closed_loop(&gw, gateway.pid, conc, opts.secs(0.5), opts.secs(3.0)).await;
         let d = closed_loop(&dt, conc, opts.secs(0.5), opts.secs(3.0)).await;
         latency_fake.push((conc, g, d));
     }
@@ -192,11 +222,25 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
     let mut throughput = Vec::new();
     for conc in [64, 128, 256] {
         progress(&format!("fake worker: throughput, {conc} connections"));
-        let before = CpuSnapshot::take(gateway.pid);
-        let mut run = closed_loop(&gw, conc, opts.secs(1.0), opts.secs(5.0)).await;
-        let after = CpuSnapshot::take(gateway.pid);
-        run.cpu = Some(after.minus(&before));
+        let run =
+            measured_closed_loop(&gw, gateway.pid, conc, opts.secs(1.0), opts.secs(5.0)).await;
         throughput.push((conc, run));
+    }
+    let plain_target = Target::GatewayPlain(gateway.addr);
+    let mut plain = Vec::new();
+    for conc in [1, 16, 64] {
+        progress(&format!(
+            "fake worker: plain throughput, {conc} connections"
+        ));
+        let run = measured_closed_loop(
+            &plain_target,
+            gateway.pid,
+            conc,
+            opts.secs(1.0),
+            opts.secs(4.0),
+        )
+        .await;
+        plain.push((conc, run));
     }
     let best = throughput
         .iter()
@@ -274,7 +318,13 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
     fixed_table(&mut out, &fixed)?;
 
     writeln!(out, "\n### b) Throughput, fake worker, closed loop\n")?;
+    writeln!(out, "Streamed chat completions:\n")?;
     throughput_table(&mut out, &throughput)?;
+    writeln!(
+        out,
+        "\nPlain (non-streamed) chat completions, same fake worker:\n"
+    )?;
+    throughput_table(&mut out, &plain)?;
 
     writeln!(
         out,
@@ -367,13 +417,17 @@ impl RunStats {
 /// Where requests go.
 #[derive(Clone)]
 enum Target {
+    /// Streamed chat completions.
     Gateway(SocketAddr),
+    /// Plain (`"stream": false`) chat completions.
+    GatewayPlain(SocketAddr),
     Direct(Arc<Direct>),
 }
 
 /// What one client task holds: a keep-alive connection, or the shared channel.
 enum Session {
     Http(HttpConn),
+    HttpPlain(HttpConn),
     Rpc(Arc<Direct>),
 }
 
@@ -381,6 +435,7 @@ impl Target {
     async fn session(&self) -> Result<Session, BoxError> {
         Ok(match self {
             Target::Gateway(addr) => Session::Http(HttpConn::connect(*addr).await?),
+            Target::GatewayPlain(addr) => Session::HttpPlain(HttpConn::connect(*addr).await?),
             Target::Direct(d) => Session::Rpc(d.clone()),
         })
     }
@@ -391,6 +446,7 @@ impl Session {
         let fut = async {
             match self {
                 Session::Http(c) => c.stream_completion().await,
+                Session::HttpPlain(c) => c.plain_completion().await,
                 Session::Rpc(d) => d.turn().await,
             }
         };
@@ -463,6 +519,20 @@ async fn closed_loop(target: &Target, conc: usize, warmup: Duration, window: Dur
         }
     }
     total
+}
+
+/// A closed-loop run on the gateway with the CPU it used.
+async fn measured_closed_loop(
+    target: &Target,
+    pid: u32,
+    conc: usize,
+    warmup: Duration,
+    window: Duration,
+) -> RunStats {
+    let before = CpuSnapshot::take(pid);
+    let mut run = closed_loop(target, conc, warmup, window).await;
+    run.cpu = Some(CpuSnapshot::take(pid).minus(&before));
+    run
 }
 
 /// An open-loop run on the gateway with the CPU it used.
@@ -560,11 +630,11 @@ struct HttpConn {
     sender: SendRequest<Full<Bytes>>,
 }
 
-fn chat_body() -> Bytes {
+fn chat_body(stream: bool) -> Bytes {
     Bytes::from(
         json!({
             "model": "codex-offline",
-            "stream": true,
+            "stream": stream,
             "messages": [{"role": "user", "content": PROMPT}]
         })
         .to_string(),
@@ -594,11 +664,34 @@ impl HttpConn {
     }
 
     fn chat_request() -> Request<Full<Bytes>> {
+        Self::request(true)
+    }
+
+    fn request(stream: bool) -> Request<Full<Bytes>> {
         Request::post("/v1/chat/completions")
             .header(header::HOST, "127.0.0.1")
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(chat_body()))
+            .body(Full::new(chat_body(stream)))
             .expect("valid request")
+    }
+
+    /// One plain completion, read whole; "first" and "end" are both the
+    /// end of the body.
+    async fn plain_completion(&mut self) -> Result<Sample, String> {
+        let t0 = Instant::now();
+        let res = self.send(Self::request(false)).await?;
+        let status = res.status();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let end = t0.elapsed();
+        if status != StatusCode::OK || find(&body, b"\"chat.completion\"").is_none() {
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        Ok(Sample { first: end, end })
     }
 
     /// One streamed completion, read to its end.
@@ -1374,13 +1467,17 @@ fn errors(r: &RunStats) -> String {
 }
 
 fn latency_table(out: &mut String, rows: &[(usize, RunStats, RunStats)]) -> std::fmt::Result {
-    writeln!(out, "| streams | path | requests | completions/s | first p50 | first p99 | end p50 | end p99 | errors |")?;
-    writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(out, "| streams | path | requests | completions/s | first p50 | first p99 | end p50 | end p99 | gateway CPU µs per completion | errors |")?;
+    writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for (conc, g, d) in rows {
         for (name, r) in [("gateway", g), ("direct JSON-RPC", d)] {
+            let cpu = r
+                .cpu
+                .map(|c| format!("{:.0}", cpu_per_completion(r, &c).0))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "| {conc} | {name} | {} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {conc} | {name} | {} | {:.0} | {} | {} | {} | {} | {cpu} | {} |",
                 r.samples.len(),
                 r.rate(),
                 ms(r.pct(0.5, false)),
@@ -1392,7 +1489,7 @@ fn latency_table(out: &mut String, rows: &[(usize, RunStats, RunStats)]) -> std:
         }
         writeln!(
             out,
-            "| {conc} | **overhead** | | | **{}** | **{}** | **{}** | **{}** | |",
+            "| {conc} | **overhead** | | | **{}** | **{}** | **{}** | **{}** | | |",
             diff(g.pct(0.5, false), d.pct(0.5, false)),
             diff(g.pct(0.99, false), d.pct(0.99, false)),
             diff(g.pct(0.5, true), d.pct(0.5, true)),
@@ -1587,4 +1684,229 @@ fn goals_table(
         }
     }
     Ok(())
+}
+
+// === --check: CPU per completion against the committed baseline ===
+
+/// The figures `--check` compares: (key, target kind, connections).
+const CHECK_FIGURES: &[(&str, bool, usize)] = &[
+    ("streamed_1_connection", true, 1),
+    ("streamed_64_connections", true, 64),
+    ("plain_16_connections", false, 16),
+];
+
+/// A figure may be this much above its baseline before `--check` fails.
+const CHECK_TOLERANCE: f64 = 0.15;
+
+fn baseline_path() -> PathBuf {
+    std::env::var_os("BENCH_BASELINE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/baseline.json"))
+}
+
+/// Measures the gateway's CPU µs per completion for [`CHECK_FIGURES`] (the
+/// median of three windows each) and compares it with the baseline, or
+/// writes it as the new baseline. Returns the report and whether it passed.
+async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
+    let paths = Paths::find()?;
+    let fake_env = vec![
+        (
+            "CODEX_BIN".to_owned(),
+            paths.fake_worker.display().to_string(),
+        ),
+        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
+    ];
+    progress("check: starting the gateway on the fake worker");
+    let gateway = Gateway::start(&paths, &fake_env, "gateway-check").await?;
+    let streamed = Target::Gateway(gateway.addr);
+    let plain = Target::GatewayPlain(gateway.addr);
+    closed_loop(&streamed, 16, Duration::ZERO, Duration::from_secs(1)).await;
+    closed_loop(&plain, 16, Duration::ZERO, Duration::from_secs(1)).await;
+
+    let mut measured: Vec<(&str, f64, f64)> = Vec::new();
+    for &(key, stream, conc) in CHECK_FIGURES {
+        progress(&format!("check: {key}"));
+        let target = if stream { &streamed } else { &plain };
+        let mut cpu = Vec::new();
+        let mut rate = Vec::new();
+        for _ in 0..3 {
+            let run = measured_closed_loop(
+                target,
+                gateway.pid,
+                conc,
+                Duration::from_millis(300),
+                Duration::from_secs(3),
+            )
+            .await;
+            if run.errors > 0 {
+                gateway.stop().await;
+                return Err(format!("{key}: {}", errors(&run)).into());
+            }
+            let c = run.cpu.expect("measured");
+            cpu.push(cpu_per_completion(&run, &c).0);
+            rate.push(run.rate());
+        }
+        cpu.sort_by(f64::total_cmp);
+        rate.sort_by(f64::total_cmp);
+        measured.push((key, cpu[1], rate[1]));
+    }
+    gateway.stop().await;
+
+    let path = baseline_path();
+    let mut out = String::new();
+    if write_baseline {
+        let figures: serde_json::Map<String, Value> = measured
+            .iter()
+            .map(|(k, cpu, _)| ((*k).to_owned(), json!(cpu.round())))
+            .collect();
+        let commit = std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let doc = json!({
+            "about": "gateway CPU µs per completion (fake worker, 8 deltas), median of three 3 s windows; written by `scripts/bench --check --write-baseline`, compared by `scripts/bench --check` (fails above +15 %)",
+            "commit": commit,
+            "cpu_us_per_completion": figures,
+        });
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+        writeln!(out, "Wrote {}.", path.display())?;
+    }
+    let baseline: Option<Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut ok = true;
+    writeln!(out, "| figure | completions/s | gateway CPU µs per completion | baseline | change | within +15 % |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---|")?;
+    for (key, cpu, rate) in &measured {
+        let base = baseline
+            .as_ref()
+            .and_then(|b| b["cpu_us_per_completion"][*key].as_f64());
+        let (base_s, change, pass) = match base {
+            Some(b) if b > 0.0 => {
+                let change = cpu / b - 1.0;
+                let pass = change <= CHECK_TOLERANCE;
+                (
+                    format!("{b:.0}"),
+                    format!("{:+.0} %", change * 100.0),
+                    if pass { "yes" } else { "**no**" },
+                )
+            }
+            _ => ("–".into(), "–".into(), "no baseline"),
+        };
+        ok &= pass != "**no**";
+        writeln!(
+            out,
+            "| {key} | {rate:.0} | {cpu:.0} | {base_s} | {change} | {pass} |"
+        )?;
+    }
+    if baseline.is_none() {
+        writeln!(
+            out,
+            "\nNo baseline at {}; nothing compared.",
+            path.display()
+        )?;
+    }
+    Ok((out, ok))
+}
+
+// === --compare: two gateway binaries, interleaved ===
+
+/// Runs [`CHECK_FIGURES`] on two gateway binaries at once, in alternating
+/// 2 s windows (A, B, A, B, ...), seven rounds each: both see the same
+/// machine, so on a shared machine the paired ratio is far steadier than
+/// two separate `--check` runs. Reports median CPU µs per completion of
+/// each and the median of the per-round ratios B/A.
+async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
+    let mut pa = Paths::find()?;
+    pa.gateway = a.clone();
+    let mut pb = Paths::find()?;
+    pb.gateway = b.clone();
+    let env = |p: &Paths| {
+        vec![
+            ("CODEX_BIN".to_owned(), p.fake_worker.display().to_string()),
+            ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
+        ]
+    };
+    progress("compare: starting both gateways");
+    let ga = Gateway::start(&pa, &env(&pa), "gateway-a").await?;
+    let gb = Gateway::start(&pb, &env(&pb), "gateway-b").await?;
+    for g in [&ga, &gb] {
+        closed_loop(
+            &Target::Gateway(g.addr),
+            16,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await;
+        closed_loop(
+            &Target::GatewayPlain(g.addr),
+            16,
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .await;
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "A = `{}`, B = `{}`; seven alternating 2 s windows per figure.\n",
+        a.display(),
+        b.display()
+    )?;
+    writeln!(out, "| figure | A µs/completion | B µs/completion | B/A (median of rounds) | A completions/s | B completions/s |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    for &(key, stream, conc) in CHECK_FIGURES {
+        progress(&format!("compare: {key}"));
+        let (mut ca, mut cb, mut ratio, mut ra, mut rb) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..7 {
+            let one = |g: &Gateway| {
+                let target = if stream {
+                    Target::Gateway(g.addr)
+                } else {
+                    Target::GatewayPlain(g.addr)
+                };
+                let pid = g.pid;
+                async move {
+                    let run = measured_closed_loop(
+                        &target,
+                        pid,
+                        conc,
+                        Duration::from_millis(200),
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                    let c = run.cpu.expect("measured");
+                    (cpu_per_completion(&run, &c).0, run.rate())
+                }
+            };
+            let (x, xr) = one(&ga).await;
+            let (y, yr) = one(&gb).await;
+            ca.push(x);
+            cb.push(y);
+            ratio.push(y / x.max(1.0));
+            ra.push(xr);
+            rb.push(yr);
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        writeln!(
+            out,
+            "| {key} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
+            med(&mut ca),
+            med(&mut cb),
+            med(&mut ratio),
+            med(&mut ra),
+            med(&mut rb)
+        )?;
+    }
+    ga.stop().await;
+    gb.stop().await;
+    Ok(out)
 }

@@ -11,9 +11,13 @@
 //! item that acts on the host (`host_items`) fails with `HostToolRefused`,
 //! and the drop that follows interrupts it.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
@@ -23,10 +27,9 @@ use super::source::TurnSource;
 use super::threads::IdleThread;
 use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
-    self, AgentMessageDeltaNotification, DynamicToolCallParams, ErrorNotification,
-    ItemNotification, ReasoningSummaryPartAddedNotification, ReasoningSummaryTextDeltaNotification,
-    ThreadIdParams, ThreadUnsubscribe, TokenUsageUpdatedNotification, TurnCompletedNotification,
-    TurnInterrupt, TurnInterruptParams,
+    self, DynamicToolCallParams, ErrorNotification, ItemNotification,
+    ReasoningSummaryPartAddedNotification, ThreadIdParams, ThreadUnsubscribe,
+    TokenUsageUpdatedNotification, TurnCompletedNotification, TurnInterrupt, TurnInterruptParams,
 };
 use crate::rpc::{
     RequestId, RpcClient, RpcError, SubscriptionEnd, ThreadEvent, ThreadSubscription,
@@ -46,6 +49,24 @@ enum TurnState {
     Ended,
     /// The worker's channel closed: nothing is left to release.
     WorkerGone,
+}
+
+/// The two fields a delta notification is read for (of
+/// [`protocol::AgentMessageDeltaNotification`] and
+/// [`protocol::ReasoningSummaryTextDeltaNotification`]), the item id
+/// borrowed from the line where it needs no unescaping; the other fields are
+/// skipped unread. One is read per token, so it allocates only the delta.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeltaView<'a> {
+    #[serde(borrow)]
+    item_id: Cow<'a, str>,
+    delta: String,
+}
+
+/// A notification's params, deserialized straight from the worker's text.
+fn decode<T: DeserializeOwned>(params: &str) -> serde_json::Result<T> {
+    serde_json::from_str(params)
 }
 
 /// The events of one turn, in order. Ends after `Finished` or `Failed`.
@@ -229,7 +250,7 @@ impl TurnStream {
             };
             match received {
                 Ok(ThreadEvent::Notification { method, params }) => {
-                    self.on_notification(&method, params)
+                    self.on_notification(&method, &params)
                 }
                 Ok(ThreadEvent::Request(req)) => self.on_tool_call(req.id, req.params),
                 Err(SubscriptionEnd::Overflow) => self.fail(Failure::new(
@@ -261,30 +282,34 @@ impl TurnStream {
         self.queue.push_back(TurnEvent::Failed(failure));
     }
 
-    fn on_notification(&mut self, method: &str, params: Value) {
+    /// Marks an item as streamed, allocating its id only the first time.
+    fn streamed(&mut self, item_id: &str) {
+        if !self.streamed_items.contains(item_id) {
+            self.streamed_items.insert(item_id.to_owned());
+        }
+    }
+
+    fn on_notification(&mut self, method: &str, params: &RawValue) {
+        let params = params.get();
         match method {
             protocol::AGENT_MESSAGE_DELTA => {
-                if let Ok(n) = serde_json::from_value::<AgentMessageDeltaNotification>(params) {
-                    self.streamed_items.insert(n.item_id);
+                if let Ok(n) = serde_json::from_str::<DeltaView<'_>>(params) {
+                    self.streamed(&n.item_id);
                     if !n.delta.is_empty() {
                         self.queue.push_back(TurnEvent::TextDelta(n.delta));
                     }
                 }
             }
             protocol::REASONING_SUMMARY_TEXT_DELTA => {
-                if let Ok(n) =
-                    serde_json::from_value::<ReasoningSummaryTextDeltaNotification>(params)
-                {
-                    self.streamed_items.insert(n.item_id);
+                if let Ok(n) = serde_json::from_str::<DeltaView<'_>>(params) {
+                    self.streamed(&n.item_id);
                     if !n.delta.is_empty() {
                         self.queue.push_back(TurnEvent::ReasoningDelta(n.delta));
                     }
                 }
             }
             protocol::REASONING_SUMMARY_PART_ADDED => {
-                if let Ok(n) =
-                    serde_json::from_value::<ReasoningSummaryPartAddedNotification>(params)
-                {
+                if let Ok(n) = decode::<ReasoningSummaryPartAddedNotification>(params) {
                     // Parts are paragraphs of one summary.
                     if n.summary_index > 0 {
                         self.queue
@@ -293,12 +318,12 @@ impl TurnStream {
                 }
             }
             protocol::ITEM_STARTED => {
-                if let Ok(n) = serde_json::from_value::<ItemNotification>(params) {
+                if let Ok(n) = decode::<ItemNotification>(params) {
                     self.refuse_host_item(&n.item);
                 }
             }
             protocol::ITEM_COMPLETED => {
-                let Ok(n) = serde_json::from_value::<ItemNotification>(params) else {
+                let Ok(n) = decode::<ItemNotification>(params) else {
                     return;
                 };
                 let item = &n.item;
@@ -340,7 +365,7 @@ impl TurnStream {
                 }
             }
             protocol::TOKEN_USAGE_UPDATED => {
-                if let Ok(n) = serde_json::from_value::<TokenUsageUpdatedNotification>(params) {
+                if let Ok(n) = decode::<TokenUsageUpdatedNotification>(params) {
                     // Codex reports the thread's total; this turn's usage is
                     // what it added to the total the thread came with.
                     let t = n.token_usage.total;
@@ -357,14 +382,14 @@ impl TurnStream {
                 }
             }
             protocol::ERROR => {
-                if let Ok(n) = serde_json::from_value::<ErrorNotification>(params) {
+                if let Ok(n) = decode::<ErrorNotification>(params) {
                     if !n.will_retry {
                         self.error = Some(Failure::from_turn_error(&n.error));
                     }
                 }
             }
             protocol::TURN_COMPLETED => {
-                let Ok(n) = serde_json::from_value::<TurnCompletedNotification>(params) else {
+                let Ok(n) = decode::<TurnCompletedNotification>(params) else {
                     return;
                 };
                 if n.turn.id != self.turn_id {

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -128,7 +130,7 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<i64, oneshot::Sender<Result<Value, RpcError>>>,
+    pending: HashMap<i64, oneshot::Sender<Result<Box<RawValue>, RpcError>>>,
     threads: HashMap<String, Subscriber>,
     closed: Option<String>,
 }
@@ -181,13 +183,12 @@ impl RpcClient {
     }
 
     /// Sends a typed request and waits for its typed response.
+    ///
+    /// The params are written straight into the line and the response is
+    /// deserialized straight from the worker's text: no `Value` in between.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Response, RpcError> {
-        let params = serde_json::to_value(params).map_err(|e| RpcError::Decode {
-            method: M::NAME,
-            detail: format!("cannot encode params: {e}"),
-        })?;
-        let value = self.request(M::NAME, params).await?;
-        serde_json::from_value(value).map_err(|e| RpcError::Decode {
+        let raw = self.request_raw(M::NAME, params).await?;
+        serde_json::from_str(raw.get()).map_err(|e| RpcError::Decode {
             method: M::NAME,
             detail: e.to_string(),
         })
@@ -195,6 +196,18 @@ impl RpcClient {
 
     /// Sends a request with untyped params and waits for the raw result.
     pub async fn request(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+        let raw = self.request_raw(method, &params).await?;
+        serde_json::from_str(raw.get()).map_err(|e| RpcError::Decode {
+            method,
+            detail: e.to_string(),
+        })
+    }
+
+    async fn request_raw<P: Serialize + ?Sized>(
+        &self,
+        method: &'static str,
+        params: &P,
+    ) -> Result<Box<RawValue>, RpcError> {
         let outcome = self.request_inner(method, params).await;
         if let Some(observe) = &self.inner.observer {
             let label = match &outcome {
@@ -208,8 +221,26 @@ impl RpcClient {
         outcome
     }
 
-    async fn request_inner(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+    async fn request_inner<P: Serialize + ?Sized>(
+        &self,
+        method: &'static str,
+        params: &P,
+    ) -> Result<Box<RawValue>, RpcError> {
+        // The line is written in one pass, the params serialized into it
+        // directly; params that cannot be encoded fail before anything is sent.
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut line = Vec::with_capacity(256);
+        {
+            use std::io::Write as _;
+            let _ = write!(line, "{{\"id\":{id},\"method\":");
+        }
+        serde_json::to_writer(&mut line, method).expect("a str always serializes");
+        line.extend_from_slice(b",\"params\":");
+        serde_json::to_writer(&mut line, params).map_err(|e| RpcError::Decode {
+            method,
+            detail: format!("cannot encode params: {e}"),
+        })?;
+        line.extend_from_slice(b"}\n");
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.inner.state.lock().expect("rpc state poisoned");
@@ -222,7 +253,6 @@ impl RpcClient {
         // or the caller dropping it), so the map never grows with dead ids.
         let _pending = PendingGuard { client: self, id };
 
-        let line = encode(&json!({ "id": id, "method": method, "params": params }));
         self.send_line(line).await?;
 
         match tokio::time::timeout(self.inner.config.request_timeout, rx).await {
@@ -365,7 +395,7 @@ impl RpcClient {
         })
     }
 
-    fn complete(&self, id: i64, result: Result<Value, RpcError>) -> bool {
+    fn complete(&self, id: i64, result: Result<Box<RawValue>, RpcError>) -> bool {
         let tx = self
             .inner
             .state
@@ -586,18 +616,25 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
         Incoming::Response { id, .. } => {
             tracing::debug!(?id, "response with an id this client never sends");
         }
-        Incoming::Notification { method, params } => {
-            let thread = params
-                .get("threadId")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if let Some(thread) = thread {
+        Incoming::Notification {
+            method,
+            thread_id,
+            params,
+        } => {
+            if let Some(thread) = thread_id {
                 // A notification for a thread nobody follows is dropped on purpose.
                 let _ = client
                     .deliver(&thread, ThreadEvent::Notification { method, params })
                     .await;
             } else if let Some(hook) = &client.inner.config.on_notification {
-                (hook.0)(&method, &params);
+                // Thread-less notifications are rare (account state, not
+                // deltas): the hook gets them as a `Value`.
+                match serde_json::from_str::<Value>(params.get()) {
+                    Ok(params) => (hook.0)(&method, &params),
+                    Err(e) => {
+                        tracing::warn!(%method, error = %e, "notification params are not JSON")
+                    }
+                }
             } else {
                 tracing::trace!(%method, "notification without a thread");
             }

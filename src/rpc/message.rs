@@ -1,5 +1,9 @@
 //! Framing types: what one line from the worker can be.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// A JSON-RPC id. Codex accepts ints or strings; server→client requests use
@@ -11,14 +15,6 @@ pub enum RequestId {
 }
 
 impl RequestId {
-    pub(crate) fn from_value(v: &Value) -> Option<RequestId> {
-        match v {
-            Value::Number(n) => n.as_i64().map(RequestId::Int),
-            Value::String(s) => Some(RequestId::Str(s.clone())),
-            _ => None,
-        }
-    }
-
     pub(crate) fn to_value(&self) -> Value {
         match self {
             RequestId::Int(i) => Value::from(*i),
@@ -44,9 +40,12 @@ impl ServerRequest {
 /// What a thread's subscriber receives, in the order the worker wrote it.
 #[derive(Debug, Clone)]
 pub enum ThreadEvent {
+    /// A notification. `params` is the worker's text as it came (a JSON
+    /// object): the subscriber deserializes it straight into the type its
+    /// `method` names, so no `Value` tree is built for a delta.
     Notification {
         method: String,
-        params: Value,
+        params: Box<RawValue>,
     },
     /// A server→client request routed to this thread. The subscriber must
     /// answer it with [`RpcClient::respond`](super::RpcClient::respond) or
@@ -58,45 +57,132 @@ pub enum ThreadEvent {
 /// One decoded line from the worker.
 #[derive(Debug)]
 pub enum Incoming {
+    /// A response; a result stays the worker's text until its caller
+    /// deserializes it into the response type it expects.
     Response {
         id: RequestId,
-        result: Result<Value, (i64, String)>,
+        result: Result<Box<RawValue>, (i64, String)>,
     },
     Notification {
         method: String,
-        params: Value,
+        /// The thread the notification belongs to (`params.threadId`).
+        thread_id: Option<String>,
+        params: Box<RawValue>,
     },
     Request(ServerRequest),
+}
+
+/// The JSON-RPC envelope, borrowed from the line: only the id and method are
+/// decoded here, the rest stays raw text for whoever reads it.
+/// Every field is taken raw, `null` included (`"result": null` is a
+/// result), and decoded below as leniently as a `Value` lookup would be.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// A field that is there, even when it is `null` (`Option` alone would
+/// read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The one field routing needs from a notification's params.
+#[derive(Deserialize)]
+struct ThreadOf<'a> {
+    #[serde(default, borrow, rename = "threadId")]
+    thread_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorObject<'a> {
+    #[serde(default)]
+    code: Option<Value>,
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
+}
+
+/// A JSON string's text, unescaped; `None` for any other JSON value.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Cow<'_, str>>(text).ok()
+}
+
+fn request_id(raw: &RawValue) -> Option<RequestId> {
+    match string(raw) {
+        Some(s) => Some(RequestId::Str(s.into_owned())),
+        // An integer id; `null`, a float or anything else is no id.
+        None => raw.get().parse::<i64>().ok().map(RequestId::Int),
+    }
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is JSON")
 }
 
 impl Incoming {
     /// Decodes one line. `None` for anything that is not a JSON-RPC message
     /// (the caller logs and skips it: one bad line must not take the channel down).
     pub fn parse(line: &[u8]) -> Option<Incoming> {
-        let mut v: Value = serde_json::from_slice(line).ok()?;
-        let obj = v.as_object_mut()?;
-        let method = obj.get("method").and_then(Value::as_str).map(str::to_owned);
-        let id = obj.get("id").and_then(RequestId::from_value);
-        let params = obj.remove("params").unwrap_or(Value::Null);
+        // Only an object is a message (a struct would also read an array).
+        if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        let env: Envelope<'_> = serde_json::from_slice(line).ok()?;
+        let id = env.id.and_then(request_id);
+        let method = env.method.and_then(string).map(Cow::into_owned);
         match (method, id) {
             (Some(method), Some(id)) => {
+                let params = match env.params {
+                    Some(p) => serde_json::from_str(p.get()).ok()?,
+                    None => Value::Null,
+                };
                 Some(Incoming::Request(ServerRequest { id, method, params }))
             }
-            (Some(method), None) => Some(Incoming::Notification { method, params }),
+            (Some(method), None) => {
+                let (thread_id, params) = match env.params {
+                    Some(p) => (
+                        serde_json::from_str::<ThreadOf<'_>>(p.get())
+                            .ok()
+                            .and_then(|t| t.thread_id)
+                            .map(Cow::into_owned),
+                        p.to_owned(),
+                    ),
+                    None => (None, null()),
+                };
+                Some(Incoming::Notification {
+                    method,
+                    thread_id,
+                    params,
+                })
+            }
             (None, Some(id)) => {
-                if let Some(result) = obj.remove("result") {
+                if let Some(result) = env.result {
                     Some(Incoming::Response {
                         id,
-                        result: Ok(result),
+                        result: Ok(result.to_owned()),
                     })
                 } else {
-                    let err = obj.get("error")?;
-                    let code = err.get("code").and_then(Value::as_i64).unwrap_or(-32603);
+                    let err: ErrorObject<'_> =
+                        serde_json::from_str(env.error?.get()).unwrap_or_default();
+                    let code = err.code.as_ref().and_then(Value::as_i64).unwrap_or(-32603);
                     let message = err
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown error")
-                        .to_owned();
+                        .message
+                        .and_then(string)
+                        .map(Cow::into_owned)
+                        .unwrap_or_else(|| "unknown error".to_owned());
                     Some(Incoming::Response {
                         id,
                         result: Err((code, message)),
@@ -148,9 +234,44 @@ mod tests {
     }
 
     #[test]
+    fn a_null_result_is_a_result_and_a_null_id_is_no_id() {
+        match Incoming::parse(br#"{"id":5,"result":null}"#).unwrap() {
+            Incoming::Response {
+                id: RequestId::Int(5),
+                result: Ok(raw),
+            } => assert_eq!(raw.get(), "null"),
+            other => panic!("{other:?}"),
+        }
+        let n =
+            Incoming::parse(br#"{"id":null,"method":"m","params":{"threadId":"a\"b"}}"#).unwrap();
+        match n {
+            Incoming::Notification {
+                method,
+                thread_id,
+                params,
+            } => {
+                assert_eq!(method, "m");
+                // Routing unescapes the id; the params stay the worker's text.
+                assert_eq!(thread_id.as_deref(), Some("a\"b"));
+                assert_eq!(params.get(), r#"{"threadId":"a\"b"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = Incoming::parse(br#"{"id":"s-1","method":"x/y"}"#).unwrap();
+        assert!(
+            matches!(s, Incoming::Request(ServerRequest { id: RequestId::Str(ref s), .. }) if s == "s-1")
+        );
+        let e = Incoming::parse(br#"{"id":2,"error":"boom"}"#).unwrap();
+        assert!(
+            matches!(e, Incoming::Response { result: Err((-32603, ref m)), .. } if m == "unknown error")
+        );
+    }
+
+    #[test]
     fn rejects_lines_that_are_not_messages() {
         assert!(Incoming::parse(b"this is not json").is_none());
         assert!(Incoming::parse(b"[1,2]").is_none());
+        assert!(Incoming::parse(br#"[1,"m"]"#).is_none());
         assert!(Incoming::parse(br#"{"foo":1}"#).is_none());
         assert!(Incoming::parse(br#"{"id":900,"#).is_none());
     }

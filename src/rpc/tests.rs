@@ -7,6 +7,12 @@ use serde_json::json;
 use super::fake::pair;
 use super::*;
 
+/// One field of a notification's raw params.
+fn field(params: &serde_json::value::RawValue, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(params.get()).expect("params are JSON");
+    v[name].clone()
+}
+
 fn quick() -> RpcClientConfig {
     RpcClientConfig::new(Duration::from_secs(5))
 }
@@ -101,7 +107,7 @@ async fn notifications_and_tool_calls_reach_their_thread_only() {
     worker.write(json!({"method": "item/agentMessage/delta", "params": {"threadId": "t1", "delta": "a"}})).await;
     worker.write(json!({"id": 7, "method": "item/tool/call", "params": {"threadId": "t1", "callId": "c1"}})).await;
     match t1.recv().await.unwrap() {
-        ThreadEvent::Notification { params, .. } => assert_eq!(params["delta"], "a"),
+        ThreadEvent::Notification { params, .. } => assert_eq!(field(&params, "delta"), "a"),
         other => panic!("{other:?}"),
     }
     match t1.recv().await.unwrap() {
@@ -119,7 +125,7 @@ async fn notifications_and_tool_calls_reach_their_thread_only() {
         json!({"id": 7, "result": {"contentItems": [], "success": true}})
     );
     match t2.recv().await.unwrap() {
-        ThreadEvent::Notification { params, .. } => assert_eq!(params["delta"], "b"),
+        ThreadEvent::Notification { params, .. } => assert_eq!(field(&params, "delta"), "b"),
         other => panic!("{other:?}"),
     }
 }

@@ -43,6 +43,10 @@ pub(crate) fn usage_json(u: &Usage) -> Value {
 /// `chat.completion`.
 pub struct ChatRenderer {
     meta: ChatMeta,
+    /// The text every chunk of this response starts with, up to the
+    /// choice's index (`{"id":…,"choices":[{"index":`), rendered on the
+    /// first delta; see [`ChatRenderer::delta_chunk`].
+    prefix: Option<Vec<u8>>,
     streaming: bool,
     /// Tool calls emitted so far per choice (their `index` in `delta.tool_calls`).
     calls: Vec<usize>,
@@ -65,6 +69,9 @@ impl Renderer for ChatRenderer {
 
     fn event(&mut self, event: &RunEvent) -> Vec<SseEvent> {
         if self.streaming {
+            if let Some(chunk) = self.delta_chunk(event) {
+                return vec![chunk];
+            }
             return self.render(event).iter().map(to_event).collect();
         }
         match event {
@@ -92,6 +99,12 @@ impl Renderer for ChatRenderer {
     }
 }
 
+/// Appends `v` as compact JSON: serde_json's own escaping, so the text is
+/// what a `Value` holding it would serialize to.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(out, v).expect("strings and numbers serialize");
+}
+
 fn to_event(v: &Value) -> SseEvent {
     SseEvent::json(v).expect("json values serialize")
 }
@@ -100,6 +113,7 @@ impl ChatRenderer {
     pub fn new(meta: ChatMeta, choices: usize, streaming: bool) -> ChatRenderer {
         ChatRenderer {
             meta,
+            prefix: None,
             streaming,
             calls: vec![0; choices],
             collected: (0..choices).map(|_| ChoiceAcc::default()).collect(),
@@ -107,6 +121,50 @@ impl ChatRenderer {
             usage: Usage::default(),
             error: None,
         }
+    }
+
+    /// A text or reasoning delta, the chunks a response is mostly made of,
+    /// written without building a `Value`: the fixed prefix (rendered once
+    /// per response), the choice index, the escaped delta, the fixed tail.
+    /// Byte for byte what [`ChatRenderer::choice`] renders (a unit test
+    /// compares them). `None` for every other event, and for a delta that
+    /// must first close a `<think>`.
+    fn delta_chunk(&mut self, event: &RunEvent) -> Option<SseEvent> {
+        let (i, key, text) = match event {
+            RunEvent::Text(i, text) if !self.thinking[*i] => (*i, "content", text),
+            RunEvent::Reasoning(i, text) if self.meta.reasoning == ReasoningFormat::Field => {
+                (*i, "reasoning_content", text)
+            }
+            _ => return None,
+        };
+        let prefix = self.prefix.get_or_insert_with(|| {
+            let mut p = Vec::with_capacity(192);
+            p.extend_from_slice(b"{\"id\":");
+            write_json(&mut p, &self.meta.id);
+            p.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            write_json(&mut p, &self.meta.created);
+            p.extend_from_slice(b",\"model\":");
+            write_json(&mut p, &self.meta.model);
+            p.extend_from_slice(b",\"system_fingerprint\":");
+            write_json(&mut p, &self.meta.system_fingerprint);
+            p.extend_from_slice(b",\"choices\":[{\"index\":");
+            p
+        });
+        const TAIL: &[u8] = b"},\"logprobs\":null,\"finish_reason\":null}]";
+        let mut out = Vec::with_capacity(prefix.len() + text.len() + 96);
+        out.extend_from_slice(prefix);
+        write_json(&mut out, &i);
+        out.extend_from_slice(b",\"delta\":{\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_json(&mut out, text.as_str());
+        out.extend_from_slice(TAIL);
+        if self.meta.include_usage {
+            out.extend_from_slice(b",\"usage\":null");
+        }
+        out.push(b'}');
+        // Compact JSON holds no line break, so this is one `data:` line.
+        Some(SseEvent::data(out))
     }
 
     fn chunk(&self, choices: Value) -> Value {
@@ -299,6 +357,54 @@ fn completion(meta: &ChatMeta, choices: Vec<ChoiceAcc>, usage: &Usage) -> Value 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(include_usage: bool, reasoning: ReasoningFormat) -> ChatMeta {
+        ChatMeta {
+            id: "chatcmpl-\"q\"\u{1}é".into(),
+            created: 1_700_000_000,
+            model: "gpt-5 \\ 🎉".into(),
+            system_fingerprint: "fp_x".into(),
+            include_usage,
+            legacy_functions: false,
+            reasoning,
+        }
+    }
+
+    #[test]
+    fn delta_chunks_are_byte_for_byte_the_value_rendering() {
+        let texts = [
+            "",
+            "hello",
+            "quote \" backslash \\ slash /",
+            "line\nbreak\r\ttab \u{0}\u{1f}\u{7f}",
+            "漢字 🎉 \u{2028}\u{2029}",
+            "</script><think>",
+        ];
+        for include_usage in [false, true] {
+            for format in [ReasoningFormat::Field, ReasoningFormat::ThinkTags] {
+                for i in [0, 3] {
+                    for text in texts {
+                        let mut r = ChatRenderer::new(meta(include_usage, format), 4, true);
+                        let slow = |r: &ChatRenderer, key: &str| {
+                            to_event(&r.choice(i, json!({ key: text }), None)).to_bytes()
+                        };
+                        let fast = r
+                            .delta_chunk(&RunEvent::Text(i, text.into()))
+                            .expect("a text delta takes the fast path");
+                        assert_eq!(fast.to_bytes(), slow(&r, "content"));
+                        let reasoning = r.delta_chunk(&RunEvent::Reasoning(i, text.into()));
+                        match format {
+                            ReasoningFormat::Field => assert_eq!(
+                                reasoning.expect("fast path").to_bytes(),
+                                slow(&r, "reasoning_content")
+                            ),
+                            _ => assert!(reasoning.is_none()),
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn fragments_never_split_a_character_and_rejoin_exactly() {

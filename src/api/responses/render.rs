@@ -182,6 +182,29 @@ impl ResponsesRenderer {
             .with_event(name)
     }
 
+    /// `response.output_text.delta`, the event a response is mostly made
+    /// of, written without building a `Value`; byte for byte what
+    /// [`ResponsesRenderer::event`] renders (a unit test compares them).
+    fn text_delta(&mut self, index: usize, text: &str) -> SseEvent {
+        const NAME: &str = "response.output_text.delta";
+        fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            serde_json::to_writer(out, v).expect("strings and numbers serialize");
+        }
+        let mut out = Vec::with_capacity(text.len() + 160);
+        out.extend_from_slice(b"{\"item_id\":");
+        write(&mut out, &self.output[index]["id"]);
+        out.extend_from_slice(b",\"output_index\":");
+        write(&mut out, &index);
+        out.extend_from_slice(b",\"content_index\":0,\"delta\":");
+        write(&mut out, text);
+        out.extend_from_slice(b",\"type\":\"response.output_text.delta\",\"sequence_number\":");
+        write(&mut out, &self.seq);
+        out.push(b'}');
+        self.seq += 1;
+        // Compact JSON holds no line break, so this is one `data:` line.
+        SseEvent::data(out).with_event(NAME)
+    }
+
     /// `response.created` and `response.in_progress`.
     fn opening(&mut self) -> Vec<SseEvent> {
         self.streamed = true;
@@ -248,19 +271,13 @@ impl ResponsesRenderer {
                         i
                     }
                 };
-                let joined = format!(
-                    "{}{}",
-                    self.output[index]["content"][0]["text"]
-                        .as_str()
-                        .unwrap_or(""),
-                    text
-                );
-                self.output[index]["content"][0]["text"] = json!(joined);
-                let item_id = self.output[index]["id"].clone();
-                out.push(self.event(
-                    "response.output_text.delta",
-                    json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": text}),
-                ));
+                // Appended in place: re-joining the whole text per delta
+                // made a long answer quadratic.
+                match self.output[index].pointer_mut("/content/0/text") {
+                    Some(Value::String(acc)) => acc.push_str(text),
+                    _ => self.output[index]["content"][0]["text"] = json!(text),
+                }
+                out.push(self.text_delta(index, text));
                 out
             }
             RunEvent::ToolCall(_, call) => {
@@ -408,5 +425,49 @@ impl ResponsesRenderer {
                 json!({"output_index": i, "item": item}),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renderer() -> ResponsesRenderer {
+        ResponsesRenderer {
+            id: "resp_1".into(),
+            created_at: 1,
+            model: "m".into(),
+            instructions: None,
+            tools: json!([]),
+            max_output_tokens: None,
+            parallel_tool_calls: true,
+            output: vec![json!({"type": "message", "id": "msg_\"x\"é", "content": []})],
+            open_message: Some(0),
+            open_reasoning: None,
+            summaries: false,
+            finish: None,
+            usage: Usage::default(),
+            error: None,
+            seq: 41,
+            previous_response_id: None,
+            store: false,
+            recording: None,
+            streamed: true,
+        }
+    }
+
+    #[test]
+    fn a_text_delta_is_byte_for_byte_the_value_rendering() {
+        for text in ["", "hi", "q\"\\/\n\r\t\u{0}\u{1f}", "漢字 🎉 \u{2028}"] {
+            let mut fast = renderer();
+            let mut slow = renderer();
+            let item_id = slow.output[0]["id"].clone();
+            let expected = slow.event(
+                "response.output_text.delta",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": text}),
+            );
+            assert_eq!(fast.text_delta(0, text).to_bytes(), expected.to_bytes());
+            assert_eq!(fast.seq, slow.seq);
+        }
     }
 }
