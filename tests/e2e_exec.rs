@@ -258,3 +258,74 @@ async fn concurrency_is_bounded_like_the_workers() {
     assert_eq!(content(&slow), "ECHO: [[slow 300]] a b c");
     h.stop().await;
 }
+
+/// `codex_gateway_backend_requests_total` per (backend, canary) label pair.
+async fn backend_requests(h: &Harness) -> std::collections::BTreeMap<String, u64> {
+    let text = h.get("/metrics").await.text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("codex_gateway_backend_requests_total{"))
+        .filter_map(|l| {
+            let (labels, n) = l.split_once("} ")?;
+            Some((labels.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_share_keeps_each_conversation_on_one_backend() {
+    let h = Harness::start_with(&[
+        ("PROXY_BACKEND_CANARY_PERCENT", "50"),
+        ("PROXY_ENABLE_METRICS", "true"),
+    ])
+    .await;
+    // Which counter one request moved.
+    let served_by = |before: &std::collections::BTreeMap<String, u64>,
+                     after: &std::collections::BTreeMap<String, u64>| {
+        let moved: Vec<&String> = after
+            .iter()
+            .filter(|(k, n)| before.get(*k).copied().unwrap_or(0) < **n)
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(moved.len(), 1, "{before:?} → {after:?}");
+        moved[0].clone()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let first = format!("conversation {i}");
+        let before = backend_requests(&h).await;
+        let r = h.post("/v1/chat/completions", &Harness::chat(&first, false)).await;
+        let answer = content(&r);
+        let one = served_by(&before, &backend_requests(&h).await);
+        let before = backend_requests(&h).await;
+        let follow_up = json!({"model": MODEL, "messages": [
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "and then?"}]});
+        let r = h.post("/v1/chat/completions", &follow_up).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let two = served_by(&before, &backend_requests(&h).await);
+        assert_eq!(one, two, "conversation {i} changed backend");
+        seen.insert(one);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            r#"backend="app-server",canary="false""#,
+            r#"backend="exec",canary="true""#
+        ],
+        "both backends served conversations"
+    );
+    // A request exec cannot serve is never canaried there: every one of
+    // these conversations runs on app-server, tools and all.
+    for i in 0..8 {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": MODEL, "messages": [{"role": "user", "content": format!("conversation {i}")}],
+                        "tools": [{"type": "function", "function": {"name": "lookup"}}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    h.stop().await;
+}
