@@ -134,21 +134,11 @@ impl BackendMetrics {
 
 /// The backends a gateway runs. The app-server core always runs (it also
 /// lists the models and answers readiness); exec only when configured.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Backends {
     pub config: BackendConfig,
     pub exec: Option<ExecBackend>,
     pub metrics: Option<BackendMetrics>,
-}
-
-impl Default for Backends {
-    fn default() -> Backends {
-        Backends {
-            config: BackendConfig::default(),
-            exec: None,
-            metrics: None,
-        }
-    }
 }
 
 /// What a request asks for that exec cannot do: a feature name for the 400.
@@ -162,7 +152,9 @@ pub struct Needs {
 pub fn unsupported(needs: &Needs) -> Option<&'static str> {
     // Tool results without tools are plain history (the transcript carries
     // them); with tools, the request is refused for the tools already.
-    needs.client_tools.then_some("client tools (function calling)")
+    needs
+        .client_tools
+        .then_some("client tools (function calling)")
 }
 
 impl Backends {
@@ -342,7 +334,11 @@ mod tests {
         }
         assert!((0..200).all(|i| b(0).choose(i, &needs(false)).kind == BackendKind::AppServer));
         let all = b(100);
-        assert!((0..200).all(|i| all.choose(i, &needs(false)) == Choice { kind: BackendKind::Exec, canary: true }));
+        assert!((0..200).all(|i| all.choose(i, &needs(false))
+            == Choice {
+                kind: BackendKind::Exec,
+                canary: true
+            }));
         assert!(
             (0..200).all(|i| all.choose(i, &needs(true)).kind == BackendKind::AppServer),
             "a request exec cannot serve is not canaried there"

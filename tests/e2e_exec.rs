@@ -58,7 +58,9 @@ fn exec_processes(h: &Harness) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_completion_runs_on_codex_exec_with_usage_and_the_same_answer() {
     let h = exec_gateway(&[]).await;
-    let r = h.post("/v1/chat/completions", &Harness::chat("Hello there", false)).await;
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("Hello there", false))
+        .await;
     assert_eq!(content(&r), "ECHO: Hello there");
     let body = r.json();
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
@@ -169,7 +171,10 @@ async fn system_prompt_history_images_and_schema_reach_the_model() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("codex-exec-"))
         .filter(|e| {
             // Only this test's: no other test of this binary runs at once.
-            e.metadata().is_ok_and(|m| m.modified().is_ok_and(|t| t.elapsed().is_ok_and(|a| a < Duration::from_secs(60))))
+            e.metadata().is_ok_and(|m| {
+                m.modified()
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|a| a < Duration::from_secs(60)))
+            })
         })
         .collect();
     assert!(left.is_empty(), "{left:?}");
@@ -184,7 +189,9 @@ async fn provider_errors_get_the_same_statuses_and_tools_get_a_clear_400() {
         ("[[error 400]]", 400, "invalid_request_error"),
         ("[[error 500]]", 502, "api_error"),
     ] {
-        let r = h.post("/v1/chat/completions", &Harness::chat(trigger, false)).await;
+        let r = h
+            .post("/v1/chat/completions", &Harness::chat(trigger, false))
+            .await;
         assert_eq!(r.status, status, "{trigger}: {}", r.text());
         assert_eq!(r.json()["error"]["type"], kind, "{trigger}: {}", r.text());
         if status == 429 {
@@ -202,7 +209,10 @@ async fn provider_errors_get_the_same_statuses_and_tools_get_a_clear_400() {
     let e = &r.json()["error"];
     assert_eq!(e["code"], "unsupported_on_backend");
     let message = e["message"].as_str().unwrap();
-    assert!(message.contains("client tools") && message.contains("exec"), "{message}");
+    assert!(
+        message.contains("client tools") && message.contains("exec"),
+        "{message}"
+    );
     h.stop().await;
 }
 
@@ -234,7 +244,11 @@ async fn a_client_that_goes_away_stops_the_exec_process_and_its_model_stream() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(h.model.dropped_streams(), 1, "the model stream was cut, not finished");
+    assert_eq!(
+        h.model.dropped_streams(),
+        1,
+        "the model stream was cut, not finished"
+    );
     h.stop().await;
 }
 
@@ -247,7 +261,10 @@ async fn concurrency_is_bounded_like_the_workers() {
     let second = async {
         let deadline = Instant::now() + Duration::from_secs(30);
         while h.model.open_streams() == 0 {
-            assert!(Instant::now() < deadline, "the first turn never reached the model");
+            assert!(
+                Instant::now() < deadline,
+                "the first turn never reached the model"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         h.post("/v1/chat/completions", &Harness::chat("second", false))
@@ -293,7 +310,9 @@ async fn the_canary_share_keeps_each_conversation_on_one_backend() {
     for i in 0..8 {
         let first = format!("conversation {i}");
         let before = backend_requests(&h).await;
-        let r = h.post("/v1/chat/completions", &Harness::chat(&first, false)).await;
+        let r = h
+            .post("/v1/chat/completions", &Harness::chat(&first, false))
+            .await;
         let answer = content(&r);
         let one = served_by(&before, &backend_requests(&h).await);
         let before = backend_requests(&h).await;

@@ -189,7 +189,9 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
     found
 }
 
-on_both_backends!(every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_on_the_host);
+on_both_backends!(
+    every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_on_the_host
+);
 async fn every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_on_the_host(
     backend: &str,
 ) {

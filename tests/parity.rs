@@ -71,8 +71,16 @@ fn scenarios() -> Vec<Scenario> {
     let schema = json!({"type": "object", "properties": {"ok": {"type": "boolean"}},
                         "required": ["ok"], "additionalProperties": false});
     vec![
-        s("plain", "/v1/chat/completions", chat(user("Hello there"), json!({}))),
-        s("streamed", "/v1/chat/completions", chat(user("[[words 4]]"), json!({"stream": true}))),
+        s(
+            "plain",
+            "/v1/chat/completions",
+            chat(user("Hello there"), json!({})),
+        ),
+        s(
+            "streamed",
+            "/v1/chat/completions",
+            chat(user("[[words 4]]"), json!({"stream": true})),
+        ),
         s(
             "include_usage",
             "/v1/chat/completions",
@@ -131,10 +139,26 @@ fn scenarios() -> Vec<Scenario> {
                        "json_schema": {"name": "answer", "schema": schema}}}),
             ),
         ),
-        s("stop", "/v1/chat/completions", chat(user("[[words 5]]"), json!({"stop": ["w3"]}))),
-        s("n", "/v1/chat/completions", chat(user("Hello"), json!({"n": 2}))),
-        s("provider_429", "/v1/chat/completions", chat(user("[[error 429]]"), json!({}))),
-        s("provider_500", "/v1/chat/completions", chat(user("[[error 500]]"), json!({}))),
+        s(
+            "stop",
+            "/v1/chat/completions",
+            chat(user("[[words 5]]"), json!({"stop": ["w3"]})),
+        ),
+        s(
+            "n",
+            "/v1/chat/completions",
+            chat(user("Hello"), json!({"n": 2})),
+        ),
+        s(
+            "provider_429",
+            "/v1/chat/completions",
+            chat(user("[[error 429]]"), json!({})),
+        ),
+        s(
+            "provider_500",
+            "/v1/chat/completions",
+            chat(user("[[error 500]]"), json!({})),
+        ),
         s(
             "provider_429_streamed",
             "/v1/chat/completions",
@@ -152,7 +176,11 @@ fn scenarios() -> Vec<Scenario> {
                 chat(user("[[break 2]] a b c"), json!({"stream": true})),
             )
         },
-        s("bad_request", "/v1/chat/completions", json!({"model": MODEL})),
+        s(
+            "bad_request",
+            "/v1/chat/completions",
+            json!({"model": MODEL}),
+        ),
         s(
             "responses_plain",
             "/v1/responses",
@@ -212,10 +240,16 @@ fn text_delta(event: &str, data: &Value) -> Option<(String, String)> {
         return None;
     };
     let delta = choice.get("delta")?.as_object()?;
-    if delta.len() != 1 || !choice["finish_reason"].is_null() || data.get("usage").is_some_and(|u| !u.is_null()) {
+    if delta.len() != 1
+        || !choice["finish_reason"].is_null()
+        || data.get("usage").is_some_and(|u| !u.is_null())
+    {
         return None;
     }
-    Some((format!("c{}", choice["index"]), delta.get("content")?.as_str()?.to_owned()))
+    Some((
+        format!("c{}", choice["index"]),
+        delta.get("content")?.as_str()?.to_owned(),
+    ))
 }
 
 /// SSE body → normalised lines, runs of text deltas merged.
@@ -437,10 +471,20 @@ async fn both_backends_answer_every_scenario_alike() {
     }
     // A stored transcript with no scenario: a scenario was dropped.
     for backend in BACKENDS {
-        for entry in std::fs::read_dir(dir.join(backend)).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().trim_end_matches(".txt").to_owned();
+        for entry in std::fs::read_dir(dir.join(backend))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".txt")
+                .to_owned();
             if !scenarios.iter().any(|s| s.name == name) {
-                failures.push(format!("stored transcript {backend}/{name}.txt has no scenario"));
+                failures.push(format!(
+                    "stored transcript {backend}/{name}.txt has no scenario"
+                ));
             }
         }
     }

@@ -227,7 +227,10 @@ fn backend<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<BackendConfig,
         (Some(kind), _) | (None, Some(kind)) => kind,
         (None, None) => BackendKind::AppServer,
     };
-    let canary_percent: u8 = env.parse("PROXY_BACKEND_CANARY_PERCENT", "a whole number from 0 to 100")?;
+    let canary_percent: u8 = env.parse(
+        "PROXY_BACKEND_CANARY_PERCENT",
+        "a whole number from 0 to 100",
+    )?;
     if canary_percent > 100 {
         return Err(ConfigError {
             variable: "PROXY_BACKEND_CANARY_PERCENT",
@@ -644,7 +647,10 @@ mod tests {
         assert_eq!(kind(&[]).unwrap(), AppServer);
         assert_eq!(kind(&[("PROXY_BACKEND", "exec")]).unwrap(), Exec);
         assert_eq!(kind(&[("PROXY_USE_APP_SERVER", "false")]).unwrap(), Exec);
-        assert_eq!(kind(&[("PROXY_USE_APP_SERVER", "true")]).unwrap(), AppServer);
+        assert_eq!(
+            kind(&[("PROXY_USE_APP_SERVER", "true")]).unwrap(),
+            AppServer
+        );
         assert_eq!(
             kind(&[("PROXY_BACKEND", "exec"), ("PROXY_USE_APP_SERVER", "false")]).unwrap(),
             Exec

@@ -38,7 +38,11 @@ pub(super) fn map_line(line: &str) -> Line {
         return Line::Nothing;
     };
     let str_at = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    match event.get("type").and_then(Value::as_str).unwrap_or_default() {
+    match event
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+    {
         kind @ ("item.started" | "item.updated" | "item.completed") => {
             let item = event.get("item").cloned().unwrap_or_default();
             let item_type = str_at(&item, "type").unwrap_or_default();
@@ -114,11 +118,15 @@ mod tests {
     #[test]
     fn a_whole_message_and_the_usage_end_the_turn() {
         assert_eq!(
-            map_line(r#"{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"w1 w2"}}"#),
+            map_line(
+                r#"{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"w1 w2"}}"#
+            ),
             Line::Events(vec![TurnEvent::TextDelta("w1 w2".into())])
         );
         assert_eq!(
-            map_line(r#"{"type":"turn.completed","usage":{"input_tokens":208,"cached_input_tokens":8,"cache_write_input_tokens":0,"output_tokens":3,"reasoning_output_tokens":1}}"#),
+            map_line(
+                r#"{"type":"turn.completed","usage":{"input_tokens":208,"cached_input_tokens":8,"cache_write_input_tokens":0,"output_tokens":3,"reasoning_output_tokens":1}}"#
+            ),
             Line::Events(vec![
                 TurnEvent::Usage(Usage {
                     input_tokens: 208,
@@ -137,7 +145,9 @@ mod tests {
     #[test]
     fn a_host_action_is_refused_when_it_starts() {
         assert_eq!(
-            map_line(r#"{"type":"item.started","item":{"id":"item_1","type":"command_execution","command":"ls"}}"#),
+            map_line(
+                r#"{"type":"item.started","item":{"id":"item_1","type":"command_execution","command":"ls"}}"#
+            ),
             Line::HostItem("command_execution".into())
         );
         assert_eq!(
@@ -164,7 +174,9 @@ mod tests {
             FailureKind::RateLimited
         );
         assert_eq!(
-            failed(r#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"invalid_request"}}"#),
+            failed(
+                r#"{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"invalid_request"}}"#
+            ),
             FailureKind::BadRequest
         );
         assert_eq!(

@@ -150,7 +150,10 @@ impl ExecBackend {
         // A TOML string: JSON's escapes are a subset of TOML's.
         let toml_str = |s: &str| serde_json::Value::from(s).to_string();
         if let Some(effort) = &req.effort {
-            cmd.args(["-c", &format!("model_reasoning_effort={}", toml_str(effort))]);
+            cmd.args([
+                "-c",
+                &format!("model_reasoning_effort={}", toml_str(effort)),
+            ]);
         }
         if let Some(provider) = &inner.model_provider {
             cmd.args(["-c", &format!("model_provider={}", toml_str(provider))]);
@@ -163,7 +166,8 @@ impl ExecBackend {
         }
         for (i, image) in prompt.images.iter().enumerate() {
             let path = dir.join(format!("image-{}.{}", i + 1, image.extension));
-            std::fs::write(&path, &image.bytes).map_err(|e| format!("cannot write an image: {e}"))?;
+            std::fs::write(&path, &image.bytes)
+                .map_err(|e| format!("cannot write an image: {e}"))?;
             let mut flag = std::ffi::OsString::from("--image=");
             flag.push(&path);
             cmd.arg(flag);
@@ -246,15 +250,25 @@ mod tests {
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(&args[..3], ["--disable", "shell_tool", "exec"], "safety before the subcommand");
+        assert_eq!(
+            &args[..3],
+            ["--disable", "shell_tool", "exec"],
+            "safety before the subcommand"
+        );
         assert!(args.contains(&"--json".to_owned()));
         assert!(args.contains(&r#"developer_instructions="Say \"hi\".""#.to_owned()));
         assert!(args.contains(&r#"model_reasoning_effort="high""#.to_owned()));
         let schema = args.iter().position(|a| a == "--output-schema").unwrap();
-        assert!(std::fs::read_to_string(&args[schema + 1]).unwrap().contains("object"));
+        assert!(std::fs::read_to_string(&args[schema + 1])
+            .unwrap()
+            .contains("object"));
         let mode = std::fs::metadata(&dir.0).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(mode.permissions().mode() & 0o777, 0o700, "private to the gateway's user");
+        assert_eq!(
+            mode.permissions().mode() & 0o777,
+            0o700,
+            "private to the gateway's user"
+        );
         let path = dir.0.clone();
         drop(dir);
         assert!(!path.exists(), "removed with the turn");

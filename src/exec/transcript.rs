@@ -120,7 +120,11 @@ fn history_item(item: &Value, out: &mut String, images: &mut Vec<ImageFile>) -> 
             str_of("output")
         )),
         // The translator makes only the three kinds above.
-        other => return Err(format!("history item `{other}` cannot be sent to codex exec")),
+        other => {
+            return Err(format!(
+                "history item `{other}` cannot be sent to codex exec"
+            ))
+        }
     }
     Ok(())
 }
@@ -131,9 +135,7 @@ fn decode(url: &str) -> Result<ImageFile, String> {
     let rest = url
         .strip_prefix("data:")
         .ok_or("only inline data: image URLs reach codex exec")?;
-    let (meta, data) = rest
-        .split_once(',')
-        .ok_or("a data: URL without a comma")?;
+    let (meta, data) = rest.split_once(',').ok_or("a data: URL without a comma")?;
     let mime = meta.split(';').next().unwrap_or_default();
     if !meta.ends_with(";base64") {
         return Err("image data: URLs must be base64".into());

@@ -91,12 +91,21 @@ fn overrides(config: &WorkerConfig, lockdown: Option<&Lockdown>) -> Vec<String> 
     let mut args: Vec<String> = Vec::new();
     let mut pair = |flag: &str, value: String| args.extend([flag.to_owned(), value]);
     pair("-c", "approval_policy=\"never\"".into());
-    pair("-c", format!("sandbox_mode=\"{}\"", config.sandbox.as_str()));
+    pair(
+        "-c",
+        format!("sandbox_mode=\"{}\"", config.sandbox.as_str()),
+    );
     if config.sandbox == SandboxMode::WorkspaceWrite {
         // Codex's workspace-write also opens the system temporary directory
         // (and so a CODEX_HOME under it); only the working directory is meant.
-        pair("-c", "sandbox_workspace_write.exclude_slash_tmp=true".into());
-        pair("-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true".into());
+        pair(
+            "-c",
+            "sandbox_workspace_write.exclude_slash_tmp=true".into(),
+        );
+        pair(
+            "-c",
+            "sandbox_workspace_write.exclude_tmpdir_env_var=true".into(),
+        );
     }
     pair("-c", "check_for_update_on_startup=false".into());
     for feature in ALWAYS_DISABLED_FEATURES {
