@@ -188,6 +188,11 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         // Outside every rejecting layer, so it counts each rejection by cause,
         // and outside the SSE layer, so a stream's duration ends with its body.
         .layer(MetricsLayer::new(config.http_metrics).route_label(|req: &Request<Incoming>| route_of(req).label()).rejection_cause(rejection_cause))
+        // The rejections below answer in OpenAI's envelope; on the Ollama
+        // routes they are rewritten into Ollama's `{"error": "…"}` (outside
+        // CORS, whose inner body must be `Default`; inside metrics, which
+        // reads only the status and the rejection marks this keeps).
+        .layer(crate::api::ollama::OllamaRejectionsLayer)
         // Preflights are answered before auth (browsers send them without keys),
         // and rejections below still carry CORS headers so browsers can read them.
         .option_layer(config.access.cors.clone().map(cors_layer))

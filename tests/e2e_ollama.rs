@@ -163,3 +163,58 @@ async fn ollama_errors_are_a_bare_message_with_the_status() {
     assert!(r.json()["error"].is_string());
     h.stop().await;
 }
+
+/// The layers' rejections (a missing or wrong key, rate limits, maintenance)
+/// reach Ollama clients in Ollama's shape too, with their status and headers;
+/// the OpenAI routes keep OpenAI's envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_rejections_on_the_ollama_routes_are_a_bare_message() {
+    let h = Harness::start_with(&[
+        ("PROXY_API_KEY", "sk-test"),
+        ("PROXY_RATE_LIMIT_ENABLED", "true"),
+        ("PROXY_RATE_LIMIT_MAX", "1"),
+        ("PROXY_RATE_LIMIT_WINDOW_MS", "60000"),
+    ])
+    .await;
+    let chat = json!({"model": "codex-offline", "stream": false,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let with_key = |key: &str| {
+        let mut req = h.post_request("/api/chat", &chat);
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        req
+    };
+    // No key, then a wrong one: 401.
+    let r = h.post("/api/chat", &chat).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    let r = h.send(with_key("sk-wrong")).await;
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    // The OpenAI routes keep the envelope.
+    let r = h.post("/v1/chat/completions", &chat).await;
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"]["message"].is_string(), "{}", r.text());
+
+    // One request a minute: the second is limited, with its Retry-After.
+    let r = h.send(with_key("sk-test")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = h.send(with_key("sk-test")).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+    let message = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(!message.is_empty(), "{}", r.text());
+
+    // Maintenance: 503 with the operator's message as the error.
+    h.handles.maintenance.enable();
+    let r = h.send(with_key("sk-test")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("maintenance")),
+        "{}",
+        r.text()
+    );
+    h.stop().await;
+}

@@ -36,6 +36,56 @@ async fn a_websocket_handshake_is_refused_at_once_and_http_still_serves() {
     h.stop().await;
 }
 
+/// The real Codex CLI, pointed at the gateway as its OpenAI base URL, tries
+/// the WebSocket transport, gets the 426 and falls back to HTTP POST on the
+/// same path, counted by the gateway's own metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_codex_cli_falls_back_from_websocket_to_http_post() {
+    let h = Harness::start_with(&[("PROXY_ENABLE_METRICS", "true")]).await;
+    let client_home = h.dir.join("client-codex-home");
+    let workdir = h.dir.join("client-work");
+    std::fs::create_dir_all(&client_home).unwrap();
+    std::fs::create_dir_all(&workdir).unwrap();
+    std::fs::write(
+        client_home.join("config.toml"),
+        format!(
+            "model = \"codex-offline\"\nopenai_base_url = \"{}\"\n",
+            h.url("/v1")
+        ),
+    )
+    .unwrap();
+    let run = tokio::process::Command::new(support::codex_bin())
+        .args(["exec", "--skip-git-repo-check", "hello"])
+        .current_dir(&workdir)
+        .env("CODEX_HOME", &client_home)
+        .env("OPENAI_API_KEY", "sk-client")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(90), run)
+        .await
+        .expect("codex exec within 90 s")
+        .expect("codex exec runs");
+    let metrics = h.get("/metrics").await.text();
+    let count = |method: &str, status: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("codex_gateway_http_requests_total{"))
+            .filter(|l| l.contains("route=\"/v1/responses\""))
+            .filter(|l| l.contains(&format!("method=\"{method}\"")))
+            .filter(|l| status.is_empty() || l.contains(&format!("status=\"{status}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        count("GET", "426") >= 1,
+        "no WebSocket attempt: {metrics}\n{log}"
+    );
+    assert!(count("POST", "") >= 1, "no HTTP fallback: {metrics}\n{log}");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_failure_is_an_error_event_with_string_fields_then_response_failed() {
     let h = Harness::start().await;

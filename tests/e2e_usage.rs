@@ -128,3 +128,96 @@ async fn usage_is_recorded_per_key_and_model_and_each_key_sees_its_own() {
     assert!(h.dir.join("state").join("usage.sqlite3").is_file());
     h.stop().await;
 }
+
+/// A response cut by `stop` or `max_tokens` reports the tokens the turn used
+/// (codex's accounting, which comes only when the model's response ends),
+/// not 0: the same as the uncut answer to the same prompt, whose turn the
+/// cut one runs on to, and the ledger counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_cut_by_stop_or_max_tokens_report_the_tokens_used() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("usage-cut-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[keys]]\nname = \"ops\"\nkey = \"sk-ops\"\nadmin = true\n",
+    )
+    .unwrap();
+    let h = Harness::start_with(&[("PROXY_API_KEYS_FILE", keys.to_str().unwrap())]).await;
+    let post = |path: &'static str, body: Value| {
+        let mut req = h.post_request(path, &body);
+        req.headers_mut()
+            .insert("authorization", "Bearer sk-ops".parse().unwrap());
+        h.send(req)
+    };
+    let prompt = "alpha beta STOP gamma delta";
+    // "ECHO: alpha beta STOP gamma delta": six words, the offline model's
+    // output tokens.
+    let whole = post("/v1/chat/completions", Harness::chat(prompt, false)).await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let whole = whole.json()["usage"].clone();
+    assert_eq!(whole["completion_tokens"], 6, "{whole}");
+    assert!(whole["prompt_tokens"].as_u64().unwrap() > 0, "{whole}");
+
+    let mut body = Harness::chat(prompt, false);
+    body["stop"] = serde_json::json!(["STOP"]);
+    let cut = post("/v1/chat/completions", body).await;
+    assert_eq!(cut.status, 200, "{}", cut.text());
+    let cut = cut.json();
+    assert_eq!(cut["choices"][0]["message"]["content"], "ECHO: alpha beta ");
+    assert_eq!(cut["choices"][0]["finish_reason"], "stop");
+    assert_eq!(cut["usage"]["prompt_tokens"], whole["prompt_tokens"]);
+    assert_eq!(cut["usage"]["completion_tokens"], 6, "{cut}");
+    assert_eq!(cut["usage"]["total_tokens"], whole["total_tokens"]);
+
+    // Streamed and cut by max_tokens: the usage chunk carries them too.
+    let mut body = Harness::chat(prompt, true);
+    body["max_tokens"] = serde_json::json!(1);
+    body["stream_options"] = serde_json::json!({"include_usage": true});
+    let streamed = post("/v1/chat/completions", body).await;
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    let chunks: Vec<Value> = streamed
+        .sse_data()
+        .into_iter()
+        .filter(|d| d != "[DONE]")
+        .map(|d| serde_json::from_str(&d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "length"));
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 6, "{usage}");
+
+    // The Responses API, cut by max_output_tokens (16 ≈ 64 characters, the
+    // least OpenAI accepts) in a 21-word echo.
+    let long: Vec<String> = (1..=20).map(|i| format!("word{i}")).collect();
+    let r = post(
+        "/v1/responses",
+        serde_json::json!({
+            "model": codex_offline_model::MODEL_ID,
+            "input": long.join(" "),
+            "max_output_tokens": 16,
+            "store": false,
+        }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = r.json();
+    assert_eq!(r["status"], "incomplete", "{r}");
+    assert_eq!(r["usage"]["output_tokens"], 21, "{r}");
+
+    // The ledger holds what the responses reported: 4 requests, 3 × 6 + 21
+    // output tokens.
+    let mut rows = Value::Null;
+    for _ in 0..100 {
+        rows = h.send(get(&h, "/v1/usage", "sk-ops")).await.json();
+        if rows["data"][0]["requests"] == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rows["data"][0]["requests"], 4, "{rows}");
+    assert_eq!(rows["data"][0]["completion_tokens"], 39, "{rows}");
+    h.stop().await;
+}

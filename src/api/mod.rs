@@ -70,6 +70,9 @@ pub struct ApiState {
     pub request_timeout: Option<std::time::Duration>,
     /// Interrupt turns whose client went away (`PROXY_KILL_ON_DISCONNECT`).
     pub kill_on_disconnect: bool,
+    /// How long a turn cut by `stop`/`max_tokens` runs on so codex can
+    /// report its usage (`PROXY_CUT_USAGE_WAIT_MS`).
+    pub cut_usage_wait: std::time::Duration,
     /// Operator switches for tool calls.
     pub tools: ToolsConfig,
     /// Fetches http(s) image URLs when the operator allows it.
@@ -119,6 +122,7 @@ impl ApiState {
                 .then(|| codex_rate_limit::KeyedConcurrency::new(config.stream_limit)),
             request_timeout: config.request_timeout,
             kill_on_disconnect: config.kill_on_disconnect,
+            cut_usage_wait: config.cut_usage_wait,
             tools: config.tools.clone(),
             images: config
                 .image_fetch

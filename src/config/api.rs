@@ -32,6 +32,8 @@ pub struct ApiConfig {
     pub request_timeout: Option<Duration>,
     /// Interrupt turns whose client went away.
     pub kill_on_disconnect: bool,
+    /// How long a turn cut by `stop`/`max_tokens` runs on for its usage.
+    pub cut_usage_wait: Duration,
     pub tools: ToolsConfig,
     pub conversations: ConversationConfig,
     /// `Some` when http(s) image URLs are fetched.

@@ -82,6 +82,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "WORKER_QUEUE_TIMEOUT_MS", default: "10000", help: "longest wait for a turn slot before 429" },
     Variable { name: "PROXY_TIMEOUT_MS", default: "600000", help: "longest a whole request may take before 504 (0 disables)" },
     Variable { name: "PROXY_KILL_ON_DISCONNECT", default: "true", help: "interrupt the turn when the client disconnects" },
+    Variable { name: "PROXY_CUT_USAGE_WAIT_MS", default: "30000", help: "how long a turn cut by stop or max_tokens keeps running so its token usage can be reported (0: interrupt at the cut, tokens unreported)" },
     Variable { name: "PROXY_ENABLE_PARALLEL_TOOL_CALLS", default: "false", help: "allow several tool calls in one response (else one per response)" },
     Variable { name: "PROXY_STOP_AFTER_TOOLS", default: "false", help: "end a response once the model wrote <use_tool> blocks" },
     Variable { name: "PROXY_STOP_AFTER_TOOLS_MODE", default: "burst", help: "first: stop at the first block; burst: after a burst of blocks" },
@@ -333,6 +334,7 @@ fn api<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<ApiConfig, ConfigE
         stream_limit: env.parse("PROXY_SSE_MAX_CONCURRENCY", "a whole number")?,
         request_timeout: env.limit_millis("PROXY_TIMEOUT_MS")?,
         kill_on_disconnect: env.flag("PROXY_KILL_ON_DISCONNECT")?,
+        cut_usage_wait: env.millis("PROXY_CUT_USAGE_WAIT_MS")?,
         tools: ToolsConfig {
             parallel: env.flag("PROXY_ENABLE_PARALLEL_TOOL_CALLS")?,
             stop_after_tools: env.flag("PROXY_STOP_AFTER_TOOLS")?,

@@ -7,9 +7,11 @@
 //! `{"error": "message"}` (with the same statuses); model names carry a
 //! tag (`codex-offline:latest`).
 
+mod rejections;
 mod render;
 mod request;
 
+pub use rejections::{OllamaRejections, OllamaRejectionsLayer};
 pub use render::{Endpoint, OllamaRenderer};
 pub use request::OllamaRequest;
 

@@ -331,7 +331,8 @@ async fn prepare(
                 .request_timeout
                 .map(|t| tokio::time::Instant::from_std(client.started) + t),
         )
-        .interrupt_on_drop(state.kill_on_disconnect);
+        .interrupt_on_drop(state.kill_on_disconnect)
+        .cut_usage_wait(state.cut_usage_wait);
     // A client that answers calls by function name cannot be matched to a
     // parked turn, and n > 1 has no single turn to continue.
     let parking = (app_server && req.n == 1 && req.calls_have_ids).then(|| Parking {

@@ -139,6 +139,19 @@ struct Choice<T> {
     reusable: bool,
     /// The text shown, kept while the choice may be reusable.
     said: String,
+    /// The turn delivered its last event (`Finished`): nothing left to drain.
+    ended: bool,
+    /// Cut by `stop` or `max_tokens` and left running until this instant,
+    /// read only for the usage codex reports at its end (see `Run::cut_usage_wait`).
+    draining_until: Option<Instant>,
+}
+
+impl<T> Choice<T> {
+    /// Still read although the client's choice is over: a cut turn whose
+    /// usage is awaited.
+    fn draining(&self) -> bool {
+        self.draining_until.is_some()
+    }
 }
 
 /// The merged, shaped events of a request's turns.
@@ -154,6 +167,11 @@ pub struct Run<T: TurnSource = TurnStream> {
     /// When false, turns left running by a departed client finish in the
     /// background instead of being interrupted (`PROXY_KILL_ON_DISCONNECT=false`).
     interrupt_on_drop: bool,
+    /// How long a turn cut by `stop` or `max_tokens` keeps running so that
+    /// its usage, which codex reports only when the model's response ends,
+    /// can be reported (`PROXY_CUT_USAGE_WAIT_MS`). Zero: interrupted at the
+    /// cut, and its tokens are not counted (codex never learns them).
+    cut_usage_wait: Duration,
 }
 
 impl<T: TurnSource> Run<T> {
@@ -179,6 +197,8 @@ impl<T: TurnSource> Run<T> {
                 shown: Vec::new(),
                 reusable: false,
                 said: String::new(),
+                ended: false,
+                draining_until: None,
             })
             .collect();
         Run {
@@ -190,7 +210,13 @@ impl<T: TurnSource> Run<T> {
             ended: false,
             deadline: None,
             interrupt_on_drop: true,
+            cut_usage_wait: Duration::ZERO,
         }
+    }
+
+    pub fn cut_usage_wait(mut self, wait: Duration) -> Run<T> {
+        self.cut_usage_wait = wait;
+        self
     }
 
     pub fn with_deadline(mut self, deadline: Option<Instant>) -> Run<T> {
@@ -245,7 +271,7 @@ impl<T: TurnSource> Run<T> {
             if self.ended {
                 return None;
             }
-            if self.choices.iter().all(|c| c.finished) {
+            if self.choices.iter().all(|c| c.finished && !c.draining()) {
                 self.ended = true;
                 // Always sent, so the response has its usage object even when
                 // the worker reported none yet (a turn paused on a tool call
@@ -255,8 +281,13 @@ impl<T: TurnSource> Run<T> {
             let wake = self
                 .choices
                 .iter()
-                .filter(|c| !c.finished)
-                .filter_map(|c| c.stop_at)
+                .filter_map(|c| {
+                    if c.finished {
+                        c.draining_until
+                    } else {
+                        c.stop_at
+                    }
+                })
                 .min();
             let limit = match (wake, self.deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -276,7 +307,8 @@ impl<T: TurnSource> Run<T> {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        if self.deadline.is_some_and(|d| d <= now) {
+        let overdue = self.deadline.is_some_and(|d| d <= now);
+        if overdue && self.choices.iter().any(|c| !c.finished) {
             self.fail(ApiError::from(Failure::new(
                 FailureKind::Timeout,
                 "The request took longer than PROXY_TIMEOUT_MS allows.",
@@ -284,8 +316,19 @@ impl<T: TurnSource> Run<T> {
             return;
         }
         for i in 0..self.choices.len() {
-            if !self.choices[i].finished && self.choices[i].stop_at.is_some_and(|t| t <= now) {
+            let c = &self.choices[i];
+            if !c.finished && c.stop_at.is_some_and(|t| t <= now) {
                 self.end_on_tools(i);
+            }
+            let c = &self.choices[i];
+            if c.draining_until.is_some_and(|t| overdue || t <= now) {
+                // The answer is complete; only its usage is missing. Better a
+                // response without that turn's tokens than one that never ends.
+                tracing::warn!(
+                    "a turn cut by stop or max_tokens did not end within PROXY_CUT_USAGE_WAIT_MS; \
+                     its tokens are not reported"
+                );
+                self.stop_draining(i);
             }
         }
     }
@@ -296,7 +339,7 @@ impl<T: TurnSource> Run<T> {
         for k in 0..n {
             let i = (self.next + k) % n;
             let choice = &mut self.choices[i];
-            if choice.finished {
+            if choice.finished && !choice.draining() {
                 continue;
             }
             if choice.step.is_none() {
@@ -318,6 +361,10 @@ impl<T: TurnSource> Run<T> {
     }
 
     fn on_event(&mut self, i: usize, event: Option<TurnEvent>) {
+        if self.choices[i].draining() {
+            self.on_drained_event(i, event);
+            return;
+        }
         match event {
             Some(TurnEvent::TextDelta(t)) => {
                 let segments = self.choices[i].aggregator.ingest_delta(&t);
@@ -329,15 +376,11 @@ impl<T: TurnSource> Run<T> {
                     self.queue.push_back(RunEvent::Reasoning(i, t));
                 }
             }
-            Some(TurnEvent::Usage(u)) => {
-                let acc = self.usage.get_or_insert_with(Usage::default);
-                acc.input_tokens += u.input_tokens;
-                acc.cached_input_tokens += u.cached_input_tokens;
-                acc.output_tokens += u.output_tokens;
-                acc.reasoning_output_tokens += u.reasoning_output_tokens;
-                acc.total_tokens += u.total_tokens;
-            }
+            Some(TurnEvent::Usage(u)) => self.add_usage(u),
             Some(TurnEvent::Finished) => {
+                // The turn is over: a cut found by the flush below has
+                // nothing left to drain.
+                self.choices[i].ended = true;
                 let segments = self.choices[i].aggregator.finish();
                 self.on_segments(i, segments);
                 if self.choices[i].finished {
@@ -367,11 +410,49 @@ impl<T: TurnSource> Run<T> {
         }
     }
 
+    /// An event of a turn cut for the client: only its usage matters now.
+    fn on_drained_event(&mut self, i: usize, event: Option<TurnEvent>) {
+        match event {
+            Some(TurnEvent::Usage(u)) => self.add_usage(u),
+            Some(TurnEvent::TextDelta(_)) | Some(TurnEvent::ReasoningDelta(_)) => {}
+            // A call would wait for a result no client sends; codex reports
+            // the turn's usage only after it. An ended or failed turn has
+            // nothing more to say.
+            Some(TurnEvent::ToolCall(_))
+            | Some(TurnEvent::Finished)
+            | Some(TurnEvent::Failed(_))
+            | None => self.stop_draining(i),
+        }
+    }
+
+    fn add_usage(&mut self, u: Usage) {
+        let acc = self.usage.get_or_insert_with(Usage::default);
+        acc.input_tokens += u.input_tokens;
+        acc.cached_input_tokens += u.cached_input_tokens;
+        acc.output_tokens += u.output_tokens;
+        acc.reasoning_output_tokens += u.reasoning_output_tokens;
+        acc.total_tokens += u.total_tokens;
+    }
+
+    /// Stops reading a cut turn; dropping it interrupts it unless it ended.
+    fn stop_draining(&mut self, i: usize) {
+        let c = &mut self.choices[i];
+        c.draining_until = None;
+        c.step = None;
+        c.turn = None;
+    }
+
     /// A call the worker waits on (codex dynamic tool).
     fn on_structured_call(&mut self, i: usize, call: ToolCall) {
         let call_name = call.name.clone();
         let text_before = self.flush(i);
-        if text_before.is_some() || self.choices[i].finished {
+        if text_before.is_some() {
+            // The call came after the cut: the turn now waits for a result
+            // no client will send, so there is no usage to wait for.
+            self.stop_draining(i);
+            return;
+        }
+        if self.choices[i].finished {
             return;
         }
         match self.policy.mode {
@@ -501,14 +582,7 @@ impl<T: TurnSource> Run<T> {
             self.queue.push_back(RunEvent::Text(i, emit));
         }
         if let Some(cut) = cut {
-            self.finish(
-                i,
-                if cut == Cut::Stop {
-                    Finish::Stop
-                } else {
-                    Finish::Length
-                },
-            );
+            self.finish_cut(i, cut);
         }
     }
 
@@ -521,17 +595,30 @@ impl<T: TurnSource> Run<T> {
         }
         if let Some(c) = cut {
             if !self.choices[i].finished {
-                self.finish(
-                    i,
-                    if c == Cut::Stop {
-                        Finish::Stop
-                    } else {
-                        Finish::Length
-                    },
-                );
+                self.finish_cut(i, c);
             }
         }
         cut
+    }
+
+    /// Ends a choice at a `stop` or `max_tokens` cut. Codex has no such
+    /// limits, so its turn is still going: it is kept and read until it ends
+    /// (for at most `cut_usage_wait`), because codex reports a turn's tokens
+    /// only at its end, and an interrupted turn never.
+    fn finish_cut(&mut self, i: usize, cut: Cut) {
+        let finish = match cut {
+            Cut::Stop => Finish::Stop,
+            Cut::Length => Finish::Length,
+        };
+        let c = &mut self.choices[i];
+        if self.cut_usage_wait.is_zero() || c.ended || c.turn.is_none() {
+            self.finish(i, finish);
+            return;
+        }
+        c.draining_until = Some(Instant::now() + self.cut_usage_wait);
+        c.finished = true;
+        c.stop_at = None;
+        self.queue.push_back(RunEvent::Finish(i, finish));
     }
 
     fn end_on_tools(&mut self, i: usize) {
@@ -561,6 +648,7 @@ impl<T: TurnSource> Run<T> {
             c.finished = true;
             c.parked = false;
             c.reusable = false;
+            c.draining_until = None;
             c.step = None;
             c.turn = None;
         }
@@ -574,7 +662,11 @@ impl<T: TurnSource> Drop for Run<T> {
         if self.interrupt_on_drop {
             return; // dropping each turn interrupts it
         }
-        for choice in self.choices.iter_mut().filter(|c| !c.finished) {
+        for choice in self
+            .choices
+            .iter_mut()
+            .filter(|c| !c.finished || c.draining())
+        {
             // Cancelling the read in flight leaves the turn whole.
             choice.step = None;
             if let Some(turn) = choice.turn.take().and_then(into_turn) {
@@ -977,6 +1069,171 @@ mod tests {
         // 3 tokens ≈ 12 characters.
         assert_eq!(texts(&events, 0), "abcdefghijkl");
         assert_eq!(finish(&events, 0).map(|f| f.1), Some(Finish::Length));
+    }
+
+    /// A scripted turn that records whether it was dropped (interrupted)
+    /// before its last event.
+    struct Watched {
+        inner: Scripted,
+        interrupted: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl TurnSource for Watched {
+        async fn next(&mut self) -> Option<TurnEvent> {
+            self.inner.next().await
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            if !self.inner.steps.is_empty() {
+                self.interrupted
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn watched(steps: Vec<(u64, TurnEvent)>) -> (Watched, Arc<std::sync::atomic::AtomicBool>) {
+        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = Watched {
+            inner: turn(steps),
+            interrupted: interrupted.clone(),
+        };
+        (w, interrupted)
+    }
+
+    fn usage_of(events: &[(u64, RunEvent)]) -> Option<(u64, Usage)> {
+        events.iter().find_map(|(at, e)| match e {
+            RunEvent::Usage(u) => Some((*at, *u)),
+            _ => None,
+        })
+    }
+
+    fn tokens(n: u64) -> TurnEvent {
+        TurnEvent::Usage(Usage {
+            input_tokens: n,
+            output_tokens: n,
+            total_tokens: 2 * n,
+            ..Usage::default()
+        })
+    }
+
+    async fn drain_watched(run: &mut Run<Watched>) -> Vec<(u64, RunEvent)> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while let Some(e) = run.next().await {
+            out.push((start.elapsed().as_millis() as u64, e));
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_turn_runs_on_until_codex_reports_its_usage() {
+        let (t, interrupted) = watched(vec![
+            (1, text("Hello STOP and the rest")),
+            (500, text(" of a long answer")),
+            (500, tokens(7)),
+            (0, TurnEvent::Finished),
+        ]);
+        let mut r = Run::new(
+            vec![t],
+            vec!["STOP".into()],
+            None,
+            policy(OutputMode::OpenaiJson),
+        )
+        .cut_usage_wait(Duration::from_secs(30));
+        let events = drain_watched(&mut r).await;
+        assert_eq!(texts_of(&events), "Hello ");
+        // The client's answer ends at the cut, its usage when codex reports it.
+        assert_eq!(finish_of(&events), Some((1, Finish::Stop)));
+        let (at, usage) = usage_of(&events).expect("usage");
+        assert_eq!((at, usage.output_tokens, usage.total_tokens), (1001, 7, 14));
+        assert!(!interrupted.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_turn_that_outlasts_the_wait_is_interrupted_without_its_tokens() {
+        let (t, interrupted) = watched(vec![
+            (1, text("abcdefghijklmnop")),
+            (60_000, tokens(7)),
+            (0, TurnEvent::Finished),
+        ]);
+        let mut r = Run::new(vec![t], Vec::new(), Some(2), policy(OutputMode::OpenaiJson))
+            .cut_usage_wait(Duration::from_secs(5));
+        let events = drain_watched(&mut r).await;
+        assert_eq!(texts_of(&events), "abcdefgh");
+        assert_eq!(finish_of(&events), Some((1, Finish::Length)));
+        assert_eq!(usage_of(&events), Some((5001, Usage::default())));
+        assert!(interrupted.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_wait_a_cut_turn_is_interrupted_at_the_cut() {
+        let (t, interrupted) = watched(vec![
+            (1, text("Hello STOP")),
+            (500, tokens(7)),
+            (0, TurnEvent::Finished),
+        ]);
+        let mut r = Run::new(
+            vec![t],
+            vec!["STOP".into()],
+            None,
+            policy(OutputMode::OpenaiJson),
+        );
+        let events = drain_watched(&mut r).await;
+        assert_eq!(usage_of(&events), Some((1, Usage::default())));
+        assert!(interrupted.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_turn_that_then_calls_a_tool_is_released_at_once() {
+        // The call waits for a result no client sends; codex would report
+        // the usage only after it, so waiting is pointless.
+        let (t, interrupted) = watched(vec![
+            (1, text("Hello STOP")),
+            (10, call("c1")),
+            (60_000, tokens(7)),
+            (0, TurnEvent::Finished),
+        ]);
+        let mut r = Run::new(
+            vec![t],
+            vec!["STOP".into()],
+            None,
+            policy(OutputMode::OpenaiJson),
+        )
+        .cut_usage_wait(Duration::from_secs(30));
+        let events = drain_watched(&mut r).await;
+        assert_eq!(usage_of(&events), Some((11, Usage::default())));
+        assert!(calls(&events).is_empty());
+        assert!(interrupted.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_request_deadline_ends_the_wait_for_a_cut_turns_usage_without_an_error() {
+        let (t, _) = watched(vec![
+            (1, text("Hello STOP")),
+            (60_000, tokens(7)),
+            (0, TurnEvent::Finished),
+        ]);
+        let mut r = Run::new(
+            vec![t],
+            vec!["STOP".into()],
+            None,
+            policy(OutputMode::OpenaiJson),
+        )
+        .cut_usage_wait(Duration::from_secs(30))
+        .with_deadline(Some(Instant::now() + Duration::from_secs(2)));
+        let events = drain_watched(&mut r).await;
+        assert!(!events.iter().any(|(_, e)| matches!(e, RunEvent::Error(_))));
+        assert_eq!(usage_of(&events), Some((2000, Usage::default())));
+    }
+
+    fn texts_of(events: &[(u64, RunEvent)]) -> String {
+        texts(events, 0)
+    }
+
+    fn finish_of(events: &[(u64, RunEvent)]) -> Option<(u64, Finish)> {
+        finish(events, 0)
     }
 
     #[tokio::test(start_paused = true)]
