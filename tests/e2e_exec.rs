@@ -334,3 +334,30 @@ async fn the_canary_share_keeps_each_conversation_on_one_backend() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_response_id_continues_from_the_store_as_a_transcript() {
+    let h = exec_gateway(&[]).await;
+    let first = h
+        .post("/v1/responses", &json!({"model": MODEL, "input": "one"}))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    let second = h
+        .post(
+            "/v1/responses",
+            &json!({"model": MODEL, "input": "two", "previous_response_id": id}),
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let text = second.json()["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        text,
+        "ECHO: <conversation_history>\n<message role=\"user\">\none\n</message>\n\
+         <message role=\"assistant\">\nECHO: one\n</message>\n</conversation_history>\n\ntwo"
+    );
+    h.stop().await;
+}
