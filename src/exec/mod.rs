@@ -218,10 +218,16 @@ pub(crate) mod tests_support {
     use crate::config::{Config, Env};
 
     pub(crate) fn backend() -> ExecBackend {
-        let env = Env::new(|k| (k == "CODEX_BIN").then(|| "/bin/codex".to_owned()));
+        with_codex("/bin/codex")
+    }
+
+    /// A backend whose "codex" is `bin` (a script in tests).
+    pub(crate) fn with_codex(bin: &str) -> ExecBackend {
+        let bin = bin.to_owned();
+        let env = Env::new(move |k| (k == "CODEX_BIN").then(|| bin.clone()));
         let c = Config::from_env(&env).expect("config");
         let safety = vec!["--disable".into(), "shell_tool".into()];
-        ExecBackend::with_safety(&c.worker, &c.core, Path::new("/w"), safety)
+        ExecBackend::with_safety(&c.worker, &c.core, &std::env::temp_dir(), safety)
     }
 }
 
@@ -272,5 +278,94 @@ mod tests {
         let path = dir.0.clone();
         drop(dir);
         assert!(!path.exists(), "removed with the turn");
+    }
+
+    /// A fake `codex` that runs `first` (shell), prints `lines` as its
+    /// JSONL, then runs `then`.
+    fn fake_codex(first: &str, lines: &str, then: &str) -> (ExecBackend, PrivateDir) {
+        let dir = private_dir().unwrap();
+        let path = dir.0.join("codex");
+        let script =
+            format!("#!/bin/sh\ncat > /dev/null\n{first}\nprintf '%s\\n' {lines}\n{then}\n");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (
+            super::tests_support::with_codex(path.to_str().unwrap()),
+            dir,
+        )
+    }
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_host_action_fails_the_turn_and_the_drop_kills_the_process() {
+        // A child started before the line (as a host action would be), so
+        // only killing the group stops it.
+        let (b, _dir) = fake_codex(
+            "sleep 30 &",
+            r#"'{"type":"item.started","item":{"type":"command_execution"}}'"#,
+            "wait",
+        );
+        let mut turn = b.start_turn(TurnRequest::default()).await.unwrap();
+        let pid = turn.pid().unwrap();
+        match turn.next().await {
+            Some(crate::core::TurnEvent::Failed(f)) => {
+                assert_eq!(f.kind, FailureKind::HostToolRefused, "{f:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(alive(pid));
+        drop(turn);
+        // The process and what it started (the script's `sleep`): its group.
+        for _ in 0..200 {
+            if group(pid).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{:?} of codex exec {pid} still run after its turn was dropped",
+            group(pid)
+        );
+    }
+
+    /// Live processes of process group `pgid`.
+    fn group(pgid: u32) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    let rest: Vec<&str> = s
+                        .rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().collect())
+                        .unwrap_or_default();
+                    // `state ppid pgrp`; a zombie is gone already.
+                    rest.first() != Some(&"Z") && rest.get(2) == Some(&pgid.to_string().as_str())
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_process_that_ends_without_a_turn_event_fails_with_its_stderr() {
+        let (b, _dir) = fake_codex(":", "'not json'", "echo 'Error: unknown model' >&2; exit 3");
+        let mut turn = b.start_turn(TurnRequest::default()).await.unwrap();
+        match turn.next().await {
+            Some(crate::core::TurnEvent::Failed(f)) => {
+                assert_eq!(f.kind, FailureKind::Upstream);
+                assert!(f.message.contains("status 3"), "{}", f.message);
+                assert!(f.message.contains("unknown model"), "{}", f.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(turn.next().await, None);
     }
 }

@@ -85,6 +85,11 @@ impl ExecTurn {
         }
     }
 
+    /// The process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The next event; `None` after the last one. Cancel-safe: a dropped
     /// read loses no line (`Lines::next_line` is cancel-safe).
     pub async fn next(&mut self) -> Option<TurnEvent> {
