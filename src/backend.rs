@@ -160,11 +160,12 @@ pub fn unsupported(needs: &Needs) -> Option<&'static str> {
 impl Backends {
     /// The backend for a conversation. `key` identifies the conversation
     /// stably across its requests (see the module doc).
-    pub fn choose(&self, key: impl Hash, needs: &Needs) -> Choice {
+    /// `key` is only computed when a canary share is configured.
+    pub fn choose<K: Hash>(&self, key: impl FnOnce() -> K, needs: &Needs) -> Choice {
         let default = self.config.default;
         let canary = self.exec.is_some()
             && self.config.canary_percent > 0
-            && bucket(key) < u64::from(self.config.canary_percent);
+            && bucket(key()) < u64::from(self.config.canary_percent);
         let mut choice = Choice {
             kind: if canary { default.other() } else { default },
             canary,
@@ -322,25 +323,25 @@ mod tests {
         };
         let twenty = b(20);
         let to_exec = (0..1000)
-            .filter(|i| twenty.choose(("owner", i), &needs(false)).kind == BackendKind::Exec)
+            .filter(|i| twenty.choose(|| ("owner", i), &needs(false)).kind == BackendKind::Exec)
             .count();
         assert!((150..250).contains(&to_exec), "{to_exec} of 1000");
         for i in 0..50 {
             assert_eq!(
-                twenty.choose(("owner", i), &needs(false)),
-                twenty.choose(("owner", i), &needs(false)),
+                twenty.choose(|| ("owner", i), &needs(false)),
+                twenty.choose(|| ("owner", i), &needs(false)),
                 "the same conversation, the same backend"
             );
         }
-        assert!((0..200).all(|i| b(0).choose(i, &needs(false)).kind == BackendKind::AppServer));
+        assert!((0..200).all(|i| b(0).choose(|| i, &needs(false)).kind == BackendKind::AppServer));
         let all = b(100);
-        assert!((0..200).all(|i| all.choose(i, &needs(false))
+        assert!((0..200).all(|i| all.choose(|| i, &needs(false))
             == Choice {
                 kind: BackendKind::Exec,
                 canary: true
             }));
         assert!(
-            (0..200).all(|i| all.choose(i, &needs(true)).kind == BackendKind::AppServer),
+            (0..200).all(|i| all.choose(|| i, &needs(true)).kind == BackendKind::AppServer),
             "a request exec cannot serve is not canaried there"
         );
     }

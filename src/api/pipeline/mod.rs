@@ -239,20 +239,17 @@ async fn prepare(
     // The thread's settings, without building the history (which a
     // continued or resumed turn never needs).
     let instructions = translate::instructions(req);
-    let shape = shape_of(
-        &resolved.model,
-        instructions.as_deref(),
-        &translate::tools(req),
-    );
+    let tools = translate::tools(req);
+    let shape = shape_of(&resolved.model, instructions.as_deref(), &tools);
     // Which backend runs this conversation (sticky per conversation, see
     // `crate::backend`); what exec cannot do is refused before anything runs.
     let results = results_of(req);
     let needs = Needs {
-        client_tools: !translate::tools(req).is_empty(),
+        client_tools: !tools.is_empty(),
     };
     let backend = state
         .backends
-        .choose((&client.owner, conversation_root(req)), &needs)
+        .choose(|| (&client.owner, conversation_root(req)), &needs)
         .kind;
     if backend == BackendKind::Exec {
         if let Some(feature) = unsupported(&needs) {
