@@ -1,5 +1,27 @@
 //! Calendar arithmetic for the timestamps the gateway writes itself (trace
-//! file names, the Ollama dialect's `created_at`), without a date crate.
+//! file names, the Ollama dialect's `created_at`, quota reset times), without
+//! a date crate, and the clock in unix seconds that OpenAI's `created` fields use.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-30T00:28:17Z`), for messages.
+pub fn rfc3339(unix: u64) -> String {
+    let (y, m, d) = civil_from_days((unix / 86_400) as i64);
+    let secs = unix % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
 /// calendar: Howard Hinnant's `civil_from_days`.
@@ -24,5 +46,12 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn unix_seconds_format_as_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_998_497), "2026-11-30T00:28:17Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -263,6 +263,7 @@ impl GatewayMetrics {
                         WorkerPhase::Starting,
                         WorkerPhase::Handshaking,
                         WorkerPhase::Ready,
+                        WorkerPhase::LoginRequired,
                         WorkerPhase::BackingOff,
                         WorkerPhase::Stopped,
                     ] {
@@ -302,6 +303,7 @@ fn phase_name(p: WorkerPhase) -> &'static str {
         WorkerPhase::Starting => "starting",
         WorkerPhase::Handshaking => "handshaking",
         WorkerPhase::Ready => "ready",
+        WorkerPhase::LoginRequired => "login_required",
         WorkerPhase::BackingOff => "backing_off",
         WorkerPhase::Stopped => "stopped",
     }

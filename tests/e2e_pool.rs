@@ -32,6 +32,25 @@ async fn wait_workers(h: &Harness, what: &str, done: impl Fn(&[Value]) -> bool) 
     }
 }
 
+/// A getter for `/admin/workers` that owns its client (for a spawned task).
+fn reqwest_like_get(
+    url: String,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Value>> + Send>> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    move || {
+        let client = client.clone();
+        let url = url.clone();
+        Box::pin(async move {
+            let res = client.get(url.parse().unwrap()).await.unwrap();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            v["workers"].as_array().unwrap().clone()
+        })
+    }
+}
+
 fn all_ready(workers: &[Value]) -> bool {
     workers
         .iter()
@@ -96,7 +115,26 @@ async fn a_pool_spreads_turns_reports_each_worker_and_a_killed_worker_fails_only
     }
 
     // Worker 1 dies mid-stream: its two streams end with a clean error
-    // frame, the other four finish their answers.
+    // frame, the other four finish their answers. A watcher times the
+    // replacement from just before the kill to the new process being ready.
+    let old_pid = pids[1];
+    let url = h.url("/admin/workers");
+    let killed_at = Instant::now();
+    let watcher = tokio::spawn(async move {
+        let client = reqwest_like_get(url);
+        loop {
+            let workers = client().await;
+            let w = &workers[1];
+            if w["ready"] == true && w["pid"].as_u64() != Some(old_pid) {
+                return killed_at.elapsed();
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "{workers:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
     std::process::Command::new("kill")
         .args(["-9", &pids[1].to_string()])
         .status()
@@ -127,6 +165,15 @@ async fn a_pool_spreads_turns_reports_each_worker_and_a_killed_worker_fails_only
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
+    let replaced_in = watcher.await.unwrap();
+    println!("worker 1 replaced and ready {replaced_in:?} after kill -9");
+    // The goal is under 1 s; a codex start takes ~0.1-0.3 s here even with
+    // other test binaries running. The one retry seen after a kill (below)
+    // adds WORKER_BACKOFF_INITIAL_MS (100 ms in the harness), still inside.
+    assert!(
+        replaced_in < Duration::from_secs(1),
+        "replacement took {replaced_in:?}"
+    );
     let workers = wait_workers(&h, "all ready again", all_ready).await;
     // At least one restart: a first start right after the kill may fail
     // and be retried (seen once in three runs; the others share its CODEX_HOME).
@@ -244,4 +291,297 @@ async fn workers_are_recycled_after_max_turns_and_over_max_rss_without_failures(
         assert_eq!(r.status, 200, "{}", r.text());
     }
     h.stop().await;
+}
+
+/// The codex homes of a pool whose workers all talk to `model`; worker
+/// `needs_login`'s provider wants an OpenAI login (`requires_openai_auth`)
+/// and its home has none.
+fn pool_homes(
+    dir: &std::path::Path,
+    model: &codex_offline_model::OfflineModel,
+    n: usize,
+    needs_login: Option<usize>,
+) -> Vec<std::path::PathBuf> {
+    (0..n)
+        .map(|i| {
+            let home = dir.join(format!("home-{i}"));
+            codex_offline_model::write_codex_home(&home, &model.base_url()).unwrap();
+            if needs_login == Some(i) {
+                let config = home.join("config.toml");
+                let text = std::fs::read_to_string(&config).unwrap();
+                let patched = text.replace(
+                    "[model_providers.offline]\n",
+                    "[model_providers.offline]\nrequires_openai_auth = true\n",
+                );
+                assert_ne!(patched, text, "no provider table in {}", config.display());
+                std::fs::write(&config, patched).unwrap();
+            }
+            home.canonicalize().unwrap()
+        })
+        .collect()
+}
+
+fn homes_env(homes: &[std::path::PathBuf]) -> String {
+    homes
+        .iter()
+        .map(|h| h.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_out_of_quota_is_routed_around_and_all_out_of_quota_is_429_with_the_reset_time() {
+    let _serial = SERIAL.lock().await;
+    // Two accounts (workers sharing a CODEX_HOME share its quota).
+    let model = codex_offline_model::OfflineModel::start(0).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-pool-quota-{:016x}", rand::random::<u64>()));
+    let homes = pool_homes(&dir, &model, 2, None);
+    let h = Harness::start_with(&[
+        ("WORKER_POOL_SIZE", "2"),
+        ("WORKER_CODEX_HOMES", &homes_env(&homes)),
+    ])
+    .await;
+    wait_workers(&h, "all ready", all_ready).await;
+
+    // The model answers one turn as an account whose usage limit is reached
+    // (429 usage_limit_reached, resetting in 120 s).
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[quota 120]] q1", false),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "insufficient_quota", "{e}");
+    assert_eq!(e["error"]["type"], "insufficient_quota", "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("usage limit"), "{message}");
+    assert!(message.contains("quota resets at 20"), "{message}");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((100..=120).contains(&retry), "retry-after {retry}");
+
+    let workers = wait_workers(&h, "one out of quota", |w| {
+        w.iter().filter(|w| !w["quota_resets_at"].is_null()).count() == 1
+    })
+    .await;
+    let out = workers
+        .iter()
+        .position(|w| !w["quota_resets_at"].is_null())
+        .unwrap();
+    let other = 1 - out;
+    assert!(workers[out]["action"]
+        .as_str()
+        .unwrap()
+        .contains("out of quota until"));
+    let started = |w: &[Value], i: usize| w[i]["turns_started"].as_u64().unwrap();
+    let (out_before, other_before) = (started(&workers, out), started(&workers, other));
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["workers_ready"], 1, "{}", r.text());
+    assert_eq!(r.json()["workers_out_of_quota"], 1, "{}", r.text());
+
+    // The other worker carries every new turn, streamed or not.
+    for i in 0..6 {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                &Harness::chat(&format!("routed {i}"), i % 2 == 0),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(!r.text().contains("\"error\""), "{}", r.text());
+    }
+    let workers = h.get("/admin/workers").await.json()["workers"].clone();
+    let workers = workers.as_array().unwrap();
+    assert_eq!(started(workers, out), out_before, "{workers:#?}");
+    assert_eq!(started(workers, other), other_before + 6, "{workers:#?}");
+
+    // The other account runs out too: now every request gets 429
+    // insufficient_quota with the reset time, never a 502 or 503.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[quota 90]] q2", true),
+        )
+        .await;
+    // Streamed too: codex fails the turn before any output, so the status is still free.
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "insufficient_quota",
+        "{}",
+        r.text()
+    );
+    wait_workers(&h, "both out of quota", |w| {
+        w.iter().all(|w| !w["quota_resets_at"].is_null())
+    })
+    .await;
+    for stream in [false, true] {
+        let r = h
+            .post("/v1/chat/completions", &Harness::chat("anyone?", stream))
+            .await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["code"], "insufficient_quota", "{e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("all 2 Codex workers are out of quota; the earliest resets at 20"),
+            "{message}"
+        );
+        let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((60..=90).contains(&retry), "retry-after {retry}: {message}");
+    }
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 200, "out of quota is not down: {}", r.text());
+    assert_eq!(r.json()["workers_ready"], 0);
+    assert_eq!(r.json()["workers_out_of_quota"], 2);
+    assert!(r.json()["quota_resets_at"].as_u64().is_some());
+    h.stop().await;
+    model.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sharing_a_codex_home_share_its_quota() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::start_with(&[("WORKER_POOL_SIZE", "2")]).await;
+    wait_workers(&h, "all ready", all_ready).await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[quota 60]] q", false),
+        )
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    // One account behind both: neither takes the next turn.
+    let workers = wait_workers(&h, "both out of quota", |w| {
+        w.iter().all(|w| !w["quota_resets_at"].is_null())
+    })
+    .await;
+    assert_eq!(workers[0]["quota_resets_at"], workers[1]["quota_resets_at"]);
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("next", false))
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "insufficient_quota");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_its_login_is_not_ready_says_what_to_run_and_starts_once_logged_in() {
+    let _serial = SERIAL.lock().await;
+    let model = codex_offline_model::OfflineModel::start(0).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-pool-login-{:016x}", rand::random::<u64>()));
+    let homes = pool_homes(&dir, &model, 2, Some(1));
+    let h = Harness::start_with(&[
+        ("WORKER_POOL_SIZE", "2"),
+        ("WORKER_CODEX_HOMES", &homes_env(&homes)),
+    ])
+    .await;
+    let command = format!("CODEX_HOME={} codex login", homes[1].display());
+
+    let workers = wait_workers(&h, "worker 1 waiting for a login", |w| {
+        w[0]["ready"] == true && w[1]["phase"] == "login_required"
+    })
+    .await;
+    assert_eq!(workers[1]["ready"], false, "{workers:#?}");
+    assert_eq!(workers[1]["login"]["requires_openai_auth"], true);
+    assert!(workers[1]["login"]["account"].is_null());
+    let action = workers[1]["action"].as_str().unwrap();
+    assert!(action.contains(&command), "{action}");
+    assert_eq!(workers[0]["login"]["requires_openai_auth"], false);
+    assert!(workers[0]["action"].is_null(), "{workers:#?}");
+
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ready = r.json();
+    assert_eq!(ready["workers_ready"], 1, "{ready}");
+    assert_eq!(ready["login_required"][0]["worker"], 1, "{ready}");
+    assert!(
+        ready["login_required"][0]["action"]
+            .as_str()
+            .unwrap()
+            .contains(&command),
+        "{ready}"
+    );
+    // Every turn goes to the worker that can run it.
+    for i in 0..3 {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                &Harness::chat(&format!("in {i}"), false),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let workers = h.get("/admin/workers").await.json()["workers"].clone();
+    assert_eq!(workers[0]["turns_started"], 3, "{workers:#?}");
+    assert_eq!(workers[1]["turns_started"], 0, "{workers:#?}");
+
+    // The operator runs the command the gateway showed; the worker restarts
+    // by itself and is ready with the new login.
+    let mut login = std::process::Command::new(support::codex_bin())
+        .args(["login", "--with-api-key"])
+        .env("CODEX_HOME", &homes[1])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"sk-offline-login\n")
+        .unwrap();
+    assert!(login.wait().unwrap().success());
+    let workers = wait_workers(&h, "worker 1 logged in", all_ready).await;
+    assert_eq!(workers[1]["login"]["account"], "apiKey", "{workers:#?}");
+    assert_eq!(h.get("/readyz").await.json()["workers_ready"], 2);
+    h.stop().await;
+    model.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_without_its_login_makes_the_gateway_unready_with_the_command_to_run() {
+    let _serial = SERIAL.lock().await;
+    let model = codex_offline_model::OfflineModel::start(0).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-pool-login1-{:016x}", rand::random::<u64>()));
+    let homes = pool_homes(&dir, &model, 1, Some(0));
+    let h = Harness::start_unready(
+        &[("WORKER_CODEX_HOMES", &homes_env(&homes))],
+        &codex_offline_model::HomeOptions::default(),
+    )
+    .await;
+    let command = format!("CODEX_HOME={} codex login", homes[0].display());
+    wait_workers(&h, "waiting for a login", |w| {
+        w[0]["phase"] == "login_required"
+    })
+    .await;
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let reason = r.json()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains(&command), "{reason}");
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("hello", false))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "worker_not_ready");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&command),
+        "{}",
+        r.text()
+    );
+    h.stop().await;
+    model.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

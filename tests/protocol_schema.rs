@@ -582,6 +582,20 @@ fn notifications_decode() {
         &schema,
         schema.notification(REASONING_SUMMARY_PART_ADDED),
     );
+    decodes::<RateLimitsUpdatedNotification>(
+        &schema,
+        schema.notification(ACCOUNT_RATE_LIMITS_UPDATED),
+    );
+}
+
+#[test]
+fn account_read() {
+    check_method::<AccountRead>(
+        &Schema::load(),
+        AccountReadParams {
+            refresh_token: Some(false),
+        },
+    );
 }
 
 #[test]
@@ -603,6 +617,7 @@ fn opt_out_names_real_notifications_the_gateway_does_not_read() {
         ERROR,
         REASONING_SUMMARY_TEXT_DELTA,
         REASONING_SUMMARY_PART_ADDED,
+        ACCOUNT_RATE_LIMITS_UPDATED,
     ];
     for m in read {
         assert!(
@@ -804,6 +819,11 @@ fn bound() -> BTreeMap<&'static str, (Check, Option<Check>)> {
         method::<TurnStart>(),
         method::<TurnInterrupt>(),
         method::<ModelList>(),
+        method::<AccountRead>(),
+        (
+            ACCOUNT_RATE_LIMITS_UPDATED,
+            (decode::<RateLimitsUpdatedNotification> as Check, None),
+        ),
         (
             AGENT_MESSAGE_DELTA,
             (decode::<AgentMessageDeltaNotification> as Check, None),

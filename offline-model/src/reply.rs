@@ -35,6 +35,8 @@ pub(crate) enum Reply {
     Calls(Vec<Call>),
     /// A non-2xx HTTP response with an OpenAI error body (`[[error STATUS]]`).
     Error(u16),
+    /// 429 `usage_limit_reached`, the limit resetting in this many seconds (`[[quota SECONDS]]`).
+    Quota(u64),
 }
 
 /// A tool call the model makes.
@@ -98,6 +100,7 @@ pub(crate) fn decide(body: &Value) -> Reply {
                 .collect(),
         ),
         Trigger::Error(status) => Reply::Error(*status),
+        Trigger::Quota(secs) => Reply::Quota(*secs),
         Trigger::Break(n) => Reply::Text {
             text: echo,
             delay: None,

@@ -278,6 +278,7 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
     let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     match reply {
         Reply::Error(status) => simulated_error(status),
+        Reply::Quota(secs) => usage_limit_reached(secs),
         Reply::Text {
             text,
             delay,
@@ -356,6 +357,41 @@ fn simulated_error(status: u16) -> Response<Body> {
     if status == StatusCode::TOO_MANY_REQUESTS {
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
+}
+
+/// The reply to `[[quota SECONDS]]`: what the ChatGPT backend answers an
+/// account whose usage limit is reached. Codex reads `error.type` and
+/// `resets_at` (unix seconds) of a 429 body into `usageLimitExceeded` with the
+/// reset time; the `x-codex-primary-*` headers are its rate-limit snapshot
+/// (the window used up, resetting then).
+fn usage_limit_reached(secs: u64) -> Response<Body> {
+    let resets_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + secs;
+    let mut res = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &serde_json::json!({"error": {
+            "type": "usage_limit_reached",
+            "code": "usage_limit_reached",
+            "message": "offline-model: simulated usage limit reached",
+            "param": null,
+            "plan_type": "plus",
+            "resets_at": resets_at,
+            "resets_in_seconds": secs,
+        }}),
+    );
+    let headers = res.headers_mut();
+    for (name, value) in [
+        ("x-codex-primary-used-percent", "100".to_owned()),
+        ("x-codex-primary-window-minutes", "300".to_owned()),
+        ("x-codex-primary-reset-at", resets_at.to_string()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
     }
     res
 }

@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 pub(crate) const MAX_COUNT: usize = 100_000;
 /// Upper bound for `[[slow MS]]` (10 minutes).
 pub(crate) const MAX_SLOW_MS: u64 = 600_000;
+/// Upper bound for `[[quota SECONDS]]` (a week, the longest window codex reports).
+pub(crate) const MAX_QUOTA_SECS: u64 = 7 * 24 * 3600;
 
 /// One parsed trigger.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,8 @@ pub(crate) enum Trigger {
     },
     /// `[[error STATUS]]`, STATUS in 400..=599.
     Error(u16),
+    /// `[[quota SECONDS]]`: the account's usage limit is reached, resetting in SECONDS.
+    Quota(u64),
     /// `[[break N]]`.
     Break(usize),
     /// `[[slow MS]]`.
@@ -95,6 +99,9 @@ fn parse_at(prompt: &str, at: usize) -> Option<(Trigger, usize)> {
                 .filter(|s| (400..=599).contains(s))
                 .map(|s| (Trigger::Error(s), end))
         }),
+        "quota" => parse_number(prompt, args_at)
+            .filter(|(secs, _)| *secs <= MAX_QUOTA_SECS)
+            .map(|(secs, end)| (Trigger::Quota(secs), end)),
         "break" => count(prompt, args_at).map(|(n, end)| (Trigger::Break(n), end)),
         "words" => count(prompt, args_at).map(|(n, end)| (Trigger::Words(n), end)),
         "slow" => parse_number(prompt, args_at)
@@ -264,13 +271,14 @@ mod tests {
     #[test]
     fn finds_triggers_in_order() {
         assert_eq!(
-            scan("a [[words 3]] b [[tools]] [[error 429]] [[slow 20]] [[break 2]]"),
+            scan("a [[words 3]] b [[tools]] [[error 429]] [[slow 20]] [[break 2]] [[quota 60]]"),
             [
                 Trigger::Words(3),
                 Trigger::Tools,
                 Trigger::Error(429),
                 Trigger::Slow(20),
-                Trigger::Break(2)
+                Trigger::Break(2),
+                Trigger::Quota(60)
             ]
         );
         assert_eq!(
@@ -294,6 +302,7 @@ mod tests {
         );
         assert!(scan("[[call]] [[call f {bad json}]] [[call f {\"a\":1} trailing]]").is_empty());
         assert!(scan("[[words 100001]] [[slow 600001]] [[ tools]]").is_empty());
+        assert!(scan("[[quota]] [[quota x]] [[quota 604801]]").is_empty());
         // An unclosed trigger does not hide a later one.
         assert_eq!(scan("[[words 2 [[json]]"), [Trigger::Json]);
     }

@@ -449,5 +449,27 @@ async fn break_and_error_fail_the_turn() {
     );
     // No retries: exactly one model request per turn.
     assert_eq!(model.requests().len(), 2);
+
+    // An exhausted account: codex reports the full window with its reset
+    // time, then fails the turn as usageLimitExceeded.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let msgs = app.turn(&thread, "[[quota 120]]", |_| unreachable!()).await;
+    let turn = completed_turn(&msgs);
+    assert_eq!(turn["status"], "failed");
+    assert_eq!(
+        turn["error"]["codexErrorInfo"], "usageLimitExceeded",
+        "{turn}"
+    );
+    let limits = of_method(&msgs, "account/rateLimits/updated");
+    let primary = &limits.last().expect("a rate-limit snapshot")["params"]["rateLimits"]["primary"];
+    assert_eq!(primary["usedPercent"], 100, "{primary}");
+    let resets_at = primary["resetsAt"].as_u64().unwrap();
+    assert!(
+        (before + 119..=before + 121).contains(&resets_at),
+        "{primary}"
+    );
     model.shutdown().await;
 }

@@ -96,6 +96,29 @@ async fn health_models_and_unknown_routes() {
 }
 
 #[tokio::test]
+async fn quota_trigger_answers_like_an_exhausted_account() {
+    let model = OfflineModel::start(0).await.unwrap();
+    let (status, headers, body) = call(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("x [[quota 90]]")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["error"]["type"], "usage_limit_reached");
+    assert_eq!(err["error"]["resets_in_seconds"], 90);
+    let resets_at = err["error"]["resets_at"].as_u64().unwrap();
+    assert_eq!(headers["x-codex-primary-used-percent"], "100");
+    assert_eq!(
+        headers["x-codex-primary-reset-at"].to_str().unwrap(),
+        resets_at.to_string()
+    );
+    model.shutdown().await;
+}
+
+#[tokio::test]
 async fn error_trigger_returns_openai_error_with_retry_after_for_429() {
     let model = OfflineModel::start(0).await.unwrap();
     let (status, headers, body) = call(

@@ -79,11 +79,14 @@ pub(super) fn maintenance(
 /// `GET /admin/workers`: each worker's phase, pid, turns in flight, restarts.
 pub(super) fn workers(state: &ApiState) -> Response<ApiBody> {
     let pool = state.core.pool();
+    let (out_of_quota, quota_resets_at) = pool.out_of_quota();
     json_response(
         StatusCode::OK,
         &json!({
             "workers": pool.views(),
             "ready": pool.available_count(),
+            "out_of_quota": out_of_quota,
+            "quota_resets_at": quota_resets_at,
             "size": pool.len(),
         }),
     )

@@ -13,12 +13,7 @@ pub fn completion_id() -> String {
     format!("chatcmpl-{suffix}")
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::calendar::unix_now;
 
 /// Identifies the backend configuration, as OpenAI's field does.
 pub fn system_fingerprint() -> String {

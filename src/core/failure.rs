@@ -61,6 +61,20 @@ impl Failure {
         self
     }
 
+    /// A quota failure with the time the account's quota comes back (unix
+    /// seconds): in the message (codex names only a local time of day) and
+    /// as `Retry-After`.
+    pub fn resetting_at(mut self, resets_at: u64) -> Failure {
+        let now = crate::calendar::unix_now();
+        let wait = resets_at.saturating_sub(now).max(1);
+        self.message = format!(
+            "{} (quota resets at {}, in {wait} s)",
+            self.message.trim_end(),
+            crate::calendar::rfc3339(resets_at)
+        );
+        self.with_retry_after(Duration::from_secs(wait))
+    }
+
     /// Classifies a turn error by its `codexErrorInfo`.
     pub fn from_turn_error(err: &TurnError) -> Failure {
         let info = err.codex_error_info.as_ref();

@@ -279,6 +279,16 @@ impl CodexCore {
 }
 
 fn not_ready(e: crate::worker::NotReady) -> Failure {
+    if let Some(at) = e.quota_resets_at {
+        // Every worker that could take the turn is out of quota: the
+        // client's to wait for (429 `insufficient_quota`), not an outage.
+        let now = crate::calendar::unix_now();
+        return Failure::new(
+            FailureKind::QuotaExceeded,
+            format!("You exceeded your current quota: {}.", e.reason),
+        )
+        .with_retry_after(Duration::from_secs(at.saturating_sub(now).max(1)));
+    }
     Failure::new(
         FailureKind::NotReady,
         format!("The Codex worker is not ready: {}", e.reason),

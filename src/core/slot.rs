@@ -37,14 +37,19 @@ pub(crate) struct TurnSlot {
     _permit: OwnedSemaphorePermit,
     in_flight: Option<Gauge>,
     /// The turn counted on its worker (pool placement and draining).
-    _lease: Option<Lease>,
+    lease: Option<Lease>,
 }
 
 impl TurnSlot {
     /// Counts the turn on its worker for as long as the slot is held.
     pub(super) fn with_lease(mut self, lease: Option<Lease>) -> TurnSlot {
-        self._lease = lease;
+        self.lease = lease;
         self
+    }
+
+    /// The worker this turn runs on, if counted on one.
+    pub(super) fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 }
 
@@ -114,7 +119,7 @@ impl TurnSlots {
         Ok(TurnSlot {
             _permit: permit,
             in_flight: inner.in_flight.clone(),
-            _lease: None,
+            lease: None,
         })
     }
 

@@ -250,7 +250,14 @@ impl TurnStream {
         }
     }
 
-    fn fail(&mut self, failure: Failure) {
+    fn fail(&mut self, mut failure: Failure) {
+        // The worker's account is out of quota: the pool stops placing new
+        // turns on it, and the client learns when it resets.
+        if failure.kind == FailureKind::QuotaExceeded {
+            if let Some(lease) = self.slot.as_ref().and_then(TurnSlot::lease) {
+                failure = failure.resetting_at(lease.usage_limit_reached());
+            }
+        }
         self.queue.push_back(TurnEvent::Failed(failure));
     }
 

@@ -51,6 +51,12 @@ method!(
 method!(TurnStart, "turn/start", TurnStartParams, TurnStartResponse);
 method!(TurnInterrupt, "turn/interrupt", TurnInterruptParams, Value);
 method!(ModelList, "model/list", ModelListParams, ModelListResponse);
+method!(
+    AccountRead,
+    "account/read",
+    AccountReadParams,
+    AccountReadResponse
+);
 
 // === initialize ===
 
@@ -296,4 +302,37 @@ pub struct ReasoningEffortOption {
     pub reasoning_effort: String,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+// === account/read ===
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountReadParams {
+    /// Asks codex to refresh a ChatGPT login's tokens first (an expired
+    /// login then shows as missing instead of failing the next turn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<bool>,
+}
+
+/// The worker's login as codex sees it (measured on 0.171.0): a custom
+/// provider with an `env_key` answers `requiresOpenaiAuth:false,
+/// account:null`; a provider that needs an OpenAI login answers
+/// `requiresOpenaiAuth:true` and `account:null` until `codex login` has
+/// written `auth.json` (a running worker does not see a login made after it
+/// started: only a new process does).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountReadResponse {
+    #[serde(default)]
+    pub account: Option<AccountInfo>,
+    pub requires_openai_auth: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountInfo {
+    /// `apiKey`, `chatgpt`, `amazonBedrock`, `gcp`.
+    #[serde(rename = "type")]
+    pub kind: String,
 }

@@ -15,10 +15,11 @@ pub const TURN_COMPLETED: &str = "turn/completed";
 pub const ERROR: &str = "error";
 pub const REASONING_SUMMARY_TEXT_DELTA: &str = "item/reasoning/summaryTextDelta";
 pub const REASONING_SUMMARY_PART_ADDED: &str = "item/reasoning/summaryPartAdded";
+/// Not tied to a thread: the worker's account (see `worker::account`).
+pub const ACCOUNT_RATE_LIMITS_UPDATED: &str = "account/rateLimits/updated";
 
 /// Notifications the gateway never reads; opting out keeps stdout quieter.
 pub const OPT_OUT_NOTIFICATIONS: &[&str] = &[
-    "account/rateLimits/updated",
     "thread/status/changed",
     "remoteControl/status/changed",
     // The raw chain of thought; clients get the summaries only.
@@ -141,4 +142,36 @@ pub struct DynamicToolCallResponse {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum DynamicToolCallOutputContentItem {
     InputText { text: String },
+}
+
+/// `account/rateLimits/updated`: a sparse snapshot of the account's usage
+/// windows, sent after each model response (all windows null for a provider
+/// that reports none). A window at 100 % with its reset time is how codex
+/// says the quota is used up before a turn fails on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitsUpdatedNotification {
+    pub rate_limits: RateLimitSnapshot,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSnapshot {
+    #[serde(default)]
+    pub limit_id: Option<String>,
+    #[serde(default)]
+    pub primary: Option<RateLimitWindow>,
+    #[serde(default)]
+    pub secondary: Option<RateLimitWindow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitWindow {
+    pub used_percent: i32,
+    /// Unix seconds.
+    #[serde(default)]
+    pub resets_at: Option<i64>,
+    #[serde(default)]
+    pub window_duration_mins: Option<i64>,
 }

@@ -34,6 +34,9 @@ pub struct RpcClientConfig {
     pub overflow_grace: Duration,
     /// Sees every line both ways (the trace buffer); `None` costs one branch.
     pub tap: Option<LineTap>,
+    /// Gets the notifications that belong to no thread (the account's rate
+    /// limits); `None`: they are dropped.
+    pub on_notification: Option<NotificationHook>,
 }
 
 impl RpcClientConfig {
@@ -50,6 +53,7 @@ impl RpcClientConfig {
             max_line_bytes: 64 * 1024 * 1024,
             overflow_grace: Duration::from_millis(250),
             tap: None,
+            on_notification: None,
         }
     }
 }
@@ -84,6 +88,25 @@ impl LineTap {
 impl std::fmt::Debug for LineTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LineTap")
+    }
+}
+
+/// Called on the reader task with each notification that names no thread
+/// (method, params); like [`LineTap`] it must be quick and never block.
+#[derive(Clone)]
+pub struct NotificationHook(Arc<HookFn>);
+
+type HookFn = dyn Fn(&str, &Value) + Send + Sync;
+
+impl NotificationHook {
+    pub fn new(f: impl Fn(&str, &Value) + Send + Sync + 'static) -> NotificationHook {
+        NotificationHook(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for NotificationHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NotificationHook")
     }
 }
 
@@ -573,6 +596,8 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
                 let _ = client
                     .deliver(&thread, ThreadEvent::Notification { method, params })
                     .await;
+            } else if let Some(hook) = &client.inner.config.on_notification {
+                (hook.0)(&method, &params);
             } else {
                 tracing::trace!(%method, "notification without a thread");
             }

@@ -14,8 +14,8 @@ mod message;
 mod server_requests;
 
 pub use client::{
-    CallObserver, Direction, LineTap, RpcClient, RpcClientConfig, SubscriptionEnd,
-    ThreadSubscription,
+    CallObserver, Direction, LineTap, NotificationHook, RpcClient, RpcClientConfig,
+    SubscriptionEnd, ThreadSubscription,
 };
 pub use error::RpcError;
 pub use message::{Incoming, RequestId, ServerRequest, ThreadEvent};

@@ -7,6 +7,7 @@
 //!
 //! [`RpcClient`]: crate::rpc::RpcClient
 
+mod account;
 mod backoff;
 mod command;
 mod config;
@@ -18,6 +19,7 @@ mod state;
 mod stderr;
 mod supervisor;
 
+pub use account::{Login, Quota, QUOTA_HOLD};
 pub use backoff::Backoff;
 pub use command::{safety_args, worker_command, HOST_TOOL_FEATURES};
 pub use config::{PoolConfig, SandboxMode, WorkerConfig};

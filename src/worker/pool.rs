@@ -31,9 +31,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::account::Quota;
 use super::config::{PoolConfig, WorkerConfig};
 use super::state::{NotReady, WorkerHandle, WorkerPhase, WorkerStatus};
 use super::supervisor::Supervisor;
+use crate::calendar::{rfc3339, unix_now};
 use crate::protocol::Model;
 use crate::rpc::{CallObserver, RpcClient};
 
@@ -77,6 +79,8 @@ struct Member {
     idle: Notify,
     /// Tells the member's supervisor to swap the process.
     recycle: Arc<Notify>,
+    /// The member's account quota (fed by its supervisor and its turns).
+    quota: Arc<Quota>,
 }
 
 struct Inner {
@@ -104,6 +108,25 @@ impl Drop for Lease {
         if m.in_flight.dec() == 1 {
             m.idle.notify_waiters();
         }
+    }
+}
+
+impl Lease {
+    /// The turn failed with `usageLimitExceeded`: its worker takes no new
+    /// turns until the reset. Returns the reset time (unix seconds).
+    pub fn usage_limit_reached(&self) -> u64 {
+        let m = &self.pool.members[self.index];
+        let now = unix_now();
+        let first = m.quota.out_until(now).is_none();
+        let until = m.quota.exhausted(now);
+        if first {
+            tracing::warn!(
+                worker = self.index,
+                resets_at = %rfc3339(until),
+                "the worker's account is out of quota; it takes no new turns until the reset"
+            );
+        }
+        until
     }
 }
 
@@ -135,6 +158,12 @@ pub struct MemberView {
     pub restarts: u32,
     pub recycles: u32,
     pub codex_home: Option<String>,
+    /// Out of quota until then (unix seconds; `null`: quota left).
+    pub quota_resets_at: Option<u64>,
+    /// The same as RFC 3339 UTC.
+    pub quota_resets_at_utc: Option<String>,
+    /// What the operator should do about this worker, if anything.
+    pub action: Option<String>,
 }
 
 /// What [`WorkerPool::spawn`] starts: the pool and the tasks to wait for at shutdown.
@@ -155,9 +184,20 @@ impl WorkerPool {
     ) -> RunningPool {
         let mut members = Vec::with_capacity(config.pool.size);
         let mut supervisors = Vec::with_capacity(config.pool.size);
+        // Workers that share a CODEX_HOME share its account, so its quota:
+        // one running out means all of them have.
+        let mut quotas: Vec<(Option<std::path::PathBuf>, Arc<Quota>)> = Vec::new();
         for index in 0..config.pool.size {
-            let (mut supervisor, handle) =
-                Supervisor::new(config.for_member(index), workdir.clone());
+            let member_config = config.for_member(index);
+            let quota = match quotas.iter().find(|(h, _)| *h == member_config.codex_home) {
+                Some((_, q)) => q.clone(),
+                None => {
+                    let q = Arc::new(Quota::default());
+                    quotas.push((member_config.codex_home.clone(), q.clone()));
+                    q
+                }
+            };
+            let (mut supervisor, handle) = Supervisor::new(member_config, workdir.clone());
             if let Some(o) = &observer {
                 supervisor = supervisor.with_call_observer(o.clone());
             }
@@ -166,7 +206,10 @@ impl WorkerPool {
                 supervisor = supervisor.with_line_tap(t.clone());
             }
             let recycle = supervisor.recycler();
-            members.push(Member::new(handle, recycle));
+            let mut member = Member::new(handle, recycle);
+            member.quota = quota;
+            supervisor = supervisor.with_account(index, member.quota.clone());
+            members.push(member);
             supervisors.push(tokio::spawn(supervisor.run(shutdown.clone())));
         }
         // Bounded: one pending request per member is all that can matter.
@@ -229,13 +272,42 @@ impl WorkerPool {
             .count()
     }
 
-    /// Members that can take a new turn now: ready and not draining.
+    /// Members that can take a new turn now: ready, not draining, quota left.
     pub fn available_count(&self) -> usize {
+        let now = unix_now();
+        self.inner
+            .members
+            .iter()
+            .filter(|m| {
+                !m.draining.load(Ordering::Acquire)
+                    && m.handle.is_ready()
+                    && m.quota.out_until(now).is_none()
+            })
+            .count()
+    }
+
+    /// Members up, logged in and not draining, whatever their quota: while
+    /// one is, the gateway answers every request itself (a turn, or 429
+    /// with the reset time when all are out of quota).
+    pub fn serving_count(&self) -> usize {
         self.inner
             .members
             .iter()
             .filter(|m| !m.draining.load(Ordering::Acquire) && m.handle.is_ready())
             .count()
+    }
+
+    /// Members whose account is out of quota now, and the earliest reset.
+    pub fn out_of_quota(&self) -> (usize, Option<u64>) {
+        let now = unix_now();
+        let resets = self
+            .inner
+            .members
+            .iter()
+            .filter_map(|m| m.quota.out_until(now));
+        resets.fold((0, None), |(n, first), at| {
+            (n + 1, Some(first.map_or(at, |f: u64| f.min(at))))
+        })
     }
 
     /// The ready, non-draining member with the fewest turns in flight
@@ -262,8 +334,10 @@ impl WorkerPool {
 
     fn scan(&self) -> Option<Picked> {
         let mut best: Option<(usize, i64, RpcClient, Arc<Vec<Model>>)> = None;
+        let now = unix_now();
         for (i, m) in self.inner.members.iter().enumerate() {
-            if m.draining.load(Ordering::SeqCst) {
+            // Out of quota: the others carry the load until the reset.
+            if m.draining.load(Ordering::SeqCst) || m.quota.out_until(now).is_some() {
                 continue;
             }
             let load = m.in_flight.get();
@@ -323,9 +397,47 @@ impl WorkerPool {
         }
     }
 
-    /// Why no worker can take a new turn now.
+    /// Why no worker can take a new turn now. When the ones out of quota
+    /// are all that could (the rest wait for a login or gave up), the
+    /// answer carries the earliest reset: a quota error, not an outage.
     pub fn not_ready(&self) -> NotReady {
         let members = &self.inner.members;
+        let now = unix_now();
+        let (out, first_reset) = self.out_of_quota();
+        let stuck = |m: &Member| {
+            matches!(
+                m.handle.status().phase,
+                WorkerPhase::LoginRequired | WorkerPhase::Stopped
+            )
+        };
+        if let Some(at) = first_reset {
+            if members
+                .iter()
+                .all(|m| m.quota.out_until(now).is_some() || stuck(m))
+            {
+                let whose = if out == members.len() {
+                    if out == 1 {
+                        "the Codex worker's account is".to_owned()
+                    } else {
+                        format!("the accounts of all {out} Codex workers are")
+                    }
+                } else {
+                    format!(
+                        "{out} of {} Codex workers are out of quota and the others are not logged in or stopped; their accounts are",
+                        members.len()
+                    )
+                };
+                return NotReady {
+                    phase: WorkerPhase::Ready,
+                    reason: format!(
+                        "{whose} out of quota; the earliest resets at {} (in {} s)",
+                        rfc3339(at),
+                        at.saturating_sub(now)
+                    ),
+                    quota_resets_at: Some(at),
+                };
+            }
+        }
         if members.len() == 1 {
             return members[0].handle.not_ready();
         }
@@ -337,10 +449,11 @@ impl WorkerPool {
         NotReady {
             phase: first.phase,
             reason: format!(
-                "no worker of {} can take a turn ({draining} draining; worker 0: {})",
+                "no worker of {} can take a turn ({draining} draining, {out} out of quota; worker 0: {})",
                 members.len(),
                 first.reason
             ),
+            quota_resets_at: None,
         }
     }
 
@@ -371,13 +484,29 @@ impl WorkerPool {
 
     /// Every member, for `GET /admin/workers` and `/readyz`.
     pub fn views(&self) -> Vec<MemberView> {
+        let now = unix_now();
         self.inner
             .members
             .iter()
             .enumerate()
             .map(|(i, m)| {
                 let status = m.handle.status();
+                let quota = m.quota.out_until(now);
+                let action = match (status.phase, quota) {
+                    (WorkerPhase::LoginRequired, _) => status.last_error.clone(),
+                    (_, Some(at)) => Some(format!(
+                        "none: the account is out of quota until {}; the other workers take its turns",
+                        rfc3339(at)
+                    )),
+                    (WorkerPhase::Stopped, _) => Some(
+                        "restart the gateway once the cause in last_error is fixed".to_owned(),
+                    ),
+                    _ => None,
+                };
                 MemberView {
+                    quota_resets_at: quota,
+                    quota_resets_at_utc: quota.map(rfc3339),
+                    action,
                     worker: i,
                     ready: status.is_ready(),
                     draining: m.draining.load(Ordering::Acquire),
@@ -560,6 +689,7 @@ impl Member {
             recycle_pending: AtomicBool::new(false),
             idle: Notify::new(),
             recycle,
+            quota: Arc::new(Quota::default()),
         }
     }
 }

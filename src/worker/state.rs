@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::account::Login;
 use crate::protocol::Model;
 use crate::rpc::RpcClient;
 
@@ -16,6 +17,9 @@ pub enum WorkerPhase {
     Starting,
     Handshaking,
     Ready,
+    /// Up and handshaken, but its provider needs an OpenAI login it has not
+    /// got: it takes no turns (`last_error` says what to run).
+    LoginRequired,
     BackingOff,
     Stopped,
 }
@@ -31,6 +35,8 @@ pub struct WorkerStatus {
     /// (what the restart backoff grows with); 0 again once it has.
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
+    /// The login codex reported at the last start (`account/read`).
+    pub login: Option<Login>,
     #[serde(serialize_with = "unix_seconds")]
     pub since: SystemTime,
     #[serde(skip)]
@@ -55,6 +61,7 @@ impl WorkerStatus {
             starts: 0,
             consecutive_failures: 0,
             last_error: None,
+            login: None,
             since: SystemTime::now(),
             client: None,
             models: Arc::new(Vec::new()),
@@ -74,6 +81,10 @@ impl WorkerStatus {
             WorkerPhase::Ready => "worker connection lost; restarting".into(),
             WorkerPhase::Starting => "worker is starting".into(),
             WorkerPhase::Handshaking => "worker is handshaking".into(),
+            WorkerPhase::LoginRequired => self
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "worker is not logged in".into()),
             WorkerPhase::BackingOff => format!(
                 "worker exited ({}); restarting after backoff",
                 self.last_error.as_deref().unwrap_or("no reason given")
@@ -93,6 +104,9 @@ impl WorkerStatus {
 pub struct NotReady {
     pub phase: WorkerPhase,
     pub reason: String,
+    /// Set when the workers that could take the turn are all out of quota:
+    /// the earliest reset (unix seconds).
+    pub quota_resets_at: Option<u64>,
 }
 
 impl std::fmt::Display for NotReady {
@@ -126,6 +140,7 @@ impl WorkerHandle {
             _ => Err(NotReady {
                 phase: status.phase,
                 reason: status.not_ready_reason(),
+                quota_resets_at: None,
             }),
         }
     }
@@ -140,6 +155,7 @@ impl WorkerHandle {
         NotReady {
             phase: status.phase,
             reason: status.not_ready_reason(),
+            quota_resets_at: None,
         }
     }
 
@@ -164,6 +180,7 @@ impl WorkerHandle {
             _ => Err(NotReady {
                 phase: WorkerPhase::Stopped,
                 reason: self.status().not_ready_reason(),
+                quota_resets_at: None,
             }),
         }
     }

@@ -9,6 +9,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::account::{auth_file, auth_stamp, login_missing_reason, Login, Quota};
 use super::backoff::Backoff;
 use super::command::worker_command;
 use super::config::WorkerConfig;
@@ -16,7 +17,15 @@ use super::handshake::handshake;
 use super::restart::{Decision, RestartPolicy};
 use super::state::{WorkerHandle, WorkerPhase, WorkerStatus};
 use super::stderr::forward_stderr;
-use crate::rpc::{CallObserver, LineTap, RpcClient, RpcClientConfig};
+use crate::calendar::{rfc3339, unix_now};
+use crate::protocol::{
+    AccountRead, AccountReadParams, RateLimitsUpdatedNotification, ACCOUNT_RATE_LIMITS_UPDATED,
+};
+use crate::rpc::{CallObserver, LineTap, NotificationHook, RpcClient, RpcClientConfig};
+use serde::Deserialize;
+
+/// How often a worker without a login looks for one.
+const LOGIN_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Owns the worker process. Run it with [`Supervisor::run`] in its own task.
 pub struct Supervisor {
@@ -27,6 +36,10 @@ pub struct Supervisor {
     tap: Option<LineTap>,
     /// Fired by the pool to replace a drained worker (see [`Supervisor::recycler`]).
     recycle: Arc<Notify>,
+    /// The account's quota, fed from each process's rate-limit notifications.
+    quota: Arc<Quota>,
+    /// The worker's number in the pool, for the log.
+    member: usize,
 }
 
 /// Why [`Supervisor::watch`] returned.
@@ -42,6 +55,8 @@ enum Watched {
 struct Running {
     child: Child,
     client: RpcClient,
+    /// `auth.json`'s modification time when the process started.
+    auth_stamp: Option<SystemTime>,
 }
 
 impl Supervisor {
@@ -55,6 +70,8 @@ impl Supervisor {
                 observer: None,
                 tap: None,
                 recycle: Arc::new(Notify::new()),
+                quota: Arc::new(Quota::default()),
+                member: 0,
             },
             WorkerHandle::new(rx),
         )
@@ -69,6 +86,13 @@ impl Supervisor {
     /// Shows every line of every worker's channel to `tap` (the trace buffer).
     pub fn with_line_tap(mut self, tap: LineTap) -> Supervisor {
         self.tap = Some(tap);
+        self
+    }
+
+    /// Worker `member` of the pool, its account's quota shared with the pool.
+    pub fn with_account(mut self, member: usize, quota: Arc<Quota>) -> Supervisor {
+        self.member = member;
+        self.quota = quota;
         self
     }
 
@@ -165,8 +189,21 @@ impl Supervisor {
         let healthy = tokio::time::sleep(self.config.healthy_reset);
         tokio::pin!(healthy);
         let mut was_healthy = false;
+        let login_required = self.status.borrow().phase == WorkerPhase::LoginRequired;
+        let auth_file = auth_file(self.config.codex_home.as_deref());
+        let mut login_check = tokio::time::interval(LOGIN_CHECK_EVERY);
         let outcome = loop {
             tokio::select! {
+                // A running codex does not read a new `auth.json` (measured):
+                // once `codex login` has written one, a fresh process does.
+                _ = login_check.tick(), if login_required => {
+                    if auth_stamp(auth_file.as_deref()) != running.auth_stamp {
+                        tracing::info!(worker = self.member, "a login was saved; restarting the worker to use it");
+                        self.set(|s| s.phase = WorkerPhase::Starting);
+                        stop_child(running, self.config.shutdown_grace).await;
+                        return Watched::Recycled;
+                    }
+                }
                 status = running.child.wait() => break match status {
                     Ok(st) => format!("worker exited with {st}"),
                     Err(e) => format!("waiting for the worker failed: {e}"),
@@ -217,11 +254,32 @@ impl Supervisor {
             return Err("worker stdio was not piped".into());
         };
         tokio::spawn(forward_stderr(stderr, pid));
+        let auth_stamp = auth_stamp(auth_file(self.config.codex_home.as_deref()).as_deref());
+        let quota = self.quota.clone();
+        let member = self.member;
+        let on_notification = NotificationHook::new(move |method, params| {
+            if method != ACCOUNT_RATE_LIMITS_UPDATED {
+                return;
+            }
+            if let Ok(n) = RateLimitsUpdatedNotification::deserialize(params) {
+                let now = unix_now();
+                let before = quota.out_until(now);
+                quota.on_snapshot(&n.rate_limits, now);
+                if let (None, Some(until)) = (before, quota.out_until(now)) {
+                    tracing::warn!(
+                        worker = member,
+                        resets_at = %rfc3339(until),
+                        "the worker's account has used up its quota; it takes no new turns until the reset"
+                    );
+                }
+            }
+        });
         let client = RpcClient::spawn(
             stdout,
             stdin,
             RpcClientConfig {
                 tap: self.tap.clone(),
+                on_notification: Some(on_notification),
                 ..RpcClientConfig::new(self.config.request_timeout)
             },
             self.observer.clone(),
@@ -230,27 +288,71 @@ impl Supervisor {
             s.phase = WorkerPhase::Handshaking;
             s.pid = pid;
         });
-        let mut running = Running { child, client };
+        let mut running = Running {
+            child,
+            client,
+            auth_stamp,
+        };
         let models = tokio::select! {
             r = handshake(&running.client, self.config.startup_timeout, self.config.handshake_timeout) => r,
             _ = shutdown.cancelled() => Err("the gateway is shutting down".into()),
         };
         match models {
             Ok(models) => {
-                tracing::info!(pid, models = models.len(), "worker ready");
+                let login = self.read_login(&running.client).await;
+                let missing = login.as_ref().is_some_and(Login::is_missing);
                 let client = running.client.clone();
-                self.set(|s| {
-                    s.phase = WorkerPhase::Ready;
-                    s.client = Some(client);
-                    s.models = Arc::new(models);
-                    s.last_error = None;
-                });
+                if missing {
+                    let reason = login_missing_reason(self.config.codex_home.as_deref());
+                    tracing::error!(worker = self.member, pid, "worker is {reason}");
+                    self.set(|s| {
+                        s.phase = WorkerPhase::LoginRequired;
+                        s.client = Some(client);
+                        s.models = Arc::new(models);
+                        s.last_error = Some(reason);
+                        s.login = login;
+                    });
+                } else {
+                    tracing::info!(
+                        worker = self.member,
+                        pid,
+                        models = models.len(),
+                        account = login.as_ref().and_then(|l| l.account.as_deref()),
+                        "worker ready"
+                    );
+                    self.set(|s| {
+                        s.phase = WorkerPhase::Ready;
+                        s.client = Some(client);
+                        s.models = Arc::new(models);
+                        s.last_error = None;
+                        s.login = login;
+                    });
+                }
                 Ok(running)
             }
             Err(e) => {
                 running.client.close(e.clone());
                 stop_child(&mut running, self.config.shutdown_grace).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// The worker's login; `None` when codex would not say (the worker is
+    /// then taken as logged in: a turn shows soon enough if it is not).
+    async fn read_login(&self, client: &RpcClient) -> Option<Login> {
+        let read = client.call::<AccountRead>(&AccountReadParams {
+            refresh_token: None,
+        });
+        match tokio::time::timeout(self.config.handshake_timeout, read).await {
+            Ok(Ok(r)) => Some(Login::from_response(&r)),
+            Ok(Err(e)) => {
+                tracing::warn!(worker = self.member, error = %e, "`account/read` failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(worker = self.member, "`account/read` did not answer");
+                None
             }
         }
     }
