@@ -13,8 +13,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiState};
+use crate::backend::{BackendMetrics, Backends};
 use crate::config::Config;
 use crate::core::CodexCore;
+use crate::exec::ExecBackend;
 use crate::server::serve;
 use crate::stack::{self, StackConfig};
 use crate::telemetry::GatewayMetrics;
@@ -54,6 +56,7 @@ pub async fn run(
         trace: trace_config,
         usage: usage_config,
         fleet: fleet_config,
+        backend: backend_config,
     } = config;
     let workdir = match &worker_config.workdir {
         Some(dir) => dir.clone(),
@@ -96,9 +99,27 @@ pub async fn run(
     core_config.cwd = workdir.display().to_string();
     core_config.in_flight = Some(gateway_metrics.turns_in_flight().clone());
     gateway_metrics.set_turn_slots(core_config.max_concurrency);
+    // The exec backend gets the same limits (WORKER_MAX_CONCURRENCY × pool
+    // size) and the worker's safety overrides, computed once here.
+    let exec = match backend_config.needs_exec() {
+        true => Some(ExecBackend::start(&worker_config, &core_config, &workdir).await?),
+        false => None,
+    };
+    let backend_metrics = BackendMetrics::register(&mut registry);
     let core = CodexCore::new(pool.clone(), core_config);
     let (maintenance_layer, maintenance) = MaintenanceLayer::pair(maintenance_config);
     let mut state = ApiState::new(core, &api_config)?;
+    state.backends = Backends {
+        config: backend_config,
+        exec,
+        metrics: Some(backend_metrics),
+    };
+    tracing::info!(
+        backend = backend_config.default.as_str(),
+        canary_percent = backend_config.canary_percent,
+        "turns run on codex {}",
+        backend_config.default.as_str()
+    );
     crate::telemetry::register_thread_metrics(&mut registry, state.threads.metrics());
     state.threads.spawn_sweeper(
         (api_config.conversations.thread_idle_ttl / 4).max(Duration::from_millis(100)),

@@ -4,6 +4,11 @@
 //! test, an MCP server. Effects are counted where they happen: in the
 //! requests the model receives, on the disk, and among the worker's
 //! processes, not in the gateway's own gauges.
+//!
+//! The exec backend (`PROXY_BACKEND=exec`, issue 15) gets the same lockdown,
+//! so the tests that apply to it run on both backends (`on_both_backends!`);
+//! there the client's tool is left out of the request (exec refuses client
+//! tools with 400) and the leftover processes are looked for by `CODEX_HOME`.
 
 mod support;
 
@@ -30,15 +35,77 @@ const DEFAULT_MODEL: &str = "gpt-6.2-sol";
 /// reaches the gateway as a server request (answered there), not the host.
 const ALLOWED_CODEX_TOOLS: &[&str] = &["request_user_input"];
 
+/// Runs a test body, `async fn NAME(backend: &str)`, once per backend.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn app_server() {
+                super::$name("app-server").await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn exec() {
+                super::$name("exec").await
+            }
+        }
+    };
+}
+
+/// Whether `h` runs turns on `codex app-server`, which takes client tools.
+fn takes_client_tools(h: &Harness) -> bool {
+    !EXEC_GATEWAYS.lock().unwrap().contains(&h.addr)
+}
+
+/// The gateways started with `PROXY_BACKEND=exec`.
+static EXEC_GATEWAYS: std::sync::Mutex<Vec<std::net::SocketAddr>> =
+    std::sync::Mutex::new(Vec::new());
+
+async fn start_on(backend: &str, options: &HomeOptions) -> Harness {
+    let h = Harness::start_with_home(&[("PROXY_BACKEND", backend)], options).await;
+    if backend == "exec" {
+        EXEC_GATEWAYS.lock().unwrap().push(h.addr);
+    }
+    h
+}
+
 async fn ask(h: &Harness, model: &str, prompt: &str) -> Reply {
-    let body = json!({
+    let mut body = json!({
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
-        "tools": [{"type": "function", "function": {
-            "name": "lookup", "description": "Looks a record up",
-            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
     });
+    if takes_client_tools(h) {
+        body["tools"] = json!([{"type": "function", "function": {
+            "name": "lookup", "description": "Looks a record up",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]);
+    }
     h.post("/v1/chat/completions", &body).await
+}
+
+/// Processes running with `h`'s `CODEX_HOME` (every codex process of the
+/// gateway, and whatever they started) other than its app-server workers.
+fn processes_of(h: &Harness) -> Vec<(u32, String)> {
+    let home = format!("CODEX_HOME={}", h.dir.join("codex-home").display());
+    let worker = h.handles.worker.status().pid;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if Some(pid) == worker {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == home.as_bytes()) {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            found.push((pid, cmdline));
+        }
+    }
+    found
 }
 
 /// Every tool one model request offers, as `(name, type)`: the top-level
@@ -122,9 +189,13 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_on_the_host() {
-    let h = Harness::start_with_home(&[], &bundled_models()).await;
+on_both_backends!(
+    every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_on_the_host
+);
+async fn every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_on_the_host(
+    backend: &str,
+) {
+    let h = start_on(backend, &bundled_models()).await;
     let models = h.get("/v1/models").await.json();
     let ids: Vec<String> = models["data"]
         .as_array()
@@ -148,8 +219,9 @@ async fn every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_o
         let tools = offered(&body);
         // The client's tool is a tool of its own, not a line in the
         // description of codex's JavaScript `exec`.
-        assert!(
+        assert_eq!(
             tools.contains(&("lookup".into(), "function".into())),
+            takes_client_tools(&h),
             "{id}: {tools:?}"
         );
         let foreign: Vec<_> = tools
@@ -161,9 +233,9 @@ async fn every_listed_model_is_offered_the_clients_tools_and_nothing_that_acts_o
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forced_apply_patch_reveals_nothing_about_host_files_and_writes_nothing() {
-    let h = Harness::start_with_home(&[], &bundled_models()).await;
+on_both_backends!(a_forced_apply_patch_reveals_nothing_about_host_files_and_writes_nothing);
+async fn a_forced_apply_patch_reveals_nothing_about_host_files_and_writes_nothing(backend: &str) {
+    let h = start_on(backend, &bundled_models()).await;
     let secret = h.dir.join("secret.txt");
     std::fs::write(&secret, "line one\n").unwrap();
     let missing = h.dir.join("missing.txt");
@@ -205,13 +277,13 @@ async fn a_forced_apply_patch_reveals_nothing_about_host_files_and_writes_nothin
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_models_message_tool_is_neither_offered_nor_run() {
+on_both_backends!(the_default_models_message_tool_is_neither_offered_nor_run);
+async fn the_default_models_message_tool_is_neither_offered_nor_run(backend: &str) {
     // gpt-6.2-sol's `send_message_to_user_async` would put text in front of
     // the user outside the answer; the lockdown's catalog clears it with the
     // other `experimental_supported_tools`, so codex treats a call to it like
     // a call to a tool that does not exist.
-    let h = Harness::start_with_home(&[], &bundled_models()).await;
+    let h = start_on(backend, &bundled_models()).await;
     let r = ask(&h, DEFAULT_MODEL, "hello").await;
     assert_eq!(answer(&r), "ECHO: hello");
     let tools = offered(&h.model.requests().pop().unwrap());
@@ -233,9 +305,9 @@ async fn the_default_models_message_tool_is_neither_offered_nor_run() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forced_javascript_exec_leaves_no_process_of_the_worker_running() {
-    let h = Harness::start_with_home(&[], &bundled_models()).await;
+on_both_backends!(a_forced_javascript_exec_leaves_no_process_of_the_worker_running);
+async fn a_forced_javascript_exec_leaves_no_process_of_the_worker_running(backend: &str) {
+    let h = start_on(backend, &bundled_models()).await;
     // Without the pragma codex would wait 30 s for the script before
     // answering; with it the turn ends at once and only the script is left.
     let spin = "// @exec: {\"yield_time_ms\": 100}\nwhile (true) {}";
@@ -252,11 +324,14 @@ async fn a_forced_javascript_exec_leaves_no_process_of_the_worker_running() {
         left.is_empty(),
         "processes of the worker outlive the turn: {left:?}"
     );
+    // An exec turn's process, and anything it started, is gone with the turn.
+    let left = processes_of(&h);
+    assert!(left.is_empty(), "processes outlive the turn: {left:?}");
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mcp_server_in_codex_home_is_neither_started_nor_offered() {
+on_both_backends!(an_mcp_server_in_codex_home_is_neither_started_nor_offered);
+async fn an_mcp_server_in_codex_home_is_neither_started_nor_offered(backend: &str) {
     let marker = std::env::temp_dir().join(format!("codex-e2e-mcp-{:016x}", rand::random::<u64>()));
     let options = HomeOptions {
         extra_config: format!(
@@ -265,7 +340,7 @@ async fn an_mcp_server_in_codex_home_is_neither_started_nor_offered() {
         ),
         ..HomeOptions::default()
     };
-    let h = Harness::start_with_home(&[], &options).await;
+    let h = start_on(backend, &options).await;
     let model = codex_offline_model::MODEL_ID;
     let r = ask(&h, model, "hello").await;
     assert_eq!(answer(&r), "ECHO: hello");

@@ -49,6 +49,9 @@ pub type ApiBody = codex_sse::Payload<Full<Bytes>>;
 /// State shared by every request.
 pub struct ApiState {
     pub core: CodexCore,
+    /// Which backend runs a request's turns (`crate::backend`): app-server
+    /// through `core`, or exec.
+    pub backends: crate::backend::Backends,
     pub aliases: Aliases,
     pub max_body_bytes: usize,
     /// Bytes all request bodies held at once may take (`PROXY_UPLOAD_BUDGET_BYTES`).
@@ -111,6 +114,7 @@ impl ApiState {
         .map_err(|e| e.to_string())?;
         Ok(ApiState {
             core,
+            backends: crate::backend::Backends::default(),
             aliases: config.aliases.clone(),
             max_body_bytes: config.max_body_bytes,
             uploads: upload::UploadBudget::new(config.upload_budget_bytes, config.max_body_bytes),

@@ -21,6 +21,7 @@ use codex_maintenance::MaintenanceConfig;
 use codex_rate_limit::Quota;
 
 use crate::access::{AccessConfig, AccessPolicy, Secret};
+use crate::backend::{BackendConfig, BackendKind};
 use crate::core::CoreConfig;
 use crate::server::ServeConfig;
 use crate::trace_buffer::TraceConfig;
@@ -38,7 +39,9 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_API_KEYS_FILE", default: "", help: "TOML file of named keys with optional per-key rate limits (see docs/configuration.md)" },
     Variable { name: "PROXY_ALLOW_UNAUTHENTICATED", default: "false", help: "allow listening beyond loopback with no key configured" },
     Variable { name: "PROXY_PROTECT_MODELS", default: "false", help: "require a key for GET /v1/models too" },
-    Variable { name: "PROXY_USE_APP_SERVER", default: "true", help: "kept for compatibility with the Node proxy; this gateway always drives `codex app-server`" },
+    Variable { name: "PROXY_BACKEND", default: "", help: "what runs turns: app-server (when unset) | exec, one `codex exec --json` process per turn (see docs/app-server-migration/)" },
+    Variable { name: "PROXY_USE_APP_SERVER", default: "", help: "the plan's name for the switch: true = PROXY_BACKEND=app-server, false = exec; must agree with PROXY_BACKEND when both are set" },
+    Variable { name: "PROXY_BACKEND_CANARY_PERCENT", default: "0", help: "share (0-100) of new conversations sent to the other backend, sticky per conversation" },
     Variable { name: "CODEX_BIN", default: "", help: "path of the native codex binary (default: ./.tools/codex install, then `codex` on PATH)" },
     Variable { name: "CODEX_HOME", default: "", help: "codex state and config.toml directory, passed to the worker as given (default: codex's own ~/.codex)" },
     Variable { name: "PROXY_CODEX_WORKDIR", default: "", help: "working directory of the worker and its threads (default: a private temp dir)" },
@@ -143,6 +146,8 @@ pub struct Config {
     pub usage: Option<UsageConfig>,
     /// Several replicas: shared state in Redis and this replica's name.
     pub fleet: FleetConfig,
+    /// Which backend runs turns, and the canary share of the other.
+    pub backend: BackendConfig,
 }
 
 /// `PROXY_REDIS_*` and `PROXY_REPLICA_ID`: what replicas share and how this one is named.
@@ -173,12 +178,7 @@ impl Config {
     /// Parses every variable once, reads the keys and route files, and
     /// refuses a configuration that would expose the worker.
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Config, ConfigError> {
-        if !env.flag("PROXY_USE_APP_SERVER")? {
-            return Err(ConfigError {
-                variable: "PROXY_USE_APP_SERVER",
-                message: "this gateway only drives `codex app-server`; the `codex exec` mode of the Node proxy is not supported".into(),
-            });
-        }
+        let backend = backend(env)?;
         let serve = serve(env)?;
         let access = AccessPolicy::load(access(env)?).map_err(|e| ConfigError {
             variable: e.variable,
@@ -213,6 +213,7 @@ impl Config {
             trace: trace(env)?,
             usage: usage(env)?,
             fleet: fleet(env)?,
+            backend,
         })
     }
 }
@@ -244,6 +245,50 @@ fn fleet<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<FleetConfig, Con
         failure: env.parse_with("PROXY_REDIS_FAILURE", |v| v.parse())?,
         prefix: env.raw("PROXY_REDIS_PREFIX"),
         replica,
+    })
+}
+
+/// `PROXY_BACKEND`, with `PROXY_USE_APP_SERVER` as its alias: either names
+/// the default backend; both set and disagreeing is refused.
+fn backend<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<BackendConfig, ConfigError> {
+    let named: Option<BackendKind> = match env.opt("PROXY_BACKEND") {
+        Some(_) => Some(env.parse("PROXY_BACKEND", "app-server or exec")?),
+        None => None,
+    };
+    let alias = match env.opt("PROXY_USE_APP_SERVER") {
+        Some(_) => Some(match env.flag("PROXY_USE_APP_SERVER")? {
+            true => BackendKind::AppServer,
+            false => BackendKind::Exec,
+        }),
+        None => None,
+    };
+    let default = match (named, alias) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ConfigError {
+                variable: "PROXY_BACKEND",
+                message: format!(
+                    "PROXY_BACKEND={} and PROXY_USE_APP_SERVER={} disagree; set one of them",
+                    a.as_str(),
+                    b == BackendKind::AppServer
+                ),
+            })
+        }
+        (Some(kind), _) | (None, Some(kind)) => kind,
+        (None, None) => BackendKind::AppServer,
+    };
+    let canary_percent: u8 = env.parse(
+        "PROXY_BACKEND_CANARY_PERCENT",
+        "a whole number from 0 to 100",
+    )?;
+    if canary_percent > 100 {
+        return Err(ConfigError {
+            variable: "PROXY_BACKEND_CANARY_PERCENT",
+            message: format!("`{canary_percent}` is not a whole number from 0 to 100"),
+        });
+    }
+    Ok(BackendConfig {
+        default,
+        canary_percent,
     })
 }
 
@@ -670,6 +715,29 @@ mod tests {
     }
 
     #[test]
+    fn the_backend_is_named_by_proxy_backend_or_its_alias_and_both_must_agree() {
+        use crate::backend::BackendKind::{AppServer, Exec};
+        let kind = |vars: &[(&str, &str)]| env(vars).map(|c| c.backend.default);
+        assert_eq!(kind(&[]).unwrap(), AppServer);
+        assert_eq!(kind(&[("PROXY_BACKEND", "exec")]).unwrap(), Exec);
+        assert_eq!(kind(&[("PROXY_USE_APP_SERVER", "false")]).unwrap(), Exec);
+        assert_eq!(
+            kind(&[("PROXY_USE_APP_SERVER", "true")]).unwrap(),
+            AppServer
+        );
+        assert_eq!(
+            kind(&[("PROXY_BACKEND", "exec"), ("PROXY_USE_APP_SERVER", "false")]).unwrap(),
+            Exec
+        );
+        let e = kind(&[("PROXY_BACKEND", "exec"), ("PROXY_USE_APP_SERVER", "true")]).unwrap_err();
+        assert_eq!(e.variable, "PROXY_BACKEND");
+        assert!(e.to_string().contains("disagree"), "{e}");
+        let c = env(&[("PROXY_BACKEND_CANARY_PERCENT", "10")]).unwrap();
+        assert_eq!(c.backend.canary_percent, 10);
+        assert!(c.backend.needs_exec());
+    }
+
+    #[test]
     fn values_are_parsed_into_their_types_once() {
         let c = env(&[
             ("PROXY_MODEL_ALIASES", "codex-5=gpt-5-codex, fast=gpt-5-low"),
@@ -726,7 +794,9 @@ mod tests {
             ("PROXY_MAX_BODY_BYTES", "0"),
             ("WORKER_MAX_CONCURRENCY", "0"),
             ("PROXY_RATE_LIMIT_WINDOW_MS", "0"),
-            ("PROXY_USE_APP_SERVER", "false"),
+            ("PROXY_USE_APP_SERVER", "maybe"),
+            ("PROXY_BACKEND", "exec-server"),
+            ("PROXY_BACKEND_CANARY_PERCENT", "101"),
             ("PROXY_HOST", "localhost"),
             ("PROXY_RESPONSE_STORE_TTL", "0"),
             ("PROXY_THREAD_IDLE_TTL_MS", "0"),

@@ -29,6 +29,7 @@ mod turn;
 pub use failure::{Failure, FailureKind};
 pub use parked::ParkedTurns;
 pub use service::{CodexCore, CoreConfig};
+pub(crate) use slot::{TurnSlot, TurnSlots};
 pub use source::TurnSource;
 pub use stream::{ParkedTurn, TurnStream};
 pub use threads::{

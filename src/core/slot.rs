@@ -18,7 +18,7 @@ use crate::worker::Lease;
 
 /// The limit, shared by every request (clones share one semaphore).
 #[derive(Clone)]
-pub(super) struct TurnSlots {
+pub(crate) struct TurnSlots {
     inner: Arc<Inner>,
 }
 
@@ -33,7 +33,7 @@ struct Inner {
 }
 
 /// One of the slots; given back when dropped.
-pub(super) struct TurnSlot {
+pub(crate) struct TurnSlot {
     _permit: OwnedSemaphorePermit,
     in_flight: Option<Gauge>,
     /// The turn counted on its worker (pool placement and draining).
@@ -62,7 +62,7 @@ impl Drop for TurnSlot {
 }
 
 impl TurnSlots {
-    pub(super) fn new(
+    pub(crate) fn new(
         max: usize,
         queue_max: usize,
         queue_timeout: Duration,
@@ -81,7 +81,7 @@ impl TurnSlots {
     }
 
     /// A slot now, or after a short bounded wait; else `Overloaded`.
-    pub(super) async fn acquire(&self) -> Result<TurnSlot, Failure> {
+    pub(crate) async fn acquire(&self) -> Result<TurnSlot, Failure> {
         let inner = &self.inner;
         let overloaded = || {
             Failure::new(

@@ -52,39 +52,21 @@ pub async fn worker_command(config: &WorkerConfig, workdir: &Path) -> Result<Com
     Ok(command(config, workdir, lockdown.as_ref()))
 }
 
+/// The same safety overrides for a one-shot `codex exec` (the exec backend,
+/// `crate::exec`): asks codex for what must be locked down, like
+/// [`worker_command`], and returns the arguments that go before `exec`'s own.
+pub async fn safety_args(config: &WorkerConfig, workdir: &Path) -> Result<Vec<String>, String> {
+    let lockdown = match config.enable_codex_tools {
+        true => None,
+        false => Some(lock_down(config, workdir).await?),
+    };
+    Ok(overrides(config, lockdown.as_ref()))
+}
+
 fn command(config: &WorkerConfig, workdir: &Path, lockdown: Option<&Lockdown>) -> Command {
     let mut cmd = Command::new(&config.codex_bin);
     cmd.arg("app-server");
-    cmd.args(["-c", "approval_policy=\"never\""]);
-    cmd.args([
-        "-c",
-        &format!("sandbox_mode=\"{}\"", config.sandbox.as_str()),
-    ]);
-    if config.sandbox == SandboxMode::WorkspaceWrite {
-        // Codex's workspace-write also opens the system temporary directory
-        // (and so a CODEX_HOME under it); only the working directory is meant.
-        cmd.args(["-c", "sandbox_workspace_write.exclude_slash_tmp=true"]);
-        cmd.args(["-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true"]);
-    }
-    cmd.args(["-c", "check_for_update_on_startup=false"]);
-    for feature in ALWAYS_DISABLED_FEATURES {
-        cmd.args(["--disable", feature]);
-    }
-    if !config.enable_codex_tools {
-        for feature in HOST_TOOL_FEATURES {
-            cmd.args(["--disable", feature]);
-        }
-        cmd.args(["-c", "agents.enabled=false"]);
-        cmd.args(["-c", "web_search=\"disabled\""]);
-    }
-    if let Some(lockdown) = lockdown {
-        // A TOML string: JSON's escapes are a subset of TOML's.
-        let path = serde_json::Value::from(lockdown.catalog.to_string_lossy()).to_string();
-        cmd.args(["-c", &format!("model_catalog_json={path}")]);
-        for server in &lockdown.mcp_servers {
-            cmd.args(["-c", &format!("mcp_servers.{server}.enabled=false")]);
-        }
-    }
+    cmd.args(overrides(config, lockdown));
     // The worker's log lines are re-emitted as tracing events: plain text,
     // at the level the operator chose for the worker.
     cmd.env("NO_COLOR", "1").env("RUST_LOG", &config.log_filter);
@@ -100,6 +82,51 @@ fn command(config: &WorkerConfig, workdir: &Path, lockdown: Option<&Lockdown>) -
         .process_group(0)
         .kill_on_drop(true);
     cmd
+}
+
+/// The `-c`/`--disable` overrides every codex process the gateway starts
+/// gets: approvals never, the operator's sandbox, no remote features, and
+/// (unless host tools are on) no host tools, with the locked-down catalog.
+fn overrides(config: &WorkerConfig, lockdown: Option<&Lockdown>) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut pair = |flag: &str, value: String| args.extend([flag.to_owned(), value]);
+    pair("-c", "approval_policy=\"never\"".into());
+    pair(
+        "-c",
+        format!("sandbox_mode=\"{}\"", config.sandbox.as_str()),
+    );
+    if config.sandbox == SandboxMode::WorkspaceWrite {
+        // Codex's workspace-write also opens the system temporary directory
+        // (and so a CODEX_HOME under it); only the working directory is meant.
+        pair(
+            "-c",
+            "sandbox_workspace_write.exclude_slash_tmp=true".into(),
+        );
+        pair(
+            "-c",
+            "sandbox_workspace_write.exclude_tmpdir_env_var=true".into(),
+        );
+    }
+    pair("-c", "check_for_update_on_startup=false".into());
+    for feature in ALWAYS_DISABLED_FEATURES {
+        pair("--disable", (*feature).into());
+    }
+    if !config.enable_codex_tools {
+        for feature in HOST_TOOL_FEATURES {
+            pair("--disable", (*feature).into());
+        }
+        pair("-c", "agents.enabled=false".into());
+        pair("-c", "web_search=\"disabled\"".into());
+    }
+    if let Some(lockdown) = lockdown {
+        // A TOML string: JSON's escapes are a subset of TOML's.
+        let path = serde_json::Value::from(lockdown.catalog.to_string_lossy()).to_string();
+        pair("-c", format!("model_catalog_json={path}"));
+        for server in &lockdown.mcp_servers {
+            pair("-c", format!("mcp_servers.{server}.enabled=false"));
+        }
+    }
+    args
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ mod supervisor;
 
 pub use account::{Login, Quota, QUOTA_HOLD};
 pub use backoff::Backoff;
-pub use command::{worker_command, HOST_TOOL_FEATURES};
+pub use command::{safety_args, worker_command, HOST_TOOL_FEATURES};
 pub use config::{PoolConfig, SandboxMode, WorkerConfig};
 pub use handshake::handshake;
 pub use pool::{rss_kb, Lease, MemberView, Picked, RecycleReason, RunningPool, WorkerPool};

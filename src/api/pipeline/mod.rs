@@ -38,6 +38,7 @@ use super::conversation::{Conversation, Part, ToolChoice};
 use super::error::ApiError;
 use super::models::resolve;
 use super::{json_response, ApiBody, ApiState, Client};
+use crate::backend::{unsupported, BackendKind, Needs, Turn};
 use crate::core::{Continuation, FailureKind, LiveThreads, ParkedTurns, Taken, TurnStream};
 
 /// How long a streamed request waits for its first event before the 200 and
@@ -116,7 +117,7 @@ pub fn history_lineage(state: &ApiState, client: &Client, conversation: &Convers
 /// A streamed response after its head: pulled one event at a time, only as
 /// fast as the client reads.
 struct Streaming<R> {
-    run: Run,
+    run: Run<Turn>,
     renderer: R,
     observer: Observer,
     parking: Option<Parking>,
@@ -194,7 +195,7 @@ async fn inline_remote_images(
 
 /// A request's turns, started (or resumed) and ready to be read.
 struct Prepared {
-    run: Run,
+    run: Run<Turn>,
     /// Where the run's paused turn goes when the response ends on tool calls.
     parking: Option<Parking>,
     /// Where the run's thread goes when the response completes cleanly.
@@ -248,15 +249,28 @@ async fn prepare(
     // The thread's settings, without building the history (which a
     // continued or resumed turn never needs).
     let instructions = translate::instructions(req);
-    let shape = shape_of(
-        &resolved.model,
-        instructions.as_deref(),
-        &translate::tools(req),
-    );
+    let tools = translate::tools(req);
+    let shape = shape_of(&resolved.model, instructions.as_deref(), &tools);
+    // Which backend runs this conversation (sticky per conversation, see
+    // `crate::backend`); what exec cannot do is refused before anything runs.
+    let results = results_of(req);
+    let needs = Needs {
+        client_tools: !tools.is_empty(),
+    };
+    let backend = state
+        .backends
+        .choose(|| (&client.owner, conversation_root(req)), &needs)
+        .kind;
+    if backend == BackendKind::Exec {
+        if let Some(feature) = unsupported(&needs) {
+            return Err(unsupported_on_exec(feature));
+        }
+    }
+    let app_server = backend == BackendKind::AppServer;
     // One answer, a conversation to name and a cache to keep it in: the
-    // thread stays for the next turn.
+    // thread stays for the next turn (app-server only: exec keeps no thread).
     let keeping = match (&lineage.next, req.n) {
-        (Some(next), 1) if state.threads.enabled() => Some(Keeping {
+        (Some(next), 1) if app_server && state.threads.enabled() => Some(Keeping {
             threads: state.threads.clone(),
             owner: lineage.owner.clone(),
             shape,
@@ -273,8 +287,8 @@ async fn prepare(
     // A request that brings the results of calls a parked turn waits on
     // continues that turn; one that continues a head a live thread holds
     // gets a turn on that thread; anything else starts fresh threads.
-    let continued = match (req.n, results_of(req)) {
-        (1, Some(results)) => resume(state, &results).await?,
+    let continued = match (req.n, results) {
+        (1, Some(results)) if app_server => resume(state, &results).await?,
         _ => None,
     };
     let continued = match (continued, &lineage.parent, &keeping) {
@@ -292,14 +306,18 @@ async fn prepare(
         _ => None,
     };
     let turns = match continued {
-        Some(turn) => vec![turn],
+        Some(turn) => vec![state.backends.app_server(turn)],
         None => {
             let whole = to_turn_request(req, resolved.model.clone(), effort.clone());
-            // One thread per choice, in parallel. If one fails to start, the
-            // others are dropped here, which releases their threads.
-            try_join_all((0..req.n).map(|_| state.core.start_turn(whole.clone())))
-                .await
-                .map_err(ApiError::from)?
+            // One thread (or exec process) per choice, in parallel. If one
+            // fails to start, the others are dropped here, which releases them.
+            try_join_all((0..req.n).map(|_| {
+                state
+                    .backends
+                    .start_turn(&state.core, backend, whole.clone())
+            }))
+            .await
+            .map_err(ApiError::from)?
         }
     };
     let mut policy = ToolPolicy::new(
@@ -324,7 +342,7 @@ async fn prepare(
         .cut_usage_wait(state.cut_usage_wait);
     // A client that answers calls by function name cannot be matched to a
     // parked turn, and n > 1 has no single turn to continue.
-    let parking = (req.n == 1 && req.calls_have_ids).then(|| Parking {
+    let parking = (app_server && req.n == 1 && req.calls_have_ids).then(|| Parking {
         store: state.continuations.clone(),
         key: ConversationKey::of(req),
     });
@@ -346,10 +364,34 @@ async fn prepare(
     })
 }
 
+/// What identifies a conversation across its requests for the backend
+/// choice: its first user message (every later request resends or rebuilds
+/// it). Hashed with the owner by the caller.
+fn conversation_root(req: &Conversation) -> String {
+    req.messages
+        .iter()
+        .find(|m| m.role == super::conversation::Role::User)
+        .map(|m| m.text())
+        .unwrap_or_default()
+}
+
+/// The 400 for a feature the exec backend cannot serve.
+fn unsupported_on_exec(feature: &str) -> ApiError {
+    ApiError::new(
+        http::StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        format!(
+            "{feature} is not supported on the exec backend (PROXY_BACKEND=exec); \
+             see docs/app-server-migration/backends.md."
+        ),
+    )
+    .code("unsupported_on_backend")
+}
+
 /// Waits up to the commit window for the first event: a failure inside it
 /// becomes a proper HTTP error instead of an error frame. `None`: nothing yet.
 async fn first_event(
-    run: &mut Run,
+    run: &mut Run<Turn>,
     observer: &mut Observer,
 ) -> Result<Option<Option<RunEvent>>, ApiError> {
     match tokio::time::timeout(STREAM_COMMIT_WINDOW, run.next()).await {
@@ -448,7 +490,7 @@ struct Parking {
 }
 
 impl Parking {
-    fn park(self, run: &mut Run) {
+    fn park(self, run: &mut Run<Turn>) {
         for (turn, shown) in run.take_parked() {
             let key = self.key.with_calls(&shown);
             // A turn that no longer waits on calls is released instead.
@@ -469,7 +511,7 @@ struct Keeping {
 }
 
 impl Keeping {
-    fn keep(self, run: &mut Run) {
+    fn keep(self, run: &mut Run<Turn>) {
         let Some((turn, said)) = run.take_reusable() else {
             return;
         };

@@ -1,0 +1,215 @@
+//! [`ExecTurn`]: one `codex exec --json` process, read as a turn.
+//!
+//! The process is the turn: it holds a turn slot and the private directory
+//! of its image and schema files for as long as it may run. Dropped before
+//! it ended (the client went away), it is killed with its process group.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+use tokio::task::JoinHandle;
+
+use super::events::{map_line, Line};
+use crate::core::{Failure, FailureKind, TurnEvent, TurnSlot, TurnSource};
+
+/// A private directory removed when the turn goes.
+pub(super) struct PrivateDir(pub(super) PathBuf);
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The events of one exec turn, in order. Ends after `Finished` or `Failed`.
+pub struct ExecTurn {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// The last lines of codex's stderr, for a process that ends without a
+    /// turn event.
+    stderr: Option<JoinHandle<String>>,
+    queue: VecDeque<TurnEvent>,
+    /// codex's `turn.completed` or `turn.failed` was read, or the process
+    /// ended: nothing left to kill.
+    ended: bool,
+    delivered_end: bool,
+    idle_timeout: Option<Duration>,
+    refuse_host_items: bool,
+    _slot: TurnSlot,
+    _files: PrivateDir,
+}
+
+impl ExecTurn {
+    pub(super) fn new(
+        mut child: Child,
+        idle_timeout: Option<Duration>,
+        refuse_host_items: bool,
+        slot: TurnSlot,
+        files: PrivateDir,
+    ) -> ExecTurn {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().map(|err| {
+            tokio::spawn(async move {
+                // Bounded: only the tail is kept.
+                let mut tail = String::new();
+                let mut lines = BufReader::new(err).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(target: "codex_exec", "{line}");
+                    tail.push_str(&line);
+                    tail.push('\n');
+                    if tail.len() > 4096 {
+                        let cut = tail.len() - 2048;
+                        let cut = (cut..tail.len())
+                            .find(|i| tail.is_char_boundary(*i))
+                            .unwrap_or(0);
+                        tail.drain(..cut);
+                    }
+                }
+                tail
+            })
+        });
+        ExecTurn {
+            child,
+            lines: BufReader::new(stdout).lines(),
+            stderr,
+            queue: VecDeque::new(),
+            ended: false,
+            delivered_end: false,
+            idle_timeout,
+            refuse_host_items,
+            _slot: slot,
+            _files: files,
+        }
+    }
+
+    /// The process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The next event; `None` after the last one. Cancel-safe: a dropped
+    /// read loses no line (`Lines::next_line` is cancel-safe).
+    pub async fn next(&mut self) -> Option<TurnEvent> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                if matches!(event, TurnEvent::Finished | TurnEvent::Failed(_)) {
+                    self.queue.clear();
+                    self.delivered_end = true;
+                }
+                return Some(event);
+            }
+            if self.delivered_end {
+                return None;
+            }
+            let read = self.lines.next_line();
+            let line = match self.idle_timeout {
+                Some(limit) => match tokio::time::timeout(limit, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.fail(Failure::new(
+                            FailureKind::Timeout,
+                            format!("The model sent nothing for {} ms.", limit.as_millis()),
+                        ));
+                        continue;
+                    }
+                },
+                None => read.await,
+            };
+            match line {
+                Ok(Some(line)) => match map_line(&line) {
+                    Line::Events(events) => {
+                        if events
+                            .iter()
+                            .any(|e| matches!(e, TurnEvent::Finished | TurnEvent::Failed(_)))
+                        {
+                            self.ended = true;
+                        }
+                        self.queue.extend(events);
+                    }
+                    Line::HostItem(kind) if self.refuse_host_items => {
+                        tracing::warn!(item = %kind, "codex exec started a host action; the turn is stopped");
+                        self.fail(Failure::new(
+                            FailureKind::HostToolRefused,
+                            format!(
+                                "The model tried to use codex's own `{kind}` tool, which this gateway does not allow."
+                            ),
+                        ));
+                    }
+                    Line::HostItem(_) | Line::Nothing => {}
+                },
+                // The process closed its output without saying how the turn
+                // ended: it failed before or outside the turn (a bad model,
+                // a config error); its stderr says why.
+                Ok(None) | Err(_) => {
+                    self.ended = true;
+                    let status = self.child.wait().await.ok();
+                    let tail = match self.stderr.take() {
+                        Some(task) => task.await.unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    let why = tail
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty() && !l.starts_with("WARNING"))
+                        .unwrap_or("no output")
+                        .to_owned();
+                    let code = status
+                        .and_then(|s| s.code())
+                        .map_or_else(|| "a signal".to_owned(), |c| format!("status {c}"));
+                    self.fail(Failure::new(
+                        FailureKind::Upstream,
+                        format!("codex exec ended with {code} before the turn did: {why}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) {
+        self.queue.push_back(TurnEvent::Failed(failure));
+    }
+}
+
+impl TurnSource for ExecTurn {
+    async fn next(&mut self) -> Option<TurnEvent> {
+        ExecTurn::next(self).await
+    }
+
+    /// Reads the turn to its end in the background (bounded by the turn's
+    /// own end, its idle timeout, or the process's exit).
+    fn detach(mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move { while self.next().await.is_some() {} });
+    }
+}
+
+impl Drop for ExecTurn {
+    fn drop(&mut self) {
+        if self.ended && self.delivered_end {
+            return;
+        }
+        // The process may still call the model: stop it and whatever it
+        // started. It leads its own process group (`process_group(0)`);
+        // without `unsafe` there is no killpg, so `kill` does it, and the
+        // child itself is killed directly as well (`kill_on_drop`).
+        if let Some(pid) = self.child.id() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = tokio::process::Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pid}")])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .await;
+                });
+            }
+        }
+        let _ = self.child.start_kill();
+        tracing::debug!("killed an abandoned codex exec turn");
+    }
+}
