@@ -28,6 +28,7 @@ use prometheus_client::registry::Registry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::FleetConfig;
+use crate::store::{SharedCopies, SharedFuture, StoredResponse};
 
 /// How often each replica reads the fleet's maintenance switch.
 pub const MAINTENANCE_POLL: Duration = Duration::from_secs(1);
@@ -190,7 +191,7 @@ impl LogThrottle {
 /// answering. The local SQLite store stays the one that is read; Redis is what
 /// survives a replica.
 #[derive(Clone)]
-pub struct SharedResponses {
+struct SharedResponses {
     conn: ConnectionManager,
     prefix: String,
     ttl: Duration,
@@ -208,14 +209,14 @@ impl std::fmt::Debug for SharedResponses {
 impl Fleet {
     /// The shared side of the response store (records live `ttl`, like locally);
     /// `None` without Redis.
-    pub fn shared_responses(&self, ttl: Duration) -> Option<SharedResponses> {
+    pub fn shared_responses(&self, ttl: Duration) -> Option<Arc<dyn SharedCopies>> {
         let limits = self.limits.as_ref()?;
-        Some(SharedResponses {
+        Some(Arc::new(SharedResponses {
             conn: limits.connection(),
             prefix: limits.prefix().to_owned(),
             ttl,
             reporter: self.reporter.clone()?,
-        })
+        }))
     }
 }
 
@@ -240,7 +241,7 @@ impl SharedResponses {
 
     /// Writes `record`; a failure is counted and logged, never the request's: the
     /// conversation still continues on this replica, only not elsewhere.
-    pub async fn put(&self, record: &crate::store::StoredResponse) {
+    async fn put(&self, record: &StoredResponse) {
         let value = serde_json::json!({
             "id": record.id,
             "owner": record.owner,
@@ -251,10 +252,7 @@ impl SharedResponses {
         })
         .to_string();
         let expires = record.created_at.saturating_add(self.ttl.as_secs().max(1));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let secs = expires.saturating_sub(now).max(1);
+        let secs = expires.saturating_sub(crate::calendar::unix_now()).max(1);
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("SET")
             .arg(self.key(&record.id))
@@ -268,7 +266,7 @@ impl SharedResponses {
     }
 
     /// Removes the shared copy of `id`.
-    pub async fn delete(&self, id: &str) {
+    async fn delete(&self, id: &str) {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("DEL").arg(self.key(id)).to_owned();
         if let Err(e) = self.timed(cmd.query_async::<i64>(&mut conn)).await {
@@ -277,7 +275,7 @@ impl SharedResponses {
     }
 
     /// The shared record `id` (any owner: the store filters by owner when it reads).
-    pub async fn get(&self, id: &str) -> Option<crate::store::StoredResponse> {
+    async fn get(&self, id: &str) -> Option<StoredResponse> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("GET").arg(self.key(id)).to_owned();
         let raw: Option<String> = match self.timed(cmd.query_async(&mut conn)).await {
@@ -288,7 +286,7 @@ impl SharedResponses {
             }
         };
         let v: serde_json::Value = serde_json::from_str(&raw?).ok()?;
-        Some(crate::store::StoredResponse {
+        Some(StoredResponse {
             id: v["id"].as_str()?.to_owned(),
             owner: v["owner"].as_str()?.to_owned(),
             parent: v["parent"].as_str().map(str::to_owned),
@@ -296,5 +294,19 @@ impl SharedResponses {
             input_items: v["input_items"].clone(),
             response: v["response"].clone(),
         })
+    }
+}
+
+impl SharedCopies for SharedResponses {
+    fn put<'a>(&'a self, record: &'a StoredResponse) -> SharedFuture<'a, ()> {
+        Box::pin(SharedResponses::put(self, record))
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> SharedFuture<'a, Option<StoredResponse>> {
+        Box::pin(SharedResponses::get(self, id))
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> SharedFuture<'a, ()> {
+        Box::pin(SharedResponses::delete(self, id))
     }
 }

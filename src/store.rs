@@ -9,7 +9,9 @@
 //! blocking closure, never across an `.await`. See `docs/conversations.md`
 //! for why this store and what it holds.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,13 +65,28 @@ pub enum Chain {
     Broken { missing: String },
 }
 
+/// A future of a [`SharedCopies`] call.
+pub type SharedFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Copies of the records that other replicas can read (with several replicas,
+/// Redis: `crate::fleet`). Declared here, by the store that uses it, so the
+/// store does not depend on who provides it. Failures are the provider's to
+/// count and log: a copy that cannot be written or read only means the
+/// conversation cannot move to another replica, never a failed request.
+pub trait SharedCopies: Send + Sync + 'static {
+    fn put<'a>(&'a self, record: &'a StoredResponse) -> SharedFuture<'a, ()>;
+    /// The copy of `id`, whoever owns it (the store checks the owner).
+    fn get<'a>(&'a self, id: &'a str) -> SharedFuture<'a, Option<StoredResponse>>;
+    fn delete<'a>(&'a self, id: &'a str) -> SharedFuture<'a, ()>;
+}
+
 /// The response store. Cheap to clone.
 #[derive(Clone)]
 pub struct ResponseStore {
     inner: Arc<Inner>,
     /// With several replicas (`PROXY_REDIS_URL`): every record is also written
     /// there, and what this replica lacks is copied from there before a read.
-    shared: Option<crate::fleet::SharedResponses>,
+    shared: Option<Arc<dyn SharedCopies>>,
 }
 
 struct Inner {
@@ -153,8 +170,8 @@ impl ResponseStore {
         .map_err(|e| StoreError(format!("store task failed: {e}")))?
     }
 
-    /// Shares the records with the other replicas through Redis (`src/fleet.rs`).
-    pub fn shared(self, shared: Option<crate::fleet::SharedResponses>) -> Self {
+    /// Shares the records with the other replicas (through Redis: `src/fleet.rs`).
+    pub fn shared(self, shared: Option<Arc<dyn SharedCopies>>) -> Self {
         Self { shared, ..self }
     }
 
