@@ -13,19 +13,44 @@ pub fn unix_now() -> u64 {
 
 /// Unix seconds as RFC 3339 UTC (`2026-11-30T00:28:17Z`), for messages.
 pub fn rfc3339(unix: u64) -> String {
-    let (y, m, d) = civil_from_days((unix / 86_400) as i64);
-    let secs = unix % 86_400;
+    let t = Utc::of(unix);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
+}
+
+/// A moment's UTC calendar date and time of day, the parts every format
+/// the gateway writes is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+}
+
+impl Utc {
+    /// The parts of `unix` seconds.
+    pub fn of(unix: u64) -> Utc {
+        let (year, month, day) = civil_from_days((unix / 86_400) as i64);
+        let secs = unix % 86_400;
+        Utc {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+        }
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
 /// calendar: Howard Hinnant's `civil_from_days`.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -33,14 +33,15 @@ pub(crate) fn file_name(started: SystemTime, request_id: &str) -> String {
 /// `20261129T213402.123Z`.
 pub(crate) fn compact_utc(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = crate::calendar::civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let t = crate::calendar::Utc::of(d.as_secs());
     format!(
-        "{y:04}{m:02}{day:02}T{:02}{:02}{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
         d.subsec_millis()
     )
 }

@@ -197,13 +197,10 @@ pub(super) fn rfc3339_now() -> String {
 }
 
 fn rfc3339(secs: u64, nanos: u32) -> String {
-    let (year, month, day) = crate::calendar::civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let t = crate::calendar::Utc::of(secs);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
