@@ -30,7 +30,7 @@ pub use failure::{Failure, FailureKind};
 pub use parked::ParkedTurns;
 pub use service::{CodexCore, CoreConfig};
 pub(crate) use slot::{TurnSlot, TurnSlots};
-pub use source::TurnSource;
+pub use source::{EventQueue, TurnSource};
 pub use stream::{ParkedTurn, TurnStream};
 pub use threads::{
     Continuation, ContinuationLabels, Eviction, EvictionLabels, IdleThread, LiveThreads, Taken,

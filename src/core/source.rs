@@ -3,9 +3,45 @@
 //! [`TurnStream`](super::TurnStream) is the real one; tests script events
 //! through their own, so the shaping policy is tested without a worker.
 
+use std::collections::VecDeque;
 use std::future::Future;
 
 use super::turn::TurnEvent;
+
+/// A turn's decoded events not yet delivered, with the rule every backend's
+/// reader keeps: the turn's end (`Finished` or `Failed`) is its last event;
+/// whatever was queued behind it is dropped, and every read after it finds
+/// [`EventQueue::delivered_end`] true.
+#[derive(Debug, Default)]
+pub struct EventQueue {
+    events: VecDeque<TurnEvent>,
+    delivered_end: bool,
+}
+
+impl EventQueue {
+    pub fn push(&mut self, event: TurnEvent) {
+        self.events.push_back(event);
+    }
+
+    pub fn extend(&mut self, events: impl IntoIterator<Item = TurnEvent>) {
+        self.events.extend(events);
+    }
+
+    /// The next queued event, if any; the end marks the turn delivered.
+    pub fn pop(&mut self) -> Option<TurnEvent> {
+        let event = self.events.pop_front()?;
+        if matches!(event, TurnEvent::Finished | TurnEvent::Failed(_)) {
+            self.events.clear();
+            self.delivered_end = true;
+        }
+        Some(event)
+    }
+
+    /// The reader got the turn's last event.
+    pub fn delivered_end(&self) -> bool {
+        self.delivered_end
+    }
+}
 
 /// A turn's events, in order.
 pub trait TurnSource: Send + 'static {
@@ -21,5 +57,25 @@ pub trait TurnSource: Send + 'static {
     where
         Self: Sized,
     {
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_is_the_last_event_delivered() {
+        let mut q = EventQueue::default();
+        q.extend([
+            TurnEvent::TextDelta("a".into()),
+            TurnEvent::Finished,
+            TurnEvent::TextDelta("late".into()),
+        ]);
+        assert_eq!(q.pop(), Some(TurnEvent::TextDelta("a".into())));
+        assert!(!q.delivered_end());
+        assert_eq!(q.pop(), Some(TurnEvent::Finished));
+        assert!(q.delivered_end());
+        assert_eq!(q.pop(), None, "what came after the end is dropped");
     }
 }

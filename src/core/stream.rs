@@ -12,7 +12,7 @@
 //! and the drop that follows interrupts it.
 
 use std::borrow::Cow;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::failure::{Failure, FailureKind};
 use super::host_items::acts_on_host;
 use super::slot::TurnSlot;
-use super::source::TurnSource;
+use super::source::{EventQueue, TurnSource};
 use super::threads::IdleThread;
 use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
@@ -74,10 +74,8 @@ pub struct TurnStream {
     subscription: Option<ThreadSubscription>,
     turn_id: String,
     state: TurnState,
-    /// The reader got the last event (`Finished` or `Failed`).
-    delivered_end: bool,
     idle_timeout: Option<Duration>,
-    queue: VecDeque<TurnEvent>,
+    queue: EventQueue,
     /// Agent-message items that streamed deltas; a completed item that did
     /// not (the provider sent no deltas) is emitted whole.
     streamed_items: HashSet<String>,
@@ -112,9 +110,8 @@ impl TurnStream {
             subscription: Some(subscription),
             turn_id,
             state: TurnState::Running,
-            delivered_end: false,
             idle_timeout,
-            queue: VecDeque::new(),
+            queue: EventQueue::default(),
             streamed_items: HashSet::new(),
             usage: None,
             error: None,
@@ -143,7 +140,7 @@ impl TurnStream {
     ///
     /// [`LiveThreads`]: super::LiveThreads
     pub fn into_idle(mut self) -> Option<IdleThread> {
-        if !(self.completed && self.delivered_end && self.state == TurnState::Ended) {
+        if !(self.completed && self.queue.delivered_end() && self.state == TurnState::Ended) {
             return None;
         }
         let subscription = self.subscription.take()?;
@@ -224,14 +221,10 @@ impl TurnStream {
     /// The next event; `None` after the last one.
     pub async fn next(&mut self) -> Option<TurnEvent> {
         loop {
-            if let Some(event) = self.queue.pop_front() {
-                if matches!(event, TurnEvent::Finished | TurnEvent::Failed(_)) {
-                    self.queue.clear();
-                    self.delivered_end = true;
-                }
+            if let Some(event) = self.queue.pop() {
                 return Some(event);
             }
-            if self.delivered_end {
+            if self.queue.delivered_end() {
                 return None;
             }
             let subscription = self.subscription.as_mut()?;
@@ -279,7 +272,7 @@ impl TurnStream {
                 failure = failure.resetting_at(lease.usage_limit_reached());
             }
         }
-        self.queue.push_back(TurnEvent::Failed(failure));
+        self.queue.push(TurnEvent::Failed(failure));
     }
 
     /// Marks an item as streamed, allocating its id only the first time.
@@ -296,7 +289,7 @@ impl TurnStream {
                 if let Ok(n) = serde_json::from_str::<DeltaView<'_>>(params) {
                     self.streamed(&n.item_id);
                     if !n.delta.is_empty() {
-                        self.queue.push_back(TurnEvent::TextDelta(n.delta));
+                        self.queue.push(TurnEvent::TextDelta(n.delta));
                     }
                 }
             }
@@ -304,7 +297,7 @@ impl TurnStream {
                 if let Ok(n) = serde_json::from_str::<DeltaView<'_>>(params) {
                     self.streamed(&n.item_id);
                     if !n.delta.is_empty() {
-                        self.queue.push_back(TurnEvent::ReasoningDelta(n.delta));
+                        self.queue.push(TurnEvent::ReasoningDelta(n.delta));
                     }
                 }
             }
@@ -312,8 +305,7 @@ impl TurnStream {
                 if let Ok(n) = decode::<ReasoningSummaryPartAddedNotification>(params) {
                     // Parts are paragraphs of one summary.
                     if n.summary_index > 0 {
-                        self.queue
-                            .push_back(TurnEvent::ReasoningDelta("\n\n".into()));
+                        self.queue.push(TurnEvent::ReasoningDelta("\n\n".into()));
                     }
                 }
             }
@@ -346,7 +338,7 @@ impl TurnStream {
                             .collect();
                         if !parts.is_empty() {
                             self.queue
-                                .push_back(TurnEvent::ReasoningDelta(parts.join("\n\n")));
+                                .push(TurnEvent::ReasoningDelta(parts.join("\n\n")));
                         }
                     }
                     return;
@@ -360,7 +352,7 @@ impl TurnStream {
                         .and_then(Value::as_str)
                         .filter(|t| !t.is_empty())
                     {
-                        self.queue.push_back(TurnEvent::TextDelta(text.to_owned()));
+                        self.queue.push(TurnEvent::TextDelta(text.to_owned()));
                     }
                 }
             }
@@ -403,9 +395,9 @@ impl TurnStream {
                     Some("completed") => {
                         self.completed = true;
                         if let Some(usage) = self.usage {
-                            self.queue.push_back(TurnEvent::Usage(usage));
+                            self.queue.push(TurnEvent::Usage(usage));
                         }
-                        self.queue.push_back(TurnEvent::Finished);
+                        self.queue.push(TurnEvent::Finished);
                     }
                     status => {
                         let failure = n
@@ -465,7 +457,7 @@ impl TurnStream {
                     v => v.to_string(),
                 };
                 self.pending_calls.push((id, call.call_id.clone()));
-                self.queue.push_back(TurnEvent::ToolCall(ToolCall {
+                self.queue.push(TurnEvent::ToolCall(ToolCall {
                     call_id: call.call_id,
                     name,
                     arguments,

@@ -4,7 +4,6 @@
 //! of its image and schema files for as long as it may run. Dropped before
 //! it ended (the client went away), it is killed with its process group.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tokio::process::{Child, ChildStdout};
 use tokio::task::JoinHandle;
 
 use super::events::{map_line, Line};
-use crate::core::{Failure, FailureKind, TurnEvent, TurnSlot, TurnSource};
+use crate::core::{EventQueue, Failure, FailureKind, TurnEvent, TurnSlot, TurnSource};
 
 /// A private directory removed when the turn goes.
 pub(super) struct PrivateDir(pub(super) PathBuf);
@@ -31,11 +30,10 @@ pub struct ExecTurn {
     /// The last lines of codex's stderr, for a process that ends without a
     /// turn event.
     stderr: Option<JoinHandle<String>>,
-    queue: VecDeque<TurnEvent>,
+    queue: EventQueue,
     /// codex's `turn.completed` or `turn.failed` was read, or the process
     /// ended: nothing left to kill.
     ended: bool,
-    delivered_end: bool,
     idle_timeout: Option<Duration>,
     refuse_host_items: bool,
     _slot: TurnSlot,
@@ -75,9 +73,8 @@ impl ExecTurn {
             child,
             lines: BufReader::new(stdout).lines(),
             stderr,
-            queue: VecDeque::new(),
+            queue: EventQueue::default(),
             ended: false,
-            delivered_end: false,
             idle_timeout,
             refuse_host_items,
             _slot: slot,
@@ -94,14 +91,10 @@ impl ExecTurn {
     /// read loses no line (`Lines::next_line` is cancel-safe).
     pub async fn next(&mut self) -> Option<TurnEvent> {
         loop {
-            if let Some(event) = self.queue.pop_front() {
-                if matches!(event, TurnEvent::Finished | TurnEvent::Failed(_)) {
-                    self.queue.clear();
-                    self.delivered_end = true;
-                }
+            if let Some(event) = self.queue.pop() {
                 return Some(event);
             }
-            if self.delivered_end {
+            if self.queue.delivered_end() {
                 return None;
             }
             let read = self.lines.next_line();
@@ -169,7 +162,7 @@ impl ExecTurn {
     }
 
     fn fail(&mut self, failure: Failure) {
-        self.queue.push_back(TurnEvent::Failed(failure));
+        self.queue.push(TurnEvent::Failed(failure));
     }
 }
 
@@ -190,7 +183,7 @@ impl TurnSource for ExecTurn {
 
 impl Drop for ExecTurn {
     fn drop(&mut self) {
-        if self.ended && self.delivered_end {
+        if self.ended && self.queue.delivered_end() {
             return;
         }
         // The process may still call the model: stop it and whatever it
