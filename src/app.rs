@@ -198,9 +198,14 @@ pub async fn run(
         t.abort();
     }
     if let Some(w) = usage_writer {
-        // Records of the last requests are in its queue: give it a moment.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        w.abort();
+        // Every request that ended has queued its usage: write it all (one
+        // transaction) before the process goes; bounded in case the disk hangs.
+        if tokio::time::timeout(Duration::from_secs(5), w.finish())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the usage ledger was not written within 5 s of shutdown");
+        }
     }
     stop_worker.cancel();
     let grace = shutdown_grace + Duration::from_secs(1);

@@ -221,3 +221,38 @@ async fn responses_cut_by_stop_or_max_tokens_report_the_tokens_used() {
     assert_eq!(rows["data"][0]["completion_tokens"], 39, "{rows}");
     h.stop().await;
 }
+
+/// The ledger writes in batches off the request path: a request that ended
+/// just before a graceful shutdown is still in the ledger file afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_of_the_last_requests_survives_a_graceful_shutdown() {
+    let h = Harness::start().await;
+    let mut total = 0;
+    for stream in [false, true] {
+        let mut body = Harness::chat("last words", stream);
+        if stream {
+            body["stream_options"] = serde_json::json!({"include_usage": true});
+        }
+        let r = h.send(h.post_request("/v1/chat/completions", &body)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let usage = if stream {
+            let last = r.sse_data().into_iter().rfind(|d| d != "[DONE]").unwrap();
+            serde_json::from_str::<Value>(&last).unwrap()["usage"].clone()
+        } else {
+            r.json()["usage"].clone()
+        };
+        total += usage["total_tokens"].as_u64().unwrap();
+    }
+    // No `GET /v1/usage` (which would have the writer write first): stop at once.
+    let file = h.dir.join("state").join("usage.sqlite3");
+    h.stop().await;
+    let db = rusqlite::Connection::open(&file).unwrap();
+    let (requests, tokens): (i64, i64) = db
+        .query_row(
+            "SELECT SUM(requests), SUM(total_tokens) FROM usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((requests, tokens as u64), (2, total));
+}
