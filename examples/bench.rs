@@ -6,6 +6,7 @@
 //! bench [--quick] [--skip-real] [--skip-memory]
 //! bench --check [--write-baseline]
 //! bench --compare GATEWAY_BIN_A GATEWAY_BIN_B
+//! bench --memory
 //! ```
 //!
 //! `--check` measures only the gateway's CPU µs per completion (streamed at
@@ -15,7 +16,11 @@
 //! the new baseline instead. CPU per completion, read from `/proc`, is the
 //! steadiest figure on a shared machine; throughput and latency are not
 //! compared. `--compare` runs the same figures on two gateway binaries in
-//! alternating windows, for a before/after of one change on a busy machine.
+//! alternating windows, for a before/after of one change on a busy machine
+//! (`BENCH_GATEWAY_ENV_A` / `_B` give one side extra environment, to compare
+//! settings of one binary). `--memory` runs only the memory part (idle,
+//! streams held open, 1 s and 15 s after closing them) on the gateway binary
+//! found as below, with `BENCH_GATEWAY_ENV`.
 //!
 //! What it measures, all over loopback:
 //!
@@ -91,14 +96,20 @@ fn main() -> Result<(), BoxError> {
     let check = args.iter().any(|a| a == "--check");
     let write_baseline = args.iter().any(|a| a == "--write-baseline");
     let comparing = args.first().is_some_and(|a| a == "--compare");
+    let memory_only = args.iter().any(|a| a == "--memory");
     if let Some(bad) = args.iter().filter(|_| !comparing).find(|a| {
         !matches!(
             a.as_str(),
-            "--quick" | "--skip-real" | "--skip-memory" | "--check" | "--write-baseline"
+            "--quick"
+                | "--skip-real"
+                | "--skip-memory"
+                | "--check"
+                | "--write-baseline"
+                | "--memory"
         )
     }) {
         eprintln!(
-            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B"
+            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B\n       bench --memory"
         );
         std::process::exit(2);
     }
@@ -114,6 +125,20 @@ fn main() -> Result<(), BoxError> {
         };
         let report = rt.block_on(compare(PathBuf::from(a), PathBuf::from(b)))?;
         print!("{report}");
+        return Ok(());
+    }
+    if memory_only {
+        let paths = Paths::find()?;
+        let m = rt.block_on(memory(&paths, &opts))?;
+        let mut out = String::new();
+        writeln!(
+            out,
+            "Gateway `{}`, extra environment: `{}`.\n",
+            paths.gateway.display(),
+            std::env::var("BENCH_GATEWAY_ENV").unwrap_or_default()
+        )?;
+        memory_table(&mut out, &m, None)?;
+        print!("{out}");
         return Ok(());
     }
     if check || write_baseline {
@@ -331,7 +356,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
         "\n### c) Memory (gateway process, `/proc/<pid>/status`)\n"
     )?;
     match &memory {
-        Some(memory) => memory_table(&mut out, memory, rss_warm, rss_after_load)?,
+        Some(memory) => memory_table(&mut out, memory, Some((rss_warm, rss_after_load)))?,
         None => writeln!(out, "Skipped (--skip-memory).")?,
     }
 
@@ -887,11 +912,16 @@ impl Gateway {
 
 /// `BENCH_GATEWAY_ENV="K=V,K2=V2"`: extra environment for every measured
 /// gateway, for experiments (`TOKIO_WORKER_THREADS=1`, `LD_PRELOAD=...`,
-/// `RUST_LOG=warn`); the report prints it.
+/// `RUST_LOG=warn`); the report prints it. Separated by `;` instead when
+/// a value has commas (`_RJEM_MALLOC_CONF=narenas:1,dirty_decay_ms:1000`).
 fn extra_gateway_env() -> Vec<(String, String)> {
-    std::env::var("BENCH_GATEWAY_ENV")
-        .unwrap_or_default()
-        .split(',')
+    env_list("BENCH_GATEWAY_ENV")
+}
+
+fn env_list(name: &str) -> Vec<(String, String)> {
+    let text = std::env::var(name).unwrap_or_default();
+    let sep = if text.contains(';') { ';' } else { ',' };
+    text.split(sep)
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect()
@@ -1302,6 +1332,8 @@ struct MemoryReport {
     /// (open streams, RSS with them open)
     points: Vec<(usize, Rss)>,
     after_close: Rss,
+    /// 15 s after closing them: what the allocator gave back.
+    after_settle: Rss,
     errors: u64,
     first_error: Option<String>,
 }
@@ -1367,11 +1399,14 @@ async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
     while held.join_next().await.is_some() {}
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_close = proc_status(gateway.pid);
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let after_settle = proc_status(gateway.pid);
     gateway.stop().await;
     Ok(MemoryReport {
         idle,
         points,
         after_close,
+        after_settle,
         errors,
         first_error,
     })
@@ -1570,12 +1605,9 @@ fn cpu_per_completion(r: &RunStats, cpu: &CpuDelta) -> (f64, f64, f64) {
     (us(cpu.gateway), us(cpu.worker), us(cpu.client))
 }
 
-fn memory_table(
-    out: &mut String,
-    m: &MemoryReport,
-    warm: Rss,
-    after_load: Rss,
-) -> std::fmt::Result {
+/// `load`: RSS of the fake-worker gateway after warm-up and after all the
+/// load runs, when there were any.
+fn memory_table(out: &mut String, m: &MemoryReport, load: Option<(Rss, Rss)>) -> std::fmt::Result {
     let mib = |k: u64| format!("{:.1}", k as f64 / 1024.0);
     writeln!(out, "| gateway state | VmRSS MiB | RssAnon MiB |")?;
     writeln!(out, "|---|---:|---:|")?;
@@ -1595,22 +1627,30 @@ fn memory_table(
     }
     writeln!(
         out,
-        "| after closing them | {} | {} |",
+        "| 1 s after closing them | {} | {} |",
         mib(m.after_close.rss_kib),
         mib(m.after_close.anon_kib)
     )?;
     writeln!(
         out,
-        "| (fake-worker gateway) after warm-up | {} | {} |",
-        mib(warm.rss_kib),
-        mib(warm.anon_kib)
+        "| 15 s after closing them | **{}** | {} |",
+        mib(m.after_settle.rss_kib),
+        mib(m.after_settle.anon_kib)
     )?;
-    writeln!(
-        out,
-        "| (fake-worker gateway) after all load runs | {} | {} |",
-        mib(after_load.rss_kib),
-        mib(after_load.anon_kib)
-    )?;
+    if let Some((warm, after_load)) = load {
+        writeln!(
+            out,
+            "| (fake-worker gateway) after warm-up | {} | {} |",
+            mib(warm.rss_kib),
+            mib(warm.anon_kib)
+        )?;
+        writeln!(
+            out,
+            "| (fake-worker gateway) after all load runs | {} | {} |",
+            mib(after_load.rss_kib),
+            mib(after_load.anon_kib)
+        )?;
+    }
     if let (Some((n1, r1)), Some((n2, r2))) = (m.points.first(), m.points.last()) {
         if n2 > n1 {
             let marginal = r2.rss_kib.saturating_sub(r1.rss_kib) as f64 / (n2 - n1) as f64;
@@ -1826,15 +1866,19 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     pa.gateway = a.clone();
     let mut pb = Paths::find()?;
     pb.gateway = b.clone();
-    let env = |p: &Paths| {
-        vec![
+    // `BENCH_GATEWAY_ENV_A` / `_B`: environment for one side only (the
+    // same binary twice with different settings).
+    let env = |p: &Paths, side: &str| {
+        let mut env = vec![
             ("CODEX_BIN".to_owned(), p.fake_worker.display().to_string()),
             ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
-        ]
+        ];
+        env.extend(env_list(&format!("BENCH_GATEWAY_ENV_{side}")));
+        env
     };
     progress("compare: starting both gateways");
-    let ga = Gateway::start(&pa, &env(&pa), "gateway-a").await?;
-    let gb = Gateway::start(&pb, &env(&pb), "gateway-b").await?;
+    let ga = Gateway::start(&pa, &env(&pa, "A"), "gateway-a").await?;
+    let gb = Gateway::start(&pb, &env(&pb, "B"), "gateway-b").await?;
     for g in [&ga, &gb] {
         closed_loop(
             &Target::Gateway(g.addr),
@@ -1854,9 +1898,12 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     let mut out = String::new();
     writeln!(
         out,
-        "A = `{}`, B = `{}`; seven alternating 2 s windows per figure.\n",
+        "A = `{}` {}, B = `{}` {}; seven alternating 2 s windows per figure; load average {}.\n",
         a.display(),
-        b.display()
+        std::env::var("BENCH_GATEWAY_ENV_A").unwrap_or_default(),
+        b.display(),
+        std::env::var("BENCH_GATEWAY_ENV_B").unwrap_or_default(),
+        loadavg()
     )?;
     writeln!(out, "| figure | A µs/completion | B µs/completion | B/A (median of rounds) | A completions/s | B completions/s |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
@@ -1906,6 +1953,7 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
             med(&mut rb)
         )?;
     }
+    writeln!(out, "\nLoad average at the end: {}.", loadavg())?;
     ga.stop().await;
     gb.stop().await;
     Ok(out)
