@@ -1876,6 +1876,12 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
         env.extend(env_list(&format!("BENCH_GATEWAY_ENV_{side}")));
         env
     };
+    // `BENCH_COMPARE_ROUNDS`: more rounds for a small difference on a busy machine.
+    let rounds: usize = std::env::var("BENCH_COMPARE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(7);
     progress("compare: starting both gateways");
     let ga = Gateway::start(&pa, &env(&pa, "A"), "gateway-a").await?;
     let gb = Gateway::start(&pb, &env(&pb, "B"), "gateway-b").await?;
@@ -1898,7 +1904,7 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     let mut out = String::new();
     writeln!(
         out,
-        "A = `{}` {}, B = `{}` {}; seven alternating 2 s windows per figure; load average {}.\n",
+        "A = `{}` {}, B = `{}` {}; {rounds} alternating 2 s windows per figure; load average {}.\n",
         a.display(),
         std::env::var("BENCH_GATEWAY_ENV_A").unwrap_or_default(),
         b.display(),
@@ -1910,7 +1916,7 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     for &(key, stream, conc) in CHECK_FIGURES {
         progress(&format!("compare: {key}"));
         let (mut ca, mut cb, mut ratio, mut ra, mut rb) = (vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..7 {
+        for _ in 0..rounds {
             let one = |g: &Gateway| {
                 let target = if stream {
                     Target::Gateway(g.addr)
