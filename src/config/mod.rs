@@ -39,7 +39,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_API_KEYS_FILE", default: "", help: "TOML file of named keys with optional per-key rate limits (see docs/configuration.md)" },
     Variable { name: "PROXY_ALLOW_UNAUTHENTICATED", default: "false", help: "allow listening beyond loopback with no key configured" },
     Variable { name: "PROXY_PROTECT_MODELS", default: "false", help: "require a key for GET /v1/models too" },
-    Variable { name: "PROXY_BACKEND", default: "", help: "what runs turns: app-server (when unset) | exec, one `codex exec --json` process per turn (see docs/app-server-migration/)" },
+    Variable { name: "PROXY_BACKEND", default: "", help: "what runs turns: app-server (when unset) | exec, one `codex exec --json` process per turn, no app-server started without a canary (see docs/app-server-migration/)" },
     Variable { name: "PROXY_USE_APP_SERVER", default: "", help: "the plan's name for the switch: true = PROXY_BACKEND=app-server, false = exec; must agree with PROXY_BACKEND when both are set" },
     Variable { name: "PROXY_BACKEND_CANARY_PERCENT", default: "0", help: "share (0-100) of new conversations sent to the other backend, sticky per conversation" },
     Variable { name: "CODEX_BIN", default: "", help: "path of the native codex binary (default: ./.tools/codex install, then `codex` on PATH)" },
