@@ -209,7 +209,10 @@ impl Backends {
         let default = self.config.default;
         let canary = self.exec.is_some()
             && self.config.canary_percent > 0
-            && bucket(key()) < u64::from(self.config.canary_percent);
+            && bucket(key()) < u64::from(self.config.canary_percent)
+            // An exec canary whose CLI check fails would only fail its
+            // share: those conversations stay on the default meanwhile.
+            && (default == BackendKind::Exec || self.exec.as_ref().is_some_and(|e| e.ready()));
         let mut choice = Choice {
             kind: if canary { default.other() } else { default },
             canary,

@@ -119,8 +119,17 @@ impl ExecBackend {
         if inner.probing.swap(true, Ordering::AcqRel) {
             return Ok(false);
         }
+        // Cleared however the probe ends (a dropped future included), so a
+        // later restart can probe again.
+        struct Probing<'a>(&'a AtomicBool);
+        impl Drop for Probing<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let probing = Probing(&inner.probing);
         let result = probe::probe(&inner.worker, &inner.workdir).await;
-        inner.probing.store(false, Ordering::Release);
+        drop(probing);
         let mut health = self.health();
         health.probes += 1;
         match result {
@@ -359,8 +368,28 @@ pub(crate) mod tests_support {
 
     /// A backend whose "codex" is `bin` (a script in tests).
     pub(crate) fn with_codex(bin: &str) -> ExecBackend {
-        let bin = bin.to_owned();
-        let env = Env::new(move |k| (k == "CODEX_BIN").then(|| bin.clone()));
+        let b = unprobed(bin, &std::env::temp_dir());
+        b.health().current = Some(Arc::new(Snapshot {
+            safety: vec!["--disable".into(), "shell_tool".into()],
+            models: Arc::default(),
+            codex_version: "codex-cli test".into(),
+            at: 0,
+        }));
+        b
+    }
+
+    /// A backend that has not probed its "codex" (`bin`), with `home` as
+    /// its `CODEX_HOME` (the lockdown writes its catalog there).
+    pub(crate) fn unprobed(bin: &str, home: &Path) -> ExecBackend {
+        let vars = [
+            ("CODEX_BIN", bin.to_owned()),
+            ("CODEX_HOME", home.display().to_string()),
+        ];
+        let env = Env::new(move |k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.clone())
+        });
         let c = Config::from_env(&env).expect("config");
         let core = &c.core;
         let slots = TurnSlots::new(
@@ -369,14 +398,7 @@ pub(crate) mod tests_support {
             core.queue_timeout,
             None,
         );
-        let b = ExecBackend::new(&c.worker, core, &std::env::temp_dir(), slots);
-        b.health().current = Some(Arc::new(Snapshot {
-            safety: vec!["--disable".into(), "shell_tool".into()],
-            models: Arc::default(),
-            codex_version: "codex-cli test".into(),
-            at: 0,
-        }));
-        b
+        ExecBackend::new(&c.worker, core, &std::env::temp_dir(), slots)
     }
 }
 
@@ -517,5 +539,76 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(turn.next().await, None);
+    }
+
+    /// A fake `codex` that answers the probe's questions while `dir/broken`
+    /// does not exist, and fails every call once it does.
+    fn probed_codex() -> (PrivateDir, PathBuf) {
+        let dir = private_dir().unwrap();
+        let path = dir.0.join("codex");
+        let broken = dir.0.join("broken");
+        let catalog = r#"{"models":[{"slug":"m","display_name":"M","visibility":"list","priority":1,"supported_reasoning_levels":[{"effort":"high"}]}]}"#;
+        let script = format!(
+            "#!/bin/sh\n[ -e '{broken}' ] && {{ echo 'error: broken' >&2; exit 1; }}\n\
+             for a in \"$@\"; do case \"$a\" in\n\
+             --version) echo 'codex-cli 9.9.9'; exit 0 ;;\n\
+             mcp) echo '[]'; exit 0 ;;\n\
+             models) echo '{catalog}'; exit 0 ;;\n\
+             esac; done\nexit 2\n",
+            broken = broken.display(),
+        );
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, broken)
+    }
+
+    #[tokio::test]
+    async fn no_turn_before_a_good_probe_and_a_failed_probe_makes_it_unready() {
+        let (dir, broken) = probed_codex();
+        let b = super::tests_support::unprobed(dir.0.join("codex").to_str().unwrap(), &dir.0);
+        // Not probed: no lockdown, so no turn and no models (503s).
+        assert!(!b.ready());
+        let f = b.start_turn(TurnRequest::default()).await.err().unwrap();
+        assert_eq!(f.kind, FailureKind::NotReady, "{f:?}");
+        assert_eq!(b.models().unwrap_err().kind, FailureKind::NotReady);
+
+        assert_eq!(b.probe().await, Ok(true));
+        assert!(b.ready());
+        let models = b.models().unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(models[0].id, "m");
+        let status = b.status();
+        assert_eq!(status.codex_version.as_deref(), Some("codex-cli 9.9.9"));
+        assert_eq!((status.probes, status.models), (1, 1));
+        assert!(
+            b.snapshot()
+                .unwrap()
+                .safety
+                .iter()
+                .any(|a| a.contains("model_catalog_json")),
+            "the lockdown's catalog is in the turns' overrides"
+        );
+
+        // The CLI breaks (an upgrade in place): the next probe says so.
+        std::fs::write(&broken, "").unwrap();
+        let e = b.probe().await.unwrap_err();
+        assert!(e.contains("--version") || e.contains("broken"), "{e}");
+        assert!(!b.ready());
+        assert!(b.not_ready().unwrap().contains("last check failed"));
+        assert_eq!(b.models().unwrap_err().kind, FailureKind::NotReady);
+        // Turns keep the last good lockdown: started (and failing on the
+        // broken CLI itself), not refused.
+        let mut turn = b.start_turn(TurnRequest::default()).await.unwrap();
+        assert!(matches!(
+            turn.next().await,
+            Some(crate::core::TurnEvent::Failed(_))
+        ));
+
+        // Fixed again: ready again at the next probe.
+        std::fs::remove_file(&broken).unwrap();
+        assert_eq!(b.probe().await, Ok(true));
+        assert!(b.ready());
+        assert_eq!(b.status().probes, 3);
     }
 }
