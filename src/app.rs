@@ -141,6 +141,7 @@ pub async fn run(
     let exec = match backend_config.needs_exec() {
         true => {
             let exec = ExecBackend::new(&worker_config, &core_config, &workdir, core.turn_slots());
+            exec.register_metrics(&mut registry);
             let _ = exec.probe().await;
             exec.spawn_prober(stop_worker.clone());
             Some(exec)

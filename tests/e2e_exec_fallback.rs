@@ -91,6 +91,7 @@ async fn exec_serves_everything_when_app_server_is_broken_and_starts_none() {
     let h = Harness::start_with(&[
         ("PROXY_BACKEND", "exec"),
         ("CODEX_BIN", bin.to_str().unwrap()),
+        ("PROXY_ENABLE_METRICS", "true"),
     ])
     .await;
 
@@ -111,6 +112,11 @@ async fn exec_serves_everything_when_app_server_is_broken_and_starts_none() {
     let r = h.get("/healthz").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["worker_ready"], true, "{}", r.text());
+    let metrics = h.get("/metrics").await.text();
+    assert!(
+        metrics.lines().any(|l| l == "codex_gateway_exec_ready 1"),
+        "{metrics}"
+    );
 
     // The models come from the CLI (`codex debug models`): the test
     // catalog's one model and its efforts, as app-server lists them.

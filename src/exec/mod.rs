@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +81,8 @@ struct Inner {
     /// A probe is running: a second one (a restart during the first) is
     /// not started.
     probing: AtomicBool,
+    /// 1 while ready (`exec_ready` on `/metrics`, set by each probe).
+    ready_gauge: Gauge,
 }
 
 impl ExecBackend {
@@ -105,6 +108,7 @@ impl ExecBackend {
                 worker: worker.clone(),
                 health: Mutex::new(Health::default()),
                 probing: AtomicBool::new(false),
+                ready_gauge: Gauge::default(),
             }),
         }
     }
@@ -132,6 +136,7 @@ impl ExecBackend {
         drop(probing);
         let mut health = self.health();
         health.probes += 1;
+        inner.ready_gauge.set(i64::from(result.is_ok()));
         match result {
             Ok(snapshot) => {
                 tracing::info!(
@@ -149,6 +154,16 @@ impl ExecBackend {
                 Err(e)
             }
         }
+    }
+
+    /// Registers `exec_ready`: 1 while the last probe passed (an
+    /// exec-only gateway has no `worker_ready` to alert on).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "exec_ready",
+            "1 while the exec backend's last check of its CLI passed",
+            self.inner.ready_gauge.clone(),
+        );
     }
 
     /// Starts a probe and returns at once (a rolling restart: SIGHUP, the
