@@ -327,3 +327,34 @@ async fn a_canary_split_shares_one_turn_limit() {
     assert_eq!(r["exec"]["turns_in_flight"], 0, "{r}");
     h.stop().await;
 }
+
+/// `GET /v1/models` ids.
+async fn model_ids(h: &Harness) -> Vec<String> {
+    let r = h.get("/v1/models").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_lists_the_same_models_as_app_server_from_the_bundled_catalog() {
+    // codex's own catalog: hidden models, priorities out of file order and
+    // per-model efforts, where `codex debug models` and `model/list` could
+    // part ways.
+    let bundled = HomeOptions {
+        bundled_models: true,
+        ..HomeOptions::default()
+    };
+    let h = Harness::start_with_home(&[], &bundled).await;
+    let app_server = model_ids(&h).await;
+    h.stop().await;
+    let h = Harness::start_with_home(&[("PROXY_BACKEND", "exec")], &bundled).await;
+    let exec = model_ids(&h).await;
+    h.stop().await;
+    assert!(app_server.len() > 10, "{app_server:?}");
+    assert_eq!(exec, app_server);
+}
