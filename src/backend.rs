@@ -398,4 +398,28 @@ mod tests {
             "a request exec cannot serve is not canaried there"
         );
     }
+
+    #[test]
+    fn no_canary_goes_to_an_exec_backend_whose_cli_check_failed() {
+        let unready = Backends {
+            config: BackendConfig {
+                default: BackendKind::AppServer,
+                canary_percent: 100,
+            },
+            // Never probed: not ready.
+            exec: Some(crate::exec::tests_support::unprobed(
+                "/bin/false",
+                &std::env::temp_dir(),
+            )),
+            metrics: None,
+        };
+        assert!(
+            (0..200).all(|i| unready.choose(|| i, &needs(false))
+                == Choice {
+                    kind: BackendKind::AppServer,
+                    canary: false
+                }),
+            "its share stays on the default backend"
+        );
+    }
 }
