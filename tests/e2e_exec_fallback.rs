@@ -358,3 +358,61 @@ async fn exec_lists_the_same_models_as_app_server_from_the_bundled_catalog() {
     assert!(app_server.len() > 10, "{app_server:?}");
     assert_eq!(exec, app_server);
 }
+
+#[test]
+fn sighup_has_an_exec_gateway_check_its_cli_again() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = wrapper_dir();
+    let home = dir.join("codex-home");
+    // The probe needs no model: it only asks the CLI.
+    codex_offline_model::write_codex_home(&home, "http://127.0.0.1:9/v1").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_codex-completions-api"))
+        .env("PORT", port.to_string())
+        .env("CODEX_BIN", support::codex_bin())
+        .env("CODEX_HOME", &home)
+        .env("PROXY_BACKEND", "exec")
+        .env("PROXY_STATE_DIR", dir.join("state"))
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let exec = || -> Option<Value> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            s,
+            "GET /admin/workers HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let body: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1)?).ok()?;
+        Some(body["exec"].clone())
+    };
+    let wait_for = |what: &str, want: &dyn Fn(&Value) -> bool| {
+        for _ in 0..600 {
+            if exec().is_some_and(|e| want(&e)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("not {what} within 30 s: {:?}", exec());
+    };
+    wait_for("ready", &|e| e["ready"] == true && e["probes"] == 1);
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    signal("-HUP");
+    wait_for("probed again", &|e| e["ready"] == true && e["probes"] == 2);
+    signal("-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
