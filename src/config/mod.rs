@@ -77,7 +77,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_TRUSTED_PROXY_HOPS", default: "1", help: "trusted proxies in front of the gateway that each append to X-Forwarded-For; the client is that many entries from the right" },
     Variable { name: "PROXY_CONFIG", default: "", help: "TOML file with per-route auth and rate limits (see docs/configuration.md)" },
     Variable { name: "PROXY_SSE_MAX_CONCURRENCY", default: "0", help: "concurrent streams per key (or client address); 0 = unlimited" },
-    Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on each worker at once (the gateway runs this × WORKER_POOL_SIZE)" },
+    Variable { name: "WORKER_MAX_CONCURRENCY", default: "32", help: "turns running on each worker at once (the gateway runs this × WORKER_POOL_SIZE, exec turns included)" },
     Variable { name: "WORKER_QUEUE_MAX", default: "64", help: "requests waiting for a turn slot; beyond it 429 with Retry-After" },
     Variable { name: "WORKER_QUEUE_TIMEOUT_MS", default: "10000", help: "longest wait for a turn slot before 429" },
     Variable { name: "PROXY_TIMEOUT_MS", default: "600000", help: "longest a whole request may take before 504 (0 disables)" },
