@@ -115,9 +115,10 @@ impl ExecBackend {
 
     /// Asks the CLI for its version, the lockdown and the models
     /// (`probe.rs`), and keeps the answer: turns then run with that
-    /// lockdown, `/v1/models` lists those models. A failure keeps the last
-    /// good answer for turns but makes the backend not ready. `Ok(false)`:
-    /// a probe was running already, this one did nothing.
+    /// lockdown, `/v1/models` lists those models. A failure makes the
+    /// backend not ready (503s) until a probe passes again; the last good
+    /// answer stays for `GET /admin/workers` to show. `Ok(false)`: a probe
+    /// was running already, this one did nothing.
     pub async fn probe(&self) -> Result<bool, String> {
         let inner = &self.inner;
         if inner.probing.swap(true, Ordering::AcqRel) {
@@ -202,6 +203,18 @@ impl ExecBackend {
         self.health().current.clone()
     }
 
+    /// The last good probe's answer while the backend is ready; else the
+    /// 503 an app-server gateway without a ready worker answers. Turns and
+    /// `/v1/models` follow readiness, as they do on app-server: a load
+    /// balancer and a client see the same state.
+    fn usable(&self) -> Result<Arc<Snapshot>, Failure> {
+        let health = self.health();
+        match (health.not_ready(), &health.current) {
+            (None, Some(s)) => Ok(s.clone()),
+            (reason, _) => Err(not_ready(reason.unwrap_or_default())),
+        }
+    }
+
     /// Whether the last probe passed.
     pub fn ready(&self) -> bool {
         self.health().not_ready().is_none()
@@ -214,11 +227,7 @@ impl ExecBackend {
 
     /// The models the last good probe listed (`/v1/models` in exec mode).
     pub fn models(&self) -> Result<Arc<Vec<Model>>, Failure> {
-        let health = self.health();
-        match (health.not_ready(), &health.current) {
-            (None, Some(s)) => Ok(s.models.clone()),
-            (reason, _) => Err(not_ready(reason.unwrap_or_default())),
-        }
+        self.usable().map(|s| s.models.clone())
     }
 
     /// For `/readyz`, `/healthz` and `GET /admin/workers`.
@@ -252,10 +261,9 @@ impl ExecBackend {
                 ),
             ));
         }
-        // No lockdown known, no turn: never run exec with codex's host tools.
-        let snapshot = self
-            .snapshot()
-            .ok_or_else(|| not_ready(self.not_ready().unwrap_or_default()))?;
+        // Not ready, no turn: above all, no lockdown known means never
+        // running exec with codex's host tools.
+        let snapshot = self.usable()?;
         let slot = self.inner.slots.acquire().await?;
         let files = private_dir().map_err(upstream)?;
         let mut cmd = self
@@ -579,7 +587,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_turn_before_a_good_probe_and_a_failed_probe_makes_it_unready() {
+    async fn no_turn_before_a_good_probe_and_none_after_a_failed_one_until_one_passes() {
         let (dir, broken) = probed_codex();
         let b = super::tests_support::unprobed(dir.0.join("codex").to_str().unwrap(), &dir.0);
         // Not probed: no lockdown, so no turn and no models (503s).
@@ -612,13 +620,12 @@ mod tests {
         assert!(!b.ready());
         assert!(b.not_ready().unwrap().contains("last check failed"));
         assert_eq!(b.models().unwrap_err().kind, FailureKind::NotReady);
-        // Turns keep the last good lockdown: started (and failing on the
-        // broken CLI itself), not refused.
-        let mut turn = b.start_turn(TurnRequest::default()).await.unwrap();
-        assert!(matches!(
-            turn.next().await,
-            Some(crate::core::TurnEvent::Failed(_))
-        ));
+        // Turns follow readiness (a 503, as without a ready worker).
+        let f = b.start_turn(TurnRequest::default()).await.err().unwrap();
+        assert_eq!(f.kind, FailureKind::NotReady, "{f:?}");
+        assert!(f.message.contains("last check failed"), "{f:?}");
+        // The last good answer is still shown.
+        assert_eq!(b.status().codex_version.as_deref(), Some("codex-cli 9.9.9"));
 
         // Fixed again: ready again at the next probe.
         std::fs::remove_file(&broken).unwrap();

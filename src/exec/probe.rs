@@ -11,8 +11,10 @@
 //! afresh and `/v1/models` follows it, as a worker restart does for
 //! app-server.
 //!
-//! Turns run with the last good lockdown; readiness needs the last probe to
-//! have passed. Until one has, there is no lockdown and no turn runs.
+//! Readiness, `/v1/models` and turns all need the last probe to have
+//! passed (as on app-server, where all three follow the workers): a load
+//! balancer and a client see the same state. Until one has passed there is
+//! no lockdown at all, so no turn can run without it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,7 +47,7 @@ pub(super) struct Snapshot {
 /// The probes so far.
 #[derive(Default)]
 pub(super) struct Health {
-    /// The last good probe: turns run with its lockdown.
+    /// The last good probe: turns run with its lockdown while ready.
     pub current: Option<Arc<Snapshot>>,
     /// Why the last probe failed; `None` after a good one.
     pub last_error: Option<String>,
