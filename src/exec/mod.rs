@@ -199,6 +199,7 @@ impl ExecBackend {
         self.inner.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[cfg(test)]
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.health().current.clone()
     }
