@@ -78,6 +78,12 @@ impl CodexCore {
         &self.inner.pool
     }
 
+    /// The turn slots, for the exec backend: one limit for both backends'
+    /// turns, so a canary split cannot run more than it.
+    pub(crate) fn turn_slots(&self) -> TurnSlots {
+        self.inner.slots.clone()
+    }
+
     /// The models a ready worker listed at its handshake.
     pub fn models(&self) -> Result<Arc<Vec<Model>>, Failure> {
         self.inner.pool.models().map_err(not_ready)
