@@ -187,6 +187,15 @@ impl CodexCore {
                 "The worker that held this conversation went away.",
             ));
         }
+        // Its account is out of quota or its login was refused: another
+        // worker rebuilds the conversation instead (the same answer as for
+        // a worker that went away).
+        if !self.inner.pool.can_continue_on(&thread.client) {
+            return Err(Failure::new(
+                FailureKind::WorkerGone,
+                "The worker that holds this conversation cannot take turns now.",
+            ));
+        }
         let slot = self.inner.slots.acquire().await?;
         let (thread_client, thread_id, total, turns) = thread.into_parts();
         let slot = slot.with_lease(self.inner.pool.lease_for(&thread_client));
@@ -272,6 +281,15 @@ impl CodexCore {
     ) -> Result<Option<TurnStream>, Failure> {
         let mut turn = parked.turn;
         if !turn.waits_on_all(outputs.iter().map(|(id, _)| id.as_str())) {
+            return Ok(None);
+        }
+        // A worker out of quota or without a valid login would fail the
+        // turn once it calls the model with the results: the caller starts
+        // afresh on a picked worker instead.
+        if turn
+            .client()
+            .is_some_and(|c| !self.inner.pool.can_continue_on(c))
+        {
             return Ok(None);
         }
         // Back to the worker that holds the parked turn (its own client).

@@ -862,6 +862,34 @@ async fn a_turn_that_already_gave_output_or_has_nowhere_to_go_reports_its_failur
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_kept_thread_on_a_worker_out_of_quota_is_left_for_a_rebuild_elsewhere() {
+    let (core, mut w) = pool_core(2);
+    let mut first = start(&core, &mut w[0], "a1").await;
+    complete(&mut w[0], "a1", "completed", Value::Null).await;
+    while first.next().await.is_some() {}
+    let kept = first.into_idle().expect("kept");
+    // Another conversation finds worker 0 out of quota (and is served by 1).
+    let turn = start(&core, &mut w[0], "a2").await;
+    let reader = read_all(turn);
+    complete(&mut w[0], "a2", "failed", usage_limit()).await;
+    answer_start(&mut w[1], "b1").await;
+    complete(&mut w[1], "b1", "completed", Value::Null).await;
+    soon(reader).await.unwrap();
+    // The kept thread is not continued there: the caller rebuilds it.
+    match core.continue_thread(kept, request()).await {
+        Err(f) => assert_eq!(f.kind, FailureKind::WorkerGone, "{f:?}"),
+        Ok(_) => panic!("continued on a worker out of quota"),
+    }
+    assert_eq!(w[0].read().await["method"], "thread/unsubscribe", "a2");
+    assert_eq!(
+        w[0].read().await["method"],
+        "thread/unsubscribe",
+        "a1 released"
+    );
+    nothing_sent(&mut w[0]).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_continuation_out_of_quota_stays_on_its_worker() {
     let (core, mut w) = pool_core(2);
     let mut first = start(&core, &mut w[0], "a1").await;

@@ -423,6 +423,20 @@ impl WorkerPool {
         Some(self.lease(index))
     }
 
+    /// Whether the worker whose current process is `client` can run a
+    /// continuation's turn: up, logged in and with quota left (draining is
+    /// fine: it still serves what it holds). When not, the conversation is
+    /// rebuilt on a picked worker rather than failing where it lives until
+    /// the reset or a new login.
+    pub fn can_continue_on(&self, client: &RpcClient) -> bool {
+        let now = unix_now();
+        self.inner
+            .members
+            .iter()
+            .find(|m| m.handle.owns(client))
+            .is_some_and(|m| m.handle.is_ready() && m.quota.out_until(now).is_none())
+    }
+
     fn lease(&self, index: usize) -> Lease {
         self.inner.members[index].in_flight.inc();
         Lease {

@@ -244,7 +244,11 @@ impl Supervisor {
                         Some(l) => login_rejected_reason(home, l.requires_openai_auth),
                         None => self.status.borrow().last_error.clone().unwrap_or_default(),
                     };
-                    tracing::error!(worker = self.member, pid = running.child.id(), "worker is {reason}");
+                    tracing::error!(
+                        worker = self.member,
+                        pid = running.child.id(),
+                        "worker out of rotation until it has a valid login: {reason}"
+                    );
                     self.set(|s| {
                         if s.phase == WorkerPhase::LoginRequired {
                             s.last_error = Some(reason);
