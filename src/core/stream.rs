@@ -103,17 +103,21 @@ pub struct TurnStream {
     /// The turn ended with `turn/completed` status `completed`.
     completed: bool,
     /// What a fresh turn needs to start again elsewhere; `None` for a
-    /// continuation, in a pool of one, and once used.
-    retry: Option<Retry>,
+    /// continuation, in a pool of one, and once used. Boxed, like
+    /// `restarting`: rarely there, and the stream is moved around whole.
+    retry: Option<Box<Retry>>,
     /// An event went to the reader: from then on the turn is the answer.
     delivered: bool,
     /// The start of the same turn on another worker, and the failure that
     /// caused it (delivered if that start fails). A task, so a reader that
     /// stops waiting (the stream's commit window) and comes back finds it.
-    restarting: Option<(
-        tokio::task::JoinHandle<Result<TurnStream, Failure>>,
-        Failure,
-    )>,
+    restarting: Option<Box<Restarting>>,
+}
+
+/// The start of a turn on another worker, and the failure that caused it.
+struct Restarting {
+    task: tokio::task::JoinHandle<Result<TurnStream, Failure>>,
+    failure: Failure,
 }
 
 /// A fresh turn's second chance (see [`TurnStream::next`]).
@@ -154,7 +158,7 @@ impl TurnStream {
 
     /// A fresh turn that may start again on another worker once.
     pub(super) fn with_retry(mut self, retry: Option<Retry>) -> TurnStream {
-        self.retry = retry;
+        self.retry = retry.map(Box::new);
         self
     }
 
@@ -262,9 +266,9 @@ impl TurnStream {
     /// same whoever answers, but no text, tool call or usage.
     pub async fn next(&mut self) -> Option<TurnEvent> {
         loop {
-            if let Some((task, failure)) = &mut self.restarting {
-                let started = task.await;
-                let failure = failure.clone();
+            if let Some(restarting) = &mut self.restarting {
+                let started = (&mut restarting.task).await;
+                let failure = restarting.failure.clone();
                 self.restarting = None;
                 match started {
                     Ok(Ok(stream)) => {
@@ -343,9 +347,10 @@ impl TurnStream {
         if !retriable || self.state != TurnState::Ended {
             return false;
         }
-        let Some(Retry { core, req }) = self.retry.take() else {
+        let Some(retry) = self.retry.take() else {
             return false;
         };
+        let Retry { core, req } = *retry;
         let from = self
             .slot
             .as_ref()
@@ -375,7 +380,10 @@ impl TurnStream {
         let task = tokio::spawn(crate::trace_buffer::carry(async move {
             core.start_picked(picked, req, false).await
         }));
-        self.restarting = Some((task, failure.clone()));
+        self.restarting = Some(Box::new(Restarting {
+            task,
+            failure: failure.clone(),
+        }));
         true
     }
 
