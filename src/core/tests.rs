@@ -890,6 +890,26 @@ async fn a_kept_thread_on_a_worker_out_of_quota_is_left_for_a_rebuild_elsewhere(
 }
 
 #[tokio::test(start_paused = true)]
+async fn tool_results_for_a_turn_parked_on_a_worker_out_of_quota_start_afresh() {
+    let (core, mut w) = pool_core(2);
+    let parked_turn = parked(&core, &mut w[0], "a1").await;
+    // A fresh turn finds worker 0 out of quota (and is served by 1).
+    let turn = start(&core, &mut w[0], "a2").await;
+    let reader = read_all(turn);
+    complete(&mut w[0], "a2", "failed", usage_limit()).await;
+    answer_start(&mut w[1], "b1").await;
+    complete(&mut w[1], "b1", "completed", Value::Null).await;
+    soon(reader).await.unwrap();
+    assert_eq!(w[0].read().await["method"], "thread/unsubscribe", "a2");
+    // The results are not sent to worker 0, whose model call would fail:
+    // the caller starts afresh, and the parked turn is interrupted.
+    let outputs = [("call_1".to_owned(), "42".to_owned())];
+    let resumed = core.resume(parked_turn, &outputs).await.expect("no error");
+    assert!(resumed.is_none());
+    assert_eq!(next_interrupt(&mut w[0]).await, "a1");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_continuation_out_of_quota_stays_on_its_worker() {
     let (core, mut w) = pool_core(2);
     let mut first = start(&core, &mut w[0], "a1").await;
