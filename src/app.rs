@@ -22,16 +22,42 @@ use crate::stack::{self, StackConfig};
 use crate::telemetry::GatewayMetrics;
 use crate::trace_buffer::TraceBuffer;
 use crate::usage::UsageLedger;
-use crate::worker::{WorkerHandle, WorkerPool};
+use crate::worker::{WorkerHandle, WorkerPhase, WorkerPool, WorkerStatus};
 
 /// Handles a running gateway exposes to its embedder (tests, `main`).
 #[derive(Clone)]
 pub struct GatewayHandles {
-    /// Worker 0 (the only one with the default `WORKER_POOL_SIZE=1`).
+    /// Worker 0 (the only one with the default `WORKER_POOL_SIZE=1`). With
+    /// `PROXY_BACKEND=exec` and no canary no worker runs: a handle that
+    /// stays `stopped` and says so.
     pub worker: WorkerHandle,
     /// Every worker; `pool.request_all()` is the rolling restart (SIGHUP).
+    /// Empty when no worker runs.
     pub pool: WorkerPool,
     pub maintenance: MaintenanceHandle,
+    /// The exec backend, when configured; a restart probes it again.
+    pub exec: Option<ExecBackend>,
+}
+
+impl GatewayHandles {
+    /// Waits until the default backend can take turns: worker 0 ready, or
+    /// the exec backend's start-up probe passed (it ran before `on_start`).
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        match (&self.exec, self.pool.is_empty()) {
+            (Some(exec), true) => exec.not_ready().map_or(Ok(()), Err),
+            _ => self.worker.wait_ready().await.map_err(|e| e.reason),
+        }
+    }
+
+    /// The rolling restart (SIGHUP, `POST /admin/workers/restart`): every
+    /// worker in turn, and the exec backend probes its CLI again (its
+    /// lockdown and models). Returns the workers queued.
+    pub fn restart(&self) -> usize {
+        if let Some(exec) = &self.exec {
+            exec.probe_in_background();
+        }
+        self.pool.request_all()
+    }
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves: serves, drains,
@@ -81,37 +107,53 @@ pub async fn run(
 
     let shutdown_grace = worker_config.shutdown_grace;
     let stop_worker = CancellationToken::new();
-    let running = WorkerPool::spawn(
-        &worker_config,
-        workdir.clone(),
-        Some(gateway_metrics.call_observer()),
-        trace_buffer.as_ref().map(TraceBuffer::tap),
-        stop_worker.clone(),
-    );
-    let pool = running.pool;
-    let supervisor_tasks = running.supervisors;
+    // Exec as the only backend starts no `codex app-server` at all: it is
+    // the fallback for a CLI release whose app-server is broken.
+    let (pool, supervisor_tasks) = match backend_config.needs_app_server() {
+        true => {
+            let running = WorkerPool::spawn(
+                &worker_config,
+                workdir.clone(),
+                Some(gateway_metrics.call_observer()),
+                trace_buffer.as_ref().map(TraceBuffer::tap),
+                stop_worker.clone(),
+            );
+            (running.pool, running.supervisors)
+        }
+        false => (WorkerPool::from_handles(Vec::new()), Vec::new()),
+    };
     gateway_metrics.watch_pool(pool.clone());
     crate::telemetry::register_pool_metrics(&mut registry, &pool);
-    // WORKER_MAX_CONCURRENCY is per worker.
-    core_config.max_concurrency = core_config.max_concurrency.saturating_mul(pool.len());
+    // WORKER_MAX_CONCURRENCY is per worker (of the configured pool: the
+    // same budget whichever backend runs the turns).
+    core_config.max_concurrency = core_config
+        .max_concurrency
+        .saturating_mul(worker_config.pool.size);
 
     // The two core settings only known now (see `Config::core`).
     core_config.cwd = workdir.display().to_string();
     core_config.in_flight = Some(gateway_metrics.turns_in_flight().clone());
     gateway_metrics.set_turn_slots(core_config.max_concurrency);
-    // The exec backend gets the same limits (WORKER_MAX_CONCURRENCY × pool
-    // size) and the worker's safety overrides, computed once here.
+    let core = CodexCore::new(pool.clone(), core_config.clone());
+    // The exec backend takes the core's turn slots (one limit for both) and
+    // probes its CLI now, so it is ready (or says why not) before the first
+    // request; a failed probe is retried, like a worker that fails to start.
     let exec = match backend_config.needs_exec() {
-        true => Some(ExecBackend::start(&worker_config, &core_config, &workdir).await?),
+        true => {
+            let exec = ExecBackend::new(&worker_config, &core_config, &workdir, core.turn_slots());
+            exec.register_metrics(&mut registry);
+            let _ = exec.probe().await;
+            exec.spawn_prober(stop_worker.clone());
+            Some(exec)
+        }
         false => None,
     };
     let backend_metrics = BackendMetrics::register(&mut registry);
-    let core = CodexCore::new(pool.clone(), core_config);
     let (maintenance_layer, maintenance) = MaintenanceLayer::pair(maintenance_config);
     let mut state = ApiState::new(core, &api_config)?;
     state.backends = Backends {
         config: backend_config,
-        exec,
+        exec: exec.clone(),
         metrics: Some(backend_metrics),
     };
     tracing::info!(
@@ -175,11 +217,17 @@ pub async fn run(
         },
     );
 
-    on_start(GatewayHandles {
-        worker: pool.handle(0).clone(),
+    let worker = match pool.is_empty() {
+        false => pool.handle(0).clone(),
+        true => no_worker(),
+    };
+    let handles = GatewayHandles {
+        worker,
         pool: pool.clone(),
         maintenance,
-    });
+        exec,
+    };
+    on_start(handles);
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "listening");
     let shutdown = async move {
@@ -214,6 +262,17 @@ pub async fn run(
         tracing::warn!("the worker did not stop in time");
     }
     Ok(())
+}
+
+/// The handle of the worker an exec-only gateway does not start.
+fn no_worker() -> WorkerHandle {
+    let status = WorkerStatus {
+        phase: WorkerPhase::Stopped,
+        last_error: Some("no app-server worker runs: PROXY_BACKEND=exec".into()),
+        ..WorkerStatus::initial()
+    };
+    // The sender may go: the handle only ever reads this one status.
+    WorkerHandle::new(tokio::sync::watch::channel(status).1)
 }
 
 /// A fresh directory for the worker's cwd: threads get a cwd with nothing in it.

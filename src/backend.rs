@@ -15,8 +15,14 @@
 //! state. A canary never sends a request to exec that exec cannot serve
 //! ([`unsupported`]); with exec as the default such a request is refused
 //! with 400 `unsupported_on_backend`.
+//!
+//! The default backend also answers `/v1/models` and readiness
+//! ([`Backends::models`], [`Backends::not_ready`]): with `PROXY_BACKEND=exec`
+//! and no canary share no `codex app-server` is started at all, so a CLI
+//! release whose app-server is broken still serves through exec.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,9 +30,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::core::{
-    CodexCore, Failure, IdleThread, ParkedTurn, TurnEvent, TurnRequest, TurnSource, TurnStream,
+    CodexCore, Failure, FailureKind, IdleThread, ParkedTurn, TurnEvent, TurnRequest, TurnSource,
+    TurnStream,
 };
 use crate::exec::{ExecBackend, ExecTurn};
+use crate::protocol::Model;
 
 /// Which program runs a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +93,11 @@ impl BackendConfig {
     pub fn needs_exec(&self) -> bool {
         self.default == BackendKind::Exec || self.canary_percent > 0
     }
+
+    /// Whether the app-server worker pool must be started.
+    pub fn needs_app_server(&self) -> bool {
+        self.default == BackendKind::AppServer || self.canary_percent > 0
+    }
 }
 
 /// Where a request goes.
@@ -132,8 +145,9 @@ impl BackendMetrics {
     }
 }
 
-/// The backends a gateway runs. The app-server core always runs (it also
-/// lists the models and answers readiness); exec only when configured.
+/// The backends a gateway runs: the app-server core's pool unless exec is
+/// the default without a canary share (then the pool is empty), exec when
+/// configured. The default one lists the models and answers readiness.
 #[derive(Clone, Default)]
 pub struct Backends {
     pub config: BackendConfig,
@@ -158,6 +172,36 @@ pub fn unsupported(needs: &Needs) -> Option<&'static str> {
 }
 
 impl Backends {
+    /// The exec backend when it is the default (it then lists the models
+    /// and answers readiness).
+    pub fn exec_default(&self) -> Option<&ExecBackend> {
+        match self.config.default {
+            BackendKind::Exec => self.exec.as_ref(),
+            BackendKind::AppServer => None,
+        }
+    }
+
+    /// The models clients may name: the default backend's list (the same
+    /// CLI and `CODEX_HOME` give both backends the same one).
+    pub fn models(&self, core: &CodexCore) -> Result<Arc<Vec<Model>>, Failure> {
+        match self.exec_default() {
+            Some(exec) => exec.models(),
+            None => core.models(),
+        }
+    }
+
+    /// Why the default backend cannot take a new turn now (`None`: it can).
+    /// A canary backend that is down fails only its share of requests.
+    pub fn not_ready(&self, core: &CodexCore) -> Option<String> {
+        match self.exec_default() {
+            Some(exec) => exec.not_ready(),
+            None => {
+                let pool = core.pool();
+                (pool.serving_count() == 0).then(|| pool.not_ready().reason)
+            }
+        }
+    }
+
     /// The backend for a conversation. `key` identifies the conversation
     /// stably across its requests (see the module doc).
     /// `key` is only computed when a canary share is configured.
@@ -165,7 +209,10 @@ impl Backends {
         let default = self.config.default;
         let canary = self.exec.is_some()
             && self.config.canary_percent > 0
-            && bucket(key()) < u64::from(self.config.canary_percent);
+            && bucket(key()) < u64::from(self.config.canary_percent)
+            // An exec canary whose CLI check fails would only fail its
+            // share: those conversations stay on the default meanwhile.
+            && (default == BackendKind::Exec || self.exec.as_ref().is_some_and(|e| e.ready()));
         let mut choice = Choice {
             kind: if canary { default.other() } else { default },
             canary,
@@ -198,6 +245,12 @@ impl Backends {
     ) -> Result<Turn, Failure> {
         let started = match (kind, &self.exec) {
             (BackendKind::Exec, Some(exec)) => exec.start_turn(req).await.map(Inner::Exec),
+            // An exec-only gateway starts no worker (`choose` never picks
+            // app-server there; this keeps a stray call from an empty pool).
+            _ if core.pool().is_empty() => Err(Failure::new(
+                FailureKind::NotReady,
+                "No Codex app-server worker runs on this gateway (PROXY_BACKEND=exec).",
+            )),
             _ => core.start_turn(req).await.map(Inner::AppServer),
         };
         match started {
@@ -343,6 +396,30 @@ mod tests {
         assert!(
             (0..200).all(|i| all.choose(|| i, &needs(true)).kind == BackendKind::AppServer),
             "a request exec cannot serve is not canaried there"
+        );
+    }
+
+    #[test]
+    fn no_canary_goes_to_an_exec_backend_whose_cli_check_failed() {
+        let unready = Backends {
+            config: BackendConfig {
+                default: BackendKind::AppServer,
+                canary_percent: 100,
+            },
+            // Never probed: not ready.
+            exec: Some(crate::exec::tests_support::unprobed(
+                "/bin/false",
+                &std::env::temp_dir(),
+            )),
+            metrics: None,
+        };
+        assert!(
+            (0..200).all(|i| unready.choose(|| i, &needs(false))
+                == Choice {
+                    kind: BackendKind::AppServer,
+                    canary: false
+                }),
+            "its share stays on the default backend"
         );
     }
 }

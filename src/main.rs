@@ -96,8 +96,8 @@ fn main() -> ExitCode {
             }
         };
         let on_start = |handles: app::GatewayHandles| {
-            tokio::spawn(maintenance_signals(handles.maintenance));
-            tokio::spawn(restart_signal(handles.pool));
+            tokio::spawn(maintenance_signals(handles.maintenance.clone()));
+            tokio::spawn(restart_signal(handles));
         };
         match app::run(config, listener, shutdown_signal(on_signal), on_start).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -156,14 +156,19 @@ async fn maintenance_signals(handle: codex_maintenance::MaintenanceHandle) {
 
 /// SIGHUP: a rolling restart of every worker, one at a time (after a CLI
 /// upgrade or a change to its config.toml), like `POST /admin/workers/restart`.
-async fn restart_signal(pool: codex_completions_api::worker::WorkerPool) {
+async fn restart_signal(handles: app::GatewayHandles) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        let queued = pool.request_all();
-        tracing::warn!(queued, "rolling restart of the workers (SIGHUP)");
+        // The exec backend, if any, probes its CLI again (lockdown, models).
+        let queued = handles.restart();
+        tracing::warn!(
+            queued,
+            exec = handles.exec.is_some(),
+            "rolling restart of the workers (SIGHUP)"
+        );
     }
 }
 

@@ -7,6 +7,10 @@
 //! | `worker_phase` | gauge (1 for the current phase) | worker, phase |
 //! | `worker_turns_in_flight` | gauge | worker |
 //! | `worker_recycles_total` | counter | worker |
+//! | `worker_quota_exhausted` | gauge (0/1), read at each scrape | worker |
+//! | `worker_quota_resets_at_seconds` | gauge: unix time the quota comes back, 0 while there is quota, read at each scrape | worker |
+//! | `worker_login_required` | gauge (0/1): no login, or the provider refused it | worker |
+//! | `turn_retries_total` | counter: fresh turns started again on another worker, read at each scrape | reason (quota, login) |
 //! | `workers_ready` | gauge | – |
 //! | `jsonrpc_calls_total` | counter | method, outcome |
 //! | `tokens_total` | counter | kind (prompt, completion, cached_prompt, reasoning), key (the key's name, `-` without keys), model (as resolved from the worker's catalog) |
@@ -25,16 +29,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::core::Usage;
 use crate::rpc::CallObserver;
-use crate::worker::{WorkerPhase, WorkerPool};
+use crate::worker::{MemberView, WorkerPhase, WorkerPool};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -285,7 +293,9 @@ impl GatewayMetrics {
     }
 }
 
-/// Registers each worker's turns-in-flight gauge as `worker_turns_in_flight{worker}`.
+/// Registers each worker's turns-in-flight gauge as
+/// `worker_turns_in_flight{worker}`, and the account metrics read from the
+/// pool at each scrape ([`AccountCollector`]).
 pub fn register_pool_metrics(registry: &mut Registry, pool: &WorkerPool) {
     for index in 0..pool.len() {
         registry
@@ -295,6 +305,76 @@ pub fn register_pool_metrics(registry: &mut Registry, pool: &WorkerPool) {
                 "Turns running on this worker now",
                 pool.in_flight(index).clone(),
             );
+    }
+    registry.register_collector(Box::new(AccountCollector { pool: pool.clone() }));
+}
+
+/// Each worker's account as the pool routes by it. Read at scrape time: a
+/// quota comes back at its reset time, which no event announces.
+struct AccountCollector {
+    pool: WorkerPool,
+}
+
+impl std::fmt::Debug for AccountCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    reason: &'static str,
+}
+
+impl Collector for AccountCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let views = self.pool.views();
+        let per_worker = |encoder: &mut DescriptorEncoder,
+                          name: &str,
+                          help: &str,
+                          value: &dyn Fn(&MemberView) -> i64|
+         -> Result<(), std::fmt::Error> {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for view in &views {
+                let labels = WorkerLabels {
+                    worker: view.worker.to_string(),
+                };
+                ConstGauge::new(value(view)).encode(family.encode_family(&labels)?)?;
+            }
+            Ok(())
+        };
+        per_worker(
+            &mut encoder,
+            "worker_quota_exhausted",
+            "1 while the worker's account is out of quota (it takes no new turns until the reset)",
+            &|v| i64::from(v.quota_resets_at.is_some()),
+        )?;
+        per_worker(
+            &mut encoder,
+            "worker_quota_resets_at_seconds",
+            "Unix time the worker's account quota comes back; 0 while it has quota",
+            &|v| {
+                v.quota_resets_at
+                    .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX))
+            },
+        )?;
+        per_worker(
+            &mut encoder,
+            "worker_login_required",
+            "1 while the worker has no login, or the provider refused its credentials (GET /admin/workers says what to run)",
+            &|v| i64::from(v.status.phase == WorkerPhase::LoginRequired),
+        )?;
+        let (quota, login) = self.pool.retries();
+        let mut family = encoder.encode_descriptor(
+            "turn_retries",
+            "Fresh turns started again on another worker before anything reached the client, by why their first worker failed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [("quota", quota), ("login", login)] {
+            ConstCounter::new(n).encode(family.encode_family(&RetryLabels { reason })?)?;
+        }
+        Ok(())
     }
 }
 

@@ -203,14 +203,6 @@ async fn provider_errors_map_to_openai_statuses() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "upstream_bad_request");
-    // The worker's own credentials are bad: not the client's fault.
-    let r = h
-        .post(
-            "/v1/chat/completions",
-            &Harness::chat("[[error 401]]", false),
-        )
-        .await;
-    assert_eq!(r.status, 502, "{}", r.text());
     // A stream the provider breaks off: the SDK sees an error frame, then [DONE].
     let r = h
         .post(
@@ -222,6 +214,16 @@ async fn provider_errors_map_to_openai_statuses() {
     assert_eq!(data.last().unwrap(), "[DONE]");
     let err: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
     assert_eq!(err["error"]["code"], "upstream_error", "{err}");
+    // The worker's own credentials are bad: not the client's fault (no
+    // 401), and the worker needs a login (last: it takes no turns after).
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            &Harness::chat("[[error 401]]", false),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "worker_login_required");
     h.stop().await;
 }
 

@@ -317,3 +317,45 @@ async fn the_default_log_does_not_repeat_per_turn_or_per_probe() {
     assert_eq!(during.len(), 3, "nothing else per turn: {during:#?}");
     gw.stop();
 }
+
+/// A worker whose credentials the provider refuses mid-run says so once, at
+/// error, with what to do, and without the provider's URL or answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_one_error_line_saying_what_to_do() {
+    let gw = Gateway::start(&[]).await;
+    for _ in 0..3 {
+        let (status, _, body) = gw
+            .request(
+                "POST",
+                "/v1/chat/completions",
+                None,
+                Some(&chat("[[unauthorized]] hi", false)),
+            )
+            .await;
+        assert_eq!(status, 503, "{body}");
+    }
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = gw
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("out of rotation until it has a valid login"))
+            .collect();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines = gw.stop();
+    assert_eq!(found.len(), 1, "{lines:#?}");
+    let line = &found[0];
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("credentials rejected"), "{line}");
+    assert!(line.contains("POST /admin/workers/restart"), "{line}");
+    assert!(!line.contains("127.0.0.1"), "{line}");
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("refused the worker's credentials"))
+        .count();
+    assert_eq!(refused, 1, "{lines:#?}");
+}

@@ -321,6 +321,74 @@ fn pool_homes(
         .collect()
 }
 
+/// The codex homes of a pool whose workers each have their own account:
+/// the provider wants an OpenAI login (`requires_openai_auth`, no
+/// `env_key`), and home `i` holds an API-key login with key `sk-login-i`,
+/// which codex sends as its bearer token (measured), so the model tells
+/// the workers apart and can fail one account.
+fn login_homes(
+    dir: &std::path::Path,
+    model: &codex_offline_model::OfflineModel,
+    n: usize,
+) -> Vec<std::path::PathBuf> {
+    (0..n)
+        .map(|i| {
+            let home = dir.join(format!("home-{i}"));
+            codex_offline_model::write_codex_home(&home, &model.base_url()).unwrap();
+            let config = home.join("config.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let patched = text
+                .replace(
+                    "[model_providers.offline]\n",
+                    "[model_providers.offline]\nrequires_openai_auth = true\n",
+                )
+                .lines()
+                .filter(|l| !l.starts_with("env_key"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(patched.contains("requires_openai_auth"), "{patched}");
+            std::fs::write(&config, patched + "\n").unwrap();
+            // What `codex login --with-api-key` writes (measured).
+            std::fs::write(
+                home.join("auth.json"),
+                json!({"auth_mode": "apikey", "OPENAI_API_KEY": format!("sk-login-{i}")})
+                    .to_string(),
+            )
+            .unwrap();
+            home.canonicalize().unwrap()
+        })
+        .collect()
+}
+
+/// `codex login --with-api-key` for `home`, with `key` on stdin, as an operator runs it.
+fn codex_login(home: &std::path::Path, key: &str) {
+    let mut login = std::process::Command::new(support::codex_bin())
+        .args(["login", "--with-api-key"])
+        .env("CODEX_HOME", home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    login
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{key}\n").as_bytes())
+        .unwrap();
+    assert!(login.wait().unwrap().success());
+}
+
+/// The value of the sample `name` (labels included, e.g.
+/// `codex_gateway_worker_login_required{worker="0"}`) on `/metrics`.
+async fn metric(h: &Harness, name: &str) -> f64 {
+    let text = h.get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
 fn homes_env(homes: &[std::path::PathBuf]) -> String {
     homes
         .iter()
@@ -336,31 +404,61 @@ async fn a_worker_out_of_quota_is_routed_around_and_all_out_of_quota_is_429_with
     let model = codex_offline_model::OfflineModel::start(0).await.unwrap();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("e2e-pool-quota-{:016x}", rand::random::<u64>()));
-    let homes = pool_homes(&dir, &model, 2, None);
+    let homes = login_homes(&dir, &model, 2);
     let h = Harness::start_with(&[
         ("WORKER_POOL_SIZE", "2"),
         ("WORKER_CODEX_HOMES", &homes_env(&homes)),
+        ("PROXY_ENABLE_METRICS", "true"),
     ])
     .await;
     wait_workers(&h, "all ready", all_ready).await;
 
-    // The model answers one turn as an account whose usage limit is reached
-    // (429 usage_limit_reached, resetting in 120 s).
+    // Worker 0's account runs out of quota (the model answers its key 429
+    // usage_limit_reached, resetting in 120 s). The first request goes to
+    // worker 0 (idle pool: the lowest index), fails there before any output,
+    // and is served by worker 1: the client sees a normal stream.
+    model.exhaust("sk-login-0", 120);
     let r = h
-        .post(
-            "/v1/chat/completions",
-            &Harness::chat("[[quota 120]] q1", false),
-        )
+        .post("/v1/chat/completions", &Harness::chat("q1 a b", true))
         .await;
-    assert_eq!(r.status, 429, "{}", r.text());
-    let e = r.json();
-    assert_eq!(e["error"]["code"], "insufficient_quota", "{e}");
-    assert_eq!(e["error"]["type"], "insufficient_quota", "{e}");
-    let message = e["error"]["message"].as_str().unwrap();
-    assert!(message.contains("usage limit"), "{message}");
-    assert!(message.contains("quota resets at 20"), "{message}");
-    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((100..=120).contains(&retry), "retry-after {retry}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_clean_stream(&r.text());
+    assert!(r.text().contains("ECHO:"), "{}", r.text());
+    assert_eq!(model.requests_with_key("sk-login-0"), 1);
+    assert_eq!(model.requests_with_key("sk-login-1"), 1);
+    assert_eq!(
+        metric(&h, "codex_gateway_turn_retries_total{reason=\"quota\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&h, "codex_gateway_worker_quota_exhausted{worker=\"0\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&h, "codex_gateway_worker_quota_exhausted{worker=\"1\"}").await,
+        0.0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let resets = metric(
+        &h,
+        "codex_gateway_worker_quota_resets_at_seconds{worker=\"0\"}",
+    )
+    .await;
+    assert!(
+        (now + 100.0..=now + 121.0).contains(&resets),
+        "{resets} vs {now}"
+    );
+    assert_eq!(
+        metric(
+            &h,
+            "codex_gateway_worker_quota_resets_at_seconds{worker=\"1\"}"
+        )
+        .await,
+        0.0
+    );
 
     let workers = wait_workers(&h, "one out of quota", |w| {
         w.iter().filter(|w| !w["quota_resets_at"].is_null()).count() == 1
@@ -370,6 +468,7 @@ async fn a_worker_out_of_quota_is_routed_around_and_all_out_of_quota_is_429_with
         .iter()
         .position(|w| !w["quota_resets_at"].is_null())
         .unwrap();
+    assert_eq!(out, 0, "{workers:#?}");
     let other = 1 - out;
     assert!(workers[out]["action"]
         .as_str()
@@ -397,9 +496,13 @@ async fn a_worker_out_of_quota_is_routed_around_and_all_out_of_quota_is_429_with
     let workers = workers.as_array().unwrap();
     assert_eq!(started(workers, out), out_before, "{workers:#?}");
     assert_eq!(started(workers, other), other_before + 6, "{workers:#?}");
+    // Counted where the turns ran: the model saw only worker 1's key.
+    assert_eq!(model.requests_with_key("sk-login-0"), 1);
+    assert_eq!(model.requests_with_key("sk-login-1"), 7);
 
-    // The other account runs out too: now every request gets 429
-    // insufficient_quota with the reset time, never a 502 or 503.
+    // The other account runs out too: with nowhere left to retry, the
+    // client gets 429 insufficient_quota with the reset time, and so does
+    // every request after it, never a 502 or 503.
     let r = h
         .post(
             "/v1/chat/completions",
@@ -408,6 +511,14 @@ async fn a_worker_out_of_quota_is_routed_around_and_all_out_of_quota_is_429_with
         .await;
     // Streamed too: codex fails the turn before any output, so the status is still free.
     assert_eq!(r.status, 429, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("usage limit"), "{message}");
+    assert!(message.contains("quota resets at 20"), "{message}");
+    assert_eq!(r.json()["error"]["type"], "insufficient_quota");
+    assert_eq!(
+        metric(&h, "codex_gateway_turn_retries_total{reason=\"quota\"}").await,
+        1.0
+    );
     assert_eq!(
         r.json()["error"]["code"],
         "insufficient_quota",
@@ -572,7 +683,7 @@ async fn a_single_worker_without_its_login_makes_the_gateway_unready_with_the_co
         .post("/v1/chat/completions", &Harness::chat("hello", false))
         .await;
     assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.json()["error"]["code"], "worker_not_ready");
+    assert_eq!(r.json()["error"]["code"], "worker_login_required");
     assert!(
         r.json()["error"]["message"]
             .as_str()
@@ -584,4 +695,176 @@ async fn a_single_worker_without_its_login_makes_the_gateway_unready_with_the_co
     h.stop().await;
     model.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_refused_mid_run_takes_its_worker_out_the_request_is_served_by_another_and_a_new_login_brings_it_back(
+) {
+    let _serial = SERIAL.lock().await;
+    let model = codex_offline_model::OfflineModel::start(0).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-pool-expired-{:016x}", rand::random::<u64>()));
+    let homes = login_homes(&dir, &model, 2);
+    let h = Harness::start_with(&[
+        ("WORKER_POOL_SIZE", "2"),
+        ("WORKER_CODEX_HOMES", &homes_env(&homes)),
+        ("PROXY_ENABLE_METRICS", "true"),
+    ])
+    .await;
+    let workers = wait_workers(&h, "all ready", all_ready).await;
+    assert_eq!(workers[0]["login"]["account"], "apiKey", "{workers:#?}");
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("before", false))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(model.requests_with_key("sk-login-0"), 1);
+
+    // Worker 0's login is revoked while it runs: the provider answers its
+    // key 401. The next request goes to worker 0 (idle pool: the lowest
+    // index), fails there before any output, and is served by worker 1.
+    model.revoke("sk-login-0");
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("during", false))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "ECHO: during",
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        model.requests_with_key("sk-login-0"),
+        2,
+        "tried on worker 0"
+    );
+    assert_eq!(
+        model.requests_with_key("sk-login-1"),
+        1,
+        "served by worker 1"
+    );
+
+    // Worker 0 is reported as waiting for a login, with the command to run.
+    let command = format!("CODEX_HOME={} codex login", homes[0].display());
+    let workers = wait_workers(&h, "worker 0 waiting for a login", |w| {
+        w[0]["phase"] == "login_required" && w[1]["ready"] == true
+    })
+    .await;
+    assert_eq!(workers[0]["ready"], false, "{workers:#?}");
+    let action = workers[0]["action"].as_str().unwrap();
+    assert!(action.contains(&command), "{action}");
+    assert!(action.contains("login rejected"), "{action}");
+    assert!(workers[1]["action"].is_null(), "{workers:#?}");
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 200, "one worker still serves: {}", r.text());
+    let ready = r.json();
+    assert_eq!(ready["workers_ready"], 1, "{ready}");
+    assert_eq!(ready["login_required"][0]["worker"], 0, "{ready}");
+    assert!(
+        ready["login_required"][0]["action"]
+            .as_str()
+            .unwrap()
+            .contains(&command),
+        "{ready}"
+    );
+    assert_eq!(
+        metric(&h, "codex_gateway_worker_login_required{worker=\"0\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&h, "codex_gateway_worker_login_required{worker=\"1\"}").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&h, "codex_gateway_turn_retries_total{reason=\"login\"}").await,
+        1.0
+    );
+
+    // Later requests go to the healthy worker only, streamed or not.
+    for i in 0..4 {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                &Harness::chat(&format!("after {i}"), i % 2 == 0),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(!r.text().contains("\"error\""), "{}", r.text());
+    }
+    assert_eq!(model.requests_with_key("sk-login-0"), 2);
+    assert_eq!(model.requests_with_key("sk-login-1"), 5);
+
+    // The operator logs worker 0 in again, with a new key: the gateway
+    // notices the saved login, restarts the worker, and it serves again.
+    codex_login(&homes[0], "sk-login-0-new");
+    let workers = wait_workers(&h, "worker 0 logged in again", all_ready).await;
+    assert!(workers[0]["restarts"].as_u64() >= Some(1), "{workers:#?}");
+    assert_eq!(h.get("/readyz").await.json()["workers_ready"], 2);
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("back", false))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        model.requests_with_key("sk-login-0-new"),
+        1,
+        "worker 0 again"
+    );
+    h.stop().await;
+    model.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_worker_whose_key_is_refused_answers_503_worker_login_required_until_restarted() {
+    let _serial = SERIAL.lock().await;
+    // The harness's provider takes its key from `env_key`: no login to run.
+    let h = Harness::start().await;
+    for stream in [false, true] {
+        let r = h
+            .post(
+                "/v1/chat/completions",
+                &Harness::chat("[[unauthorized]] hi", stream),
+            )
+            .await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        let e = r.json();
+        assert_eq!(e["error"]["code"], "worker_login_required", "{e}");
+        assert_eq!(e["error"]["type"], "service_unavailable", "{e}");
+        assert_eq!(r.headers["x-should-retry"], "false");
+        // Nothing of the provider's answer (its URL) reaches the client.
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("127.0.0.1"), "{message}");
+    }
+    // Only the first reached the model: the worker was out after it.
+    assert_eq!(h.model.requests().len(), 1);
+    let workers = wait_workers(&h, "waiting for a good key", |w| {
+        w[0]["phase"] == "login_required"
+    })
+    .await;
+    let action = workers[0]["action"].as_str().unwrap();
+    assert!(action.contains("env_key"), "{action}");
+    assert!(action.contains("POST /admin/workers/restart"), "{action}");
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("credentials rejected"),
+        "{}",
+        r.text()
+    );
+
+    // The key is good again (the trigger was one request's): the operator
+    // restarts the worker and it serves.
+    let r = h
+        .send(h.post_request("/admin/workers/restart", &json!({})))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_workers(&h, "ready again", all_ready).await;
+    let r = h
+        .post("/v1/chat/completions", &Harness::chat("hello", false))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    h.stop().await;
 }

@@ -6,7 +6,8 @@
 //! One test, in steps that build on each other (starting the fleet is the cost):
 //! the per-key limit holds fleet-wide; a 10-turn Responses conversation stays on one
 //! thread; maintenance is switched for the fleet in one call; a replica killed under
-//! 16 streams fails only its own streams, leaves the rotation, and its conversation
+//! 16 streams fails only its own streams (its plain requests not yet answered are
+//! replayed elsewhere over the same pooled connections), leaves the rotation, and its conversation
 //! continues elsewhere (chat from its history, Responses from the records shared in
 //! Redis); with Redis stopped the fleet keeps serving (fails open).
 //! Figures are printed (docs/operations.md, "Several replicas").
@@ -209,11 +210,10 @@ async fn three_replicas_behind_haproxy_share_limits_threads_and_switches() {
     let model = OfflineModel::start(0).await.expect("offline model");
     let home = dir.join("codex-home");
     codex_offline_model::write_codex_home(&home, &model.base_url()).unwrap();
-    // A connection per request: a pooled keep-alive connection closed by HAProxy
-    // just as it is reused would be a client-side race, not what is tested here.
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http();
+    // Pooled keep-alive connections, as the openai SDKs keep them: a replica dying
+    // must not surface as a connection closed without a response on a reused one
+    // (HAProxy's `retry-on empty-response` is what prevents that).
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
     let redis_port = free_port();
     let redis = Proc(
@@ -500,10 +500,23 @@ async fn three_replicas_behind_haproxy_share_limits_threads_and_switches() {
         async || headed.load(std::sync::atomic::Ordering::SeqCst) == 16,
     )
     .await;
+    // And 3 plain (non-streamed) requests on gw2 that have not answered yet when it
+    // dies: nothing of their responses is out, so HAProxy replays them elsewhere
+    // (`retry-on empty-response`) over the same pooled connections.
+    let plain_in_flight: Vec<_> = (0..3)
+        .map(|i| {
+            let client = client.clone();
+            let url = lb("/v1/chat/completions");
+            tokio::spawn(async move {
+                let body = chat(&[json!({"role": "user", "content": format!("fleet-plain {i} [[slow 300]] one two three four five six seven eight nine ten")})], false);
+                send(&client, Method::POST, &url, KEY, Some(&body), &[("x-codex-replica", "gw2")]).await
+            })
+        })
+        .collect();
     wait_until(
-        "16 streams open at the model",
+        "19 turns open at the model",
         Duration::from_secs(30),
-        async || model.open_streams() >= 16,
+        async || model.open_streams() >= 19,
     )
     .await;
     let killed = Instant::now();
@@ -529,6 +542,19 @@ async fn three_replicas_behind_haproxy_share_limits_threads_and_switches() {
         } else {
             e.1 += 1
         }
+    }
+    for p in plain_in_flight {
+        let r = p
+            .await
+            .unwrap()
+            .expect("a plain request in flight on gw2 is answered, not dropped");
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_ne!(
+            r.replica.as_deref(),
+            Some("gw2"),
+            "replayed on a live replica"
+        );
+        assert!(r.json()["choices"][0]["message"]["content"].is_string());
     }
     println!("FIGURE kill: gw2 out of rotation {out_after:?} after SIGKILL (check every {CHECK_INTER_MS} ms, fall 2); streams (complete, failed) per replica: {outcome:?}");
     assert_eq!(

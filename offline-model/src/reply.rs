@@ -37,6 +37,8 @@ pub(crate) enum Reply {
     Error(u16),
     /// 429 `usage_limit_reached`, the limit resetting in this many seconds (`[[quota SECONDS]]`).
     Quota(u64),
+    /// 401 as for a revoked key or an expired login (`[[unauthorized]]`).
+    Unauthorized,
 }
 
 /// A tool call the model makes.
@@ -101,6 +103,7 @@ pub(crate) fn decide(body: &Value) -> Reply {
         ),
         Trigger::Error(status) => Reply::Error(*status),
         Trigger::Quota(secs) => Reply::Quota(*secs),
+        Trigger::Unauthorized => Reply::Unauthorized,
         Trigger::Break(n) => Reply::Text {
             text: echo,
             delay: None,

@@ -52,12 +52,59 @@ struct Shared {
     peak_open_streams: AtomicUsize,
     /// Input tokens of the last request under each `prompt_cache_key`.
     prompt_cache: Mutex<std::collections::HashMap<String, u64>>,
+    /// Per API key (the `Authorization: Bearer` token): requests seen, and
+    /// whether the account behind it was revoked or ran out of quota.
+    accounts: Mutex<std::collections::HashMap<String, Account>>,
+}
+
+/// One credential as the model sees it (see [`OfflineModel::revoke`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Account {
+    /// `POST /v1/responses` requests that carried this key, refused ones included.
+    requests: usize,
+    state: AccountState,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum AccountState {
+    #[default]
+    Usable,
+    /// Every request gets 401, as for a revoked key or an expired login.
+    Revoked,
+    /// Every request gets the `[[quota]]` 429 until this unix second.
+    Exhausted { resets_at: u64 },
 }
 
 impl Shared {
     /// Reserves `n` consecutive ids and returns the first (ids start at 1).
     fn reserve(&self, n: u64) -> u64 {
         self.next_id.fetch_add(n, Ordering::Relaxed) + 1
+    }
+
+    fn accounts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Account>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a request under its key and says what its account allows.
+    fn account_of(&self, key: Option<&str>) -> AccountState {
+        let Some(key) = key else {
+            return AccountState::Usable;
+        };
+        let mut accounts = self.accounts();
+        let account = accounts.entry(key.to_owned()).or_default();
+        account.requests += 1;
+        if let AccountState::Exhausted { resets_at } = account.state {
+            if resets_at <= unix_now() {
+                account.state = AccountState::Usable;
+            }
+        }
+        account.state
+    }
+
+    fn set_account(&self, key: &str, state: AccountState) {
+        self.accounts().entry(key.to_owned()).or_default().state = state;
     }
 
     fn recorded(&self) -> Vec<Value> {
@@ -128,6 +175,35 @@ impl OfflineModel {
     /// a gateway's concurrency limit really let through to the model.
     pub fn peak_open_streams(&self) -> usize {
         self.shared.peak_open_streams.load(Ordering::SeqCst)
+    }
+
+    /// From now on every request with `Authorization: Bearer KEY` gets 401,
+    /// as an OpenAI or ChatGPT backend answers a revoked key or an expired
+    /// login: the credential of whoever uses it is no longer good, whatever
+    /// the prompt. Requests with other keys are served as before.
+    pub fn revoke(&self, key: &str) {
+        self.shared.set_account(key, AccountState::Revoked);
+    }
+
+    /// From now on, for `secs` seconds, every request with
+    /// `Authorization: Bearer KEY` gets the `[[quota SECONDS]]` answer (429
+    /// `usage_limit_reached`, resetting `secs` from now): that account is out
+    /// of quota, the others are not.
+    pub fn exhaust(&self, key: &str, secs: u64) {
+        let resets_at = unix_now() + secs;
+        self.shared
+            .set_account(key, AccountState::Exhausted { resets_at });
+    }
+
+    /// Makes KEY's account usable again (a new login, a quota reset).
+    pub fn restore(&self, key: &str) {
+        self.shared.set_account(key, AccountState::Usable);
+    }
+
+    /// How many `POST /v1/responses` requests carried `Authorization: Bearer
+    /// KEY`, refused ones included: which worker (account) the model saw.
+    pub fn requests_with_key(&self, key: &str) -> usize {
+        self.shared.accounts().get(key).map_or(0, |a| a.requests)
     }
 
     /// Stops accepting, lets in-flight responses finish for up to a second, then drops
@@ -208,11 +284,30 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
 }
 
 fn stats(shared: &Shared) -> Value {
+    let by_key: serde_json::Map<String, Value> = shared
+        .accounts()
+        .iter()
+        .map(|(k, a)| (k.clone(), Value::from(a.requests)))
+        .collect();
     json!({
         "requests": shared.requests.lock().unwrap_or_else(|p| p.into_inner()).len(),
         "open_streams": shared.open_streams.load(Ordering::SeqCst),
         "dropped_streams": shared.dropped_streams.load(Ordering::SeqCst),
+        "requests_by_key": by_key,
     })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The token of `Authorization: Bearer TOKEN`.
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// A prompt cache the way providers keep one: per `prompt_cache_key` (codex
@@ -234,6 +329,7 @@ fn cached_tokens(shared: &Shared, body: &Value, input_tokens: u64) -> u64 {
 }
 
 async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    let key = bearer(&req);
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
@@ -259,7 +355,14 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(body.clone());
 
-    let reply = reply::decide(&body);
+    // The account behind the key decides before the prompt does.
+    let reply = match shared.account_of(key.as_deref()) {
+        AccountState::Revoked => Reply::Unauthorized,
+        AccountState::Exhausted { resets_at } => {
+            Reply::Quota(resets_at.saturating_sub(unix_now()).max(1))
+        }
+        AccountState::Usable => reply::decide(&body),
+    };
     let input_tokens = request::input_chars(&body).div_ceil(4) as u64;
     let cached_tokens = cached_tokens(&shared, &body, input_tokens);
     let meta = Meta {
@@ -279,6 +382,7 @@ async fn responses(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
     match reply {
         Reply::Error(status) => simulated_error(status),
         Reply::Quota(secs) => usage_limit_reached(secs),
+        Reply::Unauthorized => token_invalidated(),
         Reply::Text {
             text,
             delay,
@@ -359,6 +463,26 @@ fn simulated_error(status: u16) -> Response<Body> {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     res
+}
+
+/// The reply to `[[unauthorized]]` and to a revoked key: 401 with the body
+/// the ChatGPT backend sends for a login that is no longer valid (the
+/// OpenAI API sends the same envelope with `invalid_api_key` for a revoked
+/// key). Codex 0.171.0 fails the turn with `codexErrorInfo:
+/// {"httpConnectionFailed":{"httpStatusCode":401}}`.
+fn token_invalidated() -> Response<Body> {
+    json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({
+            "error": {
+                "message": "Your authentication token has been invalidated. Please try signing in again.",
+                "type": "invalid_request_error",
+                "code": "token_invalidated",
+                "param": null,
+            },
+            "status": 401,
+        }),
+    )
 }
 
 /// The reply to `[[quota SECONDS]]`: what the ChatGPT backend answers an

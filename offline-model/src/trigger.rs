@@ -37,6 +37,8 @@ pub(crate) enum Trigger {
     Error(u16),
     /// `[[quota SECONDS]]`: the account's usage limit is reached, resetting in SECONDS.
     Quota(u64),
+    /// `[[unauthorized]]`: the credential was revoked or its login expired (HTTP 401).
+    Unauthorized,
     /// `[[break N]]`.
     Break(usize),
     /// `[[slow MS]]`.
@@ -107,6 +109,7 @@ fn parse_at(prompt: &str, at: usize) -> Option<(Trigger, usize)> {
         "slow" => parse_number(prompt, args_at)
             .filter(|(ms, _)| *ms <= MAX_SLOW_MS)
             .map(|(ms, end)| (Trigger::Slow(ms), end)),
+        "unauthorized" => unit(Trigger::Unauthorized),
         "tools" => unit(Trigger::Tools),
         "instructions" => unit(Trigger::Instructions),
         "history" => unit(Trigger::History),
@@ -271,14 +274,15 @@ mod tests {
     #[test]
     fn finds_triggers_in_order() {
         assert_eq!(
-            scan("a [[words 3]] b [[tools]] [[error 429]] [[slow 20]] [[break 2]] [[quota 60]]"),
+            scan("a [[words 3]] b [[tools]] [[error 429]] [[slow 20]] [[break 2]] [[quota 60]] [[unauthorized]]"),
             [
                 Trigger::Words(3),
                 Trigger::Tools,
                 Trigger::Error(429),
                 Trigger::Slow(20),
                 Trigger::Break(2),
-                Trigger::Quota(60)
+                Trigger::Quota(60),
+                Trigger::Unauthorized
             ]
         );
         assert_eq!(
@@ -303,6 +307,7 @@ mod tests {
         assert!(scan("[[call]] [[call f {bad json}]] [[call f {\"a\":1} trailing]]").is_empty());
         assert!(scan("[[words 100001]] [[slow 600001]] [[ tools]]").is_empty());
         assert!(scan("[[quota]] [[quota x]] [[quota 604801]]").is_empty());
+        assert!(scan("[[unauthorized 1]] [[unauthorized").is_empty());
         // An unclosed trigger does not hide a later one.
         assert_eq!(scan("[[words 2 [[json]]"), [Trigger::Json]);
     }

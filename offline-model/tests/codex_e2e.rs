@@ -450,6 +450,33 @@ async fn break_and_error_fail_the_turn() {
     // No retries: exactly one model request per turn.
     assert_eq!(model.requests().len(), 2);
 
+    // A login that went bad: codex reports the 401 as a failed HTTP
+    // connection (not `unauthorized`), and its account is unchanged.
+    let msgs = app
+        .turn(&thread, "[[unauthorized]]", |_| unreachable!())
+        .await;
+    let turn = completed_turn(&msgs);
+    assert_eq!(turn["status"], "failed");
+    assert_eq!(
+        turn["error"]["codexErrorInfo"],
+        json!({"httpConnectionFailed": {"httpStatusCode": 401}}),
+        "{turn}"
+    );
+    assert!(
+        turn["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token_invalidated")
+            || turn["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("authentication token"),
+        "{turn}"
+    );
+    assert!(of_method(&msgs, "account/updated").is_empty());
+    let account = app.request("account/read", json!({})).await;
+    assert_eq!(account["requiresOpenaiAuth"], false, "{account}");
+
     // An exhausted account: codex reports the full window with its reset
     // time, then fails the turn as usageLimitExceeded.
     let before = std::time::SystemTime::now()
@@ -457,6 +484,7 @@ async fn break_and_error_fail_the_turn() {
         .unwrap()
         .as_secs();
     let msgs = app.turn(&thread, "[[quota 120]]", |_| unreachable!()).await;
+    assert_eq!(model.requests().len(), 4);
     let turn = completed_turn(&msgs);
     assert_eq!(turn["status"], "failed");
     assert_eq!(

@@ -118,6 +118,70 @@ async fn quota_trigger_answers_like_an_exhausted_account() {
     model.shutdown().await;
 }
 
+/// A `POST /v1/responses` as codex sends it, with `Authorization: Bearer KEY`.
+async fn as_key(model: &OfflineModel, key: &str, prompt: &str) -> (StatusCode, Value) {
+    let req = http::Request::post(format!("http://{}/v1/responses", model.addr()))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            codex_like(prompt).to_string(),
+        )))
+        .unwrap();
+    let res = common::client().request(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, value)
+}
+
+#[tokio::test]
+async fn unauthorized_trigger_and_a_revoked_key_answer_like_an_expired_login() {
+    let model = OfflineModel::start(0).await.unwrap();
+    let (status, _, body) = call(
+        model.addr(),
+        "POST",
+        "/v1/responses",
+        Some(&codex_like("x [[unauthorized]]")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["error"]["code"], "token_invalidated");
+    assert_eq!(err["error"]["type"], "invalid_request_error");
+    assert_eq!(err["status"], 401);
+
+    // One account's credential goes bad while the other's stays good; the
+    // model counts what each key sent, refused requests included.
+    let (status, _) = as_key(&model, "sk-a", "hello").await;
+    assert_eq!(status, StatusCode::OK);
+    model.revoke("sk-a");
+    let (status, err) = as_key(&model, "sk-a", "hello again").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(err["error"]["code"], "token_invalidated");
+    let (status, _) = as_key(&model, "sk-b", "hello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(model.requests_with_key("sk-a"), 2);
+    assert_eq!(model.requests_with_key("sk-b"), 1);
+    assert_eq!(model.requests_with_key("sk-c"), 0);
+
+    // Out of quota per account, until restored.
+    model.exhaust("sk-b", 90);
+    let (status, err) = as_key(&model, "sk-b", "more").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(err["error"]["type"], "usage_limit_reached");
+    let secs = err["error"]["resets_in_seconds"].as_u64().unwrap();
+    assert!((89..=90).contains(&secs), "{err}");
+    model.restore("sk-a");
+    model.restore("sk-b");
+    assert_eq!(as_key(&model, "sk-a", "back").await.0, StatusCode::OK);
+    assert_eq!(as_key(&model, "sk-b", "back").await.0, StatusCode::OK);
+
+    let (_, _, stats) = call(model.addr(), "GET", "/v1/_stats", None).await;
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["requests_by_key"], json!({"sk-a": 3, "sk-b": 3}));
+    model.shutdown().await;
+}
+
 #[tokio::test]
 async fn error_trigger_returns_openai_error_with_retry_after_for_429() {
     let model = OfflineModel::start(0).await.unwrap();
@@ -322,7 +386,7 @@ async fn slow_paces_deltas_and_a_client_hangup_is_seen() {
     let stats: Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(
         stats,
-        json!({"requests": 3, "open_streams": 0, "dropped_streams": 1})
+        json!({"requests": 3, "open_streams": 0, "dropped_streams": 1, "requests_by_key": {}})
     );
     model.shutdown().await;
 }

@@ -96,18 +96,22 @@ pub(super) async fn maintenance(
     ))
 }
 
-/// `GET /admin/workers`: each worker's phase, pid, turns in flight, restarts.
+/// `GET /admin/workers`: each worker's phase, pid, turns in flight, restarts;
+/// `backend`, the default backend, and `exec`, the exec backend's state
+/// when it runs (with `PROXY_BACKEND=exec` alone, no worker: `size` 0).
 pub(super) fn workers(state: &ApiState) -> Response<ApiBody> {
     let pool = state.core.pool();
     let (out_of_quota, quota_resets_at) = pool.out_of_quota();
     json_response(
         StatusCode::OK,
         &json!({
+            "backend": state.backends.config.default.as_str(),
             "workers": pool.views(),
             "ready": pool.available_count(),
             "out_of_quota": out_of_quota,
             "quota_resets_at": quota_resets_at,
             "size": pool.len(),
+            "exec": state.backends.exec.as_ref().map(|e| e.status()),
         }),
     )
 }
@@ -115,6 +119,8 @@ pub(super) fn workers(state: &ApiState) -> Response<ApiBody> {
 /// `POST /admin/workers/restart`: drains and replaces every worker, one at
 /// a time (an empty body or `{}`), or one (`{"worker": N}`). Answers 202 at
 /// once; `GET /admin/workers` shows the progress (`draining`, `recycles`).
+/// The whole restart also has the exec backend, if it runs, check its CLI
+/// again (lockdown, models, version: `exec.probes`, `exec.checked_at`).
 pub(super) fn restart_workers(
     state: &ApiState,
     caller: &Admin,
@@ -126,6 +132,13 @@ pub(super) fn restart_workers(
     } else {
         match super::json_object(body)?.get("worker") {
             None | Some(Value::Null) => None,
+            Some(_) if pool.is_empty() => {
+                return Err(ApiError::invalid(
+                    "worker",
+                    "No app-server worker runs on this gateway (PROXY_BACKEND=exec): \
+                     restart without `worker`.",
+                ))
+            }
             Some(v) => match v.as_u64() {
                 Some(n) if (n as usize) < pool.len() => Some(n as usize),
                 _ => {
@@ -140,13 +153,17 @@ pub(super) fn restart_workers(
             },
         }
     };
+    let exec = state.backends.exec.as_ref().filter(|_| worker.is_none());
     let queued = match worker {
         Some(i) => usize::from(pool.request(i, crate::worker::RecycleReason::Requested)),
         None => pool.request_all(),
     };
-    tracing::warn!(caller = %caller.0, ?worker, queued, "rolling restart requested");
+    if let Some(exec) = exec {
+        exec.probe_in_background();
+    }
+    tracing::warn!(caller = %caller.0, ?worker, queued, exec = exec.is_some(), "rolling restart requested");
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &json!({"queued": queued, "workers": pool.len()}),
+        &json!({"queued": queued, "workers": pool.len(), "exec_probe": exec.is_some()}),
     ))
 }

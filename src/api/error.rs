@@ -174,6 +174,14 @@ impl From<Failure> for ApiError {
                 "insufficient_quota",
                 "insufficient_quota",
             ),
+            // The worker's credentials, not the client's: a 401 would tell
+            // the client its own key is wrong. 503 as for a worker that is
+            // not ready, with a code that says what the operator must do.
+            FailureKind::LoginRequired => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "worker_login_required",
+            ),
             FailureKind::BadRequest => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -205,10 +213,16 @@ impl From<Failure> for ApiError {
             // The account's quota or the provider's rate limit: alerts watch these.
             FailureKind::QuotaExceeded => Some("quota"),
             FailureKind::RateLimited => Some("upstream_rate_limit"),
+            FailureKind::LoginRequired => Some("login_required"),
             _ => None,
         };
         e.retry_after = f.retry_after;
-        if f.kind == FailureKind::QuotaExceeded {
+        // Retrying soon cannot help: the quota resets when it resets, and a
+        // login needs an operator (another worker was tried already).
+        if matches!(
+            f.kind,
+            FailureKind::QuotaExceeded | FailureKind::LoginRequired
+        ) {
             e.should_retry = Some(false);
         }
         e
@@ -291,6 +305,19 @@ mod tests {
         assert_eq!(v["error"]["code"], "content_policy_violation");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(e.into_response().status(), 400);
+    }
+
+    #[test]
+    fn a_refused_worker_login_is_a_503_that_is_not_the_clients_key() {
+        let res = ApiError::from(Failure::new(FailureKind::LoginRequired, "x")).into_response();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["x-should-retry"], "false");
+        assert_eq!(
+            res.extensions().get::<Rejection>(),
+            Some(&Rejection("login_required"))
+        );
+        let e = ApiError::from(Failure::new(FailureKind::LoginRequired, "x"));
+        assert_eq!(e.body_json()["error"]["code"], "worker_login_required");
     }
 
     #[test]

@@ -249,7 +249,7 @@ where
             admin::restart_workers(state, &caller, &body)
         }
         Route::ListModels => {
-            let models = state.core.models().map_err(ApiError::from)?;
+            let models = state.backends.models(&state.core).map_err(ApiError::from)?;
             Ok(json_response(
                 StatusCode::OK,
                 &models::list_json(&models, &state.aliases, ids::unix_now()),
@@ -257,7 +257,7 @@ where
         }
         Route::GetModel => {
             let id = Route::model_id(req.uri().path()).unwrap_or_default();
-            let models = state.core.models().map_err(ApiError::from)?;
+            let models = state.backends.models(&state.core).map_err(ApiError::from)?;
             models::resolve(&models, &state.aliases, id)?;
             Ok(json_response(
                 StatusCode::OK,

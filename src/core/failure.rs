@@ -16,6 +16,12 @@ pub enum FailureKind {
     RateLimited,
     /// The worker's account has no quota left; retrying cannot help.
     QuotaExceeded,
+    /// The provider refused the worker's own credentials (HTTP 401: a login
+    /// that expired or was revoked, a revoked key), or no worker that could
+    /// take the turn has a login. Not the client's fault and not the
+    /// client's to fix: the worker takes no turns until an operator logs it
+    /// in again.
+    LoginRequired,
     /// The provider rejected the request as malformed.
     BadRequest,
     /// The prompt does not fit the model's context window.
@@ -90,6 +96,11 @@ impl Failure {
         };
         let kind = match (tag, http_status) {
             ("usageLimitExceeded" | "sessionBudgetExceeded", _) => FailureKind::QuotaExceeded,
+            // Measured on 0.171.0: `{"httpConnectionFailed":{"httpStatusCode":401}}`,
+            // whatever the provider (an `env_key`, an API key or a ChatGPT
+            // login in `auth.json`); `unauthorized` is the tag codex's core
+            // has for it, should a later app-server pass it on.
+            ("unauthorized", _) | (_, Some(401)) => FailureKind::LoginRequired,
             ("rateLimitExceeded" | "serverOverloaded", _) | (_, Some(429)) => {
                 FailureKind::RateLimited
             }
@@ -104,6 +115,11 @@ impl Failure {
             }
             _ => FailureKind::Upstream,
         };
+        if kind == FailureKind::LoginRequired {
+            // Codex's message names the provider's URL and echoes its body:
+            // for the operator (the worker's log line), not for the client.
+            return Failure::new(kind, LOGIN_REJECTED);
+        }
         let f = Failure::new(kind, err.message.clone());
         match f.kind {
             FailureKind::RateLimited => f.with_retry_after(Duration::from_secs(1)),
@@ -127,6 +143,11 @@ impl Failure {
         }
     }
 }
+
+/// What the client of a turn whose worker's credentials were refused reads.
+const LOGIN_REJECTED: &str = "The model provider refused the Codex worker's credentials \
+     (its login expired or was revoked); that worker takes no turns until an operator logs it \
+     in again, and no other worker could take this request.";
 
 /// Codex reports a provider 400 as `other` with the provider's JSON error
 /// body as the message (measured), but it also tags a dropped model stream
@@ -192,9 +213,22 @@ mod tests {
         // Added in 0.171.0 (`bioPolicy`) next to `cyberPolicy`: a refusal, not an outage.
         assert_eq!(classify(json!("bioPolicy")), FailureKind::PolicyRefused);
         assert_eq!(classify(json!("cyberPolicy")), FailureKind::PolicyRefused);
-        // The worker's own credentials are bad: not the HTTP client's fault.
+        // The worker's own credentials are bad: not the HTTP client's
+        // fault, and the worker needs a new login.
+        let rejected = Failure::from_turn_error(&TurnError {
+            message: "unexpected status 401 Unauthorized: {\"error\":{\"code\":\"token_invalidated\"}}, url: http://10.0.0.1/v1/responses".into(),
+            codex_error_info: Some(json!({"httpConnectionFailed": {"httpStatusCode": 401}})),
+        });
+        assert_eq!(rejected.kind, FailureKind::LoginRequired);
+        assert!(
+            !rejected.message.contains("10.0.0.1"),
+            "{}",
+            rejected.message
+        );
+        assert_eq!(classify(json!("unauthorized")), FailureKind::LoginRequired);
+        // A 403 is not a login problem (a region or an organisation policy).
         assert_eq!(
-            classify(json!({"httpConnectionFailed": {"httpStatusCode": 401}})),
+            classify(json!({"httpConnectionFailed": {"httpStatusCode": 403}})),
             FailureKind::Upstream
         );
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::failure::{Failure, FailureKind};
 use super::slot::{TurnSlot, TurnSlots};
 use super::stream::ParkedTurn;
-use super::stream::TurnStream;
+use super::stream::{Retry, TurnStream};
 use super::threads::IdleThread;
 use super::turn::TurnRequest;
 use crate::protocol::{
@@ -18,7 +18,7 @@ use crate::protocol::{
 };
 use crate::rpc::RpcClient;
 use crate::worker::SandboxMode;
-use crate::worker::{WorkerPool, HOST_TOOL_FEATURES};
+use crate::worker::{Picked, WorkerPool, HOST_TOOL_FEATURES};
 
 /// How the core sets up threads.
 #[derive(Debug, Clone)]
@@ -78,6 +78,12 @@ impl CodexCore {
         &self.inner.pool
     }
 
+    /// The turn slots, for the exec backend: one limit for both backends'
+    /// turns, so a canary split cannot run more than it.
+    pub(crate) fn turn_slots(&self) -> TurnSlots {
+        self.inner.slots.clone()
+    }
+
     /// The models a ready worker listed at its handshake.
     pub fn models(&self) -> Result<Arc<Vec<Model>>, Failure> {
         self.inner.pool.models().map_err(not_ready)
@@ -90,8 +96,28 @@ impl CodexCore {
     /// strand the turn: the finished stream finds nobody to take it and its
     /// drop interrupts the turn. Dropping the returned stream before the
     /// turn ends interrupts it too, and the thread is released either way.
+    ///
+    /// In a pool of more than one worker, the stream keeps a copy of the
+    /// request, so that a turn whose worker turns out to be out of quota or
+    /// without a valid login starts again on another (see
+    /// [`TurnStream::next`]); a pool of one has nowhere else to go.
     pub async fn start_turn(&self, req: TurnRequest) -> Result<TurnStream, Failure> {
         let picked = self.inner.pool.pick().map_err(not_ready)?;
+        let retry = self.inner.pool.len() > 1;
+        self.start_picked(picked, req, retry).await
+    }
+
+    /// [`CodexCore::start_turn`] on the worker already picked.
+    pub(super) async fn start_picked(
+        &self,
+        picked: Picked,
+        req: TurnRequest,
+        retry: bool,
+    ) -> Result<TurnStream, Failure> {
+        let retry = retry.then(|| Retry {
+            core: self.clone(),
+            req: req.clone(),
+        });
         let client = picked.client;
         let slot = self
             .inner
@@ -103,7 +129,10 @@ impl CodexCore {
         let core = self.clone();
         // `carry`: the turn's JSON-RPC lines belong to this request's trace.
         tokio::spawn(crate::trace_buffer::carry(async move {
-            let started = core.start_on(client, slot, req).await;
+            let started = core
+                .start_on(client, slot, req)
+                .await
+                .map(|s| s.with_retry(retry));
             // A closed receiver hands the stream back; dropping it releases the turn.
             let _ = tx.send(started);
         }));
@@ -162,6 +191,15 @@ impl CodexCore {
             return Err(Failure::new(
                 FailureKind::WorkerGone,
                 "The worker that held this conversation went away.",
+            ));
+        }
+        // Its account is out of quota or its login was refused: another
+        // worker rebuilds the conversation instead (the same answer as for
+        // a worker that went away).
+        if !self.inner.pool.can_continue_on(&thread.client) {
+            return Err(Failure::new(
+                FailureKind::WorkerGone,
+                "The worker that holds this conversation cannot take turns now.",
             ));
         }
         let slot = self.inner.slots.acquire().await?;
@@ -251,6 +289,15 @@ impl CodexCore {
         if !turn.waits_on_all(outputs.iter().map(|(id, _)| id.as_str())) {
             return Ok(None);
         }
+        // A worker out of quota or without a valid login would fail the
+        // turn once it calls the model with the results: the caller starts
+        // afresh on a picked worker instead.
+        if turn
+            .client()
+            .is_some_and(|c| !self.inner.pool.can_continue_on(c))
+        {
+            return Ok(None);
+        }
         // Back to the worker that holds the parked turn (its own client).
         let lease = turn.client().and_then(|c| self.inner.pool.lease_for(c));
         let slot = self.inner.slots.acquire().await?.with_lease(lease);
@@ -288,6 +335,14 @@ fn not_ready(e: crate::worker::NotReady) -> Failure {
             format!("You exceeded your current quota: {}.", e.reason),
         )
         .with_retry_after(Duration::from_secs(at.saturating_sub(now).max(1)));
+    }
+    if e.phase == crate::worker::WorkerPhase::LoginRequired {
+        // No worker that could take the turn has a login: the operator's
+        // to fix (the reason names the command), not a restart to wait for.
+        return Failure::new(
+            FailureKind::LoginRequired,
+            format!("The Codex worker cannot take requests: {}", e.reason),
+        );
     }
     Failure::new(
         FailureKind::NotReady,

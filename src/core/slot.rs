@@ -128,6 +128,18 @@ impl TurnSlots {
     pub(super) fn available(&self) -> usize {
         self.inner.semaphore.available_permits()
     }
+
+    /// The limit.
+    pub(crate) fn max(&self) -> usize {
+        self.inner.max
+    }
+
+    /// Slots held now (by either backend's turns).
+    pub(crate) fn in_use(&self) -> usize {
+        self.inner
+            .max
+            .saturating_sub(self.inner.semaphore.available_permits())
+    }
 }
 
 /// Leaves the wait queue however the wait ends.

@@ -7,6 +7,11 @@
 //! turn codex ended is only unsubscribed. A worker that went away leaves
 //! nothing to release.
 //!
+//! A fresh turn (not a continuation, which belongs to its worker's thread)
+//! whose worker turns out to be out of quota or to have lost its login gets
+//! one more start on another ready worker, if that failure is the first
+//! event the reader would see: see [`TurnStream::next`].
+//!
 //! Unless codex's host tools are enabled, a turn in which codex starts an
 //! item that acts on the host (`host_items`) fails with `HostToolRefused`,
 //! and the drop that follows interrupts it.
@@ -22,10 +27,11 @@ use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
 use super::host_items::acts_on_host;
+use super::service::CodexCore;
 use super::slot::TurnSlot;
 use super::source::{EventQueue, TurnSource};
 use super::threads::IdleThread;
-use super::turn::{ToolCall, TurnEvent, Usage};
+use super::turn::{ToolCall, TurnEvent, TurnRequest, Usage};
 use crate::protocol::{
     self, DynamicToolCallParams, ErrorNotification, ItemNotification,
     ReasoningSummaryPartAddedNotification, ThreadIdParams, ThreadUnsubscribe,
@@ -96,6 +102,28 @@ pub struct TurnStream {
     earlier_turns: u32,
     /// The turn ended with `turn/completed` status `completed`.
     completed: bool,
+    /// What a fresh turn needs to start again elsewhere; `None` for a
+    /// continuation, in a pool of one, and once used. Boxed, like
+    /// `restarting`: rarely there, and the stream is moved around whole.
+    retry: Option<Box<Retry>>,
+    /// An event went to the reader: from then on the turn is the answer.
+    delivered: bool,
+    /// The start of the same turn on another worker, and the failure that
+    /// caused it (delivered if that start fails). A task, so a reader that
+    /// stops waiting (the stream's commit window) and comes back finds it.
+    restarting: Option<Box<Restarting>>,
+}
+
+/// The start of a turn on another worker, and the failure that caused it.
+struct Restarting {
+    task: tokio::task::JoinHandle<Result<TurnStream, Failure>>,
+    failure: Failure,
+}
+
+/// A fresh turn's second chance (see [`TurnStream::next`]).
+pub(super) struct Retry {
+    pub(super) core: CodexCore,
+    pub(super) req: TurnRequest,
 }
 
 impl TurnStream {
@@ -122,7 +150,16 @@ impl TurnStream {
             usage_total: Usage::default(),
             earlier_turns: 0,
             completed: false,
+            retry: None,
+            delivered: false,
+            restarting: None,
         }
+    }
+
+    /// A fresh turn that may start again on another worker once.
+    pub(super) fn with_retry(mut self, retry: Option<Retry>) -> TurnStream {
+        self.retry = retry.map(Box::new);
+        self
     }
 
     /// A turn on a thread that already ran `turns` turns adding up to `total`.
@@ -219,9 +256,44 @@ impl TurnStream {
     }
 
     /// The next event; `None` after the last one.
+    ///
+    /// A fresh turn whose first event would be a failure of its worker's
+    /// account (out of quota, or the login refused: the worker is marked
+    /// already and takes no new turns) starts again on another ready
+    /// worker instead, once, and its events are this stream's. "First"
+    /// means nothing of the turn has reached the reader: a streamed
+    /// response may have sent its headers and opening frame, which are the
+    /// same whoever answers, but no text, tool call or usage.
     pub async fn next(&mut self) -> Option<TurnEvent> {
         loop {
+            if let Some(restarting) = &mut self.restarting {
+                let started = (&mut restarting.task).await;
+                let failure = restarting.failure.clone();
+                self.restarting = None;
+                match started {
+                    Ok(Ok(stream)) => {
+                        // The failed turn's thread is released by its drop.
+                        *self = stream;
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e.message, "the retry on another worker did not start");
+                        self.delivered = true;
+                        return Some(TurnEvent::Failed(failure));
+                    }
+                    Err(_) => {
+                        self.delivered = true;
+                        return Some(TurnEvent::Failed(failure));
+                    }
+                }
+            }
             if let Some(event) = self.queue.pop() {
+                if let TurnEvent::Failed(failure) = &event {
+                    if !self.delivered && self.restart_elsewhere(failure) {
+                        continue;
+                    }
+                }
+                self.delivered = true;
                 return Some(event);
             }
             if self.queue.delivered_end() {
@@ -264,13 +336,75 @@ impl TurnStream {
         }
     }
 
+    /// Starts this turn again on another worker if it may (see
+    /// [`TurnStream::next`]): `true` when a start is under way.
+    fn restart_elsewhere(&mut self, failure: &Failure) -> bool {
+        let retriable = matches!(
+            failure.kind,
+            FailureKind::QuotaExceeded | FailureKind::LoginRequired
+        );
+        // Only a turn codex ended: nothing of it runs on the old worker.
+        if !retriable || self.state != TurnState::Ended {
+            return false;
+        }
+        let Some(retry) = self.retry.take() else {
+            return false;
+        };
+        let Retry { core, req } = *retry;
+        let from = self
+            .slot
+            .as_ref()
+            .and_then(TurnSlot::lease)
+            .map(|l| l.worker());
+        // The failed worker is out of rotation already, so the pick finds
+        // another one, or none.
+        let Ok(picked) = core.pool().pick() else {
+            return false;
+        };
+        let to = picked.lease.worker();
+        let reason = match failure.kind {
+            FailureKind::QuotaExceeded => "quota",
+            _ => "login",
+        };
+        core.pool()
+            .count_retry(failure.kind == FailureKind::QuotaExceeded);
+        tracing::info!(
+            from,
+            to,
+            reason,
+            "retrying a turn on another worker before anything reached the client"
+        );
+        // The failed turn's slot goes first: the new start takes its own,
+        // and with one slot left it must not wait on this one.
+        self.slot = None;
+        let task = tokio::spawn(crate::trace_buffer::carry(async move {
+            core.start_picked(picked, req, false).await
+        }));
+        self.restarting = Some(Box::new(Restarting {
+            task,
+            failure: failure.clone(),
+        }));
+        true
+    }
+
     fn fail(&mut self, mut failure: Failure) {
-        // The worker's account is out of quota: the pool stops placing new
-        // turns on it, and the client learns when it resets.
-        if failure.kind == FailureKind::QuotaExceeded {
-            if let Some(lease) = self.slot.as_ref().and_then(TurnSlot::lease) {
-                failure = failure.resetting_at(lease.usage_limit_reached());
+        let lease = self.slot.as_ref().and_then(TurnSlot::lease);
+        match failure.kind {
+            // The worker's account is out of quota: the pool stops placing
+            // new turns on it, and the client learns when it resets.
+            FailureKind::QuotaExceeded => {
+                if let Some(lease) = lease {
+                    failure = failure.resetting_at(lease.usage_limit_reached());
+                }
             }
+            // The provider refused the worker's credentials: the worker
+            // goes `login_required` until it has a new login.
+            FailureKind::LoginRequired => {
+                if let (Some(lease), Some(sub)) = (lease, &self.subscription) {
+                    lease.login_rejected(sub.client());
+                }
+            }
+            _ => {}
         }
         self.queue.push(TurnEvent::Failed(failure));
     }
@@ -511,6 +645,8 @@ impl TurnSource for TurnStream {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // Nobody reads it: a failed start is not worth another one.
+        self.retry = None;
         runtime.spawn(async move {
             while let Some(event) = self.next().await {
                 if matches!(event, TurnEvent::ToolCall(_)) {

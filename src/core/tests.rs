@@ -760,3 +760,178 @@ async fn two_threads_ending_on_the_same_head_keep_the_newer() {
     };
     assert_eq!(t.thread_id(), "new");
 }
+
+/// Every event of `turn`, read in a task of its own (a retry's start needs
+/// the test to answer another worker meanwhile).
+fn read_all(mut turn: TurnStream) -> tokio::task::JoinHandle<Vec<TurnEvent>> {
+    tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = turn.next().await {
+            events.push(e);
+        }
+        events
+    })
+}
+
+fn usage_limit() -> Value {
+    json!({"message": "You've hit your usage limit.", "codexErrorInfo": "usageLimitExceeded"})
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_turn_out_of_quota_starts_again_on_another_worker_before_the_reader_sees_it() {
+    let (core, mut w) = pool_core(2);
+    let turn = start(&core, &mut w[0], "a1").await;
+    let reader = read_all(turn);
+    complete(&mut w[0], "a1", "failed", usage_limit()).await;
+    // The same request, on worker 1, and worker 0's thread released.
+    let params = answer_start(&mut w[1], "b1").await;
+    assert_eq!(params["model"], "m");
+    notify(
+        &mut w[1],
+        "item/agentMessage/delta",
+        "b1",
+        json!({"itemId": "m1", "delta": "Hello"}),
+    )
+    .await;
+    complete(&mut w[1], "b1", "completed", Value::Null).await;
+    let events = soon(reader).await.unwrap();
+    assert_eq!(
+        events,
+        [TurnEvent::TextDelta("Hello".into()), TurnEvent::Finished]
+    );
+    assert_eq!(w[0].read().await["method"], "thread/unsubscribe");
+    let views = core.pool().views();
+    assert!(views[0].quota_resets_at.is_some(), "worker 0 marked");
+    assert!(views[1].quota_resets_at.is_none());
+    assert_eq!(core.pool().retries(), (1, 0));
+    // Each lease went with its turn.
+    assert_eq!(in_flight(&core), [0, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_that_already_gave_output_or_has_nowhere_to_go_reports_its_failure() {
+    let (core, mut w) = pool_core(2);
+    // Text reached the reader first: the answer is this turn's, failure included.
+    let mut turn = start(&core, &mut w[0], "a1").await;
+    notify(
+        &mut w[0],
+        "item/agentMessage/delta",
+        "a1",
+        json!({"itemId": "m1", "delta": "Hel"}),
+    )
+    .await;
+    assert_eq!(
+        soon(turn.next()).await,
+        Some(TurnEvent::TextDelta("Hel".into()))
+    );
+    complete(&mut w[0], "a1", "failed", usage_limit()).await;
+    match soon(turn.next()).await {
+        Some(TurnEvent::Failed(f)) => assert_eq!(f.kind, FailureKind::QuotaExceeded),
+        other => panic!("{other:?}"),
+    }
+    drop(turn);
+    assert_eq!(w[0].read().await["method"], "thread/unsubscribe");
+    nothing_sent(&mut w[1]).await;
+
+    // Worker 0 is out of quota now; worker 1 runs out too: no one is left.
+    let turn = start(&core, &mut w[1], "b1").await;
+    let reader = read_all(turn);
+    complete(&mut w[1], "b1", "failed", usage_limit()).await;
+    let events = soon(reader).await.unwrap();
+    assert!(
+        matches!(&events[..], [TurnEvent::Failed(f)] if f.kind == FailureKind::QuotaExceeded),
+        "{events:?}"
+    );
+    nothing_sent(&mut w[0]).await;
+    assert_eq!(core.pool().retries(), (0, 0));
+
+    // A pool of one keeps no copy of the request and has nowhere to go.
+    let (core, mut worker) = core_with(1, None);
+    let mut turn = start(&core, &mut worker, "t1").await;
+    complete(
+        &mut worker,
+        "t1",
+        "failed",
+        json!({"message": "401", "codexErrorInfo": {"httpConnectionFailed": {"httpStatusCode": 401}}}),
+    )
+    .await;
+    match soon(turn.next()).await {
+        Some(TurnEvent::Failed(f)) => assert_eq!(f.kind, FailureKind::LoginRequired),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_thread_on_a_worker_out_of_quota_is_left_for_a_rebuild_elsewhere() {
+    let (core, mut w) = pool_core(2);
+    let mut first = start(&core, &mut w[0], "a1").await;
+    complete(&mut w[0], "a1", "completed", Value::Null).await;
+    while first.next().await.is_some() {}
+    let kept = first.into_idle().expect("kept");
+    // Another conversation finds worker 0 out of quota (and is served by 1).
+    let turn = start(&core, &mut w[0], "a2").await;
+    let reader = read_all(turn);
+    complete(&mut w[0], "a2", "failed", usage_limit()).await;
+    answer_start(&mut w[1], "b1").await;
+    complete(&mut w[1], "b1", "completed", Value::Null).await;
+    soon(reader).await.unwrap();
+    // The kept thread is not continued there: the caller rebuilds it.
+    match core.continue_thread(kept, request()).await {
+        Err(f) => assert_eq!(f.kind, FailureKind::WorkerGone, "{f:?}"),
+        Ok(_) => panic!("continued on a worker out of quota"),
+    }
+    assert_eq!(w[0].read().await["method"], "thread/unsubscribe", "a2");
+    assert_eq!(
+        w[0].read().await["method"],
+        "thread/unsubscribe",
+        "a1 released"
+    );
+    nothing_sent(&mut w[0]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tool_results_for_a_turn_parked_on_a_worker_out_of_quota_start_afresh() {
+    let (core, mut w) = pool_core(2);
+    let parked_turn = parked(&core, &mut w[0], "a1").await;
+    // A fresh turn finds worker 0 out of quota (and is served by 1).
+    let turn = start(&core, &mut w[0], "a2").await;
+    let reader = read_all(turn);
+    complete(&mut w[0], "a2", "failed", usage_limit()).await;
+    answer_start(&mut w[1], "b1").await;
+    complete(&mut w[1], "b1", "completed", Value::Null).await;
+    soon(reader).await.unwrap();
+    assert_eq!(w[0].read().await["method"], "thread/unsubscribe", "a2");
+    // The results are not sent to worker 0, whose model call would fail:
+    // the caller starts afresh, and the parked turn is interrupted.
+    let outputs = [("call_1".to_owned(), "42".to_owned())];
+    let resumed = core.resume(parked_turn, &outputs).await.expect("no error");
+    assert!(resumed.is_none());
+    assert_eq!(next_interrupt(&mut w[0]).await, "a1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_continuation_out_of_quota_stays_on_its_worker() {
+    let (core, mut w) = pool_core(2);
+    let mut first = start(&core, &mut w[0], "a1").await;
+    complete(&mut w[0], "a1", "completed", Value::Null).await;
+    while first.next().await.is_some() {}
+    let kept = first.into_idle().expect("kept");
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move { core.continue_thread(kept, request()).await }
+    });
+    answer_continue(&mut w[0], "a1", "a1-turn2").await;
+    let continued = pending.await.unwrap().expect("continued");
+    let reader = read_all(continued);
+    w[0].write(
+        json!({"method": "turn/completed", "params": {"threadId": "a1",
+        "turn": {"id": "a1-turn2", "status": "failed", "error": usage_limit()}}}),
+    )
+    .await;
+    let events = soon(reader).await.unwrap();
+    assert!(
+        matches!(&events[..], [TurnEvent::Failed(f)] if f.kind == FailureKind::QuotaExceeded),
+        "{events:?}"
+    );
+    nothing_sent(&mut w[1]).await;
+}

@@ -132,6 +132,35 @@ pub(super) fn login_missing_reason(codex_home: Option<&Path>) -> String {
     )
 }
 
+/// The message a worker whose credentials the provider refused (HTTP 401)
+/// shows in `/readyz`, `/admin/workers` and the log. `needs_login`: its
+/// provider takes an OpenAI login (`requiresOpenaiAuth`), so a new login
+/// brings it back; otherwise the key comes from the provider's `env_key`
+/// (or its config), which no login replaces.
+pub(super) fn login_rejected_reason(codex_home: Option<&Path>, needs_login: bool) -> String {
+    let home = match codex_home {
+        Some(h) => format!("CODEX_HOME {}", h.display()),
+        None => "the default CODEX_HOME (~/.codex)".to_owned(),
+    };
+    if needs_login {
+        format!(
+            "login rejected: the model provider refused the login in {home} (HTTP 401: it \
+             expired or was revoked). Run `{}` (or `{} --with-api-key` with the key on stdin); \
+             the worker restarts by itself once the login is saved",
+            login_command(codex_home),
+            login_command(codex_home),
+        )
+    } else {
+        format!(
+            "credentials rejected: the model provider refused the API key of the provider \
+             configured in {home} (HTTP 401: revoked or expired; the key comes from the \
+             provider's `env_key` variable, which a new login does not replace). Once the key is \
+             valid again (re-enabled, or a new one in the gateway's environment, which takes \
+             a gateway restart), restart the worker: `POST /admin/workers/restart` or SIGHUP"
+        )
+    }
+}
+
 /// The file `codex login` writes; a running worker does not read it again
 /// (measured), so the supervisor restarts the worker when it changes.
 pub(super) fn auth_file(codex_home: Option<&Path>) -> Option<PathBuf> {
@@ -225,5 +254,12 @@ mod tests {
         assert!(!key.is_missing());
         assert!(login_missing_reason(Some(Path::new("/srv/acct-b")))
             .contains("CODEX_HOME=/srv/acct-b codex login"));
+        // A refused login is fixed by logging in again; a refused `env_key`
+        // key by the operator, then a worker restart.
+        assert!(login_rejected_reason(Some(Path::new("/srv/acct-b")), true)
+            .contains("CODEX_HOME=/srv/acct-b codex login"));
+        let env_key = login_rejected_reason(Some(Path::new("/srv/acct-b")), false);
+        assert!(!env_key.contains("codex login`"), "{env_key}");
+        assert!(env_key.contains("POST /admin/workers/restart"), "{env_key}");
     }
 }

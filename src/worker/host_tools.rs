@@ -135,7 +135,12 @@ fn codex_home(config: &WorkerConfig) -> Result<PathBuf, String> {
 fn write_atomically(path: &Path, value: &Value) -> Result<(), String> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    // Unique per write, not only per process: two lockdowns computed at once (a
+    // worker restarting while the exec backend re-probes, or workers of a pool
+    // sharing a state directory) must not rename each other's half-written file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}.{n}.tmp", std::process::id()));
     let text = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -180,6 +185,31 @@ async fn run_codex(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lockdowns_written_at_once_to_one_path_all_land_whole() {
+        let dir = std::env::temp_dir().join(format!("host-tools-race-{}", std::process::id()));
+        let path = dir.join("catalog.json");
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|i| write_atomically(&path, &json!({"writer": t, "write": i})))
+                        .filter(Result::is_err)
+                        .count()
+                })
+            })
+            .collect();
+        let failed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let last: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(failed, 0, "no write lost its temporary file to another");
+        assert!(
+            last["writer"].is_u64(),
+            "the file is one whole write: {last}"
+        );
+    }
 
     #[test]
     fn every_model_loses_the_fields_that_give_it_host_tools() {

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::account::Quota;
 use super::config::{PoolConfig, WorkerConfig};
 use super::state::{NotReady, WorkerHandle, WorkerPhase, WorkerStatus};
-use super::supervisor::Supervisor;
+use super::supervisor::{LoginAlarm, Supervisor};
 use crate::calendar::{rfc3339, unix_now};
 use crate::protocol::Model;
 use crate::rpc::{CallObserver, RpcClient};
@@ -81,10 +81,16 @@ struct Member {
     recycle: Arc<Notify>,
     /// The member's account quota (fed by its supervisor and its turns).
     quota: Arc<Quota>,
+    /// Takes the member out when its credentials are refused; `None` in a
+    /// pool built from bare handles.
+    login: Option<LoginAlarm>,
 }
 
 struct Inner {
     members: Box<[Member]>,
+    /// Fresh turns started again on another worker because theirs was out
+    /// of quota (`[0]`) or its login was refused (`[1]`).
+    retries: [AtomicU64; 2],
     config: PoolConfig,
     /// The coordinator's queue; `None` in a pool built from bare handles.
     requests: Option<mpsc::Sender<(usize, RecycleReason)>>,
@@ -127,6 +133,31 @@ impl Lease {
             );
         }
         until
+    }
+}
+
+impl Lease {
+    /// The worker this lease counts on.
+    pub fn worker(&self) -> usize {
+        self.index
+    }
+
+    /// The turn ran on `client`'s process and the provider refused the
+    /// worker's credentials (HTTP 401): the worker goes `login_required` at
+    /// once, so nothing new is placed on it. `true` for the call that did it.
+    pub fn login_rejected(&self, client: &RpcClient) -> bool {
+        let m = &self.pool.members[self.index];
+        let Some(alarm) = &m.login else {
+            return false;
+        };
+        let first = alarm.reject(client);
+        if first {
+            tracing::warn!(
+                worker = self.index,
+                "the model provider refused the worker's credentials (HTTP 401); it takes no new turns until it has a new login"
+            );
+        }
+        first
     }
 }
 
@@ -208,6 +239,7 @@ impl WorkerPool {
             let recycle = supervisor.recycler();
             let mut member = Member::new(handle, recycle);
             member.quota = quota;
+            member.login = Some(supervisor.login_alarm());
             supervisor = supervisor.with_account(index, member.quota.clone());
             members.push(member);
             supervisors.push(tokio::spawn(supervisor.run(shutdown.clone())));
@@ -216,6 +248,7 @@ impl WorkerPool {
         let (tx, rx) = mpsc::channel(config.pool.size * 2 + 1);
         let pool = WorkerPool {
             inner: Arc::new(Inner {
+                retries: Default::default(),
                 members: members.into_boxed_slice(),
                 config: config.pool.clone(),
                 requests: Some(tx),
@@ -236,6 +269,7 @@ impl WorkerPool {
             .collect();
         WorkerPool {
             inner: Arc::new(Inner {
+                retries: Default::default(),
                 members,
                 config: PoolConfig {
                     size: 1,
@@ -255,6 +289,18 @@ impl WorkerPool {
 
     pub fn is_empty(&self) -> bool {
         self.inner.members.is_empty()
+    }
+
+    /// Counts a turn started again elsewhere (`quota`: out of quota, else a
+    /// refused login).
+    pub fn count_retry(&self, quota: bool) {
+        self.inner.retries[usize::from(!quota)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Turns started again elsewhere so far: (out of quota, login refused).
+    pub fn retries(&self) -> (u64, u64) {
+        let [q, l] = &self.inner.retries;
+        (q.load(Ordering::Relaxed), l.load(Ordering::Relaxed))
     }
 
     /// Worker `index`'s lifecycle handle.
@@ -377,6 +423,20 @@ impl WorkerPool {
         Some(self.lease(index))
     }
 
+    /// Whether the worker whose current process is `client` can run a
+    /// continuation's turn: up, logged in and with quota left (draining is
+    /// fine: it still serves what it holds). When not, the conversation is
+    /// rebuilt on a picked worker rather than failing where it lives until
+    /// the reset or a new login.
+    pub fn can_continue_on(&self, client: &RpcClient) -> bool {
+        let now = unix_now();
+        self.inner
+            .members
+            .iter()
+            .find(|m| m.handle.owns(client))
+            .is_some_and(|m| m.handle.is_ready() && m.quota.out_until(now).is_none())
+    }
+
     fn lease(&self, index: usize) -> Lease {
         self.inner.members[index].in_flight.inc();
         Lease {
@@ -440,6 +500,22 @@ impl WorkerPool {
         }
         if members.len() == 1 {
             return members[0].handle.not_ready();
+        }
+        let login_required: Vec<usize> = (0..members.len())
+            .filter(|&i| members[i].handle.status().phase == WorkerPhase::LoginRequired)
+            .collect();
+        if login_required.len() == members.len() {
+            let first = members[0].handle.not_ready();
+            return NotReady {
+                phase: WorkerPhase::LoginRequired,
+                reason: format!(
+                    "none of the {} Codex workers has a valid login (GET /admin/workers \
+                     says what to run for each; worker 0: {})",
+                    members.len(),
+                    first.reason
+                ),
+                quota_resets_at: None,
+            };
         }
         let draining = members
             .iter()
@@ -561,10 +637,14 @@ impl WorkerPool {
     async fn recycle(&self, index: usize, reason: RecycleReason) {
         let m = &self.inner.members[index];
         let config = &self.inner.config;
-        if !m.handle.is_ready() {
+        let waits_for_login = m.handle.status().phase == WorkerPhase::LoginRequired;
+        if !m.handle.is_ready() && !waits_for_login {
             // Down or restarting already: a fresh process is on its way.
             return;
         }
+        // A worker waiting for a login takes no turns: a fresh process is
+        // how an operator brings it back once its key is good again (an
+        // `env_key` provider has no `auth.json` to watch).
         // With others in the pool, drain only while another one can take
         // the new turns: replacing the last ready worker fails requests.
         if self.len() > 1 {
@@ -624,7 +704,8 @@ impl WorkerPool {
         let replaced = async {
             loop {
                 let s = handle.status();
-                if s.starts > starts && (s.is_ready() || s.phase == WorkerPhase::Stopped) {
+                let settled = matches!(s.phase, WorkerPhase::Stopped | WorkerPhase::LoginRequired);
+                if s.starts > starts && (s.is_ready() || settled) {
                     return;
                 }
                 if !handle.changed().await {
@@ -690,6 +771,7 @@ impl Member {
             idle: Notify::new(),
             recycle,
             quota: Arc::new(Quota::default()),
+            login: None,
         }
     }
 }

@@ -9,7 +9,9 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::account::{auth_file, auth_stamp, login_missing_reason, Login, Quota};
+use super::account::{
+    auth_file, auth_stamp, login_missing_reason, login_rejected_reason, Login, Quota,
+};
 use super::backoff::Backoff;
 use super::command::worker_command;
 use super::config::WorkerConfig;
@@ -31,7 +33,11 @@ const LOGIN_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 pub struct Supervisor {
     config: WorkerConfig,
     workdir: PathBuf,
-    status: watch::Sender<WorkerStatus>,
+    /// Shared with the pool's [`LoginAlarm`], the one other writer: it
+    /// takes the worker out the moment a turn's credentials are refused.
+    status: Arc<watch::Sender<WorkerStatus>>,
+    /// Woken by the [`LoginAlarm`] to re-read the account.
+    login_wake: Arc<Notify>,
     observer: Option<CallObserver>,
     tap: Option<LineTap>,
     /// Fired by the pool to replace a drained worker (see [`Supervisor::recycler`]).
@@ -66,7 +72,8 @@ impl Supervisor {
             Supervisor {
                 config,
                 workdir,
-                status,
+                status: Arc::new(status),
+                login_wake: Arc::new(Notify::new()),
                 observer: None,
                 tap: None,
                 recycle: Arc::new(Notify::new()),
@@ -94,6 +101,16 @@ impl Supervisor {
         self.member = member;
         self.quota = quota;
         self
+    }
+
+    /// What the pool calls when a turn on this worker finds its credentials
+    /// refused (see [`LoginAlarm::reject`]).
+    pub fn login_alarm(&self) -> LoginAlarm {
+        LoginAlarm {
+            status: self.status.clone(),
+            wake: self.login_wake.clone(),
+            codex_home: self.config.codex_home.clone(),
+        }
     }
 
     /// Notifying this stops the ready worker (stdin closed, as at shutdown)
@@ -189,14 +206,14 @@ impl Supervisor {
         let healthy = tokio::time::sleep(self.config.healthy_reset);
         tokio::pin!(healthy);
         let mut was_healthy = false;
-        let login_required = self.status.borrow().phase == WorkerPhase::LoginRequired;
         let auth_file = auth_file(self.config.codex_home.as_deref());
         let mut login_check = tokio::time::interval(LOGIN_CHECK_EVERY);
         let outcome = loop {
             tokio::select! {
                 // A running codex does not read a new `auth.json` (measured):
                 // once `codex login` has written one, a fresh process does.
-                _ = login_check.tick(), if login_required => {
+                // Without a login since the start, or since a turn's 401.
+                _ = login_check.tick(), if self.login_required() => {
                     if auth_stamp(auth_file.as_deref()) != running.auth_stamp {
                         tracing::info!(worker = self.member, "a login was saved; restarting the worker to use it");
                         self.set(|s| s.phase = WorkerPhase::Starting);
@@ -212,6 +229,34 @@ impl Supervisor {
                     let why = running.client.close_reason().unwrap_or_default();
                     stop_child(running, self.config.shutdown_grace).await;
                     break format!("worker channel closed: {why}");
+                }
+                // A turn's credentials were refused: the worker is out of
+                // rotation already; what codex now says of the account
+                // picks the message (a login gone, or one refused).
+                _ = self.login_wake.notified() => {
+                    if !self.login_required() {
+                        continue;
+                    }
+                    let login = self.read_login(&running.client).await;
+                    let home = self.config.codex_home.as_deref();
+                    let reason = match &login {
+                        Some(l) if l.is_missing() => login_missing_reason(home),
+                        Some(l) => login_rejected_reason(home, l.requires_openai_auth),
+                        None => self.status.borrow().last_error.clone().unwrap_or_default(),
+                    };
+                    tracing::error!(
+                        worker = self.member,
+                        pid = running.child.id(),
+                        "worker out of rotation until it has a valid login: {reason}"
+                    );
+                    self.set(|s| {
+                        if s.phase == WorkerPhase::LoginRequired {
+                            s.last_error = Some(reason);
+                            if login.is_some() {
+                                s.login = login;
+                            }
+                        }
+                    });
                 }
                 _ = self.recycle.notified() => {
                     tracing::info!(pid = running.child.id(), "replacing the drained worker");
@@ -357,11 +402,56 @@ impl Supervisor {
         }
     }
 
+    fn login_required(&self) -> bool {
+        self.status.borrow().phase == WorkerPhase::LoginRequired
+    }
+
     fn set(&self, f: impl FnOnce(&mut WorkerStatus)) {
         self.status.send_modify(|s| {
             f(s);
             s.since = SystemTime::now();
         });
+    }
+}
+
+/// Takes a worker out of rotation when the model provider refuses its
+/// credentials, synchronously, so the turn's retry (and every request
+/// after it) is placed elsewhere; then wakes the supervisor to re-read
+/// the account and to watch `auth.json` for a new login.
+#[derive(Clone)]
+pub struct LoginAlarm {
+    status: Arc<watch::Sender<WorkerStatus>>,
+    wake: Arc<Notify>,
+    codex_home: Option<PathBuf>,
+}
+
+impl LoginAlarm {
+    /// A turn on `client`'s process got HTTP 401 from the provider. Marks
+    /// the worker `login_required` if `client` is still its current
+    /// process and it was ready; `true` when this call did.
+    pub fn reject(&self, client: &RpcClient) -> bool {
+        let home = self.codex_home.as_deref();
+        let changed = self.status.send_if_modified(|s| {
+            let current = s.client.as_ref().is_some_and(|c| c.same_channel(client));
+            if s.phase != WorkerPhase::Ready || !current {
+                return false;
+            }
+            let needs_login = s.login.as_ref().is_some_and(|l| l.requires_openai_auth);
+            s.phase = WorkerPhase::LoginRequired;
+            s.last_error = Some(login_rejected_reason(home, needs_login));
+            s.since = SystemTime::now();
+            true
+        });
+        if changed {
+            self.wake.notify_one();
+        }
+        changed
+    }
+}
+
+impl std::fmt::Debug for LoginAlarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginAlarm")
     }
 }
 
@@ -379,5 +469,49 @@ async fn stop_child(running: &mut Running, grace: std::time::Duration) {
             );
             let _ = running.child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::fake::pair;
+
+    #[tokio::test]
+    async fn a_refused_login_takes_only_the_current_ready_process_out_once() {
+        let (old, _old_worker) = pair(RpcClientConfig::new(std::time::Duration::from_secs(5)));
+        let (current, _worker) = pair(RpcClientConfig::new(std::time::Duration::from_secs(5)));
+        let (status, handle) = watch::channel(WorkerStatus {
+            phase: WorkerPhase::Ready,
+            client: Some(current.clone()),
+            login: Some(Login {
+                requires_openai_auth: true,
+                account: Some("apiKey".into()),
+            }),
+            ..WorkerStatus::initial()
+        });
+        let handle = WorkerHandle::new(handle);
+        let wake = Arc::new(Notify::new());
+        let alarm = LoginAlarm {
+            status: Arc::new(status),
+            wake: wake.clone(),
+            codex_home: Some(PathBuf::from("/srv/acct-a")),
+        };
+        // A late 401 from a process already replaced changes nothing.
+        assert!(!alarm.reject(&old));
+        assert!(handle.is_ready());
+        assert!(alarm.reject(&current));
+        let s = handle.status();
+        assert_eq!(s.phase, WorkerPhase::LoginRequired);
+        assert!(!handle.is_ready(), "out of rotation at once");
+        assert!(s
+            .last_error
+            .unwrap()
+            .contains("CODEX_HOME=/srv/acct-a codex login"));
+        // The supervisor is woken to re-read the account, once.
+        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+            .await
+            .expect("woken");
+        assert!(!alarm.reject(&current), "already out");
     }
 }

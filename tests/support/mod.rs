@@ -115,10 +115,11 @@ impl Harness {
         home_options: &codex_offline_model::HomeOptions,
     ) -> Harness {
         let h = Harness::start_unready(env, home_options).await;
-        tokio::time::timeout(Duration::from_secs(30), h.handles.worker.wait_ready())
+        // The worker, or with PROXY_BACKEND=exec alone the exec backend.
+        tokio::time::timeout(Duration::from_secs(30), h.handles.wait_ready())
             .await
-            .expect("worker ready within 30 s")
-            .expect("worker ready");
+            .expect("gateway ready within 30 s")
+            .expect("gateway ready");
         h
     }
 

@@ -40,7 +40,7 @@ pub async fn handle(
     };
     let Some(req) = req else {
         // A load request still names a model that must exist.
-        let models = state.core.models().map_err(ApiError::from)?;
+        let models = state.backends.models(&state.core).map_err(ApiError::from)?;
         models::resolve(&models, &state.aliases, request::strip_latest(&model))?;
         return Ok(json_response(
             StatusCode::OK,
@@ -74,7 +74,7 @@ pub async fn handle(
 
 /// `GET /api/tags`: every model name, tagged `latest`.
 pub fn tags(state: &ApiState) -> Result<Response<ApiBody>, ApiError> {
-    let models = state.core.models().map_err(ApiError::from)?;
+    let models = state.backends.models(&state.core).map_err(ApiError::from)?;
     let modified_at = render::rfc3339_now();
     let list: Vec<Value> = models::listed_names(&models, &state.aliases)
         .iter()

@@ -240,7 +240,7 @@ async fn prepare(
         })?),
         _ => None,
     };
-    let models = state.core.models().map_err(ApiError::from)?;
+    let models = state.backends.models(&state.core).map_err(ApiError::from)?;
     let resolved = resolve(&models, &state.aliases, &req.model)?;
     if let Some(note) = &client.note {
         note.set_model(&resolved.model);
