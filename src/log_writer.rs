@@ -1,16 +1,18 @@
-//! Where the log goes: stderr, in batches written by one thread, so a
-//! request's access-log line costs the runtime thread a copy into a buffer,
-//! not a system call.
+//! Where the log goes: stderr, with the access log's lines (one per
+//! request, target `access`) in batches written by one thread, so a
+//! request's line costs the runtime thread a copy into a buffer, not a
+//! system call.
 //!
-//! Order and loss: lines reach stderr in the order they were logged. A
-//! `warn` or `error` line is written at once by the thread that logs it,
-//! after everything buffered before it, so what led up to a problem is out
-//! when the problem is; so is any line while more than [`MAX_BUFFERED`]
-//! bytes wait (a stderr nobody reads slows logging down, as an unbuffered
-//! stderr would, instead of growing memory). Other lines wait at most
-//! [`FLUSH_EVERY`]. [`LogWriter::flush`] writes the rest (at exit, and before
-//! a panic message); a process killed outright loses at most that window of
-//! `info` lines.
+//! Order and loss: lines reach stderr in the order they were logged. Every
+//! other line (start-up, the worker's state, any warning or error, an
+//! access line of a 5xx, which is a `warn`) is written at once by the
+//! thread that logs it, after everything buffered before it, so what led up
+//! to an event is out when the event is; so is any line while more than
+//! [`MAX_BUFFERED`] bytes wait (a stderr nobody reads slows logging down, as
+//! an unbuffered stderr would, instead of growing memory). Access lines wait
+//! at most [`FLUSH_EVERY`]. [`LogWriter::flush`] writes the rest (at exit,
+//! and before a panic message); a process killed outright loses at most
+//! that window of access lines.
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -19,6 +21,9 @@ use std::time::Duration;
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
+
+/// The target whose lines are batched: the access log's.
+pub const BATCHED_TARGET: &str = "access";
 
 /// How long a line may wait in the buffer.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -177,8 +182,9 @@ impl<'a> MakeWriter<'a> for LogWriter {
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> LineWriter<'a> {
         LineWriter {
             log: self,
-            // WARN and ERROR (tracing orders levels by verbosity).
-            urgent: *meta.level() <= Level::WARN,
+            // Only the per-request access lines below WARN wait (tracing
+            // orders levels by verbosity: WARN and ERROR are `<=`).
+            urgent: meta.target() != BATCHED_TARGET || *meta.level() <= Level::WARN,
         }
     }
 }
@@ -248,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn tracing_levels_decide_what_is_urgent() {
+    fn only_access_lines_wait_and_order_is_kept() {
         let out = Recorded::default();
         let log = LogWriter::to(out.clone());
         let subscriber = tracing_subscriber::fmt()
@@ -256,14 +262,35 @@ mod tests {
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!("quiet");
-            tracing::warn!("loud");
+            tracing::info!(target: "access", "request one");
+            tracing::info!("worker ready");
+            tracing::info!(target: "access", "request two");
+            tracing::warn!(target: "access", "request three failed");
         });
-        // Without waiting for the window: the warning took the info line out
-        // before itself.
+        // Nothing waited for the window: the start-up line took the first
+        // access line out before itself, the warning the second.
         let text = out.text();
-        let quiet = text.find("quiet").expect("the info line is out");
-        let loud = text.find("loud").expect("the warning is out at once");
-        assert!(quiet < loud);
+        let at = |s: &str| {
+            text.find(s)
+                .unwrap_or_else(|| panic!("{s} not out: {text}"))
+        };
+        assert!(at("request one") < at("worker ready"));
+        assert!(at("worker ready") < at("request two"));
+        assert!(at("request two") < at("request three failed"));
+    }
+
+    #[test]
+    fn an_access_line_alone_waits_for_the_window_or_a_flush() {
+        let out = Recorded::default();
+        let log = LogWriter::to(out.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "access", "request one");
+        });
+        log.flush();
+        assert!(out.text().contains("request one"));
     }
 }

@@ -114,7 +114,7 @@ fn main() -> ExitCode {
 
 fn init_tracing(json: bool) -> LogWriter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Batched: an access-log line costs the request a copy, not a system call.
+    // Access lines batched: one costs the request a copy, not a system call.
     let log = LogWriter::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
