@@ -8,7 +8,7 @@ use crate::protocol::TurnError;
 use crate::rpc::RpcError;
 
 /// A failure class the API maps to an HTTP status (see `docs/errors.md`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The worker is not ready (starting, restarting, stopped).
     NotReady,

@@ -181,7 +181,7 @@ mod tests {
             let line = serde_json::json!({"type": "turn.failed", "error": {"message": m}});
             match map_line(&line.to_string()) {
                 Line::Events(e) => match &e[..] {
-                    [TurnEvent::Failed(f)] => f.kind.clone(),
+                    [TurnEvent::Failed(f)] => f.kind,
                     other => panic!("{other:?}"),
                 },
                 other => panic!("{other:?}"),
