@@ -199,6 +199,13 @@ fn scenarios() -> Vec<Scenario> {
                 chat(user("[[slow 3000]] a b c"), json!({"stream": true})),
             )
         },
+        // Last: the provider refusing the credentials takes an app-server
+        // worker out of rotation until it has a new login.
+        s(
+            "provider_401",
+            "/v1/chat/completions",
+            chat(user("[[unauthorized]]"), json!({})),
+        ),
     ]
 }
 

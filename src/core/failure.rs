@@ -8,7 +8,7 @@ use crate::protocol::TurnError;
 use crate::rpc::RpcError;
 
 /// A failure class the API maps to an HTTP status (see `docs/errors.md`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The worker is not ready (starting, restarting, stopped).
     NotReady,
@@ -116,15 +116,20 @@ impl Failure {
             _ => FailureKind::Upstream,
         };
         if kind == FailureKind::LoginRequired {
-            // Codex's message names the provider's URL and echoes its body:
-            // for the operator (the worker's log line), not for the client.
-            return Failure::new(kind, LOGIN_REJECTED);
+            return Failure::login_rejected();
         }
         let f = Failure::new(kind, err.message.clone());
         match f.kind {
             FailureKind::RateLimited => f.with_retry_after(Duration::from_secs(1)),
             _ => f,
         }
+    }
+
+    /// The provider refused the worker's credentials (HTTP 401). Codex's own
+    /// message names the provider's URL and echoes its body: for the
+    /// operator (the worker's log line), not for the client, who gets this.
+    pub fn login_rejected() -> Failure {
+        Failure::new(FailureKind::LoginRequired, LOGIN_REJECTED)
     }
 
     pub fn from_rpc(err: &RpcError) -> Failure {
@@ -145,9 +150,11 @@ impl Failure {
 }
 
 /// What the client of a turn whose worker's credentials were refused reads.
+// True of both backends: an app-server worker also leaves the rotation until
+// it has a new login; an exec turn's CLI is simply refused again.
 const LOGIN_REJECTED: &str = "The model provider refused the Codex worker's credentials \
-     (its login expired or was revoked); that worker takes no turns until an operator logs it \
-     in again, and no other worker could take this request.";
+     (its login expired or was revoked): an operator must log it in again, and no other \
+     worker could take this request.";
 
 /// Codex reports a provider 400 as `other` with the provider's JSON error
 /// body as the message (measured), but it also tags a dropped model stream

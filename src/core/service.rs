@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use super::failure::{Failure, FailureKind};
 use super::slot::{TurnSlot, TurnSlots};
 use super::stream::ParkedTurn;
-use super::stream::{Retry, TurnStream};
+use super::stream::{Restart, Retry, TurnStream};
 use super::threads::IdleThread;
 use super::turn::TurnRequest;
 use crate::protocol::{
@@ -107,6 +107,29 @@ impl CodexCore {
         self.start_picked(picked, req, retry).await
     }
 
+    /// A fresh turn's second start (the stream's [`Retry`]): the worker it
+    /// failed on (`from`) is out of rotation already, so the pick finds
+    /// another ready one, or none (`None`: the failure stands).
+    fn restart_elsewhere(
+        self,
+        why: FailureKind,
+        from: Option<usize>,
+        req: TurnRequest,
+    ) -> Option<Restart> {
+        let picked = self.inner.pool.pick().ok()?;
+        let quota = why == FailureKind::QuotaExceeded;
+        self.inner.pool.count_retry(quota);
+        tracing::info!(
+            from,
+            to = picked.lease.worker(),
+            reason = if quota { "quota" } else { "login" },
+            "retrying a turn on another worker before anything reached the client"
+        );
+        Some(tokio::spawn(crate::trace_buffer::carry(async move {
+            self.start_picked(picked, req, false).await
+        })))
+    }
+
     /// [`CodexCore::start_turn`] on the worker already picked.
     pub(super) async fn start_picked(
         &self,
@@ -114,9 +137,9 @@ impl CodexCore {
         req: TurnRequest,
         retry: bool,
     ) -> Result<TurnStream, Failure> {
-        let retry = retry.then(|| Retry {
-            core: self.clone(),
-            req: req.clone(),
+        let retry = retry.then(|| {
+            let (core, req) = (self.clone(), req.clone());
+            Box::new(move |why, from| core.restart_elsewhere(why, from, req)) as Retry
         });
         let client = picked.client;
         let slot = self

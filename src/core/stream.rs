@@ -27,11 +27,10 @@ use serde_json::Value;
 
 use super::failure::{Failure, FailureKind};
 use super::host_items::acts_on_host;
-use super::service::CodexCore;
 use super::slot::TurnSlot;
 use super::source::{EventQueue, TurnSource};
 use super::threads::IdleThread;
-use super::turn::{ToolCall, TurnEvent, TurnRequest, Usage};
+use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
     self, DynamicToolCallParams, ErrorNotification, ItemNotification,
     ReasoningSummaryPartAddedNotification, ThreadIdParams, ThreadUnsubscribe,
@@ -105,7 +104,7 @@ pub struct TurnStream {
     /// What a fresh turn needs to start again elsewhere; `None` for a
     /// continuation, in a pool of one, and once used. Boxed, like
     /// `restarting`: rarely there, and the stream is moved around whole.
-    retry: Option<Box<Retry>>,
+    retry: Option<Retry>,
     /// An event went to the reader: from then on the turn is the answer.
     delivered: bool,
     /// The start of the same turn on another worker, and the failure that
@@ -116,15 +115,19 @@ pub struct TurnStream {
 
 /// The start of a turn on another worker, and the failure that caused it.
 struct Restarting {
-    task: tokio::task::JoinHandle<Result<TurnStream, Failure>>,
+    task: Restart,
     failure: Failure,
 }
 
-/// A fresh turn's second chance (see [`TurnStream::next`]).
-pub(super) struct Retry {
-    pub(super) core: CodexCore,
-    pub(super) req: TurnRequest,
-}
+/// A fresh turn's second chance (see [`TurnStream::next`]): given why the
+/// turn failed and the worker it failed on, starts the same turn on another
+/// ready worker, or answers `None` when there is none. Made by the core, which
+/// knows the pool and holds the request; the stream only decides when.
+pub(super) type Retry =
+    Box<dyn FnOnce(FailureKind, Option<usize>) -> Option<Restart> + Send + Sync>;
+
+/// A turn starting on another worker.
+pub(super) type Restart = tokio::task::JoinHandle<Result<TurnStream, Failure>>;
 
 impl TurnStream {
     pub(super) fn new(
@@ -158,7 +161,7 @@ impl TurnStream {
 
     /// A fresh turn that may start again on another worker once.
     pub(super) fn with_retry(mut self, retry: Option<Retry>) -> TurnStream {
-        self.retry = retry.map(Box::new);
+        self.retry = retry;
         self
     }
 
@@ -350,36 +353,18 @@ impl TurnStream {
         let Some(retry) = self.retry.take() else {
             return false;
         };
-        let Retry { core, req } = *retry;
         let from = self
             .slot
             .as_ref()
             .and_then(TurnSlot::lease)
             .map(|l| l.worker());
-        // The failed worker is out of rotation already, so the pick finds
-        // another one, or none.
-        let Ok(picked) = core.pool().pick() else {
+        // The failed turn's slot goes first: the new start takes its own,
+        // and with one slot left it must not wait on this one. The turn has
+        // ended, so the slot guards nothing any more either way.
+        self.slot = None;
+        let Some(task) = retry(failure.kind, from) else {
             return false;
         };
-        let to = picked.lease.worker();
-        let reason = match failure.kind {
-            FailureKind::QuotaExceeded => "quota",
-            _ => "login",
-        };
-        core.pool()
-            .count_retry(failure.kind == FailureKind::QuotaExceeded);
-        tracing::info!(
-            from,
-            to,
-            reason,
-            "retrying a turn on another worker before anything reached the client"
-        );
-        // The failed turn's slot goes first: the new start takes its own,
-        // and with one slot left it must not wait on this one.
-        self.slot = None;
-        let task = tokio::spawn(crate::trace_buffer::carry(async move {
-            core.start_picked(picked, req, false).await
-        }));
         self.restarting = Some(Box::new(Restarting {
             task,
             failure: failure.clone(),

@@ -88,9 +88,16 @@ pub(super) fn map_line(line: &str) -> Line {
 /// error with the same status. The messages are codex's (measured):
 /// `exceeded retry limit, last status: 429 Too Many Requests`; a provider
 /// 400 as the provider's JSON error body; `stream disconnected before
-/// completion: ...`; a 5xx as a generic "high demand" line.
+/// completion: ...`; a 5xx as a generic "high demand" line; a provider 401
+/// as `unexpected status 401 Unauthorized: <body>, url: <provider url>`.
 pub fn classify(message: &str) -> Failure {
     let lower = message.to_ascii_lowercase();
+    if lower.contains("401 unauthorized") {
+        // The CLI's credentials, not the client's; and the message names the
+        // provider's URL, which stays out of the client's answer.
+        tracing::error!(message, "the model provider refused the exec backend's Codex credentials; log the CLI in again (codex login)");
+        return Failure::login_rejected();
+    }
     let kind = if lower.contains("usage limit") || lower.contains("quota") {
         FailureKind::QuotaExceeded
     } else if lower.contains("429") || lower.contains("too many requests") {
@@ -114,6 +121,17 @@ pub fn classify(message: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_login_is_the_workers_not_the_clients_and_hides_the_provider_url() {
+        // As codex exec 0.171.0 prints it (tests/parity.rs `provider_401`).
+        let f = classify(
+            "unexpected status 401 Unauthorized: Your authentication token has been \
+             invalidated. Please try signing in again., url: http://127.0.0.1:33133/v1/responses",
+        );
+        assert_eq!(f.kind, FailureKind::LoginRequired);
+        assert!(!f.message.contains("http://"), "{}", f.message);
+    }
 
     #[test]
     fn a_whole_message_and_the_usage_end_the_turn() {
@@ -163,7 +181,7 @@ mod tests {
             let line = serde_json::json!({"type": "turn.failed", "error": {"message": m}});
             match map_line(&line.to_string()) {
                 Line::Events(e) => match &e[..] {
-                    [TurnEvent::Failed(f)] => f.kind.clone(),
+                    [TurnEvent::Failed(f)] => f.kind,
                     other => panic!("{other:?}"),
                 },
                 other => panic!("{other:?}"),

@@ -22,11 +22,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::process::Command;
 
 use crate::calendar::unix_now;
 use crate::protocol::{Model, ReasoningEffortOption};
-use crate::worker::WorkerConfig;
+use crate::worker::{run_codex, WorkerConfig};
 
 /// How often a ready exec backend asks its CLI again.
 pub const PROBE_EVERY: Duration = Duration::from_secs(300);
@@ -89,7 +88,7 @@ pub struct ExecStatus {
 pub(super) async fn probe(config: &WorkerConfig, workdir: &Path) -> Result<Snapshot, String> {
     let limit = config.startup_timeout;
     let (version, safety) = tokio::join!(
-        run(config, workdir, "`codex --version`", &["--version"], limit),
+        run_codex(config, workdir, "`codex --version`", &["--version"], limit),
         crate::worker::safety_args(config, workdir),
     );
     let codex_version = String::from_utf8_lossy(&version?).trim().to_owned();
@@ -99,7 +98,7 @@ pub(super) async fn probe(config: &WorkerConfig, workdir: &Path) -> Result<Snaps
     let mut args: Vec<&str> = safety.iter().map(String::as_str).collect();
     args.extend(["debug", "models"]);
     // The lockdown's overrides are long: the message names the subcommand.
-    let out = run(config, workdir, "`codex debug models`", &args, limit).await?;
+    let out = run_codex(config, workdir, "`codex debug models`", &args, limit).await?;
     let catalog: Value = serde_json::from_slice(&out)
         .map_err(|e| format!("`codex debug models` printed no catalog: {e}"))?;
     Ok(Snapshot {
@@ -167,40 +166,6 @@ pub(super) fn models_of(catalog: &Value) -> Result<Vec<Model>, String> {
         first.is_default = true;
     }
     Ok(models)
-}
-
-/// Runs `codex ARGS` as a turn would (binary, `CODEX_HOME`, directory) and
-/// returns its standard output, or why it failed.
-async fn run(
-    config: &WorkerConfig,
-    workdir: &Path,
-    what: &str,
-    args: &[&str],
-    limit: Duration,
-) -> Result<Vec<u8>, String> {
-    let mut cmd = Command::new(&config.codex_bin);
-    cmd.args(args)
-        .env("NO_COLOR", "1")
-        .current_dir(workdir)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if let Some(home) = &config.codex_home {
-        cmd.env("CODEX_HOME", home);
-    }
-    let out = tokio::time::timeout(limit, cmd.output())
-        .await
-        .map_err(|_| format!("{what} did not answer within {limit:?} (WORKER_STARTUP_TIMEOUT_MS)"))?
-        .map_err(|e| format!("cannot run {}: {e}", config.codex_bin.display()))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(format!("{what} failed ({}): {last}", out.status));
-    }
-    Ok(out.stdout)
 }
 
 #[cfg(test)]

@@ -49,8 +49,20 @@ pub(super) async fn lock_down(config: &WorkerConfig, workdir: &Path) -> Result<L
     // Both questions at once: each is a process start (~65 ms), and a
     // restart after a crash waits for them.
     let (models, servers) = tokio::join!(
-        run_codex(config, workdir, &["debug", "models"], limit),
-        run_codex(config, workdir, &["mcp", "list", "--json"], limit),
+        run_codex(
+            config,
+            workdir,
+            "`codex debug models`",
+            &["debug", "models"],
+            limit
+        ),
+        run_codex(
+            config,
+            workdir,
+            "`codex mcp list`",
+            &["mcp", "list", "--json"],
+            limit
+        ),
     );
     let (models, servers) = (models?, servers?);
     let mut catalog: Value = serde_json::from_slice(&models)
@@ -148,14 +160,15 @@ fn write_atomically(path: &Path, value: &Value) -> Result<(), String> {
 
 /// Runs `codex ARGS` as the worker would run (binary, `CODEX_HOME`,
 /// directory: a relative `model_catalog_json` is resolved against it) and
-/// returns its standard output.
-async fn run_codex(
+/// returns its standard output, or why it failed (named `what`). The exec
+/// backend's probe runs its checks through this too.
+pub async fn run_codex(
     config: &WorkerConfig,
     workdir: &Path,
+    what: &str,
     args: &[&str],
     limit: Duration,
 ) -> Result<Vec<u8>, String> {
-    let what = format!("`codex {}`", args.join(" "));
     let mut cmd = Command::new(&config.codex_bin);
     cmd.args(args)
         .env("NO_COLOR", "1")

@@ -24,6 +24,7 @@ pub use backoff::Backoff;
 pub use command::{safety_args, worker_command, HOST_TOOL_FEATURES};
 pub use config::{PoolConfig, SandboxMode, WorkerConfig};
 pub use handshake::handshake;
+pub use host_tools::run_codex;
 pub use pool::{rss_kb, Lease, MemberView, Picked, RecycleReason, RunningPool, WorkerPool};
 pub use restart::{Decision, RestartPolicy};
 pub use state::{NotReady, WorkerHandle, WorkerPhase, WorkerStatus};
