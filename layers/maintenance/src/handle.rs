@@ -154,6 +154,9 @@ mod tests {
         let messages: Vec<String> = (0..4)
             .map(|i| format!("window {i} {}", "x".repeat(i * 50)))
             .collect();
+        // Readers may run before any writer: they must see one of these too,
+        // not the default message.
+        handle.set_message(messages[0].clone());
 
         thread::scope(|scope| {
             for (i, message) in messages.iter().enumerate() {
