@@ -381,16 +381,8 @@ fn sighup_has_an_exec_gateway_check_its_cli_again() {
         .spawn()
         .unwrap();
     let exec = || -> Option<Value> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(
-            s,
-            "GET /admin/workers HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let body: Value = serde_json::from_str(out.split("\r\n\r\n").nth(1)?).ok()?;
+        let (_, body) = support::get_blocking(port, "/admin/workers")?;
+        let body: Value = serde_json::from_str(&body).ok()?;
         Some(body["exec"].clone())
     };
     let wait_for = |what: &str, want: &dyn Fn(&Value) -> bool| {

@@ -159,19 +159,7 @@ fn sigusr1_and_sigusr2_switch_maintenance_on_and_off() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let get = |path: &str| -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let status = out.split(' ').nth(1)?.parse().ok()?;
-        Some((status, out))
-    };
+    let get = |path: &str| support::get_blocking(port, path);
     let signal = |sig: &str| {
         Command::new("kill")
             .args([sig, &child.id().to_string()])

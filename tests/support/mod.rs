@@ -289,6 +289,25 @@ impl Drop for Harness {
     }
 }
 
+/// `GET path` on a gateway running as its own process (the real binary, as
+/// started by a test), on a fresh connection and without a runtime, so a
+/// test can poll it from plain threads and closures: the status and the
+/// body, or `None` while nothing answers.
+pub fn get_blocking(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
 /// Reads an SSE response body to its end, collecting the text.
 pub async fn read_all(body: &mut Incoming) -> String {
     let mut out = Vec::new();
