@@ -389,6 +389,23 @@ async fn metric(h: &Harness, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// `/readyz` of a pool of two: 200, one worker ready, and `worker` listed as
+/// waiting for a login with the command that gives it one.
+async fn assert_one_serves_while_waiting_for_login(h: &Harness, worker: u64, command: &str) {
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 200, "one worker still serves: {}", r.text());
+    let ready = r.json();
+    assert_eq!(ready["workers_ready"], 1, "{ready}");
+    assert_eq!(ready["login_required"][0]["worker"], worker, "{ready}");
+    assert!(
+        ready["login_required"][0]["action"]
+            .as_str()
+            .unwrap()
+            .contains(command),
+        "{ready}"
+    );
+}
+
 fn homes_env(homes: &[std::path::PathBuf]) -> String {
     homes
         .iter()
@@ -606,18 +623,7 @@ async fn a_worker_without_its_login_is_not_ready_says_what_to_run_and_starts_onc
     assert_eq!(workers[0]["login"]["requires_openai_auth"], false);
     assert!(workers[0]["action"].is_null(), "{workers:#?}");
 
-    let r = h.get("/readyz").await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let ready = r.json();
-    assert_eq!(ready["workers_ready"], 1, "{ready}");
-    assert_eq!(ready["login_required"][0]["worker"], 1, "{ready}");
-    assert!(
-        ready["login_required"][0]["action"]
-            .as_str()
-            .unwrap()
-            .contains(&command),
-        "{ready}"
-    );
+    assert_one_serves_while_waiting_for_login(&h, 1, &command).await;
     // Every turn goes to the worker that can run it.
     for i in 0..3 {
         let r = h
@@ -755,18 +761,7 @@ async fn a_login_refused_mid_run_takes_its_worker_out_the_request_is_served_by_a
     assert!(action.contains(&command), "{action}");
     assert!(action.contains("login rejected"), "{action}");
     assert!(workers[1]["action"].is_null(), "{workers:#?}");
-    let r = h.get("/readyz").await;
-    assert_eq!(r.status, 200, "one worker still serves: {}", r.text());
-    let ready = r.json();
-    assert_eq!(ready["workers_ready"], 1, "{ready}");
-    assert_eq!(ready["login_required"][0]["worker"], 0, "{ready}");
-    assert!(
-        ready["login_required"][0]["action"]
-            .as_str()
-            .unwrap()
-            .contains(&command),
-        "{ready}"
-    );
+    assert_one_serves_while_waiting_for_login(&h, 0, &command).await;
     assert_eq!(
         metric(&h, "codex_gateway_worker_login_required{worker=\"0\"}").await,
         1.0
