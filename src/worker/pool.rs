@@ -134,9 +134,7 @@ impl Lease {
         }
         until
     }
-}
 
-impl Lease {
     /// The worker this lease counts on.
     pub fn worker(&self) -> usize {
         self.index
@@ -144,20 +142,15 @@ impl Lease {
 
     /// The turn ran on `client`'s process and the provider refused the
     /// worker's credentials (HTTP 401): the worker goes `login_required` at
-    /// once, so nothing new is placed on it. `true` for the call that did it.
-    pub fn login_rejected(&self, client: &RpcClient) -> bool {
+    /// once, so nothing new is placed on it. Logged by the call that did it.
+    pub fn login_rejected(&self, client: &RpcClient) {
         let m = &self.pool.members[self.index];
-        let Some(alarm) = &m.login else {
-            return false;
-        };
-        let first = alarm.reject(client);
-        if first {
+        if m.login.as_ref().is_some_and(|alarm| alarm.reject(client)) {
             tracing::warn!(
                 worker = self.index,
                 "the model provider refused the worker's credentials (HTTP 401); it takes no new turns until it has a new login"
             );
         }
-        first
     }
 }
 
