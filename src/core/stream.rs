@@ -32,9 +32,8 @@ use super::source::{EventQueue, TurnSource};
 use super::threads::IdleThread;
 use super::turn::{ToolCall, TurnEvent, Usage};
 use crate::protocol::{
-    self, DynamicToolCallParams, ErrorNotification, ItemNotification,
-    ReasoningSummaryPartAddedNotification, ThreadIdParams, ThreadUnsubscribe,
-    TokenUsageUpdatedNotification, TurnCompletedNotification, TurnInterrupt, TurnInterruptParams,
+    self, DynamicToolCallParams, ErrorNotification, ReasoningSummaryPartAddedNotification,
+    TokenUsageUpdatedNotification, TurnInterrupt, TurnInterruptParams,
 };
 use crate::rpc::{
     RequestId, RpcClient, RpcError, SubscriptionEnd, ThreadEvent, ThreadSubscription,
@@ -67,6 +66,46 @@ struct DeltaView<'a> {
     #[serde(borrow)]
     item_id: Cow<'a, str>,
     delta: String,
+}
+
+/// `item/started` and `item/completed`, read only as far as the turn needs:
+/// the item's type and id, and (raw, parsed only when used) the text and
+/// summary of the whole-item fallbacks. The rest is skipped unread: an
+/// agent message's `item/completed` repeats the whole answer, which used to
+/// be built into a `Value` tree per item.
+#[derive(Deserialize)]
+struct ItemView<'a> {
+    #[serde(borrow)]
+    item: ItemFields<'a>,
+}
+
+#[derive(Deserialize)]
+struct ItemFields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    summary: Option<&'a RawValue>,
+}
+
+/// `turn/completed`, without the turn's items (codex repeats them there).
+#[derive(Deserialize)]
+struct TurnEndView<'a> {
+    #[serde(borrow)]
+    turn: TurnEndFields<'a>,
+}
+
+#[derive(Deserialize)]
+struct TurnEndFields<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<protocol::TurnError>,
 }
 
 /// A notification's params, deserialized straight from the worker's text.
@@ -429,29 +468,32 @@ impl TurnStream {
                 }
             }
             protocol::ITEM_STARTED => {
-                if let Ok(n) = decode::<ItemNotification>(params) {
-                    self.refuse_host_item(&n.item);
+                if let Ok(n) = serde_json::from_str::<ItemView<'_>>(params) {
+                    self.refuse_host_item(&n.item.kind);
                 }
             }
             protocol::ITEM_COMPLETED => {
-                let Ok(n) = decode::<ItemNotification>(params) else {
+                let Ok(n) = serde_json::from_str::<ItemView<'_>>(params) else {
                     return;
                 };
                 let item = &n.item;
                 // Started and completed are both looked at: the refusal must
                 // not depend on codex announcing an item before running it.
-                if self.refuse_host_item(item) {
+                if self.refuse_host_item(&item.kind) {
                     return;
                 }
-                let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
-                if item.get("type").and_then(Value::as_str) == Some("reasoning") {
-                    // A summary that arrived whole, without deltas.
-                    if !self.streamed_items.contains(id) {
-                        let parts: Vec<&str> = item
-                            .get("summary")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
+                if self.streamed_items.contains(item.id.as_ref()) {
+                    return;
+                }
+                match item.kind.as_ref() {
+                    "reasoning" => {
+                        // A summary that arrived whole, without deltas.
+                        let parts: Vec<Value> = item
+                            .summary
+                            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                            .unwrap_or_default();
+                        let parts: Vec<&str> = parts
+                            .iter()
                             .filter_map(Value::as_str)
                             .filter(|t| !t.is_empty())
                             .collect();
@@ -460,19 +502,17 @@ impl TurnStream {
                                 .push(TurnEvent::ReasoningDelta(parts.join("\n\n")));
                         }
                     }
-                    return;
-                }
-                if item.get("type").and_then(Value::as_str) != Some("agentMessage") {
-                    return;
-                }
-                if !self.streamed_items.contains(id) {
-                    if let Some(text) = item
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .filter(|t| !t.is_empty())
-                    {
-                        self.queue.push(TurnEvent::TextDelta(text.to_owned()));
+                    "agentMessage" => {
+                        // A message that arrived whole, without deltas.
+                        if let Some(text) = item
+                            .text
+                            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                            .filter(|t| !t.is_empty())
+                        {
+                            self.queue.push(TurnEvent::TextDelta(text));
+                        }
                     }
+                    _ => {}
                 }
             }
             protocol::TOKEN_USAGE_UPDATED => {
@@ -500,7 +540,7 @@ impl TurnStream {
                 }
             }
             protocol::TURN_COMPLETED => {
-                let Ok(n) = decode::<TurnCompletedNotification>(params) else {
+                let Ok(n) = serde_json::from_str::<TurnEndView<'_>>(params) else {
                     return;
                 };
                 if n.turn.id != self.turn_id {
@@ -544,8 +584,7 @@ impl TurnStream {
 
     /// Fails the turn when `item` acts on the host and that is not allowed.
     /// The turn stays `Running`, so the drop after the failure interrupts it.
-    fn refuse_host_item(&mut self, item: &Value) -> bool {
-        let kind = item.get("type").and_then(Value::as_str).unwrap_or_default();
+    fn refuse_host_item(&mut self, kind: &str) -> bool {
         if !self.refuse_host_items || !acts_on_host(kind) {
             return false;
         }
@@ -650,21 +689,22 @@ impl Drop for TurnStream {
         if self.state == TurnState::WorkerGone || subscription.client().is_closed() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if self.state != TurnState::Running {
+            // The turn ended (the common case): its slot goes back now and
+            // the thread is released with one detached request; no task.
+            drop(self.slot.take());
+            let client = subscription.client().clone();
+            let thread_id = subscription.thread_id().to_owned();
+            drop(subscription);
+            super::threads::unsubscribe_in_background(client, thread_id);
             return;
-        };
-        let interrupt = (self.state == TurnState::Running).then(|| self.turn_id.clone());
-        // A turn codex ended gives its slot back now, not when the release
-        // task runs: the next request may need it at once. Only a turn that
-        // may still run keeps it until codex confirms the end.
-        let slot = self.slot.take();
-        let slot = if interrupt.is_some() {
-            slot
-        } else {
-            drop(slot);
-            None
-        };
-        runtime.spawn(release(subscription, interrupt, slot));
+        }
+        // A turn that may still run is interrupted by a task of its own, and
+        // keeps its slot until codex confirms the end.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let turn_id = self.turn_id.clone();
+            runtime.spawn(release(subscription, turn_id, self.slot.take()));
+        }
     }
 }
 
@@ -678,14 +718,10 @@ impl Drop for TurnStream {
 /// turns ran to their end for nobody). So a refused interrupt is retried,
 /// with a short growing pause, until codex accepts it or the thread shows
 /// the turn ended.
-async fn release(
-    mut subscription: ThreadSubscription,
-    interrupt: Option<String>,
-    slot: Option<TurnSlot>,
-) {
+async fn release(mut subscription: ThreadSubscription, turn_id: String, slot: Option<TurnSlot>) {
     let client: RpcClient = subscription.client().clone();
     let thread_id = subscription.thread_id().to_owned();
-    if let Some(turn_id) = interrupt {
+    {
         let deadline = tokio::time::Instant::now() + INTERRUPT_CONFIRM_TIMEOUT;
         let params = TurnInterruptParams {
             thread_id: thread_id.clone(),
@@ -729,12 +765,7 @@ async fn release(
     }
     drop(slot);
     drop(subscription);
-    if let Err(e) = client
-        .call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id })
-        .await
-    {
-        tracing::debug!(error = %e, "thread/unsubscribe failed");
-    }
+    super::threads::unsubscribe_in_background(client, thread_id);
 }
 
 /// Reads the thread until `turn/completed`. A tool call that races the

@@ -78,19 +78,9 @@ impl Drop for IdleThread {
 }
 
 /// Sends `thread/unsubscribe` for a thread nobody reads any more, without
-/// waiting for the answer (nothing outside a runtime: nothing to send with).
+/// waiting for the answer (a detached request: no task, no timer).
 pub(super) fn unsubscribe_in_background(client: RpcClient, thread_id: String) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        if let Err(e) = client
-            .call::<ThreadUnsubscribe>(&ThreadIdParams { thread_id })
-            .await
-        {
-            tracing::debug!(error = %e, "thread/unsubscribe failed");
-        }
-    });
+    client.send_detached::<ThreadUnsubscribe>(&ThreadIdParams { thread_id });
 }
 
 /// What [`LiveThreads::take`] found for a head.

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::RpcError;
 use super::message::{Incoming, RequestId, ServerRequest, ThreadEvent};
 use super::server_requests::ServerRequestPolicy;
+use super::writer::{LineWriter, WriteError};
 use crate::protocol::Method;
 
 /// Tunables of one channel.
@@ -24,8 +25,9 @@ use crate::protocol::Method;
 pub struct RpcClientConfig {
     /// Deadline for every request we send (`WORKER_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
-    /// Lines queued for the writer task before callers wait.
-    pub outgoing_capacity: usize,
+    /// Bytes the worker's stdin has not taken yet (codex is behind) before
+    /// senders wait.
+    pub outgoing_backlog_bytes: usize,
     /// Events buffered per thread subscriber. A subscriber that falls this far
     /// behind is cut off (its stream fails) rather than stalling every other
     /// thread on the shared stdout.
@@ -48,7 +50,7 @@ impl RpcClientConfig {
     pub fn new(request_timeout: Duration) -> RpcClientConfig {
         RpcClientConfig {
             request_timeout,
-            outgoing_capacity: 1024,
+            outgoing_backlog_bytes: 4 * 1024 * 1024,
             // Codex can burst thousands of deltas faster than a consumer parses
             // them; ~4096 small events is a few MB at worst per lagging stream.
             subscription_capacity: 4096,
@@ -94,14 +96,17 @@ impl std::fmt::Debug for LineTap {
 }
 
 /// Called on the reader task with each notification that names no thread
-/// (method, params); like [`LineTap`] it must be quick and never block.
+/// (method, raw params); like [`LineTap`] it must be quick and never block.
+/// The params stay raw: most such notifications (`thread/started`, which
+/// names its thread inside an object) are of no interest to the hook, which
+/// parses only the ones it wants.
 #[derive(Clone)]
 pub struct NotificationHook(Arc<HookFn>);
 
-type HookFn = dyn Fn(&str, &Value) + Send + Sync;
+type HookFn = dyn Fn(&str, &RawValue) + Send + Sync;
 
 impl NotificationHook {
-    pub fn new(f: impl Fn(&str, &Value) + Send + Sync + 'static) -> NotificationHook {
+    pub fn new(f: impl Fn(&str, &RawValue) + Send + Sync + 'static) -> NotificationHook {
         NotificationHook(Arc::new(f))
     }
 }
@@ -119,7 +124,7 @@ pub struct RpcClient {
 }
 
 struct Inner {
-    outgoing: mpsc::Sender<Vec<u8>>,
+    writer: LineWriter,
     state: Mutex<State>,
     next_id: AtomicI64,
     closed_token: CancellationToken,
@@ -130,10 +135,24 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<i64, oneshot::Sender<Result<Box<RawValue>, RpcError>>>,
+    pending: HashMap<i64, Waiter>,
     threads: HashMap<String, Subscriber>,
     closed: Option<String>,
 }
+
+/// Who gets a request's response.
+enum Waiter {
+    /// A caller awaiting it.
+    Caller(oneshot::Sender<Result<Box<RawValue>, RpcError>>),
+    /// Nobody: sent with [`RpcClient::send_detached`]; the response is
+    /// only counted (and an error logged). `sent` bounds how long it is kept.
+    Detached { method: &'static str, sent: Instant },
+}
+
+/// Pending requests past which detached ones older than the request
+/// timeout are dropped (codex answers every request, so this only bounds
+/// a worker that stopped answering).
+const DETACHED_SWEEP_AT: usize = 4096;
 
 struct Subscriber {
     tx: mpsc::Sender<ThreadEvent>,
@@ -165,10 +184,9 @@ impl RpcClient {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (outgoing, outgoing_rx) = mpsc::channel(config.outgoing_capacity);
         let client = RpcClient {
             inner: Arc::new(Inner {
-                outgoing,
+                writer: LineWriter::new(writer, config.outgoing_backlog_bytes),
                 state: Mutex::new(State::default()),
                 next_id: AtomicI64::new(1),
                 closed_token: CancellationToken::new(),
@@ -177,7 +195,7 @@ impl RpcClient {
                 observer,
             }),
         };
-        tokio::spawn(write_loop(client.clone(), writer, outgoing_rx));
+        tokio::spawn(flush_loop(client.clone()));
         tokio::spawn(read_loop(client.clone(), reader));
         client
     }
@@ -226,28 +244,14 @@ impl RpcClient {
         method: &'static str,
         params: &P,
     ) -> Result<Box<RawValue>, RpcError> {
-        // The line is written in one pass, the params serialized into it
-        // directly; params that cannot be encoded fail before anything is sent.
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut line = Vec::with_capacity(256);
-        {
-            use std::io::Write as _;
-            let _ = write!(line, "{{\"id\":{id},\"method\":");
-        }
-        serde_json::to_writer(&mut line, method).expect("a str always serializes");
-        line.extend_from_slice(b",\"params\":");
-        serde_json::to_writer(&mut line, params).map_err(|e| RpcError::Decode {
-            method,
-            detail: format!("cannot encode params: {e}"),
-        })?;
-        line.extend_from_slice(b"}\n");
+        let (id, line) = self.encode_request(method, params)?;
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.inner.state.lock().expect("rpc state poisoned");
             if let Some(why) = &state.closed {
                 return Err(RpcError::WorkerGone(why.clone()));
             }
-            state.pending.insert(id, tx);
+            state.pending.insert(id, Waiter::Caller(tx));
         }
         // Removes the pending entry however this future ends (timeout, error,
         // or the caller dropping it), so the map never grows with dead ids.
@@ -265,6 +269,73 @@ impl RpcClient {
                 after: self.inner.config.request_timeout,
             }),
         }
+    }
+
+    /// Sends a request whose answer nobody waits for, without waiting:
+    /// callable from a `Drop`. The line goes out with the next request
+    /// written, in the same write, or within a few milliseconds when none
+    /// comes. The answer is counted like a call's (and an error answer
+    /// logged); a closed channel or params that cannot be encoded send
+    /// nothing (logged at debug: there is nobody to tell).
+    ///
+    /// For requests whose outcome and timing change nothing for the caller
+    /// (releasing a thread): it costs no task, no timer and, under load, no
+    /// write of its own, where a call costs all three.
+    pub fn send_detached<M: Method>(&self, params: &M::Params) {
+        let (id, line) = match self.encode_request(M::NAME, params) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                tracing::debug!(method = M::NAME, error = %e, "detached request not sent");
+                return;
+            }
+        };
+        {
+            let mut state = self.inner.state.lock().expect("rpc state poisoned");
+            if state.closed.is_some() {
+                return;
+            }
+            if state.pending.len() >= DETACHED_SWEEP_AT {
+                let timeout = self.inner.config.request_timeout;
+                state.pending.retain(|_, w| match w {
+                    Waiter::Detached { sent, .. } => sent.elapsed() < timeout,
+                    Waiter::Caller(_) => true,
+                });
+            }
+            state.pending.insert(
+                id,
+                Waiter::Detached {
+                    method: M::NAME,
+                    sent: Instant::now(),
+                },
+            );
+        }
+        self.tap(&line);
+        if let Err(e) = self.inner.writer.send_later(&line) {
+            self.on_write_error(e);
+        }
+    }
+
+    /// A request line, written in one pass with the params serialized into
+    /// it directly; params that cannot be encoded fail before anything is sent.
+    fn encode_request<P: Serialize + ?Sized>(
+        &self,
+        method: &'static str,
+        params: &P,
+    ) -> Result<(i64, Vec<u8>), RpcError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut line = Vec::with_capacity(256);
+        {
+            use std::io::Write as _;
+            let _ = write!(line, "{{\"id\":{id},\"method\":");
+        }
+        serde_json::to_writer(&mut line, method).expect("a str always serializes");
+        line.extend_from_slice(b",\"params\":");
+        serde_json::to_writer(&mut line, params).map_err(|e| RpcError::Decode {
+            method,
+            detail: format!("cannot encode params: {e}"),
+        })?;
+        line.extend_from_slice(b"}\n");
+        Ok((id, line))
     }
 
     /// Sends a notification (no answer expected).
@@ -332,8 +403,10 @@ impl RpcClient {
             )
         };
         let why = self.close_reason().unwrap_or_default();
-        for (_, tx) in pending {
-            let _ = tx.send(Err(RpcError::WorkerGone(why.clone())));
+        for (_, waiter) in pending {
+            if let Waiter::Caller(tx) = waiter {
+                let _ = tx.send(Err(RpcError::WorkerGone(why.clone())));
+            }
         }
         drop(threads); // dropping the senders ends each subscription
         self.inner.closed_token.cancel();
@@ -384,28 +457,51 @@ impl RpcClient {
     }
 
     async fn send_line(&self, line: Vec<u8>) -> Result<(), RpcError> {
+        self.tap(&line);
+        self.inner
+            .writer
+            .send(&line)
+            .await
+            .map_err(|e| self.on_write_error(e))
+    }
+
+    fn tap(&self, line: &[u8]) {
         if let Some(tap) = &self.inner.config.tap {
-            (tap.0)(Direction::Out, &line);
+            (tap.0)(Direction::Out, line);
         }
-        self.inner.outgoing.send(line).await.map_err(|_| {
-            RpcError::WorkerGone(
-                self.close_reason()
-                    .unwrap_or_else(|| "writer stopped".into()),
-            )
-        })
+    }
+
+    /// A failed write closes the channel (the worker is gone or going).
+    fn on_write_error(&self, e: WriteError) -> RpcError {
+        if let WriteError::Failed(e) = e {
+            self.close(format!("writing to worker stdin failed: {e}"));
+        }
+        RpcError::WorkerGone(
+            self.close_reason()
+                .unwrap_or_else(|| "writer stopped".into()),
+        )
     }
 
     fn complete(&self, id: i64, result: Result<Box<RawValue>, RpcError>) -> bool {
-        let tx = self
+        let waiter = self
             .inner
             .state
             .lock()
             .expect("rpc state poisoned")
             .pending
             .remove(&id);
-        match tx {
-            Some(tx) => {
+        match waiter {
+            Some(Waiter::Caller(tx)) => {
                 let _ = tx.send(result);
+                true
+            }
+            Some(Waiter::Detached { method, .. }) => {
+                if let Err(e) = &result {
+                    tracing::debug!(method, error = %e, "detached request failed");
+                }
+                if let Some(observe) = &self.inner.observer {
+                    observe(method, if result.is_ok() { "ok" } else { "error" });
+                }
                 true
             }
             None => false,
@@ -548,26 +644,13 @@ fn answer_in_background(client: &RpcClient, req: ServerRequest) {
 
 // === tasks ===
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    client: RpcClient,
-    mut writer: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) {
+/// Writes what senders left in the backlog (see [`LineWriter`]) until the
+/// channel closes, then shuts the worker's stdin.
+async fn flush_loop(client: RpcClient) {
     let closed = client.inner.closed_token.clone();
-    loop {
-        tokio::select! {
-            line = rx.recv() => {
-                let Some(line) = line else { break };
-                if let Err(e) = async { writer.write_all(&line).await?; writer.flush().await }.await {
-                    client.close(format!("writing to worker stdin failed: {e}"));
-                    break;
-                }
-            }
-            _ = closed.cancelled() => break,
-        }
+    if let Err(e) = client.inner.writer.flush_until(&closed).await {
+        client.close(format!("writing to worker stdin failed: {e}"));
     }
-    // Dropping stdin tells codex to exit (it does so in ~15 ms, even mid-turn).
-    let _ = writer.shutdown().await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(client: RpcClient, reader: R) {
@@ -627,14 +710,7 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
                     .deliver(&thread, ThreadEvent::Notification { method, params })
                     .await;
             } else if let Some(hook) = &client.inner.config.on_notification {
-                // Thread-less notifications are rare (account state, not
-                // deltas): the hook gets them as a `Value`.
-                match serde_json::from_str::<Value>(params.get()) {
-                    Ok(params) => (hook.0)(&method, &params),
-                    Err(e) => {
-                        tracing::warn!(%method, error = %e, "notification params are not JSON")
-                    }
-                }
+                (hook.0)(&method, &params);
             } else {
                 tracing::trace!(%method, "notification without a thread");
             }

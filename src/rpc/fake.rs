@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines};
 
-use super::{RpcClient, RpcClientConfig};
+use super::{CallObserver, RpcClient, RpcClientConfig};
 
 /// The worker's side of the pipes.
 pub(crate) struct FakeWorker {
@@ -24,6 +24,12 @@ impl FakeWorker {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Stops reading stdin (a worker whose stdin broke) and keeps only its
+    /// stdout.
+    pub(crate) fn close_stdin(self) -> DuplexStream {
+        self.to_client
+    }
+
     pub(crate) async fn write(&mut self, v: Value) {
         self.write_raw(&v.to_string()).await;
     }
@@ -35,9 +41,19 @@ impl FakeWorker {
 }
 
 pub(crate) fn pair(config: RpcClientConfig) -> (RpcClient, FakeWorker) {
-    let (client_stdin, worker_stdin) = tokio::io::duplex(1 << 16);
+    pair_with(config, 1 << 16, None)
+}
+
+/// [`pair`] with a stdin pipe of `pipe_bytes` (a small one fills up as a
+/// real pipe does when codex is behind) and an observer of finished calls.
+pub(crate) fn pair_with(
+    config: RpcClientConfig,
+    pipe_bytes: usize,
+    observer: Option<CallObserver>,
+) -> (RpcClient, FakeWorker) {
+    let (client_stdin, worker_stdin) = tokio::io::duplex(pipe_bytes);
     let (worker_stdout, client_stdout) = tokio::io::duplex(1 << 16);
-    let client = RpcClient::spawn(client_stdout, client_stdin, config, None);
+    let client = RpcClient::spawn(client_stdout, client_stdin, config, observer);
     (
         client,
         FakeWorker {

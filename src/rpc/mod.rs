@@ -1,6 +1,7 @@
 //! The JSON-RPC 2.0 channel to one `codex app-server` process.
 //!
-//! One writer task owns the worker's stdin and one reader task owns its stdout;
+//! Senders write the worker's stdin themselves (a flusher task finishes
+//! what a full pipe did not take) and one reader task owns its stdout;
 //! everything else talks to them through [`RpcClient`]. The channel knows
 //! framing (one JSON object per line), correlation of our request ids with
 //! their responses, per-request timeouts, routing of notifications and
@@ -12,6 +13,7 @@ mod client;
 mod error;
 mod message;
 mod server_requests;
+mod writer;
 
 pub use client::{
     CallObserver, Direction, LineTap, NotificationHook, RpcClient, RpcClientConfig,

@@ -1,5 +1,6 @@
 //! Channel tests against a fake worker over in-memory pipes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -247,4 +248,116 @@ async fn when_the_worker_dies_everything_pending_fails_at_once() {
         Err(RpcError::WorkerGone(_))
     ));
     assert!(client.is_closed());
+}
+
+#[tokio::test]
+async fn lines_stay_whole_and_in_order_when_the_pipe_is_full() {
+    // A 64-byte pipe and a 1 KiB backlog cap: most lines cannot be written
+    // at once, senders queue behind each other and wait for room.
+    let config = RpcClientConfig {
+        outgoing_backlog_bytes: 1024,
+        ..quick()
+    };
+    let (client, mut worker) = super::fake::pair_with(config, 64, None);
+    let senders: Vec<_> = (0..8)
+        .map(|task| {
+            let c = client.clone();
+            tokio::spawn(async move {
+                for seq in 0..50 {
+                    let pad = "x".repeat(100 + seq);
+                    c.notify("n", Some(json!({"task": task, "seq": seq, "pad": pad})))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    // The worker is behind: nothing is read for a while.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut next = [0u64; 8];
+    for _ in 0..400 {
+        let line = worker.read().await;
+        let (task, seq) = (
+            line["params"]["task"].as_u64().unwrap(),
+            line["params"]["seq"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            line["params"]["pad"].as_str().unwrap().len() as u64,
+            100 + seq
+        );
+        assert_eq!(next[task as usize], seq, "task {task}'s lines in order");
+        next[task as usize] += 1;
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    assert_eq!(next, [50; 8]);
+    assert!(!client.is_closed());
+}
+
+#[tokio::test]
+async fn a_detached_request_is_counted_when_answered_and_not_kept() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let observer: CallObserver = {
+        let seen = seen.clone();
+        Arc::new(move |method, outcome| seen.lock().unwrap().push((method, outcome)))
+    };
+    let (client, mut worker) = super::fake::pair_with(quick(), 1 << 16, Some(observer));
+    client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
+        thread_id: "t1".into(),
+    });
+    let req = worker.read().await;
+    assert_eq!(req["method"], "thread/unsubscribe");
+    assert_eq!(req["params"]["threadId"], "t1");
+    assert_eq!(client.pending_requests(), 1);
+    worker
+        .write(json!({"id": req["id"], "result": {"status": "unsubscribed"}}))
+        .await;
+    // An answer to a detached request wakes nobody: wait for the reader.
+    for _ in 0..100 {
+        if client.pending_requests() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(client.pending_requests(), 0);
+    assert_eq!(*seen.lock().unwrap(), vec![("thread/unsubscribe", "ok")]);
+}
+
+#[tokio::test]
+async fn a_broken_stdin_closes_the_channel() {
+    let (client, worker) = pair(quick());
+    let _stdout = worker.close_stdin();
+    let err = client.request("x", json!({})).await.unwrap_err();
+    assert!(matches!(err, RpcError::WorkerGone(_)), "{err:?}");
+    let reason = client.close_reason().expect("closed");
+    assert!(
+        reason.contains("writing to worker stdin failed"),
+        "{reason}"
+    );
+    // Nothing is sent on a closed channel, and nothing is kept for it.
+    client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
+        thread_id: "t1".into(),
+    });
+    assert_eq!(client.pending_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_detached_request_goes_out_before_the_next_request() {
+    let (client, mut worker) = pair(quick());
+    client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
+        thread_id: "t1".into(),
+    });
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("thread/start", json!({})).await }
+    });
+    let first = worker.read().await;
+    let second = worker.read().await;
+    assert_eq!(first["method"], "thread/unsubscribe");
+    assert_eq!(second["method"], "thread/start");
+    worker
+        .write(json!({"id": second["id"], "result": {}}))
+        .await;
+    assert_eq!(call.await.unwrap().unwrap(), json!({}));
 }

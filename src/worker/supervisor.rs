@@ -24,7 +24,6 @@ use crate::protocol::{
     AccountRead, AccountReadParams, RateLimitsUpdatedNotification, ACCOUNT_RATE_LIMITS_UPDATED,
 };
 use crate::rpc::{CallObserver, LineTap, NotificationHook, RpcClient, RpcClientConfig};
-use serde::Deserialize;
 
 /// How often a worker without a login looks for one.
 const LOGIN_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -306,7 +305,7 @@ impl Supervisor {
             if method != ACCOUNT_RATE_LIMITS_UPDATED {
                 return;
             }
-            if let Ok(n) = RateLimitsUpdatedNotification::deserialize(params) {
+            if let Ok(n) = serde_json::from_str::<RateLimitsUpdatedNotification>(params.get()) {
                 let now = unix_now();
                 let before = quota.out_until(now);
                 quota.on_snapshot(&n.rate_limits, now);
