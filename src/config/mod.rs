@@ -96,6 +96,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_RESPONSE_STORE_TTL", default: "2592000", help: "seconds a stored response stays retrievable and continuable" },
     Variable { name: "PROXY_RESPONSE_STORE_MAX_MB", default: "1024", help: "size cap of the response store; over it the oldest responses go" },
     Variable { name: "PROXY_THREAD_CACHE_MAX", default: "128", help: "codex threads kept loaded between a conversation's requests (0: every request starts a fresh thread)" },
+    Variable { name: "PROXY_WARM_THREADS", default: "1", help: "codex threads started ahead of demand per worker and per set of thread settings (model, instructions, tools), so a new conversation skips thread/start (0: none)" },
     Variable { name: "PROXY_THREAD_IDLE_TTL_MS", default: "600000", help: "a kept thread unused this long is unloaded" },
     Variable { name: "PROXY_FETCH_IMAGE_URLS", default: "false", help: "download http(s) image URLs and inline them (the CLI takes only data: URLs); off: 400" },
     Variable { name: "PROXY_FETCH_IMAGE_ALLOW_PRIVATE", default: "false", help: "let image fetches reach loopback/private addresses (server-side request forgery risk)" },
@@ -450,6 +451,7 @@ fn core<F: Fn(&str) -> Option<String>>(
         queue_max: env.parse("WORKER_QUEUE_MAX", "a whole number")?,
         queue_timeout: env.millis("WORKER_QUEUE_TIMEOUT_MS")?,
         in_flight: None,
+        warm_threads: env.parse("PROXY_WARM_THREADS", "a whole number")?,
     })
 }
 

@@ -25,6 +25,7 @@ mod source;
 mod stream;
 mod threads;
 mod turn;
+mod warm;
 
 pub use failure::{Failure, FailureKind};
 pub use parked::ParkedTurns;

@@ -12,6 +12,7 @@ use super::stream::ParkedTurn;
 use super::stream::{Restart, Retry, TurnStream};
 use super::threads::IdleThread;
 use super::turn::TurnRequest;
+use super::warm::{WarmSlot, WarmThreads};
 use crate::protocol::{
     Model, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart, ThreadStartParams, TurnStart,
     TurnStartParams,
@@ -38,6 +39,10 @@ pub struct CoreConfig {
     pub queue_timeout: Duration,
     /// Turns in flight, for the metrics endpoint.
     pub in_flight: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// Threads kept started ahead of demand per worker and per exact
+    /// thread settings (`PROXY_WARM_THREADS`; 0: none, every turn starts
+    /// its own thread).
+    pub warm_threads: usize,
 }
 
 /// Runs API requests on the worker. Cheap to clone.
@@ -53,6 +58,7 @@ struct Inner {
     /// Per-thread overrides, built once.
     thread_config: Map<String, Value>,
     slots: TurnSlots,
+    warm: WarmThreads,
 }
 
 impl CodexCore {
@@ -64,12 +70,14 @@ impl CodexCore {
             config.queue_timeout,
             config.in_flight.clone(),
         );
+        let warm = WarmThreads::new(config.warm_threads);
         CodexCore {
             inner: Arc::new(Inner {
                 pool: pool.into(),
                 config,
                 thread_config,
                 slots,
+                warm,
             }),
         }
     }
@@ -189,12 +197,30 @@ impl CodexCore {
             // (measured), should the model still reach one.
             environments: (!config.enable_codex_tools).then(Vec::new),
         };
-        let thread = client
-            .call::<ThreadStart>(&params)
+        let params = serde_json::value::to_raw_value(&params).map_err(|e| {
+            Failure::new(
+                FailureKind::Upstream,
+                format!("The thread settings could not be encoded: {e}"),
+            )
+        })?;
+        // A thread started ahead for these exact settings saves a round
+        // trip; the one that replaces it starts along with this turn.
+        let warm = &self.inner.warm;
+        let warm_slot = warm.enabled().then(|| warm.slot(&client, &params));
+        let thread_id = match warm_slot.as_ref().and_then(|w| warm.take(w)) {
+            Some(thread_id) => thread_id,
+            None => {
+                client
+                    .call_raw::<ThreadStart>(&params)
+                    .await
+                    .map_err(|e| Failure::from_rpc(&e))?
+                    .thread
+                    .id
+            }
+        };
+        let refill = warm_slot.map(|w| (w, params));
+        self.turn_on(client, slot, thread_id, req, None, refill)
             .await
-            .map_err(|e| Failure::from_rpc(&e))?;
-        let thread_id = thread.thread.id;
-        self.turn_on(client, slot, thread_id, req, None).await
     }
 
     /// Starts the next turn of a conversation on the thread that holds it
@@ -232,7 +258,14 @@ impl CodexCore {
         let core = self.clone();
         tokio::spawn(crate::trace_buffer::carry(async move {
             let started = core
-                .turn_on(thread_client, slot, thread_id, req, Some((total, turns)))
+                .turn_on(
+                    thread_client,
+                    slot,
+                    thread_id,
+                    req,
+                    Some((total, turns)),
+                    None,
+                )
                 .await;
             let _ = tx.send(started);
         }));
@@ -246,6 +279,10 @@ impl CodexCore {
 
     /// Injects the request's history into `thread_id` and starts its turn.
     /// `continuing`: the thread's earlier token total and turn count.
+    /// `refill`: a warm thread to start for the next request with these
+    /// thread settings, sent right after `turn/start` in the same write
+    /// (after: codex takes a connection's requests in order, and this
+    /// turn's start should not wait behind another thread's).
     async fn turn_on(
         &self,
         client: RpcClient,
@@ -253,6 +290,7 @@ impl CodexCore {
         thread_id: String,
         req: TurnRequest,
         continuing: Option<(crate::core::Usage, u32)>,
+        refill: Option<(WarmSlot, Box<serde_json::value::RawValue>)>,
     ) -> Result<TurnStream, Failure> {
         let config = &self.inner.config;
         let subscription = client.subscribe(&thread_id);
@@ -276,6 +314,10 @@ impl CodexCore {
             effort: req.effort,
             output_schema: req.output_schema,
         };
+        if let Some((warm_slot, thread_params)) = refill {
+            // Deferred: it rides right after this turn's `turn/start`.
+            self.inner.warm.refill(&warm_slot, &client, &thread_params);
+        }
         match client.call::<TurnStart>(&params).await {
             Ok(turn) => {
                 let stream = TurnStream::new(
@@ -341,6 +383,11 @@ impl CodexCore {
     /// Turn slots free now.
     pub(super) fn free_slots(&self) -> usize {
         self.inner.slots.available()
+    }
+
+    /// Warm threads ready now.
+    pub(super) fn warm_ready(&self) -> usize {
+        self.inner.warm.ready()
     }
 
     pub(super) fn inner_config(&self) -> CoreConfig {

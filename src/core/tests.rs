@@ -24,6 +24,16 @@ fn core_with_tools(
     idle_timeout: Option<Duration>,
     enable_codex_tools: bool,
 ) -> (CodexCore, FakeWorker) {
+    core_from(max_concurrency, idle_timeout, enable_codex_tools, 0)
+}
+
+/// A core that keeps `warm_threads` started ahead per thread settings.
+fn core_from(
+    max_concurrency: usize,
+    idle_timeout: Option<Duration>,
+    enable_codex_tools: bool,
+    warm_threads: usize,
+) -> (CodexCore, FakeWorker) {
     let (client, worker) = pair(RpcClientConfig::new(Duration::from_secs(30)));
     let status = WorkerStatus {
         phase: WorkerPhase::Ready,
@@ -44,6 +54,9 @@ fn core_with_tools(
             queue_max: 0,
             queue_timeout: Duration::ZERO,
             in_flight: None,
+            // The lifecycle tests play codex's side line by line with none;
+            // warm threads have tests of their own.
+            warm_threads,
         },
     );
     (core, worker)
@@ -85,7 +98,7 @@ async fn answer_start(worker: &mut FakeWorker, t: &str) -> Value {
     worker
         .write(json!({"id": thread_start["id"], "result": {"thread": {"id": t}}}))
         .await;
-    let turn_start = worker.read().await;
+    let turn_start = read_skipping_unsubscribes(worker).await;
     assert_eq!(turn_start["method"], "turn/start");
     assert_eq!(turn_start["params"]["threadId"], t);
     worker
@@ -934,4 +947,107 @@ async fn a_continuation_out_of_quota_stays_on_its_worker() {
         "{events:?}"
     );
     nothing_sent(&mut w[1]).await;
+}
+
+// === warm threads ===
+
+/// Answers the `thread/start` of a warm thread (sent right after a
+/// `turn/start`) with thread `w`; returns its params.
+async fn answer_warm_start(worker: &mut FakeWorker, w: &str) -> Value {
+    let start = read_skipping_unsubscribes(worker).await;
+    assert_eq!(start["method"], "thread/start", "a warm thread is started");
+    worker
+        .write(json!({"id": start["id"], "result": {"thread": {"id": w}}}))
+        .await;
+    start["params"].clone()
+}
+
+/// Runs a started turn to its end and drops it.
+async fn finish(mut turn: TurnStream, worker: &mut FakeWorker, t: &str) {
+    complete(worker, t, "completed", Value::Null).await;
+    while let Some(event) = soon(turn.next()).await {
+        if event == TurnEvent::Finished {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_turn_with_the_same_settings_starts_on_a_warm_thread() {
+    let (core, mut worker) = core_from(4, None, false, 1);
+    // The first turn starts its own thread, and one more for the next turn.
+    let turn = start(&core, &mut worker, "t1").await;
+    let first_params = answer_warm_start(&mut worker, "w1").await;
+    finish(turn, &mut worker, "t1").await;
+    for _ in 0..100 {
+        if core.warm_ready() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(core.warm_ready(), 1);
+
+    // The second goes straight to `turn/start` on the warm thread...
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move { core.start_turn(request()).await }
+    });
+    let turn_start = read_skipping_unsubscribes(&mut worker).await;
+    assert_eq!(turn_start["method"], "turn/start", "no thread/start first");
+    assert_eq!(turn_start["params"]["threadId"], "w1");
+    worker
+        .write(json!({"id": turn_start["id"], "result": {"turn": {"id": "w1-turn"}}}))
+        .await;
+    let turn = pending.await.unwrap().expect("turn started");
+    // ...and the thread that replaces it has the same settings.
+    let refill_params = answer_warm_start(&mut worker, "w2").await;
+    assert_eq!(refill_params, first_params);
+    finish(turn, &mut worker, "w1").await;
+}
+
+#[tokio::test]
+async fn other_settings_do_not_take_a_warm_thread() {
+    let (core, mut worker) = core_from(4, None, false, 1);
+    let turn = start(&core, &mut worker, "t1").await;
+    answer_warm_start(&mut worker, "w1").await;
+    finish(turn, &mut worker, "t1").await;
+    // Other instructions: a thread of its own, and a warm one for them.
+    let pending = tokio::spawn({
+        let core = core.clone();
+        async move {
+            core.start_turn(TurnRequest {
+                instructions: Some("be brief".into()),
+                ..request()
+            })
+            .await
+        }
+    });
+    let params = answer_start(&mut worker, "t2").await;
+    assert_eq!(params["developerInstructions"], "be brief");
+    let turn = pending.await.unwrap().expect("turn started");
+    let warm = answer_warm_start(&mut worker, "w2").await;
+    assert_eq!(warm["developerInstructions"], "be brief");
+    finish(turn, &mut worker, "t2").await;
+    for _ in 0..100 {
+        if core.warm_ready() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(core.warm_ready(), 2, "one warm thread per settings");
+}
+
+#[tokio::test]
+async fn with_no_warm_threads_every_turn_starts_its_own() {
+    let (core, mut worker) = core_with(4, None);
+    for t in ["t1", "t2"] {
+        let turn = start(&core, &mut worker, t).await;
+        finish(turn, &mut worker, t).await;
+    }
+    // Only the last thread's release follows (the first one's rode along
+    // with the second turn's start): no thread started ahead.
+    let msg = worker.read().await;
+    assert_eq!(msg["method"], "thread/unsubscribe");
+    assert_eq!(msg["params"]["threadId"], "t2");
+    nothing_sent(&mut worker).await;
 }

@@ -144,10 +144,18 @@ struct State {
 enum Waiter {
     /// A caller awaiting it.
     Caller(oneshot::Sender<Result<Box<RawValue>, RpcError>>),
-    /// Nobody: sent with [`RpcClient::send_detached`]; the response is
-    /// only counted (and an error logged). `sent` bounds how long it is kept.
-    Detached { method: &'static str, sent: Instant },
+    /// No caller: sent with [`RpcClient::send_detached`] (the response is
+    /// only counted, an error logged) or [`RpcClient::send_then`] (it goes
+    /// to `then`). `sent` bounds how long it is kept.
+    Detached {
+        method: &'static str,
+        sent: Instant,
+        then: Option<AnswerFn>,
+    },
 }
+
+/// What [`RpcClient::send_then`] calls with the answer.
+type AnswerFn = Box<dyn FnOnce(Result<Box<RawValue>, RpcError>) + Send>;
 
 /// Pending requests past which detached ones older than the request
 /// timeout are dropped (codex answers every request, so this only bounds
@@ -205,6 +213,15 @@ impl RpcClient {
     /// The params are written straight into the line and the response is
     /// deserialized straight from the worker's text: no `Value` in between.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Response, RpcError> {
+        let raw = self.request_raw(M::NAME, params).await?;
+        serde_json::from_str(raw.get()).map_err(|e| RpcError::Decode {
+            method: M::NAME,
+            detail: e.to_string(),
+        })
+    }
+
+    /// [`RpcClient::call`] with params already encoded.
+    pub async fn call_raw<M: Method>(&self, params: &RawValue) -> Result<M::Response, RpcError> {
         let raw = self.request_raw(M::NAME, params).await?;
         serde_json::from_str(raw.get()).map_err(|e| RpcError::Decode {
             method: M::NAME,
@@ -272,9 +289,9 @@ impl RpcClient {
     }
 
     /// Sends a request whose answer nobody waits for, without waiting:
-    /// callable from a `Drop`. The line goes out with the next request
-    /// written, in the same write, or within a few milliseconds when none
-    /// comes. The answer is counted like a call's (and an error answer
+    /// callable from a `Drop`. The line goes out right after the next
+    /// request written, in the same write, or within a few milliseconds
+    /// when none comes. The answer is counted like a call's (and an error answer
     /// logged); a closed channel or params that cannot be encoded send
     /// nothing (logged at debug: there is nobody to tell).
     ///
@@ -282,32 +299,88 @@ impl RpcClient {
     /// (releasing a thread): it costs no task, no timer and, under load, no
     /// write of its own, where a call costs all three.
     pub fn send_detached<M: Method>(&self, params: &M::Params) {
-        let (id, line) = match self.encode_request(M::NAME, params) {
+        self.send_deferred(M::NAME, params, None);
+    }
+
+    /// Sends a request like [`RpcClient::send_detached`] (with the next
+    /// line written, no task, no timer), and hands its answer to `then`,
+    /// called on the reader task: it must be quick and never block. A
+    /// closed channel, params that cannot be encoded, or no answer within
+    /// the request timeout (noticed when many requests are pending) call it
+    /// with the error.
+    pub fn send_then<P: Serialize + ?Sized>(
+        &self,
+        method: &'static str,
+        params: &P,
+        then: impl FnOnce(Result<Box<RawValue>, RpcError>) + Send + 'static,
+    ) {
+        self.send_deferred(method, params, Some(Box::new(then)));
+    }
+
+    fn send_deferred<P: Serialize + ?Sized>(
+        &self,
+        method: &'static str,
+        params: &P,
+        then: Option<AnswerFn>,
+    ) {
+        let (id, line) = match self.encode_request(method, params) {
             Ok(encoded) => encoded,
             Err(e) => {
-                tracing::debug!(method = M::NAME, error = %e, "detached request not sent");
+                tracing::debug!(method, error = %e, "detached request not sent");
+                if let Some(then) = then {
+                    then(Err(e));
+                }
                 return;
             }
         };
-        {
+        let expired = {
             let mut state = self.inner.state.lock().expect("rpc state poisoned");
-            if state.closed.is_some() {
+            if let Some(why) = &state.closed {
+                let why = RpcError::WorkerGone(why.clone());
+                drop(state);
+                if let Some(then) = then {
+                    then(Err(why));
+                }
                 return;
             }
+            let mut expired = Vec::new();
             if state.pending.len() >= DETACHED_SWEEP_AT {
                 let timeout = self.inner.config.request_timeout;
-                state.pending.retain(|_, w| match w {
-                    Waiter::Detached { sent, .. } => sent.elapsed() < timeout,
-                    Waiter::Caller(_) => true,
-                });
+                let old: Vec<i64> = state
+                    .pending
+                    .iter()
+                    .filter(|(_, w)| {
+                        matches!(w, Waiter::Detached { sent, .. } if sent.elapsed() >= timeout)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in old {
+                    if let Some(Waiter::Detached {
+                        method,
+                        then: Some(then),
+                        ..
+                    }) = state.pending.remove(&id)
+                    {
+                        expired.push((method, then));
+                    }
+                }
             }
             state.pending.insert(
                 id,
                 Waiter::Detached {
-                    method: M::NAME,
+                    method,
                     sent: Instant::now(),
+                    then,
                 },
             );
+            expired
+        };
+        let timeout = self.inner.config.request_timeout;
+        for (method, then) in expired {
+            then(Err(RpcError::Timeout {
+                method,
+                after: timeout,
+            }));
         }
         self.tap(&line);
         if let Err(e) = self.inner.writer.send_later(&line) {
@@ -404,8 +477,14 @@ impl RpcClient {
         };
         let why = self.close_reason().unwrap_or_default();
         for (_, waiter) in pending {
-            if let Waiter::Caller(tx) = waiter {
-                let _ = tx.send(Err(RpcError::WorkerGone(why.clone())));
+            match waiter {
+                Waiter::Caller(tx) => {
+                    let _ = tx.send(Err(RpcError::WorkerGone(why.clone())));
+                }
+                Waiter::Detached {
+                    then: Some(then), ..
+                } => then(Err(RpcError::WorkerGone(why.clone()))),
+                Waiter::Detached { then: None, .. } => {}
             }
         }
         drop(threads); // dropping the senders ends each subscription
@@ -420,6 +499,11 @@ impl RpcClient {
             .expect("rpc state poisoned")
             .closed
             .clone()
+    }
+
+    /// Identifies the channel (one worker process) while a handle on it lives.
+    pub fn channel_id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// Whether both are handles of one channel (one worker process).
@@ -495,12 +579,15 @@ impl RpcClient {
                 let _ = tx.send(result);
                 true
             }
-            Some(Waiter::Detached { method, .. }) => {
+            Some(Waiter::Detached { method, then, .. }) => {
                 if let Err(e) = &result {
                     tracing::debug!(method, error = %e, "detached request failed");
                 }
                 if let Some(observe) = &self.inner.observer {
                     observe(method, if result.is_ok() { "ok" } else { "error" });
+                }
+                if let Some(then) = then {
+                    then(result);
                 }
                 true
             }

@@ -343,7 +343,7 @@ async fn a_broken_stdin_closes_the_channel() {
 }
 
 #[tokio::test]
-async fn a_detached_request_goes_out_before_the_next_request() {
+async fn a_detached_request_goes_out_right_after_the_next_request() {
     let (client, mut worker) = pair(quick());
     client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
         thread_id: "t1".into(),
@@ -352,12 +352,11 @@ async fn a_detached_request_goes_out_before_the_next_request() {
         let c = client.clone();
         async move { c.request("thread/start", json!({})).await }
     });
+    // After it, in the same write: the request that is waited for first.
     let first = worker.read().await;
     let second = worker.read().await;
-    assert_eq!(first["method"], "thread/unsubscribe");
-    assert_eq!(second["method"], "thread/start");
-    worker
-        .write(json!({"id": second["id"], "result": {}}))
-        .await;
+    assert_eq!(first["method"], "thread/start");
+    assert_eq!(second["method"], "thread/unsubscribe");
+    worker.write(json!({"id": first["id"], "result": {}})).await;
     assert_eq!(call.await.unwrap().unwrap(), json!({}));
 }

@@ -15,10 +15,12 @@
 //! nothing, and anything it could not finish is the flusher's, which polls
 //! with its own.
 //!
-//! Lines whose timing does not matter (releasing a thread) can be
-//! *deferred*: they go out with the next line written, in the same write,
-//! or after [`DEFER`] when none comes. Under load that is one write (and
-//! one wake-up of codex) less per completion.
+//! Lines whose timing does not matter (releasing a thread, starting a
+//! thread for a later request) can be *deferred*: they go out right after
+//! the next line written, in the same write, or after [`DEFER`] when none
+//! comes. Under load that is one write (and one wake-up of codex) less per
+//! completion. After, not before: codex handles a connection's requests
+//! in order, and the line that is waited for should not wait behind them.
 
 use std::io;
 use std::pin::Pin;
@@ -55,7 +57,7 @@ struct State {
     /// Bytes the pipe has not taken yet, oldest first, from `start` on.
     backlog: Vec<u8>,
     start: usize,
-    /// Deferred lines, written before the next line or by the flusher.
+    /// Deferred lines, written after the next line or by the flusher.
     deferred: Vec<u8>,
 }
 
@@ -90,7 +92,7 @@ impl LineWriter {
         }
     }
 
-    /// Queues `line` to go out with the next line written, or after
+    /// Queues `line` to go out right after the next line written, or after
     /// [`DEFER`]. Never waits (callable from a `Drop`).
     pub(super) fn send_later(&self, line: &[u8]) -> Result<(), WriteError> {
         let mut state = self.state.lock().expect("rpc writer poisoned");
@@ -130,13 +132,12 @@ impl LineWriter {
         if state.deferred.is_empty() {
             return self.write_in_order(state, line);
         }
-        // Deferred lines first, in the same write.
-        let mut joined = std::mem::take(&mut state.deferred);
+        // The deferred lines ride along, after it, in the same write.
+        let mut joined = Vec::with_capacity(line.len() + state.deferred.len());
         joined.extend_from_slice(line);
-        let written = self.write_in_order(state, &joined);
-        joined.clear();
-        state.deferred = joined; // keeps its capacity
-        written
+        joined.extend_from_slice(&state.deferred);
+        state.deferred.clear(); // keeps its capacity
+        self.write_in_order(state, &joined)
     }
 
     /// Writes the deferred lines now (the flusher, when none rode along).
