@@ -5,13 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 use super::error::RpcError;
@@ -600,20 +598,23 @@ impl RpcClient {
     /// consumer momentarily behind a burst catches up); one that stays behind
     /// is cut off rather than allowed to stall every other thread.
     async fn deliver(&self, thread_id: &str, event: ThreadEvent) -> Result<(), ThreadEvent> {
-        let (tx, overflowed) = {
-            let state = self.inner.state.lock().expect("rpc state poisoned");
+        // The common case, a subscriber with room, under the lock: no
+        // clone of its sender per event.
+        let (tx, overflowed, event) = {
+            let mut state = self.inner.state.lock().expect("rpc state poisoned");
             let Some(sub) = state.threads.get(thread_id) else {
                 return Err(event);
             };
-            (sub.tx.clone(), sub.overflowed.clone())
-        };
-        let event = match tx.try_send(event) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(event)) => {
-                self.unsubscribe(thread_id, &overflowed);
-                return Err(event);
+            match sub.tx.try_send(event) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(event)) => {
+                    state.threads.remove(thread_id);
+                    return Err(event);
+                }
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    (sub.tx.clone(), sub.overflowed.clone(), event)
+                }
             }
-            Err(mpsc::error::TrySendError::Full(event)) => event,
         };
         match tx
             .send_timeout(event, self.inner.config.overflow_grace)
@@ -740,23 +741,54 @@ async fn flush_loop(client: RpcClient) {
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(client: RpcClient, reader: R) {
-    let codec = LinesCodec::new_with_max_length(client.inner.config.max_line_bytes);
-    let mut lines = FramedRead::new(reader, codec);
+/// Reads the worker's stdout and dispatches each line, as the bytes it
+/// read: no `String` (and no UTF-8 pass of its own; the JSON parse checks
+/// what it reads) per line.
+async fn read_loop<R: AsyncRead + Unpin>(client: RpcClient, mut reader: R) {
+    let max = client.inner.config.max_line_bytes;
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // Inside a line longer than `max`: dropped up to its newline.
+    let mut skipping = false;
     let reason = loop {
-        match lines.next().await {
-            None => break "worker closed its stdout".to_owned(),
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+        let mut start = 0;
+        while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + end];
+            start += end + 1;
+            if skipping {
+                skipping = false;
+                continue;
+            }
+            if line.len() > max {
                 tracing::warn!("skipped a worker line longer than the configured maximum");
+                continue;
             }
-            Some(Err(LinesCodecError::Io(e))) => {
-                break format!("reading worker stdout failed: {e}")
+            dispatch(&client, line.strip_suffix(b"\r").unwrap_or(line)).await;
+        }
+        buf.drain(..start);
+        if buf.len() > max {
+            tracing::warn!("skipped a worker line longer than the configured maximum");
+            buf.clear();
+            skipping = true;
+        }
+        buf.reserve(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => {
+                // A last line without a newline is still a line.
+                if !skipping && !buf.is_empty() {
+                    let line = std::mem::take(&mut buf);
+                    dispatch(&client, line.strip_suffix(b"\r").unwrap_or(&line)).await;
+                }
+                break "worker closed its stdout".to_owned();
             }
-            Some(Ok(line)) => dispatch(&client, line.as_bytes()).await,
+            Ok(_) => {}
+            Err(e) => break format!("reading worker stdout failed: {e}"),
         }
     };
     client.close(reason);
 }
+
+/// Room made for each read of the worker's stdout (a pipe holds 64 KiB).
+const READ_CHUNK: usize = 64 * 1024;
 
 async fn dispatch(client: &RpcClient, line: &[u8]) {
     if line.iter().all(u8::is_ascii_whitespace) {

@@ -34,6 +34,11 @@ impl FakeWorker {
         self.write_raw(&v.to_string()).await;
     }
 
+    /// Writes bytes as they are: part of a line, or several.
+    pub(crate) async fn write_part(&mut self, text: &str) {
+        self.to_client.write_all(text.as_bytes()).await.unwrap();
+    }
+
     pub(crate) async fn write_raw(&mut self, line: &str) {
         self.to_client.write_all(line.as_bytes()).await.unwrap();
         self.to_client.write_all(b"\n").await.unwrap();

@@ -360,3 +360,30 @@ async fn a_detached_request_goes_out_right_after_the_next_request() {
     worker.write(json!({"id": first["id"], "result": {}})).await;
     assert_eq!(call.await.unwrap().unwrap(), json!({}));
 }
+
+#[tokio::test]
+async fn a_line_longer_than_the_maximum_is_skipped_and_the_next_one_read() {
+    let config = RpcClientConfig {
+        max_line_bytes: 1000,
+        ..quick()
+    };
+    let (client, mut worker) = pair(config);
+    let call = tokio::spawn({
+        let c = client.clone();
+        async move { c.request("x", json!({})).await }
+    });
+    let req = worker.read().await;
+    // Far past the maximum, in pieces, then a good line in the same write
+    // as the long line's end.
+    let long = format!(
+        "{{\"id\":{},\"result\":\"{}\"}}",
+        req["id"],
+        "a".repeat(5000)
+    );
+    let (head, tail) = long.split_at(2500);
+    worker.write_part(head).await;
+    let good = json!({"id": req["id"], "result": "fine"}).to_string();
+    worker.write_part(&format!("{tail}\n{good}\n")).await;
+    assert_eq!(call.await.unwrap().unwrap(), json!("fine"));
+    assert!(!client.is_closed());
+}
