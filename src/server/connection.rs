@@ -24,14 +24,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -85,32 +87,75 @@ pub(super) enum Ending<E> {
 // === impl Activity ===
 
 /// Requests in flight on one connection, shared by the connection's service
-/// (which counts them) and its driver (which watches the count).
+/// (which counts them) and its driver (which reads the count when a
+/// deadline comes due).
+///
+/// Plain atomics, not a channel: a request's start and end wake nobody. The
+/// driver used to be woken by both (a `watch` channel), which cost every
+/// request two extra polls of its connection task, each re-arming the idle
+/// timer and re-registering with the server-wide pressure and shutdown
+/// signals; it now looks at the count only when its timer fires.
 #[derive(Debug, Clone)]
-pub(super) struct Activity(Arc<watch::Sender<usize>>);
+pub(super) struct Activity(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection was accepted), as
+    /// nanoseconds since `origin`.
+    idle_since: AtomicU64,
+    origin: Instant,
+}
 
 /// One request in flight; dropping it ends it.
 #[derive(Debug)]
-pub(super) struct InFlight(Arc<watch::Sender<usize>>);
+pub(super) struct InFlight(Arc<Shared>);
 
 impl Activity {
     pub(super) fn new() -> Activity {
-        Activity(Arc::new(watch::channel(0).0))
+        Activity(Arc::new(Shared {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            origin: Instant::now(),
+        }))
     }
 
     pub(super) fn begin(&self) -> InFlight {
-        self.0.send_modify(|n| *n += 1);
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.0.clone())
     }
 
-    fn in_flight(&self) -> usize {
-        *self.0.borrow()
+    /// Since when nothing has been in flight; `None` while something is.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.0.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let nanos = self.0.idle_since.load(Ordering::Acquire);
+        Some(self.0.origin + Duration::from_nanos(nanos))
+    }
+
+    /// When to look again: `limit` after the connection went idle, or, with
+    /// a request in flight, `limit` from now (a long stream is looked at
+    /// once per `limit`, and its end starts the count as before).
+    fn deadline(&self, limit: Duration) -> Instant {
+        self.idle_since().unwrap_or_else(Instant::now) + limit
+    }
+
+    /// Whether nothing has been in flight for at least `limit`.
+    fn idle_for(&self, limit: Duration) -> bool {
+        self.idle_since().is_some_and(|t| t.elapsed() >= limit)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        // The time first: a driver that sees the count at zero must not
+        // read the time of an earlier idle spell.
+        let nanos = self.0.origin.elapsed().as_nanos();
+        self.0
+            .idle_since
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -130,50 +175,120 @@ where
     C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(conn);
-    let mut changes = activity.0.subscribe();
-    let idle_from = |activity: &Activity| (activity.in_flight() == 0).then(Instant::now);
-    let mut idle_since = idle_from(activity);
-
-    let reason = loop {
-        let deadline = idle_since.map(|t| t + limits.idle);
-        tokio::select! {
-            res = conn.as_mut() => return Ending::Finished(res),
-            _ = changes.changed() => {
-                // Any change is activity: idleness starts over.
-                changes.borrow_and_update();
-                idle_since = idle_from(activity);
-            }
-            _ = sleep_until(deadline), if deadline.is_some() => break CloseReason::Idle,
-            _ = pressure.notified() => {
-                if idle_since.is_some_and(|t| t.elapsed() >= limits.shed_after) {
-                    break CloseReason::Shed;
-                }
-            }
-            _ = shutdown.cancelled() => break CloseReason::Shutdown,
-        }
+    // The connection's task is woken for every read and every body frame;
+    // the reasons to close it are only looked at when they themselves woke
+    // the task (each poll of them takes the pressure and shutdown signals'
+    // locks, shared by every connection).
+    let watch = WhenWoken::new(until_closing(activity, limits, shutdown, pressure));
+    tokio::pin!(watch);
+    let reason = tokio::select! {
+        res = conn.as_mut() => return Ending::Finished(res),
+        reason = watch.as_mut() => reason,
     };
 
     graceful(conn.as_mut());
-    idle_since = idle_from(activity);
+    let grace = WhenWoken::new(until_idle_for(activity, limits.close_grace, Instant::now()));
+    tokio::pin!(grace);
+    tokio::select! {
+        _ = conn.as_mut() => Ending::Closed { reason, forced: false },
+        _ = grace.as_mut() => Ending::Closed { reason, forced: true },
+    }
+}
+
+/// Why the gateway should close the connection, once it should.
+async fn until_closing(
+    activity: &Activity,
+    limits: Limits,
+    shutdown: &CancellationToken,
+    pressure: &Notify,
+) -> CloseReason {
     loop {
-        let deadline = idle_since.map(|t| t + limits.close_grace);
         tokio::select! {
-            _ = conn.as_mut() => return Ending::Closed { reason, forced: false },
-            _ = changes.changed() => {
-                changes.borrow_and_update();
-                idle_since = idle_from(activity);
+            _ = tokio::time::sleep_until(activity.deadline(limits.idle)) => {
+                if activity.idle_for(limits.idle) {
+                    return CloseReason::Idle;
+                }
             }
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                return Ending::Closed { reason, forced: true };
+            _ = pressure.notified() => {
+                if activity.idle_for(limits.shed_after) {
+                    return CloseReason::Shed;
+                }
             }
+            _ = shutdown.cancelled() => return CloseReason::Shutdown,
         }
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+/// Resolves once nothing has been in flight for `limit`, counted from
+/// `from` at the earliest (when the connection was asked to close).
+async fn until_idle_for(activity: &Activity, limit: Duration, from: Instant) {
+    loop {
+        let deadline = match activity.idle_since() {
+            Some(since) => since.max(from) + limit,
+            None => Instant::now() + limit,
+        };
+        if activity.idle_since().is_some() && deadline <= Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Polls `inner` only when `inner` itself asked to be woken (and the
+    /// first time): the rest of the time the task was woken for something
+    /// else, and polling `inner` would only cost.
+    struct WhenWoken<F> {
+        #[pin]
+        inner: F,
+        flag: Arc<WakeFlag>,
+        waker: Waker,
+    }
+}
+
+#[derive(Default)]
+struct WakeFlag {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F> WhenWoken<F> {
+    fn new(inner: F) -> WhenWoken<F> {
+        let flag = Arc::new(WakeFlag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        WhenWoken {
+            inner,
+            waker: Waker::from(flag.clone()),
+            flag,
+        }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Registered before the flag is read, so a wake-up in between is
+        // not lost: it sets the flag and wakes this very waker.
+        this.flag.task.register(cx.waker());
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner.poll(&mut Context::from_waker(this.waker))
     }
 }
 
