@@ -157,15 +157,21 @@ where
             linger.clone(),
         );
         let io = TokioIo::new(io::ConnIo::new(stream, peer, linger));
-        let conn = builder
-            .serve_connection_with_upgrades(io, TowerToHyperService::new(svc))
-            .into_owned();
+        // Boxed once: unboxed, the task's future kept a slot for the
+        // connection as this block's capture, as `drive`'s argument and as
+        // its pinned local (measured: a 5.8 KB future for a 1.7 KB
+        // connection, held for the connection's whole life).
+        let conn = Box::pin(
+            builder
+                .serve_connection_with_upgrades(io, TowerToHyperService::new(svc))
+                .into_owned(),
+        );
         let closing = closing.clone();
         let pressure = pressure.clone();
         connections.spawn(async move {
             let ending = connection::drive(
                 conn,
-                |c| c.graceful_shutdown(),
+                |c| c.get_mut().as_mut().graceful_shutdown(),
                 &activity,
                 limits,
                 &closing,
