@@ -178,6 +178,8 @@ where
             linger.clone(),
         );
         let builders = builders.clone();
+        // Yields the connection itself, unpolled: `Opening` polls it next.
+        #[allow(clippy::async_yields_async)]
         let peek = async move {
             let mut first = [0u8; sniff::PEEK_LEN];
             // A failed peek is met again by hyper's first read.
