@@ -87,6 +87,47 @@ async fn a_slow_h2c_preface_is_closed_after_the_header_timeout() {
     );
 }
 
+/// The server decides HTTP/1 or h2c by peeking at the first bytes; a `P`
+/// alone could still be either, so it is read the old way. Either way the
+/// request is served. (The pause only makes the split likely; the test
+/// holds when the bytes arrive together too.)
+#[tokio::test]
+async fn a_request_whose_first_byte_arrives_alone_is_served_over_http1() {
+    let (addr, _stop) = start().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"UT /x HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("ok"), "{out}");
+}
+
+#[tokio::test]
+async fn an_h2c_preface_that_arrives_in_two_parts_is_served_over_http2() {
+    let (addr, _stop) = start().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&H2_PREFACE[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(&H2_PREFACE[5..]).await.unwrap();
+    s.write_all(H2_SETTINGS).await.unwrap();
+    // The server's first frame is its SETTINGS (type 4, stream 0).
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .expect("a frame within 5 s")
+        .unwrap();
+    assert_eq!(head[3], 4, "not a SETTINGS frame: {head:?}");
+    assert_eq!(&head[5..], &[0, 0, 0, 0], "not on stream 0: {head:?}");
+}
+
 #[tokio::test]
 async fn an_h2c_preface_and_settings_then_silence_is_closed() {
     let (addr, _stop) = start().await;

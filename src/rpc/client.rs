@@ -714,7 +714,7 @@ impl Drop for ThreadSubscription {
         self.rx.close();
         while let Ok(event) = self.rx.try_recv() {
             if let ThreadEvent::Request(req) = event {
-                answer_in_background(&self.client, req);
+                answer_in_background(&self.client, *req);
             }
         }
     }
@@ -838,9 +838,12 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             let policy = client.inner.policy;
             if policy.routes_to_subscriber(&req) {
                 let thread = req.thread_id().unwrap_or_default().to_owned();
-                match client.deliver(&thread, ThreadEvent::Request(req)).await {
+                match client
+                    .deliver(&thread, ThreadEvent::Request(Box::new(req)))
+                    .await
+                {
                     Ok(()) => {}
-                    Err(ThreadEvent::Request(req)) => answer_now(client, req).await,
+                    Err(ThreadEvent::Request(req)) => answer_now(client, *req).await,
                     Err(ThreadEvent::Notification { .. }) => {}
                 }
             } else {
