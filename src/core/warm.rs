@@ -11,9 +11,11 @@
 //! and one wake-up of codex less.
 //!
 //! Bounded: at most `per_key` warm threads per (worker, params), at most
-//! [`MAX_KEYS`] such keys (the least recently used goes first), and a warm
-//! thread unused for [`IDLE_TTL`] is released. Every thread that leaves
-//! unused is unsubscribed, as any other thread the gateway is done with.
+//! [`MAX_KEYS`] such keys (the least recently used goes first), and the
+//! warm threads of settings unused for [`IDLE_TTL`] are released by the next
+//! new turn (with no new turns at all they stay, at most `per_key` ×
+//! [`MAX_KEYS`] per worker). Every thread that leaves unused is
+//! unsubscribed, as any other thread the gateway is done with.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -93,15 +95,19 @@ impl WarmThreads {
 
     /// A warm thread for `slot`, if one is ready.
     pub(super) fn take(&self, slot: &WarmSlot) -> Option<String> {
-        let mut entries = self.inner.entries.lock().expect("warm threads poisoned");
-        let entry = entries.get_mut(&slot.key)?;
-        if entry.client.is_closed() {
-            // Its worker went away, and its threads with it.
-            entries.remove(&slot.key);
-            return None;
-        }
-        entry.used = Instant::now();
-        entry.ready.pop()
+        let (taken, released) = {
+            let mut entries = self.inner.entries.lock().expect("warm threads poisoned");
+            // Every new turn sweeps (16 entries at most): closed workers' and
+            // idle settings' threads go.
+            let released = self.sweep(&mut entries, slot.key);
+            let taken = entries.get_mut(&slot.key).and_then(|entry| {
+                entry.used = Instant::now();
+                entry.ready.pop()
+            });
+            (taken, released)
+        };
+        self.release(released);
+        taken
     }
 
     /// Starts a thread for the next request with these params, unless
