@@ -281,8 +281,7 @@ impl CodexCore {
     /// `continuing`: the thread's earlier token total and turn count.
     /// `refill`: a warm thread to start for the next request with these
     /// thread settings, sent right after `turn/start` in the same write
-    /// (after: codex takes a connection's requests in order, and this
-    /// turn's start should not wait behind another thread's).
+    /// (after: the line this turn waits for goes first).
     async fn turn_on(
         &self,
         client: RpcClient,

@@ -19,8 +19,7 @@
 //! thread for a later request) can be *deferred*: they go out right after
 //! the next line written, in the same write, or after [`DEFER`] when none
 //! comes. Under load that is one write (and one wake-up of codex) less per
-//! completion. After, not before: codex handles a connection's requests
-//! in order, and the line that is waited for should not wait behind them.
+//! completion. After, not before: the line somebody waits for goes first.
 
 use std::io;
 use std::pin::Pin;
