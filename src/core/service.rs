@@ -295,7 +295,7 @@ impl CodexCore {
         let subscription = client.subscribe(&thread_id);
         // Until the turn exists, a failure releases the thread here; after
         // it, the stream's drop does.
-        let unsubscribe = super::threads::unsubscribe_in_background;
+        let unsubscribe = super::threads::unsubscribe_detached;
         if !req.history.is_empty() {
             let params = ThreadInjectItemsParams {
                 thread_id: thread_id.clone(),
@@ -303,7 +303,7 @@ impl CodexCore {
             };
             if let Err(e) = client.call::<ThreadInjectItems>(&params).await {
                 drop(subscription);
-                unsubscribe(client, thread_id);
+                unsubscribe(&client, thread_id);
                 return Err(Failure::from_rpc(&e));
             }
         }
@@ -333,7 +333,7 @@ impl CodexCore {
             }
             Err(e) => {
                 drop(subscription);
-                unsubscribe(client, thread_id);
+                unsubscribe(&client, thread_id);
                 Err(Failure::from_rpc(&e))
             }
         }

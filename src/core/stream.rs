@@ -696,7 +696,7 @@ impl Drop for TurnStream {
             let client = subscription.client().clone();
             let thread_id = subscription.thread_id().to_owned();
             drop(subscription);
-            super::threads::unsubscribe_in_background(client, thread_id);
+            super::threads::unsubscribe_detached(&client, thread_id);
             return;
         }
         // A turn that may still run is interrupted by a task of its own, and
@@ -765,7 +765,7 @@ async fn release(mut subscription: ThreadSubscription, turn_id: String, slot: Op
     }
     drop(slot);
     drop(subscription);
-    super::threads::unsubscribe_in_background(client, thread_id);
+    super::threads::unsubscribe_detached(&client, thread_id);
 }
 
 /// Reads the thread until `turn/completed`. A tool call that races the

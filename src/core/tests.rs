@@ -962,6 +962,16 @@ async fn answer_warm_start(worker: &mut FakeWorker, w: &str) -> Value {
     start["params"].clone()
 }
 
+/// Lets the reader task file the warm threads' answers (up to `n` ready).
+async fn warm_ready_soon(core: &CodexCore, n: usize) {
+    for _ in 0..100 {
+        if core.warm_ready() == n {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Runs a started turn to its end and drops it.
 async fn finish(mut turn: TurnStream, worker: &mut FakeWorker, t: &str) {
     complete(worker, t, "completed", Value::Null).await;
@@ -979,12 +989,7 @@ async fn a_new_turn_with_the_same_settings_starts_on_a_warm_thread() {
     let turn = start(&core, &mut worker, "t1").await;
     let first_params = answer_warm_start(&mut worker, "w1").await;
     finish(turn, &mut worker, "t1").await;
-    for _ in 0..100 {
-        if core.warm_ready() == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    warm_ready_soon(&core, 1).await;
     assert_eq!(core.warm_ready(), 1);
 
     // The second goes straight to `turn/start` on the warm thread...
@@ -1028,12 +1033,7 @@ async fn other_settings_do_not_take_a_warm_thread() {
     let warm = answer_warm_start(&mut worker, "w2").await;
     assert_eq!(warm["developerInstructions"], "be brief");
     finish(turn, &mut worker, "t2").await;
-    for _ in 0..100 {
-        if core.warm_ready() == 2 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    warm_ready_soon(&core, 2).await;
     assert_eq!(core.warm_ready(), 2, "one warm thread per settings");
 }
 

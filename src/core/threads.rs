@@ -73,13 +73,13 @@ impl Drop for IdleThread {
         if self.thread_id.is_empty() || self.client.is_closed() {
             return;
         }
-        unsubscribe_in_background(self.client.clone(), std::mem::take(&mut self.thread_id));
+        unsubscribe_detached(&self.client, std::mem::take(&mut self.thread_id));
     }
 }
 
 /// Sends `thread/unsubscribe` for a thread nobody reads any more, without
 /// waiting for the answer (a detached request: no task, no timer).
-pub(super) fn unsubscribe_in_background(client: RpcClient, thread_id: String) {
+pub(super) fn unsubscribe_detached(client: &RpcClient, thread_id: String) {
     client.send_detached::<ThreadUnsubscribe>(&ThreadIdParams { thread_id });
 }
 

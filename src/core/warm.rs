@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
+use super::threads::unsubscribe_detached;
 use crate::protocol::{Method, ThreadStart, ThreadStartResponse};
 use crate::rpc::RpcClient;
 
@@ -106,7 +107,7 @@ impl WarmThreads {
             });
             (taken, released)
         };
-        self.release(released);
+        release(released);
         taken
     }
 
@@ -124,12 +125,12 @@ impl WarmThreads {
                 used: Instant::now(),
             });
             if entry.ready.len() + entry.starting >= self.inner.per_key {
-                return self.release(released);
+                return release(released);
             }
             entry.starting += 1;
             released
         };
-        self.release(released);
+        release(released);
         let warm = self.clone();
         let key = slot.key;
         let owner = client.clone();
@@ -163,7 +164,7 @@ impl WarmThreads {
             }
         };
         if let Some(thread_id) = unwanted {
-            unsubscribe(client, thread_id);
+            unsubscribe_detached(client, thread_id);
         }
     }
 
@@ -194,12 +195,6 @@ impl WarmThreads {
         released
     }
 
-    fn release(&self, threads: Vec<(RpcClient, String)>) {
-        for (client, thread_id) in threads {
-            unsubscribe(&client, thread_id);
-        }
-    }
-
     /// Warm threads ready now (all workers).
     #[cfg(test)]
     pub(super) fn ready(&self) -> usize {
@@ -208,6 +203,9 @@ impl WarmThreads {
     }
 }
 
-fn unsubscribe(client: &RpcClient, thread_id: String) {
-    super::threads::unsubscribe_in_background(client.clone(), thread_id);
+/// Releases warm threads that leave unused (called outside the lock).
+fn release(threads: Vec<(RpcClient, String)>) {
+    for (client, thread_id) in threads {
+        unsubscribe_detached(&client, thread_id);
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -211,25 +212,26 @@ impl RpcClient {
     /// The params are written straight into the line and the response is
     /// deserialized straight from the worker's text: no `Value` in between.
     pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Response, RpcError> {
-        let raw = self.request_raw(M::NAME, params).await?;
-        serde_json::from_str(raw.get()).map_err(|e| RpcError::Decode {
-            method: M::NAME,
-            detail: e.to_string(),
-        })
+        self.call_as(M::NAME, params).await
     }
 
     /// [`RpcClient::call`] with params already encoded.
     pub async fn call_raw<M: Method>(&self, params: &RawValue) -> Result<M::Response, RpcError> {
-        let raw = self.request_raw(M::NAME, params).await?;
-        serde_json::from_str(raw.get()).map_err(|e| RpcError::Decode {
-            method: M::NAME,
-            detail: e.to_string(),
-        })
+        self.call_as(M::NAME, params).await
     }
 
     /// Sends a request with untyped params and waits for the raw result.
     pub async fn request(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
-        let raw = self.request_raw(method, &params).await?;
+        self.call_as(method, &params).await
+    }
+
+    /// A request, its answer deserialized straight from the worker's text.
+    async fn call_as<P: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: &P,
+    ) -> Result<R, RpcError> {
+        let raw = self.request_raw(method, params).await?;
         serde_json::from_str(raw.get()).map_err(|e| RpcError::Decode {
             method,
             detail: e.to_string(),

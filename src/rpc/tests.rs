@@ -303,9 +303,7 @@ async fn a_detached_request_is_counted_when_answered_and_not_kept() {
         Arc::new(move |method, outcome| seen.lock().unwrap().push((method, outcome)))
     };
     let (client, mut worker) = super::fake::pair_with(quick(), 1 << 16, Some(observer));
-    client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
-        thread_id: "t1".into(),
-    });
+    unsubscribe_t1(&client);
     let req = worker.read().await;
     assert_eq!(req["method"], "thread/unsubscribe");
     assert_eq!(req["params"]["threadId"], "t1");
@@ -336,18 +334,14 @@ async fn a_broken_stdin_closes_the_channel() {
         "{reason}"
     );
     // Nothing is sent on a closed channel, and nothing is kept for it.
-    client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
-        thread_id: "t1".into(),
-    });
+    unsubscribe_t1(&client);
     assert_eq!(client.pending_requests(), 0);
 }
 
 #[tokio::test]
 async fn a_detached_request_goes_out_right_after_the_next_request() {
     let (client, mut worker) = pair(quick());
-    client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
-        thread_id: "t1".into(),
-    });
+    unsubscribe_t1(&client);
     let call = tokio::spawn({
         let c = client.clone();
         async move { c.request("thread/start", json!({})).await }
@@ -386,4 +380,11 @@ async fn a_line_longer_than_the_maximum_is_skipped_and_the_next_one_read() {
     worker.write_part(&format!("{tail}\n{good}\n")).await;
     assert_eq!(call.await.unwrap().unwrap(), json!("fine"));
     assert!(!client.is_closed());
+}
+
+/// A detached `thread/unsubscribe` of thread `t1`.
+fn unsubscribe_t1(client: &RpcClient) {
+    client.send_detached::<crate::protocol::ThreadUnsubscribe>(&crate::protocol::ThreadIdParams {
+        thread_id: "t1".into(),
+    });
 }

@@ -154,7 +154,8 @@ impl LineWriter {
             state.backlog.extend_from_slice(line);
             return Ok(());
         }
-        match write_now(state.sink.as_mut().expect("checked"), line) {
+        let mut cx = Context::from_waker(Waker::noop());
+        match write_then_flush(state.sink.as_mut().expect("checked"), &mut cx, line) {
             Ok(Wrote::All) => Ok(()),
             Ok(Wrote::Unflushed) => {
                 // An empty backlog: the flusher only flushes.
@@ -170,16 +171,19 @@ impl LineWriter {
                 self.backlog_ready.notify_one();
                 Ok(())
             }
-            Err(e) => Err(self.fail(state, e)),
+            Err(e) => {
+                self.fail(state);
+                Err(WriteError::Failed(e))
+            }
         }
     }
 
-    fn fail(&self, state: &mut State, e: io::Error) -> WriteError {
+    /// The pipe failed: nothing more is written, and waiting senders learn it.
+    fn fail(&self, state: &mut State) {
         state.sink = None;
         state.backlog = Vec::new();
         state.start = 0;
         self.room.notify_waiters();
-        WriteError::Failed(e)
     }
 
     /// The flusher task: writes what the senders could not, until `closed`
@@ -222,47 +226,39 @@ impl LineWriter {
         let Some(sink) = state.sink.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        while state.start < state.backlog.len() {
-            match sink.as_mut().poll_write(cx, &state.backlog[state.start..]) {
-                Poll::Ready(Ok(0)) => {
-                    let e = io::ErrorKind::WriteZero.into();
-                    state.sink = None;
-                    return Poll::Ready(Err(e));
+        match write_then_flush(sink, cx, &state.backlog[state.start..]) {
+            Ok(Wrote::Part(written)) => {
+                state.start += written;
+                // Under steady pressure the backlog may never empty: drop
+                // what was written once it is half the buffer.
+                if state.start >= state.backlog.len() / 2 {
+                    state.backlog.drain(..state.start);
+                    state.start = 0;
                 }
-                Poll::Ready(Ok(n)) => state.start += n,
-                Poll::Ready(Err(e)) => {
-                    state.sink = None;
-                    return Poll::Ready(Err(e));
+                if state.backlog_len() < self.cap {
+                    self.room.notify_waiters();
                 }
-                Poll::Pending => {
-                    // Under steady pressure the backlog may never empty:
-                    // drop what was written once it is half the buffer.
-                    if state.start >= state.backlog.len() / 2 {
-                        state.backlog.drain(..state.start);
-                        state.start = 0;
-                    }
-                    if state.backlog_len() < self.cap {
-                        self.room.notify_waiters();
-                    }
-                    return Poll::Pending;
+                Poll::Pending
+            }
+            Ok(wrote) => {
+                state.backlog.clear();
+                state.start = 0;
+                self.room.notify_waiters();
+                match wrote {
+                    Wrote::All => Poll::Ready(Ok(())),
+                    // Polled again (with only the flush left) when it can go on.
+                    _ => Poll::Pending,
                 }
             }
-        }
-        state.backlog.clear();
-        state.start = 0;
-        self.room.notify_waiters();
-        match sink.as_mut().poll_flush(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => {
-                state.sink = None;
+            Err(e) => {
+                self.fail(state);
                 Poll::Ready(Err(e))
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-/// How far a write without waiting got.
+/// How far a write got without waiting.
 enum Wrote {
     /// All of it, flushed.
     All,
@@ -272,20 +268,24 @@ enum Wrote {
     Part(usize),
 }
 
-/// Writes as much of `line` as the sink takes without waiting, then flushes
-/// if all of it went.
-fn write_now(sink: &mut Sink, line: &[u8]) -> Result<Wrote, io::Error> {
-    let mut cx = Context::from_waker(Waker::noop());
+/// Writes as much of `bytes` as the sink takes without waiting, then
+/// flushes if all of it went. With a sender's no-op waker (the direct
+/// write) or the flusher's own (the backlog).
+fn write_then_flush(
+    sink: &mut Sink,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+) -> Result<Wrote, io::Error> {
     let mut written = 0;
-    while written < line.len() {
-        match sink.as_mut().poll_write(&mut cx, &line[written..]) {
+    while written < bytes.len() {
+        match sink.as_mut().poll_write(cx, &bytes[written..]) {
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => written += n,
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => return Ok(Wrote::Part(written)),
         }
     }
-    match sink.as_mut().poll_flush(&mut cx) {
+    match sink.as_mut().poll_flush(cx) {
         Poll::Ready(Ok(())) => Ok(Wrote::All),
         Poll::Ready(Err(e)) => Err(e),
         Poll::Pending => Ok(Wrote::Unflushed),
