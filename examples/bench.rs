@@ -1913,9 +1913,13 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     )?;
     writeln!(out, "| figure | A µs/completion | B µs/completion | B/A (median of rounds) | A completions/s | B completions/s |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    // The latency of every round, per side and figure, for a second table:
+    // alternating windows make tails comparable on a busy machine too.
+    let mut latencies = Vec::new();
     for &(key, stream, conc) in CHECK_FIGURES {
         progress(&format!("compare: {key}"));
         let (mut ca, mut cb, mut ratio, mut ra, mut rb) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut la, mut lb) = (RunStats::default(), RunStats::default());
         for _ in 0..rounds {
             let one = |g: &Gateway| {
                 let target = if stream {
@@ -1934,11 +1938,13 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
                     )
                     .await;
                     let c = run.cpu.expect("measured");
-                    (cpu_per_completion(&run, &c).0, run.rate())
+                    (cpu_per_completion(&run, &c).0, run.rate(), run)
                 }
             };
-            let (x, xr) = one(&ga).await;
-            let (y, yr) = one(&gb).await;
+            let (x, xr, xl) = one(&ga).await;
+            let (y, yr, yl) = one(&gb).await;
+            la.merge(xl);
+            lb.merge(yl);
             ca.push(x);
             cb.push(y);
             ratio.push(y / x.max(1.0));
@@ -1957,6 +1963,24 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
             med(&mut ratio),
             med(&mut ra),
             med(&mut rb)
+        )?;
+        latencies.push((key, la, lb));
+    }
+    writeln!(
+        out,
+        "\nEnd of body (ms), all rounds together:\n\n| figure | A p50 | A p99 | A p99.9 | B p50 | B p99 | B p99.9 |\n|---|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for (key, la, lb) in &latencies {
+        let ms = |r: &RunStats, p: f64| r.pct(p, true).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        writeln!(
+            out,
+            "| {key} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            ms(la, 0.5),
+            ms(la, 0.99),
+            ms(la, 0.999),
+            ms(lb, 0.5),
+            ms(lb, 0.99),
+            ms(lb, 0.999)
         )?;
     }
     writeln!(out, "\nLoad average at the end: {}.", loadavg())?;

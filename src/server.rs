@@ -24,6 +24,7 @@
 
 mod accept;
 mod connection;
+mod inline_wake;
 mod io;
 mod rejection;
 mod sniff;
@@ -51,6 +52,7 @@ use tower::Service;
 
 use accept::AcceptErrors;
 use connection::{Activity, CloseReason, ConnService, Ending, Limits};
+use inline_wake::InlineWake;
 use sniff::{Opening, Protocol};
 
 /// How often an HTTP/2 connection with open streams pings its peer, so a peer
@@ -202,7 +204,9 @@ where
         let closing = closing.clone();
         let pressure = pressure.clone();
         connections.spawn(async move {
-            let ending = connection::drive(
+            // A connection wakes itself while serving a request: polled
+            // again in place, not handed to the other runtime thread.
+            let ending = InlineWake::new(connection::drive(
                 conn,
                 |c| {
                     c.get_mut()
@@ -213,7 +217,7 @@ where
                 limits,
                 &closing,
                 &pressure,
-            )
+            ))
             .await;
             match ending {
                 Ending::Finished(Ok(())) => {}
