@@ -356,9 +356,7 @@ impl TurnStream {
                 None => subscription.recv().await,
             };
             match received {
-                Ok(ThreadEvent::Notification { method, params }) => {
-                    self.on_notification(&method, &params)
-                }
+                Ok(ThreadEvent::Notification(n)) => self.on_notification(n.method(), n.params()),
                 Ok(ThreadEvent::Request(req)) => self.on_tool_call(req.id, req.params),
                 Err(SubscriptionEnd::Overflow) => self.fail(Failure::new(
                     FailureKind::SlowClient,
@@ -440,8 +438,7 @@ impl TurnStream {
         }
     }
 
-    fn on_notification(&mut self, method: &str, params: &RawValue) {
-        let params = params.get();
+    fn on_notification(&mut self, method: &str, params: &str) {
         match method {
             protocol::AGENT_MESSAGE_DELTA => {
                 if let Ok(n) = serde_json::from_str::<DeltaView<'_>>(params) {
@@ -773,16 +770,14 @@ async fn release(mut subscription: ThreadSubscription, turn_id: String, slot: Op
 async fn wait_for_turn_end(subscription: &mut ThreadSubscription) {
     loop {
         match subscription.recv().await {
-            Ok(ThreadEvent::Notification { method, .. }) if method == protocol::TURN_COMPLETED => {
-                return
-            }
+            Ok(ThreadEvent::Notification(n)) if n.method() == protocol::TURN_COMPLETED => return,
             Ok(ThreadEvent::Request(req)) => {
                 let client = subscription.client().clone();
                 let _ = client
                     .respond(&req.id, Err((-32000, "the turn was interrupted".into())))
                     .await;
             }
-            Ok(ThreadEvent::Notification { .. }) => {}
+            Ok(ThreadEvent::Notification(_)) => {}
             Err(_) => return,
         }
     }

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::error::RpcError;
-use super::message::{Incoming, RequestId, ServerRequest, ThreadEvent};
+use super::message::{Incoming, Notification, RequestId, ServerRequest, ThreadEvent};
+use super::scan;
 use super::server_requests::ServerRequestPolicy;
 use super::writer::{LineWriter, WriteError};
 use crate::protocol::Method;
@@ -753,7 +754,7 @@ async fn read_loop<R: AsyncRead + Unpin>(client: RpcClient, mut reader: R) {
     let mut skipping = false;
     let reason = loop {
         let mut start = 0;
-        while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', &buf[start..]) {
             let line = &buf[start..start + end];
             start += end + 1;
             if skipping {
@@ -799,6 +800,20 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
     if let Some(tap) = &client.inner.config.tap {
         (tap.0)(Direction::In, line);
     }
+    // The common line, routed without decoding it (see `scan.rs`).
+    let fast = scan::thread_notification(line).and_then(|found| {
+        let event = Notification::in_line(line, found.method, found.params)?;
+        Some((found.thread_id, event))
+    });
+    if let Some((thread, event)) = fast {
+        // ASCII, as the scan only takes.
+        let thread = std::str::from_utf8(&line[thread]).unwrap_or_default();
+        // A notification for a thread nobody follows is dropped on purpose.
+        let _ = client
+            .deliver(thread, ThreadEvent::Notification(event))
+            .await;
+        return;
+    }
     let Some(msg) = Incoming::parse(line) else {
         let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
         tracing::warn!(line = %shown, "skipped a malformed line from the worker");
@@ -826,9 +841,9 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             params,
         } => {
             if let Some(thread) = thread_id {
-                // A notification for a thread nobody follows is dropped on purpose.
+                let event = Notification::new(&method, &params);
                 let _ = client
-                    .deliver(&thread, ThreadEvent::Notification { method, params })
+                    .deliver(&thread, ThreadEvent::Notification(event))
                     .await;
             } else if let Some(hook) = &client.inner.config.on_notification {
                 (hook.0)(&method, &params);
@@ -846,7 +861,7 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
                 {
                     Ok(()) => {}
                     Err(ThreadEvent::Request(req)) => answer_now(client, *req).await,
-                    Err(ThreadEvent::Notification { .. }) => {}
+                    Err(ThreadEvent::Notification(_)) => {}
                 }
             } else {
                 answer_now(client, req).await;

@@ -1,6 +1,7 @@
 //! Framing types: what one line from the worker can be.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -43,10 +44,7 @@ pub enum ThreadEvent {
     /// A notification. `params` is the worker's text as it came (a JSON
     /// object): the subscriber deserializes it straight into the type its
     /// `method` names, so no `Value` tree is built for a delta.
-    Notification {
-        method: String,
-        params: Box<RawValue>,
-    },
+    Notification(Notification),
     /// A server→client request routed to this thread. The subscriber must
     /// answer it with [`RpcClient::respond`](super::RpcClient::respond) or
     /// interrupt the turn; the channel answers it itself only when no
@@ -54,6 +52,68 @@ pub enum ThreadEvent {
     /// subscription's channel allocates its slots 32 at a time, sized to the
     /// largest variant (120 bytes unboxed against 40).
     Request(Box<ServerRequest>),
+}
+
+/// A notification for one thread: the worker's line as it came, and where
+/// its method and params are in it. The subscriber decodes `params` straight
+/// into the type `method` names; nothing was decoded before (see `scan.rs`).
+#[derive(Clone)]
+pub struct Notification {
+    text: Box<str>,
+    method: Range<usize>,
+    params: Range<usize>,
+}
+
+impl Notification {
+    /// From a line whose parts were found by [`scan`](super::scan); `None`
+    /// when it is not UTF-8. Checked here once, with the whole line, so the
+    /// subscriber decodes from a `str` (serde's `from_slice` would check
+    /// each string and key on its own).
+    pub(super) fn in_line(
+        line: &[u8],
+        method: Range<usize>,
+        params: Range<usize>,
+    ) -> Option<Notification> {
+        let text = std::str::from_utf8(line).ok()?;
+        // Both ranges end at ASCII bytes the scan found (a quote, a brace),
+        // so they fall on character boundaries.
+        Some(Notification {
+            text: text.into(),
+            method,
+            params,
+        })
+    }
+
+    /// From parts decoded apart (the decoding path, tests).
+    pub fn new(method: &str, params: &RawValue) -> Notification {
+        let mut text = String::with_capacity(method.len() + params.get().len());
+        text.push_str(method);
+        text.push_str(params.get());
+        Notification {
+            text: text.into(),
+            method: 0..method.len(),
+            params: method.len()..method.len() + params.get().len(),
+        }
+    }
+
+    pub fn method(&self) -> &str {
+        &self.text[self.method.clone()]
+    }
+
+    /// The params object's JSON text, not yet checked beyond its brackets
+    /// (decoding it checks it).
+    pub fn params(&self) -> &str {
+        &self.text[self.params.clone()]
+    }
+}
+
+impl std::fmt::Debug for Notification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notification")
+            .field("method", &self.method())
+            .field("params", &self.params())
+            .finish()
+    }
 }
 
 /// One decoded line from the worker.

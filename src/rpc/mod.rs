@@ -12,6 +12,7 @@
 mod client;
 mod error;
 mod message;
+mod scan;
 mod server_requests;
 mod writer;
 
@@ -20,7 +21,7 @@ pub use client::{
     SubscriptionEnd, ThreadSubscription,
 };
 pub use error::RpcError;
-pub use message::{Incoming, RequestId, ServerRequest, ThreadEvent};
+pub use message::{Incoming, Notification, RequestId, ServerRequest, ThreadEvent};
 pub use server_requests::{ServerRequestPolicy, DYNAMIC_TOOL_CALL};
 
 #[cfg(test)]

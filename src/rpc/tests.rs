@@ -9,8 +9,8 @@ use super::fake::pair;
 use super::*;
 
 /// One field of a notification's raw params.
-fn field(params: &serde_json::value::RawValue, name: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(params.get()).expect("params are JSON");
+fn field(params: &str, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(params).expect("params are JSON");
     v[name].clone()
 }
 
@@ -108,7 +108,7 @@ async fn notifications_and_tool_calls_reach_their_thread_only() {
     worker.write(json!({"method": "item/agentMessage/delta", "params": {"threadId": "t1", "delta": "a"}})).await;
     worker.write(json!({"id": 7, "method": "item/tool/call", "params": {"threadId": "t1", "callId": "c1"}})).await;
     match t1.recv().await.unwrap() {
-        ThreadEvent::Notification { params, .. } => assert_eq!(field(&params, "delta"), "a"),
+        ThreadEvent::Notification(n) => assert_eq!(field(n.params(), "delta"), "a"),
         other => panic!("{other:?}"),
     }
     match t1.recv().await.unwrap() {
@@ -126,8 +126,41 @@ async fn notifications_and_tool_calls_reach_their_thread_only() {
         json!({"id": 7, "result": {"contentItems": [], "success": true}})
     );
     match t2.recv().await.unwrap() {
-        ThreadEvent::Notification { params, .. } => assert_eq!(field(&params, "delta"), "b"),
+        ThreadEvent::Notification(n) => assert_eq!(field(n.params(), "delta"), "b"),
         other => panic!("{other:?}"),
+    }
+}
+
+/// Lines the one-pass route (`scan.rs`) leaves to the decoder arrive as
+/// they did before it: a request whose id comes last is a request, an
+/// escaped thread id is still its thread's.
+#[tokio::test]
+async fn lines_off_the_fast_route_are_routed_by_decoding() {
+    let (client, mut worker) = pair(quick());
+    let mut t1 = client.subscribe("t1");
+    worker
+        .write_raw(r#"{"method":"item/tool/call","params":{"threadId":"t1","callId":"c1"},"id":9}"#)
+        .await;
+    worker
+        .write_raw(
+            r#"{"method":"item/agentMessage/delta","params":{"threadId":"t\u0031","delta":"e"}}"#,
+        )
+        .await;
+    worker
+        .write_raw(r#"{"method":"item/agentMessage/delta","params":{"delta":"f","threadId":"t1"}}"#)
+        .await;
+    match t1.recv().await.unwrap() {
+        ThreadEvent::Request(req) => assert_eq!(req.id, RequestId::Int(9)),
+        other => panic!("{other:?}"),
+    }
+    for delta in ["e", "f"] {
+        match t1.recv().await.unwrap() {
+            ThreadEvent::Notification(n) => {
+                assert_eq!(n.method(), "item/agentMessage/delta");
+                assert_eq!(field(n.params(), "delta"), delta);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 
@@ -164,7 +197,7 @@ async fn a_subscriber_that_falls_behind_is_cut_off_without_stalling_others() {
         .await;
     assert!(matches!(
         fast.recv().await,
-        Ok(ThreadEvent::Notification { .. })
+        Ok(ThreadEvent::Notification(_))
     ));
     let mut got = 0;
     let end = loop {
