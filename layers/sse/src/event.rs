@@ -195,7 +195,7 @@ fn put_field(buf: &mut BytesMut, prefix: &[u8], payload: &[u8]) {
 fn put_lines(buf: &mut BytesMut, prefix: &[u8], payload: &[u8]) {
     let mut rest = payload;
     loop {
-        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        match memchr::memchr2(b'\n', b'\r', rest) {
             Some(end) => {
                 put_field(buf, prefix, &rest[..end]);
                 let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') {

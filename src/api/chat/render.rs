@@ -63,7 +63,7 @@ impl Renderer for ChatRenderer {
 
     fn opening(&mut self) -> Vec<SseEvent> {
         (0..self.calls.len())
-            .map(|i| to_event(&self.role(i)))
+            .map(|i| self.fast_chunk(i, ROLE_DELTA, None))
             .collect()
     }
 
@@ -124,19 +124,36 @@ impl ChatRenderer {
     }
 
     /// A text or reasoning delta, the chunks a response is mostly made of,
-    /// written without building a `Value`: the fixed prefix (rendered once
-    /// per response), the choice index, the escaped delta, the fixed tail.
-    /// Byte for byte what [`ChatRenderer::choice`] renders (a unit test
-    /// compares them). `None` for every other event, and for a delta that
-    /// must first close a `<think>`.
+    /// and a choice's finish, written without building a `Value` (see
+    /// [`ChatRenderer::fast_chunk`]). `None` for every other event, and for
+    /// one that must first close a `<think>`.
     fn delta_chunk(&mut self, event: &RunEvent) -> Option<SseEvent> {
         let (i, key, text) = match event {
             RunEvent::Text(i, text) if !self.thinking[*i] => (*i, "content", text),
             RunEvent::Reasoning(i, text) if self.meta.reasoning == ReasoningFormat::Field => {
                 (*i, "reasoning_content", text)
             }
+            RunEvent::Finish(i, finish) if !self.thinking[*i] => {
+                let reason = finish_reason(*finish, self.meta.legacy_functions);
+                return Some(self.fast_chunk(*i, b"{}", Some(reason)));
+            }
             _ => return None,
         };
+        let mut delta = Vec::with_capacity(text.len() + 24);
+        delta.extend_from_slice(b"{\"");
+        delta.extend_from_slice(key.as_bytes());
+        delta.extend_from_slice(b"\":");
+        write_json(&mut delta, text.as_str());
+        delta.push(b'}');
+        Some(self.fast_chunk(i, &delta, None))
+    }
+
+    /// One chunk of choice `i` with `delta` (compact JSON), written without
+    /// building a `Value`: the fixed prefix (rendered once per response),
+    /// the choice index, the delta, the finish reason, the fixed tail. Byte
+    /// for byte what [`ChatRenderer::choice`] renders (a unit test compares
+    /// them).
+    fn fast_chunk(&mut self, i: usize, delta: &[u8], finish: Option<&str>) -> SseEvent {
         let prefix = self.prefix.get_or_insert_with(|| {
             let mut p = Vec::with_capacity(192);
             p.extend_from_slice(b"{\"id\":");
@@ -150,21 +167,23 @@ impl ChatRenderer {
             p.extend_from_slice(b",\"choices\":[{\"index\":");
             p
         });
-        const TAIL: &[u8] = b"},\"logprobs\":null,\"finish_reason\":null}]";
-        let mut out = Vec::with_capacity(prefix.len() + text.len() + 96);
+        let mut out = Vec::with_capacity(prefix.len() + delta.len() + 96);
         out.extend_from_slice(prefix);
         write_json(&mut out, &i);
-        out.extend_from_slice(b",\"delta\":{\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        write_json(&mut out, text.as_str());
-        out.extend_from_slice(TAIL);
+        out.extend_from_slice(b",\"delta\":");
+        out.extend_from_slice(delta);
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(reason) => write_json(&mut out, reason),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]");
         if self.meta.include_usage {
             out.extend_from_slice(b",\"usage\":null");
         }
         out.push(b'}');
         // Compact JSON holds no line break, so this is one `data:` line.
-        Some(SseEvent::data(out))
+        SseEvent::data(out)
     }
 
     fn chunk(&self, choices: Value) -> Value {
@@ -188,7 +207,9 @@ impl ChatRenderer {
         )
     }
 
-    /// The first chunk of each choice: the assistant role, empty content.
+    /// The first chunk of each choice: the assistant role, empty content
+    /// (the `Value` rendering, for tests; [`ROLE_DELTA`] is what is sent).
+    #[cfg(test)]
     fn role(&self, index: usize) -> Value {
         self.choice(
             index,
@@ -252,10 +273,7 @@ impl ChatRenderer {
                     .collect()
             }
             RunEvent::Finish(i, finish) => {
-                let reason = match (finish, self.meta.legacy_functions) {
-                    (Finish::ToolCalls, true) => "function_call",
-                    (f, _) => f.as_str(),
-                };
+                let reason = finish_reason(*finish, self.meta.legacy_functions);
                 vec![self.choice(*i, json!({}), Some(reason))]
             }
             RunEvent::Usage(u) if self.meta.include_usage => {
@@ -266,6 +284,18 @@ impl ChatRenderer {
             RunEvent::Usage(_) => Vec::new(),
             RunEvent::Error(e) => vec![e.body_json()],
         }
+    }
+}
+
+/// The delta of a choice's first chunk: the assistant role, empty content.
+const ROLE_DELTA: &[u8] = br#"{"role":"assistant","content":"","refusal":null}"#;
+
+/// A finish as the chat API names it (`function_call` for the legacy API's
+/// tool calls).
+fn finish_reason(finish: Finish, legacy_functions: bool) -> &'static str {
+    match (finish, legacy_functions) {
+        (Finish::ToolCalls, true) => "function_call",
+        (f, _) => f.as_str(),
     }
 }
 
@@ -401,6 +431,27 @@ mod tests {
                             _ => assert!(reasoning.is_none()),
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn role_and_finish_chunks_are_byte_for_byte_the_value_rendering() {
+        for include_usage in [false, true] {
+            for legacy in [false, true] {
+                let mut m = meta(include_usage, ReasoningFormat::Field);
+                m.legacy_functions = legacy;
+                let mut r = ChatRenderer::new(m, 2, true);
+                let opening: Vec<_> = r.opening().iter().map(SseEvent::to_bytes).collect();
+                let roles: Vec<_> = (0..2).map(|i| to_event(&r.role(i)).to_bytes()).collect();
+                assert_eq!(opening, roles);
+                for finish in [Finish::Stop, Finish::Length, Finish::ToolCalls] {
+                    let fast = r.event(&RunEvent::Finish(1, finish));
+                    let reason = finish_reason(finish, legacy);
+                    let slow = to_event(&r.choice(1, json!({}), Some(reason)));
+                    assert_eq!(fast.len(), 1);
+                    assert_eq!(fast[0].to_bytes(), slow.to_bytes());
                 }
             }
         }
