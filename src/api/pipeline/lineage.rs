@@ -107,8 +107,11 @@ impl Fingerprint {
         let digest = self.0.clone().finish();
         let mut name = String::with_capacity(5 + 32);
         name.push_str("chat_");
+        // By hand: a `format!` per byte was 16 allocations per request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in &digest.as_ref()[..16] {
-            name.push_str(&format!("{b:02x}"));
+            name.push(char::from(HEX[usize::from(b >> 4)]));
+            name.push(char::from(HEX[usize::from(b & 15)]));
         }
         name
     }
@@ -218,6 +221,19 @@ mod tests {
         );
         // Another key with the same history is another conversation.
         assert_ne!(of_history("bob", &second).parent.unwrap().head, head);
+    }
+
+    #[test]
+    fn a_head_is_the_first_half_of_the_sha256_in_lowercase_hex() {
+        let fp = Fingerprint::new("a");
+        let mut expected = Context::new(&SHA256);
+        field(&mut expected, b'o', b"a");
+        let digest = expected.finish();
+        let hex: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(fp.head(), format!("chat_{hex}"));
     }
 
     #[test]
