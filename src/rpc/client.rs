@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::error::RpcError;
-use super::message::{Incoming, Notification, RequestId, ServerRequest, ThreadEvent};
+use super::message::{Incoming, Notification, RawResult, RequestId, ServerRequest, ThreadEvent};
 use super::scan;
 use super::server_requests::ServerRequestPolicy;
 use super::writer::{LineWriter, WriteError};
@@ -96,17 +96,17 @@ impl std::fmt::Debug for LineTap {
 }
 
 /// Called on the reader task with each notification that names no thread
-/// (method, raw params); like [`LineTap`] it must be quick and never block.
+/// (method, the params' JSON text); like [`LineTap`] it must be quick and never block.
 /// The params stay raw: most such notifications (`thread/started`, which
 /// names its thread inside an object) are of no interest to the hook, which
 /// parses only the ones it wants.
 #[derive(Clone)]
 pub struct NotificationHook(Arc<HookFn>);
 
-type HookFn = dyn Fn(&str, &RawValue) + Send + Sync;
+type HookFn = dyn Fn(&str, &str) + Send + Sync;
 
 impl NotificationHook {
-    pub fn new(f: impl Fn(&str, &RawValue) + Send + Sync + 'static) -> NotificationHook {
+    pub fn new(f: impl Fn(&str, &str) + Send + Sync + 'static) -> NotificationHook {
         NotificationHook(Arc::new(f))
     }
 }
@@ -143,7 +143,7 @@ struct State {
 /// Who gets a request's response.
 enum Waiter {
     /// A caller awaiting it.
-    Caller(oneshot::Sender<Result<Box<RawValue>, RpcError>>),
+    Caller(oneshot::Sender<Result<RawResult, RpcError>>),
     /// No caller: sent with [`RpcClient::send_detached`] (the response is
     /// only counted, an error logged) or [`RpcClient::send_then`] (it goes
     /// to `then`). `sent` bounds how long it is kept.
@@ -155,7 +155,7 @@ enum Waiter {
 }
 
 /// What [`RpcClient::send_then`] calls with the answer.
-type AnswerFn = Box<dyn FnOnce(Result<Box<RawValue>, RpcError>) + Send>;
+type AnswerFn = Box<dyn FnOnce(Result<RawResult, RpcError>) + Send>;
 
 /// Pending requests past which detached ones older than the request
 /// timeout are dropped (codex answers every request, so this only bounds
@@ -243,7 +243,7 @@ impl RpcClient {
         &self,
         method: &'static str,
         params: &P,
-    ) -> Result<Box<RawValue>, RpcError> {
+    ) -> Result<RawResult, RpcError> {
         let outcome = self.request_inner(method, params).await;
         if let Some(observe) = &self.inner.observer {
             let label = match &outcome {
@@ -261,7 +261,7 @@ impl RpcClient {
         &self,
         method: &'static str,
         params: &P,
-    ) -> Result<Box<RawValue>, RpcError> {
+    ) -> Result<RawResult, RpcError> {
         let (id, line) = self.encode_request(method, params)?;
         let (tx, rx) = oneshot::channel();
         {
@@ -313,7 +313,7 @@ impl RpcClient {
         &self,
         method: &'static str,
         params: &P,
-        then: impl FnOnce(Result<Box<RawValue>, RpcError>) + Send + 'static,
+        then: impl FnOnce(Result<RawResult, RpcError>) + Send + 'static,
     ) {
         self.send_deferred(method, params, Some(Box::new(then)));
     }
@@ -567,7 +567,7 @@ impl RpcClient {
         )
     }
 
-    fn complete(&self, id: i64, result: Result<Box<RawValue>, RpcError>) -> bool {
+    fn complete(&self, id: i64, result: Result<RawResult, RpcError>) -> bool {
         let waiter = self
             .inner
             .state
@@ -800,19 +800,11 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
     if let Some(tap) = &client.inner.config.tap {
         (tap.0)(Direction::In, line);
     }
-    // The common line, routed without decoding it (see `scan.rs`).
-    let fast = scan::thread_notification(line).and_then(|found| {
-        let event = Notification::in_line(line, found.method, found.params)?;
-        Some((found.thread_id, event))
-    });
-    if let Some((thread, event)) = fast {
-        // ASCII, as the scan only takes.
-        let thread = std::str::from_utf8(&line[thread]).unwrap_or_default();
-        // A notification for a thread nobody follows is dropped on purpose.
-        let _ = client
-            .deliver(thread, ThreadEvent::Notification(event))
-            .await;
-        return;
+    // The common lines, routed without decoding them (see `scan.rs`).
+    if let Some(scanned) = scan::scan(line) {
+        if route_scanned(client, line, scanned).await {
+            return;
+        }
     }
     let Some(msg) = Incoming::parse(line) else {
         let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
@@ -824,7 +816,9 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             id: RequestId::Int(id),
             result,
         } => {
-            let result = result.map_err(|(code, message)| RpcError::Remote { code, message });
+            let result = result
+                .map(RawResult::from)
+                .map_err(|(code, message)| RpcError::Remote { code, message });
             if !client.complete(id, result) {
                 tracing::debug!(
                     id,
@@ -846,7 +840,7 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
                     .deliver(&thread, ThreadEvent::Notification(event))
                     .await;
             } else if let Some(hook) = &client.inner.config.on_notification {
-                (hook.0)(&method, &params);
+                (hook.0)(&method, params.get());
             } else {
                 tracing::trace!(%method, "notification without a thread");
             }
@@ -868,6 +862,57 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             }
         }
     }
+}
+
+/// Routes a line [`scan`] found the parts of, as `dispatch` would have
+/// after decoding it. `false` when it cannot (a part that is not UTF-8):
+/// the decoder then reads the line.
+async fn route_scanned(client: &RpcClient, line: &[u8], scanned: scan::Scanned) -> bool {
+    match scanned {
+        scan::Scanned::Notification {
+            method,
+            params,
+            thread_id: Some(thread),
+        } => {
+            let Some(event) = Notification::in_line(line, method, params) else {
+                return false;
+            };
+            // ASCII, as the scan only takes.
+            let thread = std::str::from_utf8(&line[thread]).unwrap_or_default();
+            // A notification for a thread nobody follows is dropped on purpose.
+            let _ = client
+                .deliver(thread, ThreadEvent::Notification(event))
+                .await;
+        }
+        scan::Scanned::Notification {
+            method,
+            params,
+            thread_id: None,
+        } => {
+            let (Ok(method), Ok(params)) = (
+                std::str::from_utf8(&line[method]),
+                std::str::from_utf8(&line[params]),
+            ) else {
+                return false;
+            };
+            match &client.inner.config.on_notification {
+                Some(hook) => (hook.0)(method, params),
+                None => tracing::trace!(%method, "notification without a thread"),
+            }
+        }
+        scan::Scanned::Response { id, result } => {
+            let Some(result) = RawResult::in_line(line, result) else {
+                return false;
+            };
+            if !client.complete(id, Ok(result)) {
+                tracing::debug!(
+                    id,
+                    "response for a request nobody waits for (timed out or cancelled)"
+                );
+            }
+        }
+    }
+    true
 }
 
 async fn answer_now(client: &RpcClient, req: ServerRequest) {

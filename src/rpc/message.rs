@@ -116,6 +116,42 @@ impl std::fmt::Debug for Notification {
     }
 }
 
+/// A response's `result` as the worker wrote it: its reader decodes it
+/// straight into the type it expects, from [`RawResult::get`].
+#[derive(Debug)]
+pub struct RawResult {
+    text: Box<str>,
+    result: Range<usize>,
+}
+
+impl RawResult {
+    /// From a line whose `result` was found by [`scan`](super::scan);
+    /// `None` when the line is not UTF-8.
+    pub(super) fn in_line(line: &[u8], result: Range<usize>) -> Option<RawResult> {
+        let text = std::str::from_utf8(line).ok()?;
+        // The range starts and ends at ASCII bytes the scan found.
+        text.get(result.clone())?;
+        Some(RawResult {
+            text: text.into(),
+            result,
+        })
+    }
+
+    /// The result's JSON text, not yet checked beyond its brackets
+    /// (decoding it checks it).
+    pub fn get(&self) -> &str {
+        &self.text[self.result.clone()]
+    }
+}
+
+impl From<Box<RawValue>> for RawResult {
+    fn from(raw: Box<RawValue>) -> RawResult {
+        let text: Box<str> = raw.get().into();
+        let result = 0..text.len();
+        RawResult { text, result }
+    }
+}
+
 /// One decoded line from the worker.
 #[derive(Debug)]
 pub enum Incoming {

@@ -1,4 +1,4 @@
-//! Routes the common line, a thread's notification, without decoding it.
+//! Routes the common lines, notifications and answers, without decoding them.
 //!
 //! Most of what codex writes during a turn is notifications for one thread
 //! (`{"method":"item/agentMessage/delta","params":{"threadId":…,"delta":…}}`).
@@ -10,35 +10,48 @@
 //! string or a container (strings are skipped with `memchr`), and leaves the
 //! checking to the one decode that needs the values: the subscriber's.
 //!
-//! It accepts only the plain case: a JSON object with a `method` string and a
-//! `params` object holding a `threadId` string, both ASCII and without
-//! escapes, no key with an escape, no member named twice, and no `id`,
-//! `result` or `error` (a line with an `id` is a request codex waits on: it
-//! must never pass for a notification). Anything else returns `None`, and the
-//! caller takes the decoding path ([`Incoming::parse`](super::message::Incoming::parse)),
-//! which handles every case. What this does not check is the JSON inside the
-//! values it skips: a notification whose params are malformed is routed, and
-//! its subscriber's decode rejects it.
+//! The same pass finds a response's `id` and `result`, so an answer to
+//! one of our requests is handed to its caller without a decode either.
+//!
+//! It accepts only the plain cases: a JSON object with a `method` string and
+//! a `params` object (whose `threadId`, if there, is a string), and no `id`,
+//! `result` or `error` (a line with an `id` and a `method` is a request codex
+//! waits on: it must never pass for a notification); or one with an integer
+//! `id` and a `result`, and no `method`, `params` or `error`. Method and
+//! thread id must be ASCII without escapes, keys without escapes, and no
+//! member may come twice. Anything else returns `None`, and the caller takes
+//! the decoding path ([`Incoming::parse`](super::message::Incoming::parse)),
+//! which handles every case. What this does not check is the JSON inside
+//! the values it skips: a notification whose params or a response whose
+//! result is malformed is routed, and its reader's decode rejects it.
 
 use std::ops::Range;
 
-/// Where a thread notification's parts are in its line.
+/// Where a line's parts are, for the two kinds that take the fast route.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ThreadNotification {
-    /// The method name's text, without its quotes.
-    pub method: Range<usize>,
-    /// The `params` object, braces included.
-    pub params: Range<usize>,
-    /// The thread id's text, without its quotes.
-    pub thread_id: Range<usize>,
+pub(super) enum Scanned {
+    /// A notification: its method's text (without quotes), its `params`
+    /// object (braces included), and the thread `params.threadId` names,
+    /// if it names one.
+    Notification {
+        method: Range<usize>,
+        params: Range<usize>,
+        thread_id: Option<Range<usize>>,
+    },
+    /// A successful response to one of our requests (our ids are integers).
+    Response { id: i64, result: Range<usize> },
 }
 
 /// See the module docs.
-pub(super) fn thread_notification(line: &[u8]) -> Option<ThreadNotification> {
+pub(super) fn scan(line: &[u8]) -> Option<Scanned> {
     let mut c = Cursor { b: line, i: 0 };
-    let (mut method, mut params, mut thread_id) = (None, None, None);
+    let (mut id, mut method, mut params, mut thread_id, mut result) =
+        (None, None, None, None, None);
     c.object(|c, key| match key {
-        b"id" | b"result" | b"error" => None,
+        // An error answer is rare: the decoder reads it.
+        b"error" => None,
+        b"id" => once(&mut id, c.value()?),
+        b"result" => once(&mut result, c.value()?),
         b"method" => once(&mut method, c.plain_string()?),
         b"params" => {
             c.ws();
@@ -55,11 +68,19 @@ pub(super) fn thread_notification(line: &[u8]) -> Option<ThreadNotification> {
     if c.i != line.len() {
         return None;
     }
-    Some(ThreadNotification {
-        method: method?,
-        params: params?,
-        thread_id: thread_id?,
-    })
+    match (id, method, params, result) {
+        (None, Some(method), Some(params), None) => Some(Scanned::Notification {
+            method,
+            params,
+            thread_id,
+        }),
+        (Some(id), None, None, Some(result)) => {
+            let id = std::str::from_utf8(&line[id]).ok()?.parse().ok()?;
+            Some(Scanned::Response { id, result })
+        }
+        // A request codex waits on (`id` and `method`), or anything odd.
+        _ => None,
+    }
 }
 
 /// Records a member's place; a member named twice is not the plain case.
@@ -71,6 +92,34 @@ fn once(slot: &mut Option<Range<usize>>, found: Range<usize>) -> Option<()> {
             Some(())
         }
     }
+}
+
+/// The first `"` or `\\` at or after `at`. Keys and ids are short, and
+/// `memchr` costs more to start than they take to read: the first 64 bytes
+/// are read a word (8 bytes) at a time, the rest of a long text by `memchr`.
+fn quote_or_backslash(b: &[u8], mut at: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let words_end = b.len().min(at.saturating_add(64));
+    while let Some(word) = b.get(at..at + 8).filter(|_| at + 8 <= words_end) {
+        let w = u64::from_le_bytes(word.try_into().ok()?);
+        // A byte of `w ^ c` is zero where `w` has `c`; `(x - 1) & !x & 0x80`
+        // marks zero bytes (exactly up to the first one: a borrow only
+        // carries past a zero byte), so the lowest mark is the first hit.
+        let q = w ^ (ONES * u64::from(b'"'));
+        let s = w ^ (ONES * u64::from(b'\\'));
+        let hits = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s)) & HIGHS;
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    if words_end == b.len() {
+        // The end of the line is near: its last few bytes.
+        let k = b[at..].iter().position(|&c| c == b'"' || c == b'\\')?;
+        return Some(at + k);
+    }
+    memchr::memchr2(b'"', b'\\', &b[at..]).map(|k| at + k)
 }
 
 struct Cursor<'a> {
@@ -127,6 +176,14 @@ impl Cursor<'_> {
         }
     }
 
+    /// Any value: its place.
+    fn value(&mut self) -> Option<Range<usize>> {
+        self.ws();
+        let start = self.i;
+        self.skip_value()?;
+        Some(start..self.i)
+    }
+
     /// A string value without escapes and ASCII only: its text's place.
     fn plain_string(&mut self) -> Option<Range<usize>> {
         self.ws();
@@ -144,15 +201,7 @@ impl Cursor<'_> {
         let mut at = start;
         let mut escaped = false;
         loop {
-            // Keys and ids are short: a plain loop finds their end sooner
-            // than `memchr` gets going; a long text is left to `memchr`.
-            let short = self.b.len().min(at + 24);
-            while at < short && !matches!(self.b[at], b'"' | b'\\') {
-                at += 1;
-            }
-            if at == short {
-                at += memchr::memchr2(b'"', b'\\', &self.b[at..])?;
-            }
+            at = quote_or_backslash(self.b, at)?;
             if self.b[at] == b'"' {
                 self.i = at + 1;
                 return Some((start..at, escaped));
@@ -213,9 +262,16 @@ impl Cursor<'_> {
 mod tests {
     use super::*;
 
+    /// A thread's notification: method, params, thread id.
     fn parts(line: &str) -> Option<(&str, &str, &str)> {
-        let n = thread_notification(line.as_bytes())?;
-        Some((&line[n.method], &line[n.params], &line[n.thread_id]))
+        match scan(line.as_bytes())? {
+            Scanned::Notification {
+                method,
+                params,
+                thread_id: Some(thread_id),
+            } => Some((&line[method], &line[params], &line[thread_id])),
+            _ => None,
+        }
     }
 
     #[test]
@@ -232,23 +288,68 @@ mod tests {
     }
 
     #[test]
-    fn what_a_request_or_a_response_could_be_is_left_to_the_decoder() {
+    fn a_request_codex_waits_on_never_passes_for_a_notification() {
         for line in [
-            // A request codex waits on: its id may come last.
+            // Its id may come last.
             r#"{"method":"item/tool/call","params":{"threadId":"t1"},"id":7}"#,
-            r#"{"id":1,"result":{"threadId":"t1"}}"#,
+            r#"{"id":"s-1","method":"item/tool/call","params":{"threadId":"t1"}}"#,
             r#"{"method":"m","params":{"threadId":"t1"},"error":{}}"#,
             r#"{"method":"m","params":{"threadId":"t1"},"result":null}"#,
         ] {
-            assert_eq!(parts(line), None, "{line}");
+            assert_eq!(scan(line.as_bytes()), None, "{line}");
         }
+    }
+
+    #[test]
+    fn an_answer_is_found_with_its_id_and_result() {
+        let line = r#"{"result":{"thread":{"id":"t1","turns":[]}},"jsonrpc":"2.0","id":42}"#;
+        let Some(Scanned::Response { id, result }) = scan(line.as_bytes()) else {
+            panic!("not an answer");
+        };
+        assert_eq!(
+            (id, &line[result]),
+            (42, r#"{"thread":{"id":"t1","turns":[]}}"#)
+        );
+        let null = r#"{"id":-3,"result":null}"#;
+        assert!(matches!(
+            scan(null.as_bytes()),
+            Some(Scanned::Response { id: -3, .. })
+        ));
+        for line in [
+            // An error, a string or odd id, no result, or a method too: the decoder's.
+            r#"{"id":1,"error":{"code":-32600,"message":"no"}}"#,
+            r#"{"id":"a","result":{}}"#,
+            r#"{"id":1.5,"result":{}}"#,
+            r#"{"id":null,"result":{}}"#,
+            r#"{"id":1}"#,
+            r#"{"id":1,"result":{},"result":{}}"#,
+            r#"{"id":1,"id":2,"result":{}}"#,
+            r#"{"id":1,"result":{},"method":"m"}"#,
+            r#"{"id":1,"result":{},"params":{}}"#,
+        ] {
+            assert_eq!(scan(line.as_bytes()), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_notification_without_a_thread_is_found_for_the_hook() {
+        let line =
+            r#"{"method":"account/rateLimits/updated","params":{"rateLimits":{"primary":null}}}"#;
+        let Some(Scanned::Notification {
+            method,
+            params,
+            thread_id: None,
+        }) = scan(line.as_bytes())
+        else {
+            panic!("not a thread-less notification");
+        };
+        assert_eq!(&line[method], "account/rateLimits/updated");
+        assert_eq!(&line[params], r#"{"rateLimits":{"primary":null}}"#);
     }
 
     #[test]
     fn anything_but_the_plain_case_is_left_to_the_decoder() {
         for line in [
-            // No thread: the thread-less hook's.
-            r#"{"method":"thread/started","params":{"thread":{"id":"t1"}}}"#,
             r#"{"method":"m","params":{"threadId":null}}"#,
             r#"{"method":"m"}"#,
             r#"{"params":{"threadId":"t1"}}"#,
@@ -275,6 +376,33 @@ mod tests {
             "\"",
         ] {
             assert_eq!(parts(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_first_quote_or_backslash_is_found_wherever_it_is() {
+        for len in 0..150 {
+            for hit in 0..len {
+                for c in [b'"', b'\\'] {
+                    let mut text = vec![b'a'; len];
+                    // Bytes that differ from the targets by one bit or a borrow.
+                    for (k, byte) in text.iter_mut().enumerate() {
+                        *byte = [b'a', b'#', b'!', b']', 0x80, 0xff, b'\x01'][k % 7];
+                    }
+                    text[hit] = c;
+                    if hit + 1 < len {
+                        text[hit + 1] = b'"';
+                    }
+                    for from in 0..=hit {
+                        assert_eq!(
+                            quote_or_backslash(&text, from),
+                            Some(hit),
+                            "{len} {hit} {from}"
+                        );
+                    }
+                }
+            }
+            assert_eq!(quote_or_backslash(&vec![b'a'; len], 0), None);
         }
     }
 

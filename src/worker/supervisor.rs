@@ -305,7 +305,7 @@ impl Supervisor {
             if method != ACCOUNT_RATE_LIMITS_UPDATED {
                 return;
             }
-            if let Ok(n) = serde_json::from_str::<RateLimitsUpdatedNotification>(params.get()) {
+            if let Ok(n) = serde_json::from_str::<RateLimitsUpdatedNotification>(params) {
                 let now = unix_now();
                 let before = quota.out_until(now);
                 quota.on_snapshot(&n.rate_limits, now);
