@@ -432,8 +432,8 @@ pub(crate) fn json_object(
 
 pub use upload::read_body;
 
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {
-    let body = serde_json::to_vec(value).expect("json values serialize");
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<ApiBody> {
+    let body = serde_json::to_vec(value).expect("response bodies serialize");
     let mut res = Response::new(ApiBody::Body(Full::new(Bytes::from(body))));
     *res.status_mut() = status;
     res.headers_mut().insert(

@@ -120,6 +120,8 @@ impl Renderer for CompletionsRenderer {
         Vec::new()
     }
 
+    type Collected = Value;
+
     fn collected(self) -> Result<Value, ApiError> {
         if let Some(e) = self.error {
             return Err(e);

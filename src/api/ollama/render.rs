@@ -168,6 +168,8 @@ impl Renderer for OllamaRenderer {
         Self::frame(&self.object("", "", &[], true))
     }
 
+    type Collected = Value;
+
     fn collected(self) -> Result<Value, ApiError> {
         if let Some(e) = self.error {
             return Err(e);

@@ -10,7 +10,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use codex_sse::SseEvent;
-use serde_json::Value;
 
 use super::run::RunEvent;
 use crate::api::error::ApiError;
@@ -30,8 +29,12 @@ pub trait Renderer: Send + 'static {
     /// Frames that end a stream.
     fn closing(&mut self) -> Vec<SseEvent>;
 
-    /// The whole body of a non-streamed response, or the error it failed with.
-    fn collected(self) -> Result<Value, ApiError>;
+    /// The whole body of a non-streamed response (serialized as it is), or
+    /// the error it failed with.
+    type Collected: serde::Serialize;
+
+    /// See [`Renderer::Collected`].
+    fn collected(self) -> Result<Self::Collected, ApiError>;
 
     /// Work to finish once the response is complete and before its end
     /// reaches the client (storing it, so a follow-up sent the moment the

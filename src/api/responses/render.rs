@@ -89,6 +89,8 @@ impl Renderer for ResponsesRenderer {
         }))
     }
 
+    type Collected = Value;
+
     fn collected(mut self) -> Result<Value, ApiError> {
         if let Some(e) = self.error.take() {
             return Err(e);
