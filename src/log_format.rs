@@ -12,6 +12,12 @@
 //! own [`DefaultVisitor`], so the output is the same byte for byte (the
 //! tests below compare the two).
 //!
+//! [`JsonLines`] is the JSON log's event formatter: an event outside any
+//! span (the access line, start-up and worker lines) is serialized straight
+//! into one buffer, where tracing-subscriber's JSON formatter pushes each of
+//! serde_json's small writes through UTF-8 validation and a `dyn` writer;
+//! the rest goes to tracing-subscriber's formatter unchanged.
+//!
 //! [`UtcMicros`] prints the timestamp as tracing-subscriber's `SystemTime`
 //! timer does (`2026-11-30T08:31:11.861900Z`), with the part up to the
 //! second computed once per second per thread instead of on every line.
@@ -198,7 +204,10 @@ fn timestamp(at: SystemTime) -> Option<[u8; LINE_LEN]> {
     })?;
     let mut line = [0u8; LINE_LEN];
     line[..PREFIX_LEN].copy_from_slice(&prefix);
-    put_digits(&mut line[PREFIX_LEN..PREFIX_LEN + 6], u64::from(since.subsec_micros()));
+    put_digits(
+        &mut line[PREFIX_LEN..PREFIX_LEN + 6],
+        u64::from(since.subsec_micros()),
+    );
     line[PREFIX_LEN + 6] = b'Z';
     Some(line)
 }
@@ -222,11 +231,21 @@ fn date_prefix(secs: u64) -> Option<[u8; PREFIX_LEN]> {
     put_digits(&mut out[11..13], t.hour);
     put_digits(&mut out[14..16], t.minute);
     put_digits(&mut out[17..19], t.second);
-    for (at, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.')] {
+    for (at, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ] {
         out[at] = sep;
     }
     Some(out)
 }
+
+mod json;
+pub use json::JsonLines;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use codex_completions_api::log_format::{PlainFields, UtcMicros};
+use codex_completions_api::log_format::{JsonLines, PlainFields, UtcMicros};
 use codex_completions_api::log_writer::LogWriter;
 use codex_completions_api::{app, config};
 use tracing_subscriber::EnvFilter;
@@ -126,7 +126,10 @@ fn init_tracing(json: bool) -> LogWriter {
         // line (log_format's docs).
         .with_timer(UtcMicros);
     if json {
-        builder.json().init();
+        builder
+            .json()
+            .event_format(JsonLines::new(UtcMicros))
+            .init();
     } else {
         builder.fmt_fields(PlainFields).init();
     }

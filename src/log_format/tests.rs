@@ -76,12 +76,27 @@ fn log_everything() {
         completed = true,
         "request"
     );
-    tracing::warn!(delta = -3i64, ratio = 0.25f64, ok = false, "stream {} of {}", 1, 2);
+    tracing::warn!(
+        delta = -3i64,
+        ratio = 0.25f64,
+        ok = false,
+        "stream {} of {}",
+        1,
+        2
+    );
     let err = Outer(Inner);
-    tracing::error!(error = &err as &(dyn std::error::Error + 'static), "turn failed");
+    tracing::error!(
+        error = &err as &(dyn std::error::Error + 'static),
+        "turn failed"
+    );
     tracing::error!(error = &Inner as &(dyn std::error::Error + 'static));
     tracing::info!(r#type = "function", list = ?vec!["a", "b"], "message with \u{1b}[1m escape");
-    tracing::info!("log.target" = "hyper", "log.line" = 3u64, after = 1u64, "from log");
+    tracing::info!(
+        "log.target" = "hyper",
+        "log.line" = 3u64,
+        after = 1u64,
+        "from log"
+    );
     tracing::info!("log.target" = "hyper", first = "after a skipped field");
     tracing::info!(only = 1u64);
     let empty = tracing::info_span!("turn", thread = tracing::field::Empty);
@@ -120,7 +135,10 @@ fn plain_fields_print_what_the_default_formatter_prints() {
         default.contains(r#"request{method=POST path=/v1/chat/completions request_id=req_0f}: access: request request_id=req_0f method=POST route="/v1/chat/completions" status=200 duration_ms=12"#),
         "{default}"
     );
-    assert!(default.contains("total_tokens=7 completed=true"), "{default}");
+    assert!(
+        default.contains("total_tokens=7 completed=true"),
+        "{default}"
+    );
     assert!(default.contains("error.sources="), "{default}");
     assert!(default.contains("turn{thread=\"thr_1\"}"), "{default}");
     assert!(default.contains("turn{id=1 id=2}"), "{default}");
@@ -166,5 +184,108 @@ fn the_timer_writes_now_in_the_same_shape() {
         .unwrap();
     assert_eq!(ours.len(), theirs.len(), "{ours} vs {theirs}");
     // Same date (the two clock reads are a day apart only at midnight).
-    assert!(ours[..10] == theirs[..10] || ours[11..13] == *"00", "{ours} vs {theirs}");
+    assert!(
+        ours[..10] == theirs[..10] || ours[11..13] == *"00",
+        "{ours} vs {theirs}"
+    );
+}
+
+/// Events outside any span, the ones the JSON formatter's short path takes.
+fn log_outside_spans() {
+    tracing::info!(
+        target: "access",
+        request_id = %"req_0f",
+        method = %http::Method::POST,
+        route = "/v1/chat/completions",
+        status = 503u16,
+        duration_ms = 12u64,
+        key = "-",
+        model = "codex \"offline\"\n\u{1b}[31m\u{2028}",
+        prompt_tokens = 0u64,
+        completion_tokens = u64::MAX,
+        total_tokens = 7u64,
+        completed = false,
+        "request"
+    );
+    tracing::warn!(
+        delta = -3i64,
+        ratio = 0.25f64,
+        nan = f64::NAN,
+        ok = false,
+        "stream {} of {}",
+        1,
+        2
+    );
+    tracing::error!(
+        error = &Outer(Inner) as &(dyn std::error::Error + 'static),
+        "turn failed"
+    );
+    tracing::info!(r#type = "function", list = ?vec!["a", "b"], "with a raw name");
+    tracing::info!(
+        "log.target" = "hyper",
+        "log.line" = 3u64,
+        after = 1u64,
+        "from log"
+    );
+    tracing::info!(only = 1u64);
+    tracing::info!("");
+    // An explicit parent outside the current span.
+    let parent = tracing::info_span!("turn", id = 1u64);
+    tracing::info!(parent: &parent, "explicit parent");
+    tracing::info!(parent: None, "explicit root");
+}
+
+/// A clock that always says the same, so two formatters can be compared.
+#[derive(Clone, Copy)]
+struct Fixed;
+
+impl FormatTime for Fixed {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        w.write_str("2026-11-30T08:31:11.861900Z")
+    }
+}
+
+fn json_with<E>(events: E) -> String
+where
+    E: tracing_subscriber::fmt::FormatEvent<
+            tracing_subscriber::Registry,
+            tracing_subscriber::fmt::format::JsonFields,
+        > + Send
+        + Sync
+        + 'static,
+{
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .json()
+        .event_format(events)
+        .with_writer(out.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        log_outside_spans();
+        log_everything();
+    });
+    out.text()
+}
+
+#[test]
+fn json_lines_are_what_the_default_json_formatter_writes() {
+    let default = json_with(tracing_subscriber::fmt::format().json().with_timer(Fixed));
+    let ours = json_with(JsonLines::new(Fixed));
+    let lines: Vec<serde_json::Value> = default
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The comparison covers both paths: lines outside and inside spans.
+    assert_eq!(lines[0]["target"], "access", "{default}");
+    assert_eq!(lines[0]["fields"]["completed"], false, "{default}");
+    assert!(
+        lines.iter().any(|l| l["span"]["request_id"] == "req_0f"),
+        "{default}"
+    );
+    assert!(
+        lines.iter().any(|l| l["span"]["name"] == "turn"),
+        "{default}"
+    );
+    assert_eq!(ours, default);
 }
