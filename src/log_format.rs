@@ -245,7 +245,7 @@ fn date_prefix(secs: u64) -> Option<[u8; PREFIX_LEN]> {
 }
 
 mod json;
-pub use json::JsonLines;
+pub use json::{JsonLines, JsonSpanFields};
 
 #[cfg(test)]
 mod tests;

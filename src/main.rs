@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use codex_completions_api::log_format::{JsonLines, PlainFields, UtcMicros};
+use codex_completions_api::log_format::{JsonLines, JsonSpanFields, PlainFields, UtcMicros};
 use codex_completions_api::log_writer::LogWriter;
 use codex_completions_api::{app, config};
 use tracing_subscriber::EnvFilter;

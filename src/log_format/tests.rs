@@ -107,6 +107,22 @@ fn log_everything() {
     let turn2 = tracing::info_span!("turn", id = 1u64);
     turn2.record("id", 2u64);
     turn2.in_scope(|| tracing::info!("recorded twice"));
+    let kinds = tracing::info_span!(
+        "kinds",
+        z = "last key",
+        a = -1i64,
+        big = 1u128 << 100,
+        f = 1.5f64,
+        inf = f64::INFINITY,
+        yes = true,
+        r#type = ?Some("x"),
+        "log.file" = ?"skipped",
+        bytes = &b"\x01\xff"[..],
+        text = "tab\tquote\" \u{2028}",
+        shown = %"display \"quoted\""
+    );
+    kinds.in_scope(|| tracing::info!("every kind of span field"));
+    tracing::info_span!("bare").in_scope(|| tracing::info!("a span without fields"));
 }
 
 fn with_fields<N>(fields: N, ansi: bool) -> String
@@ -245,12 +261,11 @@ impl FormatTime for Fixed {
     }
 }
 
-fn json_with<E>(events: E) -> String
+fn json_with<N, E>(fields: N, events: E) -> String
 where
-    E: tracing_subscriber::fmt::FormatEvent<
-            tracing_subscriber::Registry,
-            tracing_subscriber::fmt::format::JsonFields,
-        > + Send
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
+    E: tracing_subscriber::fmt::FormatEvent<tracing_subscriber::Registry, N>
+        + Send
         + Sync
         + 'static,
 {
@@ -258,6 +273,7 @@ where
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .json()
+        .fmt_fields(fields)
         .event_format(events)
         .with_writer(out.clone())
         .finish();
@@ -270,8 +286,11 @@ where
 
 #[test]
 fn json_lines_are_what_the_default_json_formatter_writes() {
-    let default = json_with(tracing_subscriber::fmt::format().json().with_timer(Fixed));
-    let ours = json_with(JsonLines::new(Fixed));
+    let default = json_with(
+        tracing_subscriber::fmt::format::JsonFields::new(),
+        tracing_subscriber::fmt::format().json().with_timer(Fixed),
+    );
+    let ours = json_with(JsonSpanFields, JsonLines::new(Fixed));
     let lines: Vec<serde_json::Value> = default
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -287,5 +306,9 @@ fn json_lines_are_what_the_default_json_formatter_writes() {
         lines.iter().any(|l| l["span"]["name"] == "turn"),
         "{default}"
     );
+    assert!(lines.iter().any(|l| l["span"]["id"] == 2), "{default}");
+    let kinds = lines.iter().find(|l| l["span"]["name"] == "kinds").unwrap();
+    assert_eq!(kinds["span"]["type"], "Some(\"x\")", "{default}");
+    assert!(kinds["span"].get("log.file").is_none(), "{default}");
     assert_eq!(ours, default);
 }
