@@ -128,6 +128,7 @@ fn init_tracing(json: bool) -> LogWriter {
     if json {
         builder
             .json()
+            .fmt_fields(JsonSpanFields)
             .event_format(JsonLines::new(UtcMicros))
             .init();
     } else {
