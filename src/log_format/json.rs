@@ -106,9 +106,12 @@ where
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonSpanFields;
 
+/// A field's name and where its serialized value lies in the bytes.
+type Entry = (&'static str, usize, usize);
+
 thread_local! {
     /// Each field's serialized value, one after the other.
-    static VALUES: RefCell<(Vec<u8>, Vec<(&'static str, usize, usize)>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static VALUES: RefCell<(Vec<u8>, Vec<Entry>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl<'w> FormatFields<'w> for JsonSpanFields {
@@ -155,7 +158,7 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
 fn write_object<R: RecordFields>(
     writer: &mut Writer<'_>,
     bytes: &mut Vec<u8>,
-    entries: &mut Vec<(&'static str, usize, usize)>,
+    entries: &mut Vec<Entry>,
     fields: R,
 ) -> fmt::Result {
     let mut visitor = JsonValues {
@@ -191,7 +194,7 @@ fn write_object<R: RecordFields>(
 /// methods overridden, the same names skipped or shortened.
 struct JsonValues<'a> {
     bytes: &'a mut Vec<u8>,
-    entries: &'a mut Vec<(&'static str, usize, usize)>,
+    entries: &'a mut Vec<Entry>,
     result: fmt::Result,
 }
 
