@@ -16,6 +16,7 @@ pub mod config;
 pub mod core;
 pub mod exec;
 pub mod fleet;
+pub mod log_format;
 pub mod log_writer;
 pub mod protocol;
 pub mod reasoning_format;

@@ -258,6 +258,27 @@ async fn one_access_line_per_request_and_no_secret_at_any_level() {
     assert_eq!(d["key"], "-");
     assert_eq!(line_of(&bad_id)["fields"]["status"], 400);
 
+    // A line logged while the request is handled carries its id in its span.
+    let started: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "started processing request")
+        .collect();
+    let in_request = started
+        .iter()
+        .find(|v| v["span"]["request_id"] == ok_id.as_str())
+        .unwrap_or_else(|| panic!("no line inside {ok_id}: {started:#?}"));
+    assert_eq!(in_request["span"]["name"], "request");
+    assert_eq!(in_request["span"]["path"], "/v1/chat/completions");
+    assert_eq!(in_request["spans"][0]["request_id"], ok_id.as_str());
+    // Every line is one JSON object with the keys operators parse.
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level", "fields", "target"] {
+            assert!(v.get(key).is_some(), "{key} missing: {line}");
+        }
+    }
+
     // The worker's trace lines did reach the log (so the check below covers them).
     assert!(
         lines.iter().any(|l| l.contains("codex_worker")),
@@ -272,6 +293,101 @@ async fn one_access_line_per_request_and_no_secret_at_any_level() {
         .filter(|l| l.to_ascii_lowercase().contains("bearer "))
         .collect();
     assert!(bearer.is_empty(), "an auth header leaked: {bearer:#?}");
+}
+
+/// The text log: a line logged while a request is handled names the request
+/// (method, path, id) before its message; `warn` for `access` drops the info
+/// access lines, keeping the access line of a 5xx; timestamps are UTC with
+/// microseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_lines_inside_a_request_carry_its_id_and_rust_log_filters_access() {
+    let gw = Gateway::start(&[(
+        "RUST_LOG",
+        // The gateway says where it listens at info; `access` is at warn.
+        "warn,codex_completions_api=info,tower_http=debug",
+    )])
+    .await;
+    let (status, id, body) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            None,
+            Some(&chat("hi", false)),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (failed, failed_id, _) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            None,
+            Some(&chat("[[unauthorized]] hi", false)),
+        )
+        .await;
+    assert_eq!(failed, 503);
+    let lines = gw.stop();
+    let prefix = format!(
+        "request{{method=POST path=/v1/chat/completions request_id={id}}}: tower_http::trace::on_request: started processing request"
+    );
+    let started = lines
+        .iter()
+        .find(|l| l.contains(&prefix))
+        .unwrap_or_else(|| panic!("no line inside {id}: {lines:#?}"));
+    // `2026-11-30T08:31:11.861900Z DEBUG request{…`
+    let (stamp, rest) = started.split_once(' ').unwrap();
+    assert_eq!(stamp.len(), 27, "{started}");
+    assert!(stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T' && stamp.as_bytes()[19] == b'.');
+    assert!(rest.starts_with("DEBUG request{"), "{started}");
+    let access: Vec<&String> = lines.iter().filter(|l| l.contains(" access: ")).collect();
+    assert_eq!(
+        access.len(),
+        1,
+        "only the 5xx's access line at warn: {access:#?}"
+    );
+    assert!(
+        access[0].contains(" WARN access: request request_id="),
+        "{}",
+        access[0]
+    );
+    assert!(
+        access[0].contains(&format!("request_id={failed_id} ")),
+        "{}",
+        access[0]
+    );
+    assert!(access[0].contains(" status=503 "), "{}", access[0]);
+}
+
+/// `RUST_LOG=…,access=off` drops every access line (a rejection's too) and
+/// nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_off_drops_every_access_line() {
+    let gw = Gateway::start(&[
+        ("PROXY_API_KEY", SECRET),
+        ("PROXY_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,access=off"),
+    ])
+    .await;
+    let (ok, _, _) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(SECRET),
+            Some(&chat("hi", false)),
+        )
+        .await;
+    assert_eq!(ok, 200);
+    let (denied, _, _) = gw
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(WRONG),
+            Some(&chat("hi", false)),
+        )
+        .await;
+    assert_eq!(denied, 401);
+    let lines = gw.stop();
+    assert!(access_lines(&lines).is_empty(), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("listening")), "{lines:#?}");
 }
 
 /// At the default level the log has no line per turn or per probe: three
