@@ -122,7 +122,8 @@ pub struct TurnStream {
     queue: EventQueue,
     /// Agent-message items that streamed deltas; a completed item that did
     /// not (the provider sent no deltas) is emitted whole.
-    streamed_items: HashSet<String>,
+    /// Item ids from codex, looked up per delta (foldhash: see `rpc::client::State`).
+    streamed_items: HashSet<String, foldhash::fast::RandomState>,
     usage: Option<Usage>,
     error: Option<Failure>,
     /// `item/tool/call` requests codex waits on, with their call ids.
@@ -182,7 +183,7 @@ impl TurnStream {
             state: TurnState::Running,
             idle_timeout,
             queue: EventQueue::default(),
-            streamed_items: HashSet::new(),
+            streamed_items: HashSet::default(),
             usage: None,
             error: None,
             pending_calls: Vec::new(),

@@ -133,10 +133,13 @@ struct Inner {
     observer: Option<CallObserver>,
 }
 
+/// Both maps are looked up for every line codex writes, with keys codex
+/// chose (our request ids, its thread ids), never a client: foldhash, not
+/// the std SipHash, whose resistance to chosen keys is not needed here.
 #[derive(Default)]
 struct State {
-    pending: HashMap<i64, Waiter>,
-    threads: HashMap<String, Subscriber>,
+    pending: HashMap<i64, Waiter, foldhash::fast::RandomState>,
+    threads: HashMap<String, Subscriber, foldhash::fast::RandomState>,
     closed: Option<String>,
 }
 
