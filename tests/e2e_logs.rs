@@ -91,6 +91,12 @@ impl Gateway {
         panic!("not ready: {:?}", gw.lines());
     }
 
+    /// A chat completion request, with key `auth` if any.
+    async fn chat(&self, auth: Option<&str>, body: &Value) -> (u16, String, String) {
+        self.request("POST", "/v1/chat/completions", auth, Some(body))
+            .await
+    }
+
     async fn request(
         &self,
         method: &str,
@@ -184,41 +190,18 @@ async fn one_access_line_per_request_and_no_secret_at_any_level() {
         ("WORKER_LOG_LEVEL", "trace"),
     ])
     .await;
-    let (ok, ok_id, body) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(SECRET),
-            Some(&chat("hello there", false)),
-        )
-        .await;
+    let (ok, ok_id, body) = gw.chat(Some(SECRET), &chat("hello there", false)).await;
     assert_eq!(ok, 200, "{body}");
     let usage: Value = serde_json::from_str::<Value>(&body).unwrap()["usage"].clone();
-    let (streamed, streamed_id, text) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(SECRET),
-            Some(&chat("stream please", true)),
-        )
-        .await;
+    let (streamed, streamed_id, text) = gw.chat(Some(SECRET), &chat("stream please", true)).await;
     assert_eq!(streamed, 200);
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    let (denied, denied_id, _) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(WRONG),
-            Some(&chat("hi", false)),
-        )
-        .await;
+    let (denied, denied_id, _) = gw.chat(Some(WRONG), &chat("hi", false)).await;
     assert_eq!(denied, 401);
     let (bad, bad_id, _) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
+        .chat(
             Some(SECRET),
-            Some(&json!({"model": codex_offline_model::MODEL_ID})),
+            &json!({"model": codex_offline_model::MODEL_ID}),
         )
         .await;
     assert_eq!(bad, 400);
@@ -307,23 +290,9 @@ async fn text_lines_inside_a_request_carry_its_id_and_rust_log_filters_access() 
         "warn,codex_completions_api=info,tower_http=debug",
     )])
     .await;
-    let (status, id, body) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            None,
-            Some(&chat("hi", false)),
-        )
-        .await;
+    let (status, id, body) = gw.chat(None, &chat("hi", false)).await;
     assert_eq!(status, 200, "{body}");
-    let (failed, failed_id, _) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            None,
-            Some(&chat("[[unauthorized]] hi", false)),
-        )
-        .await;
+    let (failed, failed_id, _) = gw.chat(None, &chat("[[unauthorized]] hi", false)).await;
     assert_eq!(failed, 503);
     let lines = gw.stop();
     let prefix = format!(
@@ -367,23 +336,9 @@ async fn access_off_drops_every_access_line() {
         ("RUST_LOG", "info,access=off"),
     ])
     .await;
-    let (ok, _, _) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(SECRET),
-            Some(&chat("hi", false)),
-        )
-        .await;
+    let (ok, _, _) = gw.chat(Some(SECRET), &chat("hi", false)).await;
     assert_eq!(ok, 200);
-    let (denied, _, _) = gw
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(WRONG),
-            Some(&chat("hi", false)),
-        )
-        .await;
+    let (denied, _, _) = gw.chat(Some(WRONG), &chat("hi", false)).await;
     assert_eq!(denied, 401);
     let lines = gw.stop();
     assert!(access_lines(&lines).is_empty(), "{lines:#?}");
@@ -398,14 +353,7 @@ async fn the_default_log_does_not_repeat_per_turn_or_per_probe() {
     let gw = Gateway::start(&[]).await;
     let before = gw.lines().len();
     for i in 0..3 {
-        let (status, _, body) = gw
-            .request(
-                "POST",
-                "/v1/chat/completions",
-                None,
-                Some(&chat(&format!("turn {i}"), i % 2 == 0)),
-            )
-            .await;
+        let (status, _, body) = gw.chat(None, &chat(&format!("turn {i}"), i % 2 == 0)).await;
         assert_eq!(status, 200, "{body}");
     }
     for _ in 0..10 {
@@ -440,14 +388,7 @@ async fn the_default_log_does_not_repeat_per_turn_or_per_probe() {
 async fn a_refused_login_is_one_error_line_saying_what_to_do() {
     let gw = Gateway::start(&[]).await;
     for _ in 0..3 {
-        let (status, _, body) = gw
-            .request(
-                "POST",
-                "/v1/chat/completions",
-                None,
-                Some(&chat("[[unauthorized]] hi", false)),
-            )
-            .await;
+        let (status, _, body) = gw.chat(None, &chat("[[unauthorized]] hi", false)).await;
         assert_eq!(status, 503, "{body}");
     }
     let mut found = Vec::new();
