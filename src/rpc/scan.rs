@@ -7,8 +7,9 @@
 //! `threadId`, and the subscriber's own decode of `params`; plus a copy of
 //! `params` and two `String`s. This finds `method`, `params` and
 //! `params.threadId` in one pass that only looks for the bytes that end a
-//! string or a container (strings are skipped with `memchr`), and leaves the
-//! checking to the one decode that needs the values: the subscriber's.
+//! string or a container (a string's end is searched a word at a time, a
+//! long one's with `memchr`), and leaves the checking to the one decode
+//! that needs the values: the subscriber's.
 //!
 //! The same pass finds a response's `id` and `result`, so an answer to
 //! one of our requests is handed to its caller without a decode either.
