@@ -64,7 +64,7 @@ impl Renderer for ChatRenderer {
 
     fn opening(&mut self) -> Vec<SseEvent> {
         (0..self.calls.len())
-            .map(|i| self.fast_chunk(i, ROLE_DELTA, None))
+            .map(|i| self.fast_chunk(i, fixed_delta(ROLE_DELTA), None))
             .collect()
     }
 
@@ -138,25 +138,32 @@ impl ChatRenderer {
             }
             RunEvent::Finish(i, finish) if !self.thinking[*i] => {
                 let reason = finish_reason(*finish, self.meta.legacy_functions);
-                return Some(self.fast_chunk(*i, b"{}", Some(reason)));
+                return Some(self.fast_chunk(*i, fixed_delta(b"{}"), Some(reason)));
             }
             _ => return None,
         };
-        let mut delta = Vec::with_capacity(text.len() + 24);
-        delta.extend_from_slice(b"{\"");
-        delta.extend_from_slice(key.as_bytes());
-        delta.extend_from_slice(b"\":");
-        write_json(&mut delta, text.as_str());
-        delta.push(b'}');
-        Some(self.fast_chunk(i, &delta, None))
+        // The delta is written straight into the chunk: no buffer of its own.
+        let delta = (text.len() + key.len() + 8, |out: &mut Vec<u8>| {
+            out.extend_from_slice(b"{\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_json(out, text.as_str());
+            out.push(b'}');
+        });
+        Some(self.fast_chunk(i, delta, None))
     }
 
-    /// One chunk of choice `i` with `delta` (compact JSON), written without
-    /// building a `Value`: the fixed prefix (rendered once per response),
-    /// the choice index, the delta, the finish reason, the fixed tail. Byte
-    /// for byte what [`ChatRenderer::choice`] renders (a unit test compares
-    /// them).
-    fn fast_chunk(&mut self, i: usize, delta: &[u8], finish: Option<&str>) -> SseEvent {
+    /// One chunk of choice `i`, written without building a `Value`: the
+    /// fixed prefix (rendered once per response), the choice index, the
+    /// delta (its length hint and a writer of its compact JSON), the finish
+    /// reason, the fixed tail. Byte for byte what [`ChatRenderer::choice`]
+    /// renders (a unit test compares them).
+    fn fast_chunk(
+        &mut self,
+        i: usize,
+        (delta_len, write_delta): (usize, impl FnOnce(&mut Vec<u8>)),
+        finish: Option<&str>,
+    ) -> SseEvent {
         let prefix = self.prefix.get_or_insert_with(|| {
             let mut p = Vec::with_capacity(192);
             p.extend_from_slice(b"{\"id\":");
@@ -170,11 +177,11 @@ impl ChatRenderer {
             p.extend_from_slice(b",\"choices\":[{\"index\":");
             p
         });
-        let mut out = Vec::with_capacity(prefix.len() + delta.len() + 96);
+        let mut out = Vec::with_capacity(prefix.len() + delta_len + 96);
         out.extend_from_slice(prefix);
         write_json(&mut out, &i);
         out.extend_from_slice(b",\"delta\":");
-        out.extend_from_slice(delta);
+        write_delta(&mut out);
         out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
         match finish {
             Some(reason) => write_json(&mut out, reason),
@@ -292,6 +299,13 @@ impl ChatRenderer {
 
 /// The delta of a choice's first chunk: the assistant role, empty content.
 const ROLE_DELTA: &[u8] = br#"{"role":"assistant","content":"","refusal":null}"#;
+
+/// A delta that is fixed text, for [`ChatRenderer::fast_chunk`].
+fn fixed_delta(delta: &'static [u8]) -> (usize, impl FnOnce(&mut Vec<u8>)) {
+    (delta.len(), move |out: &mut Vec<u8>| {
+        out.extend_from_slice(delta)
+    })
+}
 
 /// A finish as the chat API names it (`function_call` for the legacy API's
 /// tool calls).
