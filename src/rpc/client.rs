@@ -822,12 +822,7 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             let result = result
                 .map(RawResult::from)
                 .map_err(|(code, message)| RpcError::Remote { code, message });
-            if !client.complete(id, result) {
-                tracing::debug!(
-                    id,
-                    "response for a request nobody waits for (timed out or cancelled)"
-                );
-            }
+            answered(client, id, result);
         }
         Incoming::Response { id, .. } => {
             tracing::debug!(?id, "response with an id this client never sends");
@@ -836,18 +831,10 @@ async fn dispatch(client: &RpcClient, line: &[u8]) {
             method,
             thread_id,
             params,
-        } => {
-            if let Some(thread) = thread_id {
-                let event = Notification::new(&method, &params);
-                let _ = client
-                    .deliver(&thread, ThreadEvent::Notification(event))
-                    .await;
-            } else if let Some(hook) = &client.inner.config.on_notification {
-                (hook.0)(&method, params.get());
-            } else {
-                tracing::trace!(%method, "notification without a thread");
-            }
-        }
+        } => match thread_id {
+            Some(thread) => notify(client, &thread, Notification::new(&method, &params)).await,
+            None => notify_hook(client, &method, params.get()),
+        },
         Incoming::Request(req) => {
             let policy = client.inner.policy;
             if policy.routes_to_subscriber(&req) {
@@ -882,10 +869,7 @@ async fn route_scanned(client: &RpcClient, line: &[u8], scanned: scan::Scanned) 
             };
             // ASCII, as the scan only takes.
             let thread = std::str::from_utf8(&line[thread]).unwrap_or_default();
-            // A notification for a thread nobody follows is dropped on purpose.
-            let _ = client
-                .deliver(thread, ThreadEvent::Notification(event))
-                .await;
+            notify(client, thread, event).await;
         }
         scan::Scanned::Notification {
             method,
@@ -898,24 +882,42 @@ async fn route_scanned(client: &RpcClient, line: &[u8], scanned: scan::Scanned) 
             ) else {
                 return false;
             };
-            match &client.inner.config.on_notification {
-                Some(hook) => (hook.0)(method, params),
-                None => tracing::trace!(%method, "notification without a thread"),
-            }
+            notify_hook(client, method, params);
         }
         scan::Scanned::Response { id, result } => {
             let Some(result) = RawResult::in_line(line, result) else {
                 return false;
             };
-            if !client.complete(id, Ok(result)) {
-                tracing::debug!(
-                    id,
-                    "response for a request nobody waits for (timed out or cancelled)"
-                );
-            }
+            answered(client, id, Ok(result));
         }
     }
     true
+}
+
+/// A notification for a thread, to its subscriber. One for a thread nobody
+/// follows is dropped on purpose.
+async fn notify(client: &RpcClient, thread: &str, event: Notification) {
+    let _ = client
+        .deliver(thread, ThreadEvent::Notification(event))
+        .await;
+}
+
+/// A notification that names no thread, to the hook if there is one.
+fn notify_hook(client: &RpcClient, method: &str, params: &str) {
+    match &client.inner.config.on_notification {
+        Some(hook) => (hook.0)(method, params),
+        None => tracing::trace!(%method, "notification without a thread"),
+    }
+}
+
+/// An answer to one of our requests, to whoever waits for it.
+fn answered(client: &RpcClient, id: i64, result: Result<RawResult, RpcError>) {
+    if !client.complete(id, result) {
+        tracing::debug!(
+            id,
+            "response for a request nobody waits for (timed out or cancelled)"
+        );
+    }
 }
 
 async fn answer_now(client: &RpcClient, req: ServerRequest) {

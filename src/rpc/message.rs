@@ -74,11 +74,8 @@ impl Notification {
         method: Range<usize>,
         params: Range<usize>,
     ) -> Option<Notification> {
-        let text = std::str::from_utf8(line).ok()?;
-        // Both ranges end at ASCII bytes the scan found (a quote, a brace),
-        // so they fall on character boundaries.
         Some(Notification {
-            text: text.into(),
+            text: line_text(line, [&method, &params])?,
             method,
             params,
         })
@@ -128,11 +125,8 @@ impl RawResult {
     /// From a line whose `result` was found by [`scan`](super::scan);
     /// `None` when the line is not UTF-8.
     pub(super) fn in_line(line: &[u8], result: Range<usize>) -> Option<RawResult> {
-        let text = std::str::from_utf8(line).ok()?;
-        // The range starts and ends at ASCII bytes the scan found.
-        text.get(result.clone())?;
         Some(RawResult {
-            text: text.into(),
+            text: line_text(line, [&result])?,
             result,
         })
     }
@@ -142,6 +136,18 @@ impl RawResult {
     pub fn get(&self) -> &str {
         &self.text[self.result.clone()]
     }
+}
+
+/// A line kept as text, its parts read later by range: `None` unless it is
+/// UTF-8 and every range falls on character boundaries (the scan's always
+/// do: they start and end at ASCII delimiters), so reading a part cannot
+/// panic.
+fn line_text<const N: usize>(line: &[u8], parts: [&Range<usize>; N]) -> Option<Box<str>> {
+    let text = std::str::from_utf8(line).ok()?;
+    parts
+        .iter()
+        .all(|r| text.get((*r).clone()).is_some())
+        .then(|| text.into())
 }
 
 impl From<Box<RawValue>> for RawResult {
