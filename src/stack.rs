@@ -277,8 +277,10 @@ struct RandomRequestId;
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let id: u128 = rand::random();
-        HeaderValue::from_str(&format!("req_{id:032x}"))
-            .ok()
-            .map(RequestId::new)
+        // `req_` and 32 hex digits, as `format!("req_{id:032x}")` wrote them.
+        let mut text = String::with_capacity(4 + 32);
+        text.push_str("req_");
+        crate::api::ids::push_lower_hex(&mut text, &id.to_be_bytes());
+        HeaderValue::try_from(text).ok().map(RequestId::new)
     }
 }

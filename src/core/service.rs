@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::failure::{Failure, FailureKind};
@@ -14,7 +16,7 @@ use super::threads::IdleThread;
 use super::turn::TurnRequest;
 use super::warm::{WarmSlot, WarmThreads};
 use crate::protocol::{
-    Model, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart, ThreadStartParams, TurnStart,
+    DynamicToolSpec, Model, ThreadInjectItems, ThreadInjectItemsParams, ThreadStart, TurnStart,
     TurnStartParams,
 };
 use crate::rpc::RpcClient;
@@ -55,15 +57,17 @@ struct Inner {
     /// The workers; a new turn goes to the least loaded ready one.
     pool: WorkerPool,
     config: CoreConfig,
-    /// Per-thread overrides, built once.
-    thread_config: Map<String, Value>,
+    /// Per-thread overrides, built and encoded once.
+    thread_config: Box<RawValue>,
     slots: TurnSlots,
     warm: WarmThreads,
 }
 
 impl CodexCore {
     pub fn new(pool: impl Into<WorkerPool>, config: CoreConfig) -> CodexCore {
-        let thread_config = thread_config(config.enable_codex_tools);
+        let thread_config =
+            serde_json::value::to_raw_value(&thread_config(config.enable_codex_tools))
+                .expect("a map of strings to JSON values encodes");
         let slots = TurnSlots::new(
             config.max_concurrency,
             config.queue_max,
@@ -160,8 +164,9 @@ impl CodexCore {
         let core = self.clone();
         // `carry`: the turn's JSON-RPC lines belong to this request's trace.
         tokio::spawn(crate::trace_buffer::carry(async move {
-            let started = core
-                .start_on(client, slot, req)
+            // Boxed: the task (moved on spawn, its stage rewritten when it
+            // ends) stays small instead of carrying the start's ~1.5 KB state.
+            let started = Box::pin(core.start_on(client, slot, req))
                 .await
                 .map(|s| s.with_retry(retry));
             // A closed receiver hands the stream back; dropping it releases the turn.
@@ -182,20 +187,20 @@ impl CodexCore {
         req: TurnRequest,
     ) -> Result<TurnStream, Failure> {
         let config = &self.inner.config;
-        let params = ThreadStartParams {
-            model: Some(req.model.clone()),
-            model_provider: config.model_provider.clone(),
-            cwd: Some(config.cwd.clone()),
-            approval_policy: Some("never".into()),
-            sandbox: Some(config.sandbox.as_str().into()),
-            developer_instructions: req.instructions.clone(),
-            ephemeral: Some(true),
-            config: Some(self.inner.thread_config.clone()),
-            dynamic_tools: (!req.tools.is_empty()).then(|| req.tools.clone()),
+        let params = ThreadStartView {
+            model: &req.model,
+            model_provider: config.model_provider.as_deref(),
+            cwd: &config.cwd,
+            approval_policy: "never",
+            sandbox: config.sandbox.as_str(),
+            developer_instructions: req.instructions.as_deref(),
+            ephemeral: true,
+            config: &self.inner.thread_config,
+            dynamic_tools: &req.tools,
             // No environment for codex's own tools: a forced `apply_patch`
             // then fails before it reads the file it names, whatever the path
             // (measured), should the model still reach one.
-            environments: (!config.enable_codex_tools).then(Vec::new),
+            environments: (!config.enable_codex_tools).then_some(&[]),
         };
         let params = serde_json::value::to_raw_value(&params).map_err(|e| {
             Failure::new(
@@ -257,16 +262,16 @@ impl CodexCore {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
         tokio::spawn(crate::trace_buffer::carry(async move {
-            let started = core
-                .turn_on(
-                    thread_client,
-                    slot,
-                    thread_id,
-                    req,
-                    Some((total, turns)),
-                    None,
-                )
-                .await;
+            // Boxed, as in `start_picked`.
+            let started = Box::pin(core.turn_on(
+                thread_client,
+                slot,
+                thread_id,
+                req,
+                Some((total, turns)),
+                None,
+            ))
+            .await;
             let _ = tx.send(started);
         }));
         rx.await.unwrap_or_else(|_| {
@@ -420,6 +425,30 @@ fn not_ready(e: crate::worker::NotReady) -> Failure {
     .with_retry_after(Duration::from_secs(2))
 }
 
+/// `thread/start`'s params as [`ThreadStartParams`] encodes them (same
+/// members, order and omissions: a test holds the two to the same bytes),
+/// borrowed from the request and the core instead of cloned per turn: the
+/// request's tools and instructions can be large, and the config map is
+/// encoded once.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThreadStartView<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_provider: Option<&'a str>,
+    cwd: &'a str,
+    approval_policy: &'a str,
+    sandbox: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    developer_instructions: Option<&'a str>,
+    ephemeral: bool,
+    config: &'a RawValue,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    dynamic_tools: &'a [DynamicToolSpec],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environments: Option<&'a [Value; 0]>,
+}
+
 /// Per-thread config overrides. Codex's host tools are switched off here
 /// (the form measured to remove them from the model's tool list) as well as
 /// on the worker's command line.
@@ -433,4 +462,63 @@ fn thread_config(enable_codex_tools: bool) -> Map<String, Value> {
         map.insert("web_search".into(), json!("disabled"));
     }
     map
+}
+
+#[cfg(test)]
+mod thread_start_view {
+    use super::*;
+    use crate::protocol::ThreadStartParams;
+
+    /// The view writes what the protocol type writes, for each optional
+    /// member present and absent.
+    #[test]
+    fn encodes_as_the_protocol_type_does() {
+        let tool = DynamicToolSpec {
+            kind: "function".into(),
+            name: "lookup".into(),
+            description: "Looks \"things\" up".into(),
+            input_schema: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+        };
+        for (tools, instructions, provider, codex_tools) in [
+            (vec![], None, None, true),
+            (
+                vec![tool.clone()],
+                Some("Be brief.\nAlways."),
+                Some("offline"),
+                false,
+            ),
+            (vec![tool.clone(), tool], Some(""), None, false),
+        ] {
+            let config = thread_config(codex_tools);
+            let owned = ThreadStartParams {
+                model: Some("gpt-5.1-codex".into()),
+                model_provider: provider.map(Into::into),
+                cwd: Some("/srv/work dir".into()),
+                approval_policy: Some("never".into()),
+                sandbox: Some(SandboxMode::ReadOnly.as_str().into()),
+                developer_instructions: instructions.map(Into::into),
+                ephemeral: Some(true),
+                config: Some(config.clone()),
+                dynamic_tools: (!tools.is_empty()).then(|| tools.clone()),
+                environments: (!codex_tools).then(Vec::new),
+            };
+            let encoded_config = serde_json::value::to_raw_value(&config).unwrap();
+            let view = ThreadStartView {
+                model: "gpt-5.1-codex",
+                model_provider: provider,
+                cwd: "/srv/work dir",
+                approval_policy: "never",
+                sandbox: SandboxMode::ReadOnly.as_str(),
+                developer_instructions: instructions,
+                ephemeral: true,
+                config: &encoded_config,
+                dynamic_tools: &tools,
+                environments: (!codex_tools).then_some(&[]),
+            };
+            assert_eq!(
+                serde_json::to_string(&view).unwrap(),
+                serde_json::to_string(&owned).unwrap()
+            );
+        }
+    }
 }

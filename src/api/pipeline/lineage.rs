@@ -107,12 +107,7 @@ impl Fingerprint {
         let digest = self.0.clone().finish();
         let mut name = String::with_capacity(5 + 32);
         name.push_str("chat_");
-        // By hand: a `format!` per byte was 16 allocations per request.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for b in &digest.as_ref()[..16] {
-            name.push(char::from(HEX[usize::from(b >> 4)]));
-            name.push(char::from(HEX[usize::from(b & 15)]));
-        }
+        crate::api::ids::push_lower_hex(&mut name, &digest.as_ref()[..16]);
         name
     }
 
