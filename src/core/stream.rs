@@ -119,6 +119,9 @@ pub struct TurnStream {
     turn_id: String,
     state: TurnState,
     idle_timeout: Option<Duration>,
+    /// The idle timer, kept between waits (see `next`); made at the first
+    /// wait.
+    idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     queue: EventQueue,
     /// Agent-message items that streamed deltas; a completed item that did
     /// not (the provider sent no deltas) is emitted whole.
@@ -182,6 +185,7 @@ impl TurnStream {
             turn_id,
             state: TurnState::Running,
             idle_timeout,
+            idle: None,
             queue: EventQueue::default(),
             streamed_items: HashSet::default(),
             usage: None,
@@ -344,16 +348,37 @@ impl TurnStream {
             }
             let subscription = self.subscription.as_mut()?;
             let received = match self.idle_timeout {
-                Some(limit) => match tokio::time::timeout(limit, subscription.recv()).await {
-                    Ok(r) => r,
-                    Err(_) => {
+                Some(limit) => {
+                    // One timer per stream, set for an earlier wait's end and
+                    // moved on only when it goes off before this wait's end
+                    // (at most once per `limit`): a `timeout` per wait put a
+                    // timer into tokio's wheel and took it out again for
+                    // every notification.
+                    let end = tokio::time::Instant::now() + limit;
+                    let idle = self
+                        .idle
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+                    let received = loop {
+                        tokio::select! {
+                            biased;
+                            r = subscription.recv() => break Some(r),
+                            () = idle.as_mut() => {
+                                if tokio::time::Instant::now() >= end {
+                                    break None;
+                                }
+                                idle.as_mut().reset(end);
+                            }
+                        }
+                    };
+                    let Some(received) = received else {
                         self.fail(Failure::new(
                             FailureKind::Timeout,
                             format!("The model sent nothing for {} ms.", limit.as_millis()),
                         ));
                         continue;
-                    }
-                },
+                    };
+                    received
+                }
                 None => subscription.recv().await,
             };
             match received {

@@ -395,6 +395,51 @@ async fn an_idle_timeout_fails_the_turn_and_interrupts_it() {
     assert_eq!(worker.read().await["method"], "turn/interrupt");
 }
 
+/// The idle limit counts from the start of each wait, though the stream
+/// keeps one timer: a model that speaks every 2 s under a 3 s limit, or a
+/// reader that comes back after a long pause, is not timed out; silence
+/// for 3 s from the last wait is.
+#[tokio::test(start_paused = true)]
+async fn the_idle_limit_counts_from_each_wait_not_from_the_first() {
+    let (core, mut worker) = core_with(1, Some(Duration::from_secs(3)));
+    let mut turn = start(&core, &mut worker, "t1").await;
+    let delta = |text: &str| json!({"itemId": "m1", "delta": text});
+    for word in ["a", "b", "c", "d", "e"] {
+        let reader = tokio::spawn(async move {
+            let event = turn.next().await;
+            (turn, event)
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        notify(&mut worker, "item/agentMessage/delta", "t1", delta(word)).await;
+        let event;
+        (turn, event) = reader.await.unwrap();
+        assert!(
+            matches!(&event, Some(TurnEvent::TextDelta(t)) if t == word),
+            "{event:?}"
+        );
+    }
+    // Nobody reads for 10 s; a wait that starts then has its own 3 s.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let reader = tokio::spawn(async move {
+        let event = turn.next().await;
+        (turn, event)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    notify(&mut worker, "item/agentMessage/delta", "t1", delta("f")).await;
+    let (mut turn, event) = reader.await.unwrap();
+    assert!(
+        matches!(&event, Some(TurnEvent::TextDelta(t)) if t == "f"),
+        "{event:?}"
+    );
+    // Then silence: the turn fails 3 s into the wait, not before.
+    let waited = tokio::time::Instant::now();
+    match turn.next().await {
+        Some(TurnEvent::Failed(f)) => assert_eq!(f.kind, FailureKind::Timeout),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(waited.elapsed(), Duration::from_secs(3));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_parked_turn_frees_its_slot_and_resumes_with_the_clients_results() {
     let (core, mut worker) = core_with(1, None);

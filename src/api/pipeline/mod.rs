@@ -130,7 +130,10 @@ struct Streaming<R> {
 
 impl<R: Renderer> Streaming<R> {
     fn into_events(self) -> impl futures_util::Stream<Item = SseEvent> + Send {
-        stream::unfold(self, |mut s| async move {
+        // Boxed: `unfold` moves its state into each step's future and back
+        // out, per event; a box moves as a pointer, the state (~1 KB: run,
+        // renderer, observer) stays put.
+        stream::unfold(Box::new(self), |mut s| async move {
             if s.closed {
                 return None;
             }

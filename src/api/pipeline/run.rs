@@ -164,6 +164,10 @@ pub struct Run<T: TurnSource = TurnStream> {
     ended: bool,
     /// The whole request's deadline (`PROXY_TIMEOUT_MS`).
     deadline: Option<Instant>,
+    /// The timer of the nearest of those deadlines, kept between waits and
+    /// moved only when that deadline changes: a `timeout_at` per wait put a
+    /// timer into tokio's wheel (a lock) and took it out again per event.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When false, turns left running by a departed client finish in the
     /// background instead of being interrupted (`PROXY_KILL_ON_DISCONNECT=false`).
     interrupt_on_drop: bool,
@@ -209,6 +213,7 @@ impl<T: TurnSource> Run<T> {
             next: 0,
             ended: false,
             deadline: None,
+            timer: None,
             interrupt_on_drop: true,
             cut_usage_wait: Duration::ZERO,
         }
@@ -293,10 +298,27 @@ impl<T: TurnSource> Run<T> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let next = poll_fn(|cx| self.poll_any(cx));
             let polled = match limit {
-                Some(at) => tokio::time::timeout_at(at, next).await.ok(),
-                None => Some(next.await),
+                Some(at) => {
+                    let mut timer = match self.timer.take() {
+                        Some(mut timer) => {
+                            if timer.deadline() != at {
+                                timer.as_mut().reset(at);
+                            }
+                            timer
+                        }
+                        None => Box::pin(tokio::time::sleep_until(at)),
+                    };
+                    // As `timeout_at`: the events first, then the timer.
+                    let polled = poll_fn(|cx| match self.poll_any(cx) {
+                        Poll::Ready(event) => Poll::Ready(Some(event)),
+                        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+                    })
+                    .await;
+                    self.timer = Some(timer);
+                    polled
+                }
+                None => Some(poll_fn(|cx| self.poll_any(cx)).await),
             };
             match polled {
                 Some((index, event)) => self.on_event(index, event),
