@@ -43,18 +43,24 @@ impl TextShaper {
         if self.cut.is_some() {
             return (String::new(), self.cut);
         }
-        self.held.push_str(delta);
-        let mut emit;
-        if let Some(pos) = self.earliest_stop() {
-            emit = self.held[..pos].to_owned();
-            self.held.clear();
-            self.cut = Some(Cut::Stop);
+        let mut emit = if self.stop.is_empty() {
+            // Nothing to hold back: the delta goes out as it came.
+            delta.to_owned()
         } else {
-            let keep = self.partial_stop_suffix();
-            let split = self.held.len() - keep;
-            emit = self.held[..split].to_owned();
-            self.held.drain(..split);
-        }
+            self.held.push_str(delta);
+            if let Some(pos) = self.earliest_stop() {
+                let emit = self.held[..pos].to_owned();
+                self.held.clear();
+                self.cut = Some(Cut::Stop);
+                emit
+            } else {
+                let keep = self.partial_stop_suffix();
+                let split = self.held.len() - keep;
+                let emit = self.held[..split].to_owned();
+                self.held.drain(..split);
+                emit
+            }
+        };
         self.apply_length(&mut emit);
         (emit, self.cut)
     }

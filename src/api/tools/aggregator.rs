@@ -5,8 +5,6 @@
 //! `</use_tool>` arrives, are held back, so a block split across deltas
 //! is never emitted in pieces. One aggregator serves one choice.
 
-use std::sync::Arc;
-
 use super::xml::{self, ParsedCall, CLOSE, OPEN};
 
 /// What the aggregator releases, in order.
@@ -20,19 +18,9 @@ pub enum Segment {
     },
 }
 
-/// An immutable view of what a choice has produced so far.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    pub text: String,
-    pub calls: Vec<ParsedCall>,
-    /// Bytes held back, waiting for more deltas.
-    pub held: usize,
-}
-
 #[derive(Debug, Default)]
 pub struct ToolCallAggregator {
     held: String,
-    snapshot: Arc<Snapshot>,
 }
 
 impl ToolCallAggregator {
@@ -43,6 +31,15 @@ impl ToolCallAggregator {
     /// Takes a streamed delta.
     pub fn ingest_delta(&mut self, delta: &str) -> Vec<Segment> {
         self.held.push_str(delta);
+        // Most deltas of most answers have no `<`: no block starts in them
+        // and nothing can be a block's partial start, so all of it is
+        // text, handed on without a copy or a search for `<use_tool>`.
+        if memchr::memchr(b'<', self.held.as_bytes()).is_none() {
+            if self.held.is_empty() {
+                return Vec::new();
+            }
+            return vec![Segment::Text(std::mem::take(&mut self.held))];
+        }
         let mut out = Vec::new();
         loop {
             match self.held.find(OPEN) {
@@ -76,7 +73,6 @@ impl ToolCallAggregator {
                 }
             }
         }
-        self.record(&out);
         out
     }
 
@@ -89,40 +85,21 @@ impl ToolCallAggregator {
 
     /// At the end of the turn: whatever is held is plain text (an unclosed block stays text).
     pub fn finish(&mut self) -> Vec<Segment> {
-        let out = if self.held.is_empty() {
+        if self.held.is_empty() {
             Vec::new()
         } else {
             vec![Segment::Text(std::mem::take(&mut self.held))]
-        };
-        self.record(&out);
-        out
+        }
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.clone()
+    /// Bytes held back, waiting for more deltas.
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     /// Forgets everything (a new turn on the same choice).
     pub fn reset_turn(&mut self) {
         self.held.clear();
-        self.snapshot = Arc::new(Snapshot::default());
-    }
-
-    fn record(&mut self, segments: &[Segment]) {
-        let mut next = (*self.snapshot).clone();
-        for s in segments {
-            match s {
-                Segment::Text(t) => next.text.push_str(t),
-                Segment::Block { raw, call } => {
-                    next.text.push_str(raw);
-                    if let Some(c) = call {
-                        next.calls.push(c.clone());
-                    }
-                }
-            }
-        }
-        next.held = self.held.len();
-        self.snapshot = Arc::new(next);
     }
 }
 
@@ -157,7 +134,7 @@ mod tests {
             texts(&a.ingest_delta("Let me look. <use_")),
             "Let me look. "
         );
-        assert_eq!(a.snapshot().held, 5);
+        assert_eq!(a.held(), 5);
         assert_eq!(texts(&a.ingest_delta("tool>\n<name>search</name>\n<q")), "");
         let out = a.ingest_delta("uery>piano</query>\n</use_tool> done");
         assert_eq!(out.len(), 2);
@@ -169,11 +146,25 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(out[1], Segment::Text(" done".into()));
-        let snap = a.snapshot();
-        assert_eq!(snap.calls.len(), 1);
-        assert!(snap.text.starts_with("Let me look. <use_tool>"));
+        a.ingest_delta("<use_t");
+        assert_eq!(a.held(), 6);
         a.reset_turn();
-        assert_eq!(*a.snapshot(), Snapshot::default());
+        assert_eq!(a.held(), 0);
+    }
+
+    #[test]
+    fn plain_deltas_pass_through_whole_and_an_empty_one_yields_nothing() {
+        let mut a = ToolCallAggregator::new();
+        assert_eq!(
+            a.ingest_delta("Hello, "),
+            vec![Segment::Text("Hello, ".into())]
+        );
+        assert_eq!(a.ingest_delta(""), vec![]);
+        assert_eq!(a.ingest_delta("wörld"), vec![Segment::Text("wörld".into())]);
+        // Held text and a plain delta after it go out together.
+        assert_eq!(texts(&a.ingest_delta("a <use")), "a ");
+        assert_eq!(a.ingest_delta("r"), vec![Segment::Text("<user".into())]);
+        assert_eq!(a.held(), 0);
     }
 
     #[test]

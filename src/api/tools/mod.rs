@@ -17,4 +17,4 @@
 mod aggregator;
 pub mod xml;
 
-pub use aggregator::{Segment, Snapshot, ToolCallAggregator};
+pub use aggregator::{Segment, ToolCallAggregator};
