@@ -18,7 +18,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::future::Future;
+use std::task::{ready, Poll};
 use std::time::Duration;
+
+use tokio::time::{sleep_until, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -353,22 +357,27 @@ impl TurnStream {
                     // moved on only when it goes off before this wait's end
                     // (at most once per `limit`): a `timeout` per wait put a
                     // timer into tokio's wheel and took it out again for
-                    // every notification.
-                    let end = tokio::time::Instant::now() + limit;
-                    let idle = self
-                        .idle
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
-                    let received = loop {
-                        tokio::select! {
-                            biased;
-                            r = subscription.recv() => break Some(r),
-                            () = idle.as_mut() => {
-                                if tokio::time::Instant::now() >= end {
-                                    break None;
-                                }
-                                idle.as_mut().reset(end);
+                    // every notification. The clock is read only when the
+                    // wait begins, not for an event that is already there.
+                    let received = {
+                        let idle = &mut self.idle;
+                        let mut recv = std::pin::pin!(subscription.recv());
+                        let mut end = None;
+                        std::future::poll_fn(|cx| {
+                            if let Poll::Ready(r) = recv.as_mut().poll(cx) {
+                                return Poll::Ready(Some(r));
                             }
-                        }
+                            let end = *end.get_or_insert_with(|| Instant::now() + limit);
+                            let timer = idle.get_or_insert_with(|| Box::pin(sleep_until(end)));
+                            loop {
+                                ready!(timer.as_mut().poll(cx));
+                                if Instant::now() >= end {
+                                    return Poll::Ready(None);
+                                }
+                                timer.as_mut().reset(end);
+                            }
+                        })
+                        .await
                     };
                     let Some(received) = received else {
                         self.fail(Failure::new(
