@@ -6,8 +6,34 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 
+/// A member looked up by comparing keys instead of hashing them. A
+/// request's objects have a handful of members and are asked for dozens
+/// that are absent; serde_json's map (an `IndexMap` under `preserve_order`)
+/// hashes every key asked for with SipHash first, most of a lookup's cost.
+/// Parsers read request JSON through this.
+pub(crate) trait Member {
+    fn member(&self, key: &str) -> Option<&Value>;
+}
+
+impl Member for Map<String, Value> {
+    fn member(&self, key: &str) -> Option<&Value> {
+        // With many members, hashing one key wins again.
+        if self.len() > 32 {
+            return self.get(key);
+        }
+        self.iter().find_map(|(k, v)| (k == key).then_some(v))
+    }
+}
+
+impl Member for Value {
+    /// As `Value::get` with a key: `None` unless an object.
+    fn member(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.member(key)
+    }
+}
+
 pub(crate) fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
-    match obj.get(key) {
+    match obj.member(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be a boolean"))),
@@ -15,7 +41,7 @@ pub(crate) fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<boo
 }
 
 pub(crate) fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
-    match obj.get(key) {
+    match obj.member(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(ApiError::invalid(key, format!("`{key}` must be a string"))),
@@ -23,7 +49,7 @@ pub(crate) fn opt_str(obj: &Map<String, Value>, key: &str) -> Result<Option<Stri
 }
 
 pub(crate) fn opt_uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
-    match obj.get(key) {
+    match obj.member(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
             ApiError::invalid(key, format!("`{key}` must be a non-negative integer"))
@@ -32,7 +58,7 @@ pub(crate) fn opt_uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64
 }
 
 pub(crate) fn range(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<(), ApiError> {
-    match obj.get(key) {
+    match obj.member(key) {
         None | Some(Value::Null) => Ok(()),
         Some(v) => match v.as_f64() {
             Some(x) if (lo..=hi).contains(&x) => Ok(()),
@@ -47,7 +73,7 @@ pub(crate) fn range(obj: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Re
 
 /// The model name every dialect requires.
 pub(crate) fn model(obj: &Map<String, Value>) -> Result<String, ApiError> {
-    match obj.get("model") {
+    match obj.member("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => Ok(m.trim().to_owned()),
         None | Some(Value::Null) => Err(ApiError::invalid(
             "model",
@@ -66,7 +92,7 @@ pub(crate) fn sampling(obj: &Map<String, Value>) -> Result<(), ApiError> {
     range(obj, "top_p", 0.0, 1.0)?;
     range(obj, "presence_penalty", -2.0, 2.0)?;
     range(obj, "frequency_penalty", -2.0, 2.0)?;
-    if let Some(v) = obj.get("seed").filter(|v| !v.is_null()) {
+    if let Some(v) = obj.member("seed").filter(|v| !v.is_null()) {
         if !v.is_i64() && !v.is_u64() {
             return Err(ApiError::invalid("seed", "`seed` must be an integer"));
         }
@@ -134,7 +160,7 @@ pub(crate) const RESERVED_TOOL_NAMES: &[&str] = &[
 /// is where it sits in the client's request.
 pub(crate) fn function_tool(param: &str, f: &Value) -> Result<FunctionTool, ApiError> {
     let name = f
-        .get("name")
+        .member("name")
         .and_then(Value::as_str)
         .filter(|n| is_tool_name(n))
         .ok_or_else(|| {
@@ -153,7 +179,7 @@ pub(crate) fn function_tool(param: &str, f: &Value) -> Result<FunctionTool, ApiE
         )
         .code("reserved_tool_name"));
     }
-    let parameters = match f.get("parameters") {
+    let parameters = match f.member("parameters") {
         None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
         Some(p @ Value::Object(_)) => p.clone(),
         Some(_) => {
@@ -164,7 +190,7 @@ pub(crate) fn function_tool(param: &str, f: &Value) -> Result<FunctionTool, ApiE
         }
     };
     let description = f
-        .get("description")
+        .member("description")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
@@ -196,9 +222,9 @@ pub(crate) fn tool_choice(
         },
         Value::Object(o) => {
             let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .or_else(|| o.get("name"))
+                .member("function")
+                .and_then(|f| f.member("name"))
+                .or_else(|| o.member("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| {
                     ApiError::invalid(param, "a named tool choice needs `function.name`")
@@ -241,4 +267,26 @@ pub(crate) fn content_fits_role(role: &Role, parts: &[Part], param: &str) -> Res
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The same answers as serde_json's own lookup, small map or large.
+    #[test]
+    fn member_answers_as_get_does() {
+        for n in [0usize, 3, 32, 33, 100] {
+            let obj: Map<String, Value> = (0..n).map(|i| (format!("k{i}"), json!(i))).collect();
+            for key in ["k0", "k2", "k31", "k32", "k99", "absent", ""] {
+                assert_eq!(obj.member(key), obj.get(key), "{n} {key}");
+            }
+            let value = Value::Object(obj);
+            assert_eq!(value.member("k2"), value.get("k2"));
+        }
+        for not_an_object in [json!(null), json!([{"k0": 1}]), json!("k0")] {
+            assert_eq!(not_an_object.member("k0"), None);
+        }
+    }
 }

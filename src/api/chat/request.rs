@@ -12,6 +12,7 @@ use crate::api::conversation::{
     ToolChoice, MAX_N,
 };
 use crate::api::error::ApiError;
+use crate::api::params::Member;
 use crate::api::params::{self, opt_bool, opt_str, opt_uint};
 
 /// A validated chat request: the conversation, and how the answer is shaped.
@@ -32,7 +33,7 @@ impl ChatRequest {
 
     pub(crate) fn from_object(obj: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
         let model = params::model(obj)?;
-        let messages = match obj.get("messages") {
+        let messages = match obj.member("messages") {
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
                 .enumerate()
@@ -53,7 +54,7 @@ impl ChatRequest {
             Some(_) => return Err(ApiError::invalid("messages", "`messages` must be an array")),
         };
         let stream = opt_bool(obj, "stream")?.unwrap_or(false);
-        let include_usage = match obj.get("stream_options") {
+        let include_usage = match obj.member("stream_options") {
             None | Some(Value::Null) => false,
             Some(Value::Object(o)) => opt_bool(o, "include_usage")
                 .map_err(|e| e.param("stream_options.include_usage"))?
@@ -84,7 +85,7 @@ impl ChatRequest {
             };
             return Err(ApiError::invalid(p, format!("`{p}` must be at least 1")));
         }
-        let stop = match obj.get("stop") {
+        let stop = match obj.member("stop") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
             Some(Value::Array(items)) if items.len() <= 4 => items
@@ -112,12 +113,12 @@ impl ChatRequest {
 
         let mut reasoning_effort = opt_str(obj, "reasoning_effort")?;
         if reasoning_effort.is_none() {
-            if let Some(Value::Object(r)) = obj.get("reasoning") {
+            if let Some(Value::Object(r)) = obj.member("reasoning") {
                 reasoning_effort = opt_str(r, "effort").map_err(|e| e.param("reasoning.effort"))?;
             }
         }
         let reasoning_effort = params::effort(reasoning_effort, "reasoning_effort")?;
-        let response_format = parse_response_format(obj.get("response_format"))?;
+        let response_format = parse_response_format(obj.member("response_format"))?;
         let (tools, legacy_functions) = parse_tools(obj)?;
         let tool_choice = parse_tool_choice(obj, &tools)?;
         let parallel_tool_calls = opt_bool(obj, "parallel_tool_calls")?;
@@ -150,7 +151,7 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
             "each message must be an object",
         ));
     };
-    let role = match obj.get("role").and_then(Value::as_str) {
+    let role = match obj.member("role").and_then(Value::as_str) {
         Some("system") => Role::System,
         Some("developer") => Role::Developer,
         Some("user") => Role::User,
@@ -164,7 +165,7 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
         }
         None => return Err(ApiError::invalid(p("role"), "each message needs a string `role`")),
     };
-    let parts = match obj.get("content") {
+    let parts = match obj.member("content") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![Part::Text(s.clone())],
         Some(Value::Array(items)) => items
@@ -181,7 +182,7 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
     };
     params::content_fits_role(&role, &parts, &p("content"))?;
     let mut tool_calls = Vec::new();
-    if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
+    if let Some(calls) = obj.member("tool_calls").filter(|v| !v.is_null()) {
         let Value::Array(calls) = calls else {
             return Err(ApiError::invalid(
                 p("tool_calls"),
@@ -190,11 +191,11 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
         };
         for (j, call) in calls.iter().enumerate() {
             let q = format!("messages[{i}].tool_calls[{j}]");
-            let id = call.get("id").and_then(Value::as_str);
-            let f = call.get("function");
-            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let id = call.member("id").and_then(Value::as_str);
+            let f = call.member("function");
+            let name = f.and_then(|f| f.member("name")).and_then(Value::as_str);
             let args = f
-                .and_then(|f| f.get("arguments"))
+                .and_then(|f| f.member("arguments"))
                 .and_then(Value::as_str)
                 .unwrap_or("{}");
             match (id, name) {
@@ -212,23 +213,26 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
             }
         }
     }
-    if let Some(fc) = obj.get("function_call").filter(|v| !v.is_null()) {
+    if let Some(fc) = obj.member("function_call").filter(|v| !v.is_null()) {
         // The deprecated single call; its id is synthesised from the name so the
         // matching `function` message can find it.
-        let name = fc.get("name").and_then(Value::as_str).ok_or_else(|| {
+        let name = fc.member("name").and_then(Value::as_str).ok_or_else(|| {
             ApiError::invalid(p("function_call"), "`function_call` needs a `name`")
         })?;
-        let args = fc.get("arguments").and_then(Value::as_str).unwrap_or("{}");
+        let args = fc
+            .member("arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
         tool_calls.push(AssistantToolCall {
             id: format!("call_{name}"),
             name: name.into(),
             arguments: args.into(),
         });
     }
-    let tool_call_id = match (role.clone(), obj.get("tool_call_id"), obj.get("name")) {
+    let tool_call_id = match (role.clone(), obj.member("tool_call_id"), obj.member("name")) {
         (Role::Tool, Some(Value::String(id)), _) => Some(id.clone()),
         (Role::Tool, _, Some(Value::String(name)))
-            if obj.get("role").and_then(Value::as_str) == Some("function") =>
+            if obj.member("role").and_then(Value::as_str) == Some("function") =>
         {
             Some(format!("call_{name}"))
         }
@@ -249,18 +253,18 @@ fn parse_message(i: usize, m: &Value) -> Result<Message, ApiError> {
 }
 
 fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
-    match part.get("type").and_then(Value::as_str) {
+    match part.member("type").and_then(Value::as_str) {
         Some("text") | Some("input_text") | Some("output_text") => part
-            .get("text")
+            .member("text")
             .and_then(Value::as_str)
             .map(|t| Part::Text(t.to_owned()))
             .ok_or_else(|| {
                 ApiError::invalid(format!("{param}.text"), "text parts need a string `text`")
             }),
         Some("image_url") => {
-            let url = match part.get("image_url") {
+            let url = match part.member("image_url") {
                 Some(Value::String(u)) => Some(u.as_str()),
-                Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
+                Some(Value::Object(o)) => o.member("url").and_then(Value::as_str),
                 _ => None,
             }
             .ok_or_else(|| {
@@ -291,13 +295,13 @@ fn parse_response_format(v: Option<&Value>) -> Result<ResponseFormat, ApiError> 
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(ResponseFormat::Text);
     };
-    match v.get("type").and_then(Value::as_str) {
+    match v.member("type").and_then(Value::as_str) {
         Some("text") => Ok(ResponseFormat::Text),
         Some("json_object") => Ok(ResponseFormat::JsonObject),
         Some("json_schema") => {
             let schema = v
-                .get("json_schema")
-                .and_then(|s| s.get("schema"))
+                .member("json_schema")
+                .and_then(|s| s.member("schema"))
                 .filter(|s| s.is_object())
                 .ok_or_else(|| {
                     ApiError::invalid(
@@ -317,26 +321,32 @@ fn parse_response_format(v: Option<&Value>) -> Result<ResponseFormat, ApiError> 
 fn parse_tools(obj: &Map<String, Value>) -> Result<(Vec<FunctionTool>, bool), ApiError> {
     let mut tools = Vec::new();
     let mut legacy = false;
-    match obj.get("tools") {
+    match obj.member("tools") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
             for (i, t) in items.iter().enumerate() {
                 let param = format!("tools[{i}]");
-                if t.get("type").and_then(Value::as_str) != Some("function") {
+                if t.member("type").and_then(Value::as_str) != Some("function") {
                     return Err(ApiError::invalid(
                         format!("{param}.type"),
                         "only `function` tools are supported",
                     ));
                 }
-                let f = t.get("function").filter(|f| f.is_object()).ok_or_else(|| {
-                    ApiError::invalid(format!("{param}.function"), "`function` must be an object")
-                })?;
+                let f = t
+                    .member("function")
+                    .filter(|f| f.is_object())
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            format!("{param}.function"),
+                            "`function` must be an object",
+                        )
+                    })?;
                 tools.push(params::function_tool(&format!("{param}.function"), f)?);
             }
         }
         Some(_) => return Err(ApiError::invalid("tools", "`tools` must be an array")),
     }
-    match obj.get("functions") {
+    match obj.member("functions") {
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
             legacy = !items.is_empty();
@@ -358,7 +368,7 @@ fn parse_tool_choice(
     obj: &Map<String, Value>,
     tools: &[FunctionTool],
 ) -> Result<ToolChoice, ApiError> {
-    match (obj.get("tool_choice"), obj.get("function_call")) {
+    match (obj.member("tool_choice"), obj.member("function_call")) {
         (Some(v), _) if !v.is_null() => params::tool_choice("tool_choice", v, tools),
         (_, Some(v)) if !v.is_null() => params::tool_choice("function_call", v, tools),
         _ => Ok(ToolChoice::Auto),

@@ -7,6 +7,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::api::params::Member;
+
 use crate::api::chat::ChatRequest;
 use crate::api::conversation::Conversation;
 use crate::api::error::ApiError;
@@ -51,13 +53,13 @@ impl CompletionsRequest {
                 ));
             }
         }
-        if obj.get("logprobs").is_some_and(|v| !v.is_null()) {
+        if obj.member("logprobs").is_some_and(|v| !v.is_null()) {
             return Err(ApiError::invalid(
                 "logprobs",
                 "`logprobs` is not supported: the model's token probabilities are not available",
             ));
         }
-        if obj.get("suffix").is_some_and(|v| !v.is_null()) {
+        if obj.member("suffix").is_some_and(|v| !v.is_null()) {
             return Err(ApiError::invalid(
                 "suffix",
                 "`suffix` (insertion) is not supported",
@@ -84,7 +86,7 @@ impl CompletionsRequest {
 /// request (a batch), and token-id prompts, are refused by name: each
 /// prompt would be its own conversation.
 fn prompt(obj: &Map<String, Value>) -> Result<String, ApiError> {
-    match obj.get("prompt") {
+    match obj.member("prompt") {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(Value::Array(items)) if items.len() == 1 => match &items[0] {
             Value::String(s) if !s.is_empty() => Ok(s.clone()),

@@ -10,6 +10,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::api::params::Member;
+
 use crate::api::chat::ChatRequest;
 use crate::api::conversation::Conversation;
 use crate::api::error::ApiError;
@@ -30,7 +32,7 @@ impl OllamaRequest {
     pub fn chat(body: &[u8]) -> Result<(Option<OllamaRequest>, String), ApiError> {
         let obj = crate::api::json_object(body)?;
         let model = model_name(&obj)?;
-        let messages = match obj.get("messages") {
+        let messages = match obj.member("messages") {
             Some(Value::Array(m)) if !m.is_empty() => m,
             None | Some(Value::Null) | Some(Value::Array(_)) => return Ok((None, model)),
             Some(_) => return Err(ApiError::invalid("messages", "`messages` must be an array")),
@@ -58,7 +60,7 @@ impl OllamaRequest {
                 ));
             }
         }
-        let prompt = match obj.get("prompt") {
+        let prompt = match obj.member("prompt") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(ApiError::invalid("prompt", "`prompt` must be a string")),
@@ -67,7 +69,7 @@ impl OllamaRequest {
             return Ok((None, model));
         }
         let mut messages = Vec::new();
-        match obj.get("system") {
+        match obj.member("system") {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if !s.is_empty() => {
                 messages.push(json!({"role": "system", "content": s}))
@@ -75,7 +77,7 @@ impl OllamaRequest {
             Some(Value::String(_)) => {}
             Some(_) => return Err(ApiError::invalid("system", "`system` must be a string")),
         }
-        let user = json!({"role": "user", "content": prompt, "images": obj.get("images")});
+        let user = json!({"role": "user", "content": prompt, "images": obj.member("images")});
         messages.push(message(messages.len(), &user, &mut Vec::new())?);
         Ok((
             Some(OllamaRequest::build(&obj, Value::Array(messages))?),
@@ -91,13 +93,13 @@ impl OllamaRequest {
         // Ollama streams unless told otherwise.
         let stream = opt_bool(obj, "stream")?.unwrap_or(true);
         chat.insert("stream".into(), json!(stream));
-        if let Some(format) = response_format(obj.get("format"))? {
+        if let Some(format) = response_format(obj.member("format"))? {
             chat.insert("response_format".into(), format);
         }
-        if let Some(tools) = obj.get("tools").filter(|v| !v.is_null()) {
+        if let Some(tools) = obj.member("tools").filter(|v| !v.is_null()) {
             chat.insert("tools".into(), tools.clone());
         }
-        options(obj.get("options"), &mut chat)?;
+        options(obj.member("options"), &mut chat)?;
         let mut parsed = ChatRequest::from_object(&chat)?;
         // The gateway names its own call ids here, so a turn paused on
         // calls cannot be matched by the client's next request; it is
@@ -112,7 +114,7 @@ impl OllamaRequest {
 
 /// The model as sent; required, as Ollama requires it.
 fn model_name(obj: &Map<String, Value>) -> Result<String, ApiError> {
-    match obj.get("model") {
+    match obj.member("model") {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         None | Some(Value::Null) => Err(ApiError::invalid("model", "model is required")),
         Some(_) => Err(ApiError::invalid("model", "`model` must be a string")),
@@ -133,8 +135,8 @@ fn message(i: usize, m: &Value, open_calls: &mut Vec<(String, String)>) -> Resul
             "each message must be an object",
         ));
     };
-    let role = m.get("role").cloned().unwrap_or(Value::Null);
-    let text = match m.get("content") {
+    let role = m.member("role").cloned().unwrap_or(Value::Null);
+    let text = match m.member("content") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
@@ -144,7 +146,7 @@ fn message(i: usize, m: &Value, open_calls: &mut Vec<(String, String)>) -> Resul
             ))
         }
     };
-    let images = match m.get("images") {
+    let images = match m.member("images") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list
             .iter()
@@ -173,7 +175,7 @@ fn message(i: usize, m: &Value, open_calls: &mut Vec<(String, String)>) -> Resul
     match role.as_str() {
         Some("assistant") => {
             open_calls.clear();
-            if let Some(calls) = m.get("tool_calls").filter(|v| !v.is_null()) {
+            if let Some(calls) = m.member("tool_calls").filter(|v| !v.is_null()) {
                 let Value::Array(calls) = calls else {
                     return Err(ApiError::invalid(
                         p("tool_calls"),
@@ -182,9 +184,9 @@ fn message(i: usize, m: &Value, open_calls: &mut Vec<(String, String)>) -> Resul
                 };
                 let mut chat_calls = Vec::new();
                 for (j, call) in calls.iter().enumerate() {
-                    let f = call.get("function");
+                    let f = call.member("function");
                     let name = f
-                        .and_then(|f| f.get("name"))
+                        .and_then(|f| f.member("name"))
                         .and_then(Value::as_str)
                         .ok_or_else(|| {
                             ApiError::invalid(
@@ -193,7 +195,7 @@ fn message(i: usize, m: &Value, open_calls: &mut Vec<(String, String)>) -> Resul
                             )
                         })?;
                     // Ollama sends arguments as an object; chat as JSON text.
-                    let arguments = match f.and_then(|f| f.get("arguments")) {
+                    let arguments = match f.and_then(|f| f.member("arguments")) {
                         Some(Value::String(s)) => s.clone(),
                         None | Some(Value::Null) => "{}".to_owned(),
                         Some(v) => v.to_string(),
@@ -209,7 +211,7 @@ fn message(i: usize, m: &Value, open_calls: &mut Vec<(String, String)>) -> Resul
             }
         }
         Some("tool") => {
-            let name = m.get("tool_name").and_then(Value::as_str);
+            let name = m.member("tool_name").and_then(Value::as_str);
             // The call of that name, else the oldest unanswered one.
             let at = name
                 .and_then(|n| open_calls.iter().position(|(c, _)| c == n))
@@ -265,7 +267,7 @@ fn options(options: Option<&Value>, chat: &mut Map<String, Value>) -> Result<(),
         Some(Value::Object(o)) => o,
         Some(_) => return Err(ApiError::invalid("options", "`options` must be an object")),
     };
-    match o.get("num_predict") {
+    match o.member("num_predict") {
         None | Some(Value::Null) => {}
         // -1 (no limit) and -2 (fill the context) both mean no cap here.
         Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => {}

@@ -11,6 +11,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::api::params::Member;
+
 use crate::api::conversation::{
     AssistantToolCall, Conversation, ImageRef, Message, Part, ResponseFormat, Role, ToolChoice,
 };
@@ -46,7 +48,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
         ));
     }
     let store = opt_bool(&obj, "store")?.unwrap_or(true);
-    let instructions = match obj.get("instructions") {
+    let instructions = match obj.member("instructions") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
@@ -66,7 +68,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             tool_call_id: None,
         });
     }
-    let input_items = match obj.get("input") {
+    let input_items = match obj.member("input") {
         Some(Value::String(s)) => {
             messages.push(Message {
                 role: Role::User,
@@ -108,12 +110,12 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             "`max_output_tokens` must be at least 1",
         ));
     }
-    let effort = match obj.get("reasoning") {
+    let effort = match obj.member("reasoning") {
         Some(Value::Object(r)) => opt_str(r, "effort").map_err(|e| e.param("reasoning.effort"))?,
         _ => None,
     };
     let reasoning_effort = params::effort(effort, "reasoning.effort")?;
-    let summary = match obj.get("reasoning") {
+    let summary = match obj.member("reasoning") {
         Some(Value::Object(r)) => opt_str(r, "summary")
             .map_err(|e| e.param("reasoning.summary"))?
             .or(opt_str(r, "generate_summary").map_err(|e| e.param("reasoning.summary"))?),
@@ -131,7 +133,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
     };
     let response_format = parse_text_format(&obj)?;
 
-    let tools_value = obj.get("tools").cloned().unwrap_or(Value::Null);
+    let tools_value = obj.member("tools").cloned().unwrap_or(Value::Null);
     let tools = match &tools_value {
         Value::Null => Vec::new(),
         Value::Array(items) => items
@@ -139,7 +141,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             .enumerate()
             .map(|(i, t)| {
                 let param = format!("tools[{i}]");
-                if t.get("type").and_then(Value::as_str) != Some("function") {
+                if t.member("type").and_then(Value::as_str) != Some("function") {
                     return Err(ApiError::invalid(
                         format!("{param}.type"),
                         "only `function` tools are supported",
@@ -150,7 +152,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ResponsesRequest, ApiError> {
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err(ApiError::invalid("tools", "`tools` must be an array")),
     };
-    let tool_choice = match obj.get("tool_choice") {
+    let tool_choice = match obj.member("tool_choice") {
         None | Some(Value::Null) => ToolChoice::Auto,
         Some(v) => params::tool_choice("tool_choice", v, &tools)?,
     };
@@ -190,7 +192,7 @@ fn with_item_ids(items: Vec<Value>) -> Vec<Value> {
         .map(|mut item| {
             if let Value::Object(map) = &mut item {
                 if !map.contains_key("id") {
-                    let prefix = match map.get("type").and_then(Value::as_str) {
+                    let prefix = match map.member("type").and_then(Value::as_str) {
                         Some("function_call") => "fc",
                         Some("function_call_output") => "fco",
                         _ => "msg",
@@ -205,9 +207,9 @@ fn with_item_ids(items: Vec<Value>) -> Vec<Value> {
                 }
                 // OpenAI lists a message's content as parts, whichever form
                 // the client sent.
-                if map.get("type") == Some(&json!("message")) {
-                    if let Some(Value::String(text)) = map.get("content") {
-                        let kind = if map.get("role") == Some(&json!("assistant")) {
+                if map.member("type") == Some(&json!("message")) {
+                    if let Some(Value::String(text)) = map.member("content") {
+                        let kind = if map.member("role") == Some(&json!("assistant")) {
                             "output_text"
                         } else {
                             "input_text"
@@ -254,18 +256,18 @@ pub(super) fn history_of(chain: &[crate::store::StoredResponse]) -> Result<Vec<M
 /// `text.format`: `text`, `json_object`, or `json_schema` with its schema inline.
 fn parse_text_format(obj: &Map<String, Value>) -> Result<ResponseFormat, ApiError> {
     let Some(format) = obj
-        .get("text")
-        .and_then(|t| t.get("format"))
+        .member("text")
+        .and_then(|t| t.member("format"))
         .filter(|f| !f.is_null())
     else {
         return Ok(ResponseFormat::Text);
     };
-    match format.get("type").and_then(Value::as_str) {
+    match format.member("type").and_then(Value::as_str) {
         Some("text") => Ok(ResponseFormat::Text),
         Some("json_object") => Ok(ResponseFormat::JsonObject),
         Some("json_schema") => {
             let schema = format
-                .get("schema")
+                .member("schema")
                 .filter(|s| s.is_object())
                 .ok_or_else(|| {
                     ApiError::invalid("text.format.schema", "`schema` must be an object")
@@ -285,12 +287,12 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
     let p = |field: &str| format!("input[{i}].{field}");
     let bad = |msg: &str| ApiError::invalid(format!("input[{i}]"), msg.to_owned());
     let kind = item
-        .get("type")
+        .member("type")
         .and_then(Value::as_str)
         .unwrap_or("message");
     match kind {
         "message" => {
-            let role = match item.get("role") {
+            let role = match item.member("role") {
                 None => return Err(bad("message items need a `role`")),
                 Some(r) => match r.as_str() {
                     Some("system") => Role::System,
@@ -308,7 +310,7 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
                     }
                 },
             };
-            let parts = match item.get("content") {
+            let parts = match item.member("content") {
                 Some(Value::String(s)) => vec![Part::Text(s.clone())],
                 Some(Value::Array(parts)) => parts
                     .iter()
@@ -326,8 +328,8 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
             });
         }
         "function_call" => {
-            let id = item.get("call_id").and_then(Value::as_str);
-            let name = item.get("name").and_then(Value::as_str);
+            let id = item.member("call_id").and_then(Value::as_str);
+            let name = item.member("name").and_then(Value::as_str);
             let (Some(id), Some(name)) = (id, name) else {
                 return Err(bad("function_call items need `call_id` and `name`"));
             };
@@ -335,7 +337,7 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
                 id: id.to_owned(),
                 name: name.to_owned(),
                 arguments: item
-                    .get("arguments")
+                    .member("arguments")
                     .and_then(Value::as_str)
                     .unwrap_or("{}")
                     .to_owned(),
@@ -353,13 +355,16 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
             }
         }
         "function_call_output" => {
-            let call_id = item.get("call_id").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::invalid(
-                    p("call_id"),
-                    "function_call_output items need a string `call_id`",
-                )
-            })?;
-            let output = match item.get("output") {
+            let call_id = item
+                .member("call_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        p("call_id"),
+                        "function_call_output items need a string `call_id`",
+                    )
+                })?;
+            let output = match item.member("output") {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
                 None => String::new(),
@@ -375,7 +380,7 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
         // Vercel AI SDK and openai-agents do with store: false); a summary is
         // not model input, and codex keeps its own reasoning per thread.
         "reasoning" => {
-            if !item.get("summary").is_some_and(Value::is_array) {
+            if !item.member("summary").is_some_and(Value::is_array) {
                 return Err(bad("reasoning items need a `summary` array"));
             }
         }
@@ -385,9 +390,9 @@ fn push_item(messages: &mut Vec<Message>, i: usize, item: &Value) -> Result<(), 
 }
 
 fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
-    match part.get("type").and_then(Value::as_str) {
+    match part.member("type").and_then(Value::as_str) {
         Some("input_text" | "output_text" | "text") => part
-            .get("text")
+            .member("text")
             .and_then(Value::as_str)
             .map(|t| Part::Text(t.to_owned()))
             .ok_or_else(|| {
@@ -396,7 +401,7 @@ fn parse_part(param: &str, part: &Value) -> Result<Part, ApiError> {
         Some("input_image") => {
             let param = format!("{param}.image_url");
             let url = part
-                .get("image_url")
+                .member("image_url")
                 .and_then(Value::as_str)
                 .ok_or_else(|| {
                     ApiError::invalid(param.clone(), "image parts need a string `image_url`")
