@@ -143,7 +143,7 @@ impl RawResult {
 /// do: they start and end at ASCII delimiters), so reading a part cannot
 /// panic.
 fn line_text<const N: usize>(line: &[u8], parts: [&Range<usize>; N]) -> Option<Box<str>> {
-    let text = std::str::from_utf8(line).ok()?;
+    let text = simdutf8::basic::from_utf8(line).ok()?;
     parts
         .iter()
         .all(|r| text.get((*r).clone()).is_some())
@@ -301,6 +301,29 @@ impl Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line is kept only when it is UTF-8, whatever its length (the
+    /// check reads long lines in SIMD blocks) and wherever a bad byte is.
+    #[test]
+    fn a_line_is_kept_only_when_it_is_utf8() {
+        for len in [10usize, 63, 64, 65, 200, 5000] {
+            let text = format!(
+                r#"{{"method":"m","params":{{"delta":"{}"}}}}"#,
+                "é".repeat(len)
+            );
+            let line = text.as_bytes();
+            let params = 23..line.len() - 1;
+            let kept = Notification::in_line(line, 11..12, params.clone()).expect("UTF-8");
+            assert_eq!((kept.method(), kept.params()), ("m", &text[params.clone()]));
+            for bad in [24, 24 + len, line.len() - 3] {
+                let mut broken = line.to_vec();
+                broken[bad] = 0xff;
+                assert!(Notification::in_line(&broken, 11..12, params.clone()).is_none());
+            }
+            // A range that cuts a character in two is refused too.
+            assert!(Notification::in_line(line, 11..12, 23..34).is_none());
+        }
+    }
 
     #[test]
     fn parses_the_four_shapes_codex_writes() {
