@@ -9,7 +9,8 @@ use super::error::ApiError;
 /// A member looked up by comparing keys instead of hashing them. A
 /// request's objects have a handful of members and are asked for dozens
 /// that are absent; serde_json's map (an `IndexMap` under `preserve_order`)
-/// hashes every key asked for with SipHash first, most of a lookup's cost.
+/// hashes every key asked for with SipHash first (in maps of two members or
+/// more), most of a lookup's cost.
 /// Parsers read request JSON through this.
 pub(crate) trait Member {
     fn member(&self, key: &str) -> Option<&Value>;

@@ -18,7 +18,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::task::{ready, Poll};
 use std::time::Duration;
 
@@ -125,7 +126,7 @@ pub struct TurnStream {
     idle_timeout: Option<Duration>,
     /// The idle timer, kept between waits (see `next`); made at the first
     /// wait.
-    idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
     queue: EventQueue,
     /// Agent-message items that streamed deltas; a completed item that did
     /// not (the provider sent no deltas) is emitted whole.
@@ -361,13 +362,19 @@ impl TurnStream {
                     // wait begins, not for an event that is already there.
                     let received = {
                         let idle = &mut self.idle;
-                        let mut recv = std::pin::pin!(subscription.recv());
+                        let mut recv = pin!(subscription.recv());
                         let mut end = None;
-                        std::future::poll_fn(|cx| {
+                        poll_fn(|cx| {
                             if let Poll::Ready(r) = recv.as_mut().poll(cx) {
                                 return Poll::Ready(Some(r));
                             }
-                            let end = *end.get_or_insert_with(|| Instant::now() + limit);
+                            // As `timeout`: a limit past the clock's range is
+                            // a deadline far away, not an overflow.
+                            let end = *end.get_or_insert_with(|| {
+                                let now = Instant::now();
+                                now.checked_add(limit)
+                                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+                            });
                             let timer = idle.get_or_insert_with(|| Box::pin(sleep_until(end)));
                             loop {
                                 ready!(timer.as_mut().poll(cx));

@@ -396,6 +396,10 @@ mod tests {
             r#"{"method":"m","params":{"threadId":"t1","x":}}"#,
             r#"{"method":"m","params":{"threadId":"t1","x":"open}}"#,
             r#"{"method":"m","params":{"threadId":"t1","x":"ends in \"#,
+            // A quote or a backslash in a number or literal.
+            r#"{"method":"m","params":{"threadId":"t1","x":1"}}"#,
+            r#"{"method":"m","params":{"threadId":"t1","x":1\}}"#,
+            r#"{"method":"m","params":{"threadId":"t1"},"x":tr"ue"}"#,
             "",
             "{",
             "\"",

@@ -69,6 +69,8 @@ impl<'a> Blocks<'a> {
             match self.start {
                 Some(start) if start == want => return (start, self.held),
                 Some(start) => {
+                    // The walker's cursor never goes back, so neither do the
+                    // blocks it asks for.
                     debug_assert!(start < want, "the scan only moves forward");
                     self.classify(start + BLOCK);
                 }
@@ -125,8 +127,8 @@ fn escaped(backslashes: u64, carry: &mut u64) -> u64 {
         return escaped;
     }
     // In order, so that a backslash escaped by the one before it escapes
-    // nothing itself. Backslashes are rare in codex's lines (a newline in
-    // a text), so a loop over them costs less than simdjson's carry trick.
+    // nothing itself: one step per backslash (at most 64 per block), and
+    // blocks without any skip the loop.
     let mut left = backslashes;
     while left != 0 {
         let bit = left & left.wrapping_neg();
@@ -256,7 +258,8 @@ mod tests {
         assert_eq!((start, first.opens, first.quotes), (0, 1 << 60, 1 << 61));
         let (start, second) = blocks.at(64);
         assert_eq!(start, 64);
-        // In the second block: `a{]\"b]", {}]` from byte 62 of the line.
+        // The second block starts at byte 64: `]\"b]", {}]`, inside the string
+        // until its closing quote.
         let bit = |i: usize| 1u64 << (i - 64);
         let text = &line[..];
         let pos = |c: u8, from: usize| from + text[from..].iter().position(|&b| b == c).unwrap();

@@ -1,5 +1,8 @@
-//! The scan's steps a byte at a time, as they were before the block masks
-//! (`blocks.rs`): the reference the masks are tested against.
+//! The scan's string and container steps a byte at a time, as they were
+//! before the block masks (`blocks.rs`): the reference the masks are
+//! tested against. The walker over members, and its step over a number or
+//! literal (narrowed with the masks to refuse a quote or backslash there),
+//! are shared; tests in `scan.rs` pin those refusals.
 
 use super::Step;
 
