@@ -211,7 +211,10 @@ where
     }
     if route.is_ollama() {
         // Ollama clients read `{"error": "message"}`, whatever went wrong.
-        return Ok(ollama_route(state, route, req)
+        // Boxed, as the other dialects' handlers below: this future is
+        // as large as its largest branch and is moved into a box per
+        // request, so the branches chat does not take stay out of it.
+        return Ok(Box::pin(ollama_route(state, route, req))
             .await
             .unwrap_or_else(ollama::error_response));
     }
@@ -267,7 +270,7 @@ where
         Route::Responses => {
             let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
-            responses::handle(state, &client, body).await
+            Box::pin(responses::handle(state, &client, body)).await
         }
         Route::StoredResponse => {
             let client = Client::of(&req)?;
@@ -292,7 +295,7 @@ where
         Route::Completions => {
             let client = Client::of(&req)?;
             let body = read_body(req, state.max_body_bytes, &state.uploads).await?;
-            completions::handle(state, &client, body).await
+            Box::pin(completions::handle(state, &client, body)).await
         }
         // `accepts` serves nothing on these; Ollama's are answered above.
         Route::Admin

@@ -58,7 +58,11 @@ pub async fn respond<R: Renderer>(
     mode: OutputMode,
     mut renderer: R,
 ) -> Result<Response<ApiBody>, ApiError> {
-    inline_remote_images(state, &mut conversation).await?;
+    // Boxed and only when there is one: it is rare, and its state would
+    // otherwise be part of every request's future.
+    if has_remote_images(&conversation) {
+        Box::pin(inline_remote_images(state, &mut conversation)).await?;
+    }
     let Prepared {
         mut run,
         parking,
@@ -168,6 +172,15 @@ impl<R: Renderer> Streaming<R> {
     }
 }
 
+/// Whether any image part is a URL to fetch rather than inline data.
+fn has_remote_images(conversation: &Conversation) -> bool {
+    conversation.messages.iter().any(|m| {
+        m.parts
+            .iter()
+            .any(|p| matches!(p, Part::Image(image) if !image.url.starts_with("data:")))
+    })
+}
+
 /// Replaces http(s) image URLs with inline data URLs (the pinned CLI accepts
 /// only those), or refuses them when the operator has not enabled fetching.
 async fn inline_remote_images(
@@ -219,28 +232,32 @@ async fn prepare(
 ) -> Result<Prepared, ApiError> {
     // Held for the whole stream: moved into the event stream by the caller.
     let permit = match (&state.stream_limit, &client.id) {
-        (Some(limit), Some(id)) if req.stream => Some(limit.acquire(id).await.map_err(|e| {
-            match e {
-                codex_rate_limit::AcquireError::Exceeded(e) => ApiError::new(
-                    http::StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limit_error",
-                    format!(
-                        "Too many concurrent streams for this client (limit {}).",
-                        e.max_per_key
-                    ),
-                )
-                .code("too_many_streams")
-                .counted_as("stream_limit"),
-                // PROXY_REDIS_FAILURE=closed and Redis cannot count the streams.
-                codex_rate_limit::AcquireError::Unavailable(_) => ApiError::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "server_error",
-                    "The stream limiter is unavailable. Please retry shortly.",
-                )
-                .code("rate_limiter_unavailable")
-                .counted_as("rate_limit_unavailable"),
-            }
-        })?),
+        // Boxed, like the other rare waits below, to keep them out of the
+        // state of every request's future.
+        (Some(limit), Some(id)) if req.stream => {
+            Some(Box::pin(limit.acquire(id)).await.map_err(|e| {
+                match e {
+                    codex_rate_limit::AcquireError::Exceeded(e) => ApiError::new(
+                        http::StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        format!(
+                            "Too many concurrent streams for this client (limit {}).",
+                            e.max_per_key
+                        ),
+                    )
+                    .code("too_many_streams")
+                    .counted_as("stream_limit"),
+                    // PROXY_REDIS_FAILURE=closed and Redis cannot count the streams.
+                    codex_rate_limit::AcquireError::Unavailable(_) => ApiError::new(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        "The stream limiter is unavailable. Please retry shortly.",
+                    )
+                    .code("rate_limiter_unavailable")
+                    .counted_as("rate_limit_unavailable"),
+                }
+            })?)
+        }
         _ => None,
     };
     let models = state.backends.models(&state.core).map_err(ApiError::from)?;
@@ -291,7 +308,7 @@ async fn prepare(
     // continues that turn; one that continues a head a live thread holds
     // gets a turn on that thread; anything else starts fresh threads.
     let continued = match (req.n, results) {
-        (1, Some(results)) if app_server => resume(state, &results).await?,
+        (1, Some(results)) if app_server => Box::pin(resume(state, &results)).await?,
         _ => None,
     };
     let continued = match (continued, &lineage.parent, &keeping) {
@@ -304,7 +321,7 @@ async fn prepare(
                 model: &resolved.model,
                 effort: effort.as_ref(),
             };
-            continue_live(state, req, thread).await?
+            Box::pin(continue_live(state, req, thread)).await?
         }
         _ => None,
     };
