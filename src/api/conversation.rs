@@ -78,6 +78,13 @@ pub struct ImageRef {
     pub param: String,
 }
 
+impl ImageRef {
+    /// A URL to fetch, not inline `data:` (the only form the pinned CLI takes).
+    pub fn is_remote(&self) -> bool {
+        !self.url.starts_with("data:")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Hash)]
 pub struct Message {
     pub role: Role,

@@ -26,18 +26,7 @@ pub struct ChatMeta {
 }
 
 pub(crate) fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.input_tokens + u.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": u.reasoning_output_tokens,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0
-        }
-    })
+    serde_json::to_value(UsageBody::of(u)).expect("numbers encode")
 }
 
 /// Renders one chat response: chunks when streaming, else the accumulated
@@ -401,7 +390,8 @@ struct ToolCallBody {
     function: FunctionBody,
 }
 
-/// [`usage_json`]'s shape, typed.
+/// A response's `usage` object, the one shape both the typed completion and
+/// [`usage_json`] (chunks, the legacy completions API) write.
 #[derive(Serialize)]
 struct UsageBody {
     prompt_tokens: u64,
@@ -423,6 +413,26 @@ struct CompletionDetails {
     audio_tokens: u64,
     accepted_prediction_tokens: u64,
     rejected_prediction_tokens: u64,
+}
+
+impl UsageBody {
+    fn of(u: &Usage) -> UsageBody {
+        UsageBody {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.input_tokens + u.output_tokens,
+            prompt_tokens_details: PromptDetails {
+                cached_tokens: u.cached_input_tokens,
+                audio_tokens: 0,
+            },
+            completion_tokens_details: CompletionDetails {
+                reasoning_tokens: u.reasoning_output_tokens,
+                audio_tokens: 0,
+                accepted_prediction_tokens: 0,
+                rejected_prediction_tokens: 0,
+            },
+        }
+    }
 }
 
 impl Completion {
@@ -492,21 +502,7 @@ impl Completion {
             model: meta.model,
             system_fingerprint: meta.system_fingerprint,
             choices,
-            usage: UsageBody {
-                prompt_tokens: u.input_tokens,
-                completion_tokens: u.output_tokens,
-                total_tokens: u.input_tokens + u.output_tokens,
-                prompt_tokens_details: PromptDetails {
-                    cached_tokens: u.cached_input_tokens,
-                    audio_tokens: 0,
-                },
-                completion_tokens_details: CompletionDetails {
-                    reasoning_tokens: u.reasoning_output_tokens,
-                    audio_tokens: 0,
-                    accepted_prediction_tokens: 0,
-                    rejected_prediction_tokens: 0,
-                },
-            },
+            usage: UsageBody::of(u),
             service_tier: "default",
         }
     }

@@ -177,7 +177,7 @@ fn has_remote_images(conversation: &Conversation) -> bool {
     conversation.messages.iter().any(|m| {
         m.parts
             .iter()
-            .any(|p| matches!(p, Part::Image(image) if !image.url.starts_with("data:")))
+            .any(|p| matches!(p, Part::Image(image) if image.is_remote()))
     })
 }
 
@@ -192,7 +192,7 @@ async fn inline_remote_images(
             let Part::Image(image) = part else {
                 continue;
             };
-            if image.url.starts_with("data:") {
+            if !image.is_remote() {
                 continue;
             }
             let Some(fetcher) = &state.images else {
