@@ -311,7 +311,17 @@ async fn a_client_that_leaves_mid_stream_interrupts_its_turn() {
                 .build_http();
         async move { client.request(pending).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Abort once the turn has reached the model: a fixed pause could abort
+    // before codex opened the model's stream on a loaded machine, and then
+    // there is no stream to see dropped.
+    let started = Instant::now();
+    while h.model.open_streams() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the waiting request's turn never reached the model"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     waiting.abort();
     let dropped_before = h.model.dropped_streams();
     let started = Instant::now();

@@ -119,19 +119,26 @@ impl SseEvent {
     /// The frame as it goes on the wire, ending with the blank line that
     /// dispatches it.
     pub fn to_bytes(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.encoded_len_hint());
+        let mut buf = BytesMut::new();
+        self.encode_into(&mut buf);
+        buf.freeze()
+    }
+
+    /// Appends the frame as it goes on the wire (see [`SseEvent::to_bytes`])
+    /// to `buf`: how a body gathers several ready events into one write.
+    pub fn encode_into(&self, buf: &mut BytesMut) {
+        buf.reserve(self.encoded_len_hint());
         if let Some(name) = &self.event {
             buf.put_slice(b"event: ");
             buf.put_slice(name.as_bytes());
             buf.put_u8(b'\n');
         }
         match &self.kind {
-            Kind::SingleLine(payload) => put_field(&mut buf, b"data: ", payload),
-            Kind::Data(payload) => put_lines(&mut buf, b"data: ", payload),
-            Kind::Comment(text) => put_lines(&mut buf, b": ", text),
+            Kind::SingleLine(payload) => put_field(buf, b"data: ", payload),
+            Kind::Data(payload) => put_lines(buf, b"data: ", payload),
+            Kind::Comment(text) => put_lines(buf, b": ", text),
         }
         buf.put_u8(b'\n');
-        buf.freeze()
     }
 
     /// The frame as one line of newline-delimited JSON: the payload and
@@ -150,24 +157,30 @@ impl SseEvent {
     /// assert!(SseEvent::comment("ping").to_ndjson_line().is_none());
     /// ```
     pub fn to_ndjson_line(&self) -> Option<Bytes> {
-        let payload = match &self.kind {
-            Kind::Comment(_) => return None,
-            Kind::SingleLine(p) => {
-                let mut buf = BytesMut::with_capacity(p.len() + 1);
-                buf.put_slice(p);
-                buf.put_u8(b'\n');
-                return Some(buf.freeze());
-            }
-            Kind::Data(p) => p,
+        let mut buf = BytesMut::new();
+        self.encode_ndjson_into(&mut buf).then(|| buf.freeze())
+    }
+
+    /// Appends the event's NDJSON line (see [`SseEvent::to_ndjson_line`]) to
+    /// `buf`; `false`, and nothing appended, for a comment.
+    pub fn encode_ndjson_into(&self, buf: &mut BytesMut) -> bool {
+        let (payload, single_line) = match &self.kind {
+            Kind::Comment(_) => return false,
+            Kind::SingleLine(p) => (p, true),
+            Kind::Data(p) => (p, false),
         };
-        let mut buf = BytesMut::with_capacity(payload.len() + 1);
-        buf.extend(
-            payload
-                .iter()
-                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-        );
+        buf.reserve(payload.len() + 1);
+        if single_line {
+            buf.put_slice(payload);
+        } else {
+            buf.extend(
+                payload
+                    .iter()
+                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+            );
+        }
         buf.put_u8(b'\n');
-        Some(buf.freeze())
+        true
     }
 
     fn encoded_len_hint(&self) -> usize {

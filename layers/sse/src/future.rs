@@ -8,7 +8,7 @@ use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, Response};
 use pin_project_lite::pin_project;
 
-use crate::sse_body::KeepAlive;
+use crate::sse_body::BodySettings;
 use crate::{Framing, Payload, ResponseBody, SseBody};
 
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -18,15 +18,15 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        keep_alive: Option<KeepAlive>,
+        settings: Option<BodySettings>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, keep_alive: KeepAlive) -> Self {
+    pub(crate) fn new(inner: F, settings: BodySettings) -> Self {
         Self {
             inner,
-            keep_alive: Some(keep_alive),
+            settings: Some(settings),
         }
     }
 }
@@ -55,8 +55,8 @@ where
                 // The length of a stream is unknown; a stale value would make
                 // the client stop reading early or wait forever.
                 headers.remove(CONTENT_LENGTH);
-                let keep_alive = this.keep_alive.take().unwrap_or_default();
-                ResponseBody::events(SseBody::with_keep_alive(events, keep_alive))
+                let settings = this.settings.take().unwrap_or_default();
+                ResponseBody::events(SseBody::with_settings(events, settings))
             }
         };
         Poll::Ready(Ok(Response::from_parts(parts, body)))

@@ -4,8 +4,9 @@
 //! The inner service answers with a [`Payload`]: `Payload::Body` for an
 //! ordinary reply, passed through untouched, or `Payload::Events` with an
 //! [`EventStream`] of [`SseEvent`]s. [`SseLayer`] turns the latter into a
-//! `text/event-stream` response whose [`SseBody`] pulls one event per frame
-//! the client can take (a slow client slows the producer), sends a comment
+//! `text/event-stream` response whose [`SseBody`] pulls events only as the
+//! client takes frames (a slow client slows the producer), gathers the events
+//! that are ready together into one frame (never waiting for one), sends a comment
 //! after a stretch of silence (idle proxies keep the connection), and ends
 //! with `data: [DONE]` as chat-completions clients expect (the Responses API
 //! opts out with [`EventStream::done_marker`]). [`EventStream::ndjson`]

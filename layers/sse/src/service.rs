@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use crate::sse_body::KeepAlive;
+use crate::sse_body::BodySettings;
 use crate::{Payload, ResponseFuture};
 
 /// Maps `Response<Payload<B>>` to `Response<ResponseBody<B>>`.
@@ -21,7 +21,7 @@ use crate::{Payload, ResponseFuture};
 #[derive(Clone, Debug)]
 pub struct Sse<S> {
     inner: S,
-    keep_alive: KeepAlive,
+    settings: BodySettings,
 }
 
 // === impl Sse ===
@@ -29,11 +29,11 @@ pub struct Sse<S> {
 impl<S> Sse<S> {
     /// Wraps `inner` with the default settings of [`SseLayer`](crate::SseLayer).
     pub fn new(inner: S) -> Self {
-        Self::with_keep_alive(inner, KeepAlive::default())
+        Self::with_settings(inner, BodySettings::default())
     }
 
-    pub(crate) fn with_keep_alive(inner: S, keep_alive: KeepAlive) -> Self {
-        Self { inner, keep_alive }
+    pub(crate) fn with_settings(inner: S, settings: BodySettings) -> Self {
+        Self { inner, settings }
     }
 
     /// The inner service.
@@ -65,7 +65,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        ResponseFuture::new(self.inner.call(req), self.keep_alive.clone())
+        ResponseFuture::new(self.inner.call(req), self.settings.clone())
     }
 }
 

@@ -2,10 +2,17 @@
 //!
 //! Three promises, each one a client or an operator would notice:
 //!
-//! - **Backpressure.** The next event is pulled only inside `poll_frame`, that
-//!   is when hyper has room to write another frame. Nothing is buffered here,
-//!   so with a bounded channel upstream a slow reader stalls the producer and
-//!   memory stays bounded by the channel's capacity.
+//! - **Backpressure.** Events are pulled only inside `poll_frame`, that is
+//!   when hyper has room to write another frame. Nothing is buffered between
+//!   frames, so with a bounded channel upstream a slow reader stalls the
+//!   producer and memory stays bounded by the channel's capacity (plus one
+//!   frame).
+//! - **Coalescing.** Events that are ready together go out as one frame: after
+//!   the first, the source is polled again while it has more ready, up to a
+//!   byte budget. A frame never waits for an event that is not there yet, so
+//!   the first token goes out as soon as it exists; what is saved is the
+//!   per-frame work (the chunk header, every body layer's `poll_frame`, an
+//!   allocation per event) when a burst arrives at once.
 //! - **Keep-alive.** After `keep_alive` with no frame sent, a comment frame
 //!   (`: keep-alive\n\n`) goes out, so proxies and load balancers with idle
 //!   timeouts do not cut a stream while the model is thinking. The timer is not
@@ -23,7 +30,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -36,6 +43,29 @@ const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The default keep-alive comment text.
 pub(crate) const DEFAULT_KEEP_ALIVE_TEXT: &str = "keep-alive";
+/// The default budget of one frame that gathers ready events: a few dozen
+/// chunks, well under the 64 KiB a socket takes in one write, and small
+/// enough that one frame of a long burst is not held up for long.
+pub(crate) const DEFAULT_COALESCE_BYTES: usize = 16 * 1024;
+
+/// What each body is built with: shared by the layer, the service and the
+/// response future.
+#[derive(Clone, Debug)]
+pub(crate) struct BodySettings {
+    pub(crate) keep_alive: KeepAlive,
+    /// Bytes after which a frame stops gathering ready events; 0 sends one
+    /// event per frame.
+    pub(crate) coalesce: usize,
+}
+
+impl Default for BodySettings {
+    fn default() -> Self {
+        Self {
+            keep_alive: KeepAlive::default(),
+            coalesce: DEFAULT_COALESCE_BYTES,
+        }
+    }
+}
 
 /// Keep-alive settings, shared by the layer and each body it builds.
 #[derive(Clone, Debug)]
@@ -46,14 +76,12 @@ pub(crate) struct KeepAlive {
 }
 
 impl KeepAlive {
-    pub(crate) fn interval(mut self, interval: Duration) -> Self {
+    pub(crate) fn set_interval(&mut self, interval: Duration) {
         self.interval = interval;
-        self
     }
 
-    pub(crate) fn text(mut self, text: &'static str) -> Self {
+    pub(crate) fn set_text(&mut self, text: &'static str) {
         self.frame = SseEvent::comment(text).to_bytes();
-        self
     }
 }
 
@@ -76,6 +104,8 @@ pub struct SseBody {
     /// `None` once the stream has ended and the closing frame was sent.
     events: Option<EventStream>,
     keep_alive: KeepAlive,
+    /// Byte budget of a frame that gathers ready events (0: one per frame).
+    coalesce: usize,
     /// When the last frame was handed out; `None` until the first poll, so
     /// the silence is counted from when the client starts reading.
     last_frame: Option<Instant>,
@@ -86,32 +116,43 @@ pub struct SseBody {
 // === impl SseBody ===
 
 impl SseBody {
-    /// A body for `events`, with a `: keep-alive` comment after 15 s of silence.
+    /// A body for `events`, with a `: keep-alive` comment after 15 s of
+    /// silence and up to 16 KiB of ready events per frame.
     pub fn new(events: EventStream) -> Self {
-        Self::with_keep_alive(events, KeepAlive::default())
+        Self::with_settings(events, BodySettings::default())
     }
 
-    pub(crate) fn with_keep_alive(events: EventStream, keep_alive: KeepAlive) -> Self {
+    pub(crate) fn with_settings(events: EventStream, settings: BodySettings) -> Self {
         Self {
             events: Some(events),
-            keep_alive,
+            keep_alive: settings.keep_alive,
+            coalesce: settings.coalesce,
             last_frame: None,
             timer: None,
         }
+    }
+
+    /// Gathers events that are ready together into one frame of up to
+    /// `max_bytes` (a frame passes it by at most its last event). `0` sends
+    /// each event in a frame of its own. A frame never waits for an event.
+    #[must_use]
+    pub fn coalesce(mut self, max_bytes: usize) -> Self {
+        self.coalesce = max_bytes;
+        self
     }
 
     /// Sends a keep-alive comment after `interval` without any frame.
     /// `Duration::ZERO` turns keep-alives off.
     #[must_use]
     pub fn keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = self.keep_alive.interval(interval);
+        self.keep_alive.set_interval(interval);
         self
     }
 
     /// The text of the keep-alive comment (default `"keep-alive"`).
     #[must_use]
     pub fn keep_alive_text(mut self, text: &'static str) -> Self {
-        self.keep_alive = self.keep_alive.text(text);
+        self.keep_alive.set_text(text);
         self
     }
 
@@ -149,6 +190,63 @@ impl SseBody {
             timer.as_mut().reset(due);
         }
     }
+
+    /// The source is spent: `frame` (what was gathered before the end) and
+    /// the `[DONE]` marker go out together, and the source (with its
+    /// channel) is released now, not when the connection closes.
+    fn end(&mut self, mut frame: BytesMut) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let done_marker = self
+            .events
+            .as_ref()
+            .is_some_and(EventStream::has_done_marker);
+        self.events = None;
+        self.timer = None;
+        let frame = match (frame.is_empty(), done_marker) {
+            (true, false) => return Poll::Ready(None),
+            (true, true) => Bytes::from_static(DONE_FRAME),
+            (false, marker) => {
+                if marker {
+                    frame.extend_from_slice(DONE_FRAME);
+                }
+                frame.freeze()
+            }
+        };
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+}
+
+/// What one pull from the source gave.
+enum Pulled {
+    /// An event, now encoded at the end of the frame.
+    Event,
+    /// Nothing ready; the source will wake the task.
+    Pending,
+    /// The source has ended.
+    End,
+}
+
+/// Polls `events` for its next event and encodes it onto `frame` in the
+/// stream's framing (an NDJSON stream skips comments, which have no line).
+fn pull_into(events: &mut EventStream, cx: &mut Context<'_>, frame: &mut BytesMut) -> Pulled {
+    let framing = events.framing();
+    loop {
+        match Pin::new(&mut *events).poll_next(cx) {
+            Poll::Ready(Some(event)) => {
+                let encoded = match framing {
+                    Framing::Sse => {
+                        event.encode_into(frame);
+                        true
+                    }
+                    Framing::Ndjson => event.encode_ndjson_into(frame),
+                };
+                if encoded {
+                    return Pulled::Event;
+                }
+            }
+            Poll::Ready(None) => return Pulled::End,
+            Poll::Pending => return Pulled::Pending,
+        }
+    }
 }
 
 impl Body for SseBody {
@@ -163,43 +261,29 @@ impl Body for SseBody {
         let Some(events) = this.events.as_mut() else {
             return Poll::Ready(None);
         };
-        let framing = events.framing();
-        let polled = loop {
-            match Pin::new(&mut *events).poll_next(cx) {
-                Poll::Ready(Some(event)) if framing == Framing::Ndjson => {
-                    match event.to_ndjson_line() {
-                        Some(line) => break Poll::Ready(Some(line)),
-                        // A comment has no NDJSON form: skip it.
-                        None => continue,
-                    }
-                }
-                Poll::Ready(Some(event)) => break Poll::Ready(Some(event.to_bytes())),
-                Poll::Ready(None) => break Poll::Ready(None),
-                Poll::Pending => break Poll::Pending,
-            }
-        };
-        match polled {
-            Poll::Ready(Some(frame)) => this.sent(frame),
-            Poll::Ready(None) => {
-                let done_marker = events.has_done_marker();
-                // Release the source (and its channel) as soon as it is spent.
-                this.events = None;
-                this.timer = None;
-                if done_marker {
-                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(DONE_FRAME)))))
-                } else {
-                    Poll::Ready(None)
-                }
-            }
-            Poll::Pending => {
+        let mut frame = BytesMut::new();
+        match pull_into(events, cx, &mut frame) {
+            Pulled::Event => {}
+            Pulled::End => return this.end(frame),
+            Pulled::Pending => {
                 let frame = ready!(this.poll_keep_alive(cx));
                 let timer_due = Instant::now() + this.keep_alive.interval;
                 if let Some(timer) = this.timer.as_mut() {
                     timer.as_mut().reset(timer_due);
                 }
-                this.sent(frame)
+                return this.sent(frame);
             }
         }
+        // Gather what else is ready, without waiting for anything: a
+        // `Pending` here sends what there is (the source has our waker).
+        while frame.len() < this.coalesce {
+            match pull_into(events, cx, &mut frame) {
+                Pulled::Event => {}
+                Pulled::Pending => break,
+                Pulled::End => return this.end(frame),
+            }
+        }
+        this.sent(frame.freeze())
     }
 
     fn is_end_stream(&self) -> bool {
@@ -282,7 +366,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_then_done_marker_then_end() {
-        let mut body = SseBody::new(iter(vec![chunk(1), chunk(2)]));
+        let mut body = SseBody::new(iter(vec![chunk(1), chunk(2)])).coalesce(0);
         assert!(!body.is_end_stream());
         assert_eq!(next(&mut body).await.unwrap(), "data: {\"n\":1}\n\n");
         assert_eq!(next(&mut body).await.unwrap(), "data: {\"n\":2}\n\n");
@@ -416,7 +500,7 @@ mod tests {
                 }
             }
         });
-        let mut body = SseBody::new(EventStream::from_receiver(rx));
+        let mut body = SseBody::new(EventStream::from_receiver(rx)).coalesce(0);
 
         // The reader does not poll: the producer fills the channel and stops.
         for _ in 0..100 {
@@ -447,6 +531,109 @@ mod tests {
             .expect("producer kept running after the body was dropped")
             .unwrap();
         assert!(produced.load(Ordering::SeqCst) < 20);
+    }
+
+    #[tokio::test]
+    async fn events_ready_together_go_out_as_one_frame_with_the_marker() {
+        let mut body = SseBody::new(iter(vec![chunk(1), chunk(2), chunk(3)]));
+        assert_eq!(
+            next(&mut body).await.unwrap(),
+            "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"n\":3}\n\ndata: [DONE]\n\n"
+        );
+        assert!(body.is_end_stream());
+        assert!(next(&mut body).await.is_none());
+
+        // NDJSON gathers lines the same way, skipping comments.
+        let events = iter(vec![chunk(1), SseEvent::comment("x"), chunk(2)]).ndjson();
+        let mut body = SseBody::new(events);
+        assert_eq!(next(&mut body).await.unwrap(), "{\"n\":1}\n{\"n\":2}\n");
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_never_waits_for_the_next_event() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut body = SseBody::new(EventStream::from_receiver(rx));
+        assert!(poll_once(&mut body).is_pending());
+
+        // What is ready goes out at once, together; nothing is held back.
+        tx.send(chunk(1)).await.unwrap();
+        tx.send(chunk(2)).await.unwrap();
+        assert_eq!(
+            next(&mut body).await.unwrap(),
+            "data: {\"n\":1}\n\ndata: {\"n\":2}\n\n"
+        );
+        assert!(poll_once(&mut body).is_pending());
+        tx.send(chunk(3)).await.unwrap();
+        assert_eq!(next(&mut body).await.unwrap(), "data: {\"n\":3}\n\n");
+
+        // The end, when it comes later, is a frame of its own.
+        drop(tx);
+        assert_eq!(next(&mut body).await.unwrap(), "data: [DONE]\n\n");
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_stops_gathering_at_its_budget() {
+        // Each event is 15 bytes on the wire ("data: {"n":N}\n\n").
+        assert_eq!(chunk(0).to_bytes().len(), 15);
+        let mut body = SseBody::new(iter((0..10).map(chunk).collect())).coalesce(40);
+        let mut frames = Vec::new();
+        while let Some(frame) = next(&mut body).await {
+            frames.push(frame);
+        }
+        // A frame passes the budget by at most its last event.
+        for frame in &frames[..frames.len() - 1] {
+            assert_eq!(frame.len(), 45, "{frame:?}");
+        }
+        let all: Vec<u8> = frames.concat();
+        let expected: String = (0..10)
+            .map(|n| format!("data: {{\"n\":{n}}}\n\n"))
+            .chain(["data: [DONE]\n\n".to_owned()])
+            .collect();
+        assert_eq!(String::from_utf8(all).unwrap(), expected);
+        assert_eq!(frames.len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gathering_reader_still_stalls_the_producer() {
+        let (tx, rx) = mpsc::channel(4);
+        let produced = Arc::new(AtomicUsize::new(0));
+        let producer = tokio::spawn({
+            let produced = produced.clone();
+            async move {
+                for n in 0..1000 {
+                    if tx.send(chunk(n)).await.is_err() {
+                        return;
+                    }
+                    produced.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let mut body = SseBody::new(EventStream::from_receiver(rx));
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        // A frame takes what the channel holds, no more: the producer stays
+        // at most a channel's worth (and the one send in flight) ahead.
+        let mut read = 0;
+        for _ in 0..10 {
+            let frame = next(&mut body).await.unwrap();
+            let events = frame.windows(2).filter(|w| w == b"\n\n").count();
+            assert!((1..=5).contains(&events), "{events} events in one frame");
+            read += events;
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            let ahead = produced.load(Ordering::SeqCst) - read;
+            assert!(ahead <= 5, "producer ran {ahead} events ahead");
+        }
+        drop(body);
+        tokio::time::timeout(Duration::from_secs(1), producer)
+            .await
+            .expect("producer kept running after the body was dropped")
+            .unwrap();
+        assert!(produced.load(Ordering::SeqCst) < 60);
     }
 
     #[test]
