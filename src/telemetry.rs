@@ -26,7 +26,8 @@
 //! dashboard `deploy/grafana/dashboard.json`; a test checks that every
 //! metric the dashboard queries is served.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -48,6 +49,21 @@ use crate::worker::{MemberView, WorkerPhase, WorkerPool};
 struct CallLabels {
     method: &'static str,
     outcome: &'static str,
+}
+
+/// The `kind` label of `tokens_total`, in the order of `record_usage`'s counts.
+const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "cached_prompt", "reasoning"];
+
+type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The caches hold counters only (shared with their family): a panic while
+/// one was held leaves nothing half-written, so a poisoned lock is used as is.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,7 +111,15 @@ struct Inner {
     workers_ready: Gauge,
     worker_phase: Family<PhaseLabels, Gauge>,
     calls: Family<CallLabels, Counter>,
+    /// `calls`' counters by (method, outcome), so that counting a call is a
+    /// foldhash lookup of two short strings and an atomic add, not a
+    /// SipHash of its label set under the family's lock (three per request).
+    call_counters: RwLock<FoldMap<(&'static str, &'static str), Counter>>,
     tokens: Family<TokenLabels, Counter>,
+    /// `tokens`' four counters by key name, then model, for the same
+    /// reason: a response's usage costs four atomic adds, not four
+    /// label-set lookups that each allocate the key and model names.
+    token_counters: RwLock<FoldMap<String, FoldMap<String, [Counter; 4]>>>,
     ttft: Family<StreamLabels, Histogram, fn() -> Histogram>,
     turns_in_flight: Gauge,
     turn_slots: Gauge,
@@ -111,7 +135,9 @@ impl GatewayMetrics {
             workers_ready: Gauge::default(),
             worker_phase: Family::default(),
             calls: Family::default(),
+            call_counters: RwLock::default(),
             tokens: Family::default(),
+            token_counters: RwLock::default(),
             ttft: Family::new_with_constructor(|| Histogram::new(TTFT_BUCKETS)),
             turns_in_flight: Gauge::default(),
             turn_slots: Gauge::default(),
@@ -190,31 +216,58 @@ impl GatewayMetrics {
     pub fn call_observer(&self) -> CallObserver {
         let inner = self.inner.clone();
         Arc::new(move |method, outcome| {
-            inner
-                .calls
-                .get_or_create(&CallLabels { method, outcome })
-                .inc();
+            let cached = read(&inner.call_counters)
+                .get(&(method, outcome))
+                .map(Counter::inc)
+                .is_some();
+            if !cached {
+                let counter = inner
+                    .calls
+                    .get_or_create(&CallLabels { method, outcome })
+                    .clone();
+                counter.inc();
+                write(&inner.call_counters).insert((method, outcome), counter);
+            }
         })
     }
 
     /// Counts a response's tokens under the key that asked and the model
     /// that answered.
     pub fn record_usage(&self, u: &Usage, key: &str, model: &str) {
-        let t = &self.inner.tokens;
         let key = if key.is_empty() { "-" } else { key };
-        for (kind, n) in [
-            ("prompt", u.input_tokens),
-            ("completion", u.output_tokens),
-            ("cached_prompt", u.cached_input_tokens),
-            ("reasoning", u.reasoning_output_tokens),
-        ] {
-            t.get_or_create(&TokenLabels {
-                kind,
-                key: key.to_owned(),
-                model: model.to_owned(),
-            })
-            .inc_by(n);
+        let counts = [
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            u.reasoning_output_tokens,
+        ];
+        let add = |counters: &[Counter; 4]| {
+            for (counter, n) in counters.iter().zip(counts) {
+                counter.inc_by(n);
+            }
+        };
+        if let Some(counters) = read(&self.inner.token_counters)
+            .get(key)
+            .and_then(|by_model| by_model.get(model))
+        {
+            return add(counters);
         }
+        // First usage of this key and model: make the label sets once.
+        let counters = TOKEN_KINDS.map(|kind| {
+            self.inner
+                .tokens
+                .get_or_create(&TokenLabels {
+                    kind,
+                    key: key.to_owned(),
+                    model: model.to_owned(),
+                })
+                .clone()
+        });
+        add(&counters);
+        write(&self.inner.token_counters)
+            .entry(key.to_owned())
+            .or_default()
+            .insert(model.to_owned(), counters);
     }
 
     pub fn record_first_token(&self, stream: bool, after: Duration) {
@@ -406,4 +459,56 @@ pub fn register_thread_metrics(registry: &mut Registry, m: &crate::core::ThreadM
         "Requests continuing a conversation, by how: a turn on its live thread, or a fresh thread (fork, rebuild)",
         m.continuations.clone(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn counters_found_through_the_caches_count_every_time() {
+        let mut registry = Registry::default();
+        let metrics = GatewayMetrics::register(&mut registry);
+        let usage = |input, output| Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_input_tokens: 1,
+            reasoning_output_tokens: 0,
+            total_tokens: input + output,
+        };
+        metrics.record_usage(&usage(10, 2), "a", "m1");
+        metrics.record_usage(&usage(5, 3), "a", "m1");
+        metrics.record_usage(&usage(7, 1), "a", "m2");
+        metrics.record_usage(&usage(1, 1), "", "m1");
+        let observe = metrics.call_observer();
+        observe("turn/start", "ok");
+        observe("turn/start", "ok");
+        observe("turn/start", "error");
+        metrics.call_observer()("turn/start", "ok");
+
+        let text = scrape(&registry);
+        for line in [
+            r#"tokens_total{kind="prompt",key="a",model="m1"} 15"#,
+            r#"tokens_total{kind="completion",key="a",model="m1"} 5"#,
+            r#"tokens_total{kind="cached_prompt",key="a",model="m1"} 2"#,
+            r#"tokens_total{kind="reasoning",key="a",model="m1"} 0"#,
+            r#"tokens_total{kind="prompt",key="a",model="m2"} 7"#,
+            r#"tokens_total{kind="prompt",key="-",model="m1"} 1"#,
+            r#"jsonrpc_calls_total{method="turn/start",outcome="ok"} 3"#,
+            r#"jsonrpc_calls_total{method="turn/start",outcome="error"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l.ends_with(line)),
+                "no `{line}` in:\n{text}"
+            );
+        }
+    }
 }
