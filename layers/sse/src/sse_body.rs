@@ -485,9 +485,9 @@ mod tests {
         assert_eq!(next(&mut body).await.unwrap(), "data: {\"n\":7}\n\n");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn slow_reader_stalls_producer() {
-        let (tx, rx) = mpsc::channel(4);
+    /// A producer of up to 1,000 events into `tx`, and how many the
+    /// channel has taken so far.
+    fn produce(tx: mpsc::Sender<SseEvent>) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
         let produced = Arc::new(AtomicUsize::new(0));
         let producer = tokio::spawn({
             let produced = produced.clone();
@@ -500,6 +500,21 @@ mod tests {
                 }
             }
         });
+        (produced, producer)
+    }
+
+    /// Waits for a producer whose body was dropped to stop.
+    async fn stopped(producer: tokio::task::JoinHandle<()>) {
+        tokio::time::timeout(Duration::from_secs(1), producer)
+            .await
+            .expect("producer kept running after the body was dropped")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_reader_stalls_producer() {
+        let (tx, rx) = mpsc::channel(4);
+        let (produced, producer) = produce(tx);
         let mut body = SseBody::new(EventStream::from_receiver(rx)).coalesce(0);
 
         // The reader does not poll: the producer fills the channel and stops.
@@ -526,10 +541,7 @@ mod tests {
 
         // A client that goes away stops the producer.
         drop(body);
-        tokio::time::timeout(Duration::from_secs(1), producer)
-            .await
-            .expect("producer kept running after the body was dropped")
-            .unwrap();
+        stopped(producer).await;
         assert!(produced.load(Ordering::SeqCst) < 20);
     }
 
@@ -598,18 +610,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_gathering_reader_still_stalls_the_producer() {
         let (tx, rx) = mpsc::channel(4);
-        let produced = Arc::new(AtomicUsize::new(0));
-        let producer = tokio::spawn({
-            let produced = produced.clone();
-            async move {
-                for n in 0..1000 {
-                    if tx.send(chunk(n)).await.is_err() {
-                        return;
-                    }
-                    produced.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
+        let (produced, producer) = produce(tx);
         let mut body = SseBody::new(EventStream::from_receiver(rx));
         for _ in 0..100 {
             tokio::task::yield_now().await;
@@ -629,10 +630,7 @@ mod tests {
             assert!(ahead <= 5, "producer ran {ahead} events ahead");
         }
         drop(body);
-        tokio::time::timeout(Duration::from_secs(1), producer)
-            .await
-            .expect("producer kept running after the body was dropped")
-            .unwrap();
+        stopped(producer).await;
         assert!(produced.load(Ordering::SeqCst) < 60);
     }
 
