@@ -51,8 +51,16 @@ struct CallLabels {
     outcome: &'static str,
 }
 
-/// The `kind` label of `tokens_total`, in the order of `record_usage`'s counts.
-const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "cached_prompt", "reasoning"];
+/// A usage's counts by their `kind` label of `tokens_total`: the one place
+/// that pairs them, so the cached counters and the counts line up.
+fn token_counts(u: &Usage) -> [(&'static str, u64); 4] {
+    [
+        ("prompt", u.input_tokens),
+        ("completion", u.output_tokens),
+        ("cached_prompt", u.cached_input_tokens),
+        ("reasoning", u.reasoning_output_tokens),
+    ]
+}
 
 type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -235,12 +243,7 @@ impl GatewayMetrics {
     /// that answered.
     pub fn record_usage(&self, u: &Usage, key: &str, model: &str) {
         let key = if key.is_empty() { "-" } else { key };
-        let counts = [
-            u.input_tokens,
-            u.output_tokens,
-            u.cached_input_tokens,
-            u.reasoning_output_tokens,
-        ];
+        let counts = token_counts(u).map(|(_, n)| n);
         let add = |counters: &[Counter; 4]| {
             for (counter, n) in counters.iter().zip(counts) {
                 counter.inc_by(n);
@@ -253,7 +256,7 @@ impl GatewayMetrics {
             return add(counters);
         }
         // First usage of this key and model: make the label sets once.
-        let counters = TOKEN_KINDS.map(|kind| {
+        let counters = token_counts(u).map(|(kind, _)| {
             self.inner
                 .tokens
                 .get_or_create(&TokenLabels {

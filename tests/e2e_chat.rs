@@ -322,8 +322,8 @@ async fn a_client_that_leaves_mid_stream_interrupts_its_turn() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    waiting.abort();
     let dropped_before = h.model.dropped_streams();
+    waiting.abort();
     let started = Instant::now();
     while h.model.dropped_streams() == dropped_before {
         assert!(

@@ -227,6 +227,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_layers_coalesce_setting_reaches_the_body() {
+        let ready = || {
+            events(vec![
+                SseEvent::data("1"),
+                SseEvent::data("2"),
+                SseEvent::data("3"),
+            ])
+        };
+        let frames = |layer: SseLayer| async move {
+            let res = call(layer, || Response::new(Payload::Events(ready()))).await;
+            let mut body = res.into_body();
+            let mut frames = Vec::new();
+            while let Some(frame) = body.frame().await {
+                frames.push(frame.unwrap().into_data().unwrap());
+            }
+            frames
+        };
+        // Off: one event per frame, then the marker.
+        assert_eq!(
+            frames(SseLayer::new().coalesce(0)).await,
+            [
+                "data: 1\n\n",
+                "data: 2\n\n",
+                "data: 3\n\n",
+                "data: [DONE]\n\n"
+            ]
+        );
+        // The default gathers what is ready (the channel here has ended, so
+        // the marker comes along).
+        assert_eq!(
+            frames(SseLayer::new()).await,
+            ["data: 1\n\ndata: 2\n\ndata: 3\n\ndata: [DONE]\n\n"]
+        );
+    }
+
+    #[tokio::test]
     async fn inner_errors_pass_through() {
         let svc = SseLayer::new().layer(tower::service_fn(|_req: Request<()>| async {
             Err::<Inner, _>("worker gone")
