@@ -33,12 +33,9 @@ impl ToolCallAggregator {
         self.held.push_str(delta);
         // Most deltas of most answers have no `<`: no block starts in them
         // and nothing can be a block's partial start, so all of it is
-        // text, handed on without a copy or a search for `<use_tool>`.
+        // text, handed on whole without a search for `<use_tool>`.
         if memchr::memchr(b'<', self.held.as_bytes()).is_none() {
-            if self.held.is_empty() {
-                return Vec::new();
-            }
-            return vec![Segment::Text(std::mem::take(&mut self.held))];
+            return self.release_held();
         }
         let mut out = Vec::new();
         loop {
@@ -85,6 +82,11 @@ impl ToolCallAggregator {
 
     /// At the end of the turn: whatever is held is plain text (an unclosed block stays text).
     pub fn finish(&mut self) -> Vec<Segment> {
+        self.release_held()
+    }
+
+    /// Everything held, as one text segment (none when nothing is held).
+    fn release_held(&mut self) -> Vec<Segment> {
         if self.held.is_empty() {
             Vec::new()
         } else {
@@ -93,7 +95,8 @@ impl ToolCallAggregator {
     }
 
     /// Bytes held back, waiting for more deltas.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held.len()
     }
 
