@@ -560,16 +560,10 @@ async fn alternating(
     warmup: Duration,
     window: Duration,
 ) -> (RunStats, RunStats) {
-    let mut stats = [
-        RunStats {
-            window: window / 2,
-            ..Default::default()
-        },
-        RunStats {
-            window: window / 2,
-            ..Default::default()
-        },
-    ];
+    let mut stats: [RunStats; 2] = std::array::from_fn(|_| RunStats {
+        window: window / 2,
+        ..Default::default()
+    });
     let targets = [a, b];
     let mut sessions = Vec::new();
     for (t, s) in targets.iter().zip(stats.iter_mut()) {
