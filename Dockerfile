@@ -25,6 +25,8 @@ WORKDIR /src
 # Only what the workspace needs to build (every member must be present for
 # cargo to read the workspace; CODEX_VERSION is compiled in by include_str!).
 COPY Cargo.toml Cargo.lock CODEX_VERSION ./
+# The build's settings (SQLite's compile flags).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY layers ./layers
 COPY offline-model ./offline-model
