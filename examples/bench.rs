@@ -7,6 +7,7 @@
 //! bench --check [--write-baseline]
 //! bench --compare GATEWAY_BIN_A GATEWAY_BIN_B
 //! bench --memory
+//! bench --latency
 //! ```
 //!
 //! `--check` measures only the gateway's CPU µs per completion (streamed at
@@ -20,7 +21,12 @@
 //! (`BENCH_GATEWAY_ENV_A` / `_B` give one side extra environment, to compare
 //! settings of one binary). `--memory` runs only the memory part (idle,
 //! streams held open, 1 s and 15 s after closing them) on the gateway binary
-//! found as below, with `BENCH_GATEWAY_ENV`.
+//! found as below, with `BENCH_GATEWAY_ENV`. `--latency` runs only the
+//! added latency at one stream (gateway − direct, p50 and p99), in
+//! `BENCH_LATENCY_ROUNDS` rounds (default 5) of a 3 s window on each path,
+//! one after the other as in the full run, on the gateway found as below with
+//! `BENCH_GATEWAY_ENV`: the figure nearest its target, for trying what moves
+//! its tail without the full run's two and a half minutes.
 //!
 //! What it measures, all over loopback:
 //!
@@ -97,6 +103,7 @@ fn main() -> Result<(), BoxError> {
     let write_baseline = args.iter().any(|a| a == "--write-baseline");
     let comparing = args.first().is_some_and(|a| a == "--compare");
     let memory_only = args.iter().any(|a| a == "--memory");
+    let latency_only = args.iter().any(|a| a == "--latency");
     if let Some(bad) = args.iter().filter(|_| !comparing).find(|a| {
         !matches!(
             a.as_str(),
@@ -106,10 +113,11 @@ fn main() -> Result<(), BoxError> {
                 | "--check"
                 | "--write-baseline"
                 | "--memory"
+                | "--latency"
         )
     }) {
         eprintln!(
-            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B\n       bench --memory"
+            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B\n       bench --memory\n       bench --latency"
         );
         std::process::exit(2);
     }
@@ -139,6 +147,10 @@ fn main() -> Result<(), BoxError> {
         )?;
         memory_table(&mut out, &m, None)?;
         print!("{out}");
+        return Ok(());
+    }
+    if latency_only {
+        print!("{}", rt.block_on(latency_rounds())?);
         return Ok(());
     }
     if check || write_baseline {
@@ -1935,6 +1947,85 @@ async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
 /// machine, so on a shared machine the paired ratio is far steadier than
 /// two separate `--check` runs. Reports median CPU µs per completion of
 /// each and the median of the per-round ratios B/A.
+/// `--latency`: the added latency at one stream, round by round and over
+/// all rounds, with the gateway's CPU per completion.
+async fn latency_rounds() -> Result<String, BoxError> {
+    let rounds: usize = std::env::var("BENCH_LATENCY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5);
+    let paths = Paths::find()?;
+    let env = vec![
+        (
+            "CODEX_BIN".to_owned(),
+            paths.fake_worker.display().to_string(),
+        ),
+        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
+    ];
+    progress("latency: starting the gateway and a direct worker");
+    let gateway = Gateway::start(&paths, &env, "gateway-latency").await?;
+    let direct = Direct::start(&paths, &env, None, "direct-latency").await?;
+    let (gw, dt) = (
+        Target::Gateway(gateway.addr),
+        Target::Direct(direct.clone()),
+    );
+    closed_loop(&gw, 16, Duration::ZERO, Duration::from_secs(1)).await;
+    closed_loop(&dt, 16, Duration::ZERO, Duration::from_secs(1)).await;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "Gateway `{}`, extra environment: `{}`; {rounds} rounds of 3 s per path; load average {}.\n",
+        paths.gateway.display(),
+        std::env::var("BENCH_GATEWAY_ENV").unwrap_or_default(),
+        loadavg()
+    )?;
+    writeln!(out, "| round | gateway p50 | gateway p99 | direct p50 | direct p99 | **added p50** | **added p99** | gateway CPU µs per completion |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let (mut all_g, mut all_d) = (RunStats::default(), RunStats::default());
+    let row = |out: &mut String, name: &str, g: &RunStats, d: &RunStats, cpu: &str| {
+        writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | **{}** | **{}** | {cpu} |",
+            ms(g.pct(0.5, true)),
+            ms(g.pct(0.99, true)),
+            ms(d.pct(0.5, true)),
+            ms(d.pct(0.99, true)),
+            diff(g.pct(0.5, true), d.pct(0.5, true)),
+            diff(g.pct(0.99, true), d.pct(0.99, true)),
+        )
+    };
+    for round in 1..=rounds {
+        progress(&format!("latency: round {round} of {rounds}"));
+        let g = measured_closed_loop(
+            &gw,
+            gateway.pid,
+            1,
+            Duration::from_millis(500),
+            Duration::from_secs(3),
+        )
+        .await;
+        let d = closed_loop(&dt, 1, Duration::from_millis(500), Duration::from_secs(3)).await;
+        let cpu = g.cpu.as_ref().map_or(String::new(), |c| {
+            format!("{:.0}", cpu_per_completion(&g, c).0)
+        });
+        row(&mut out, &round.to_string(), &g, &d, &cpu)?;
+        all_g.merge(g);
+        all_d.merge(d);
+    }
+    row(&mut out, "all", &all_g, &all_d, "")?;
+    writeln!(
+        out,
+        "\nErrors: gateway {}, direct {}. Load average at the end: {}.",
+        errors(&all_g),
+        errors(&all_d),
+        loadavg()
+    )?;
+    gateway.stop().await;
+    direct.stop().await;
+    Ok(out)
+}
+
 async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     let mut pa = Paths::find()?;
     pa.gateway = a.clone();
