@@ -222,6 +222,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
     let paths = Paths::find()?;
     let mut out = String::new();
     let load_start = loadavg();
+    let steal_start = steal_ticks();
     let started = Instant::now();
 
     // === fake worker: latency, fixed rate, throughput ===
@@ -320,6 +321,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
 
     // === report ===
     let load_end = loadavg();
+    let steal_end = steal_ticks();
     writeln!(out, "## Results\n")?;
     let extra = extra_gateway_env();
     if !extra.is_empty() {
@@ -332,8 +334,11 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
     }
     writeln!(
         out,
-        "Run took {:.0} s. Load average (1/5/15 min) at start: {load_start}; at end: {load_end}.\n",
-        started.elapsed().as_secs_f64()
+        "Run took {:.0} s. Load average (1/5/15 min) at start: {load_start}; at end: {load_end}. \
+        Steal (the hypervisor running something else while this machine's CPUs wanted to run): \
+        {:.1} % of CPU time over the run.\n",
+        started.elapsed().as_secs_f64(),
+        (steal_end.0 - steal_start.0) as f64 * 100.0 / (steal_end.1 - steal_start.1).max(1) as f64
     )?;
     writeln!(out, "Latency columns: **first** = request sent → first SSE `data:` frame with content \
         (direct: → first `item/agentMessage/delta`); **end** = → end of the SSE body after `[DONE]` \
@@ -1340,6 +1345,21 @@ fn machine_ticks() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// The machine's steal time so far (time the hypervisor ran something else
+/// while a virtual CPU wanted to run) and all time, in ticks.
+fn steal_ticks() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.get(7).copied().unwrap_or(0), v.iter().take(8).sum())
+}
+
 #[derive(Debug, Clone, Copy)]
 struct CpuSnapshot {
     gateway: u64,
@@ -1980,13 +2000,13 @@ async fn latency_rounds() -> Result<String, BoxError> {
         std::env::var("BENCH_GATEWAY_ENV").unwrap_or_default(),
         loadavg()
     )?;
-    writeln!(out, "| round | gateway p50 | gateway p99 | direct p50 | direct p99 | **added p50** | **added p99** | gateway CPU µs per completion |")?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "| round | gateway p50 | gateway p99 | direct p50 | direct p99 | **added p50** | **added p99** | gateway CPU µs per completion | steal during the gateway's window |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let (mut all_g, mut all_d) = (RunStats::default(), RunStats::default());
-    let row = |out: &mut String, name: &str, g: &RunStats, d: &RunStats, cpu: &str| {
+    let row = |out: &mut String, name: &str, g: &RunStats, d: &RunStats, cpu: &str, steal: &str| {
         writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | **{}** | **{}** | {cpu} |",
+            "| {name} | {} | {} | {} | {} | **{}** | **{}** | {cpu} | {steal} |",
             ms(g.pct(0.5, true)),
             ms(g.pct(0.99, true)),
             ms(d.pct(0.5, true)),
@@ -1997,6 +2017,7 @@ async fn latency_rounds() -> Result<String, BoxError> {
     };
     for round in 1..=rounds {
         progress(&format!("latency: round {round} of {rounds}"));
+        let (steal0, all0) = steal_ticks();
         let g = measured_closed_loop(
             &gw,
             gateway.pid,
@@ -2005,15 +2026,20 @@ async fn latency_rounds() -> Result<String, BoxError> {
             Duration::from_secs(3),
         )
         .await;
+        let (steal1, all1) = steal_ticks();
+        let steal = format!(
+            "{:.1} %",
+            (steal1 - steal0) as f64 * 100.0 / (all1 - all0).max(1) as f64
+        );
         let d = closed_loop(&dt, 1, Duration::from_millis(500), Duration::from_secs(3)).await;
         let cpu = g.cpu.as_ref().map_or(String::new(), |c| {
             format!("{:.0}", cpu_per_completion(&g, c).0)
         });
-        row(&mut out, &round.to_string(), &g, &d, &cpu)?;
+        row(&mut out, &round.to_string(), &g, &d, &cpu, &steal)?;
         all_g.merge(g);
         all_d.merge(d);
     }
-    row(&mut out, "all", &all_g, &all_d, "")?;
+    row(&mut out, "all", &all_g, &all_d, "", "")?;
     writeln!(
         out,
         "\nErrors: gateway {}, direct {}. Load average at the end: {}.",
