@@ -187,6 +187,18 @@ struct Paths {
 }
 
 impl Paths {
+    /// The environment that points a gateway (or the direct client) at the
+    /// instant fake worker.
+    fn fake_worker_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "CODEX_BIN".to_owned(),
+                self.fake_worker.display().to_string(),
+            ),
+            ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
+        ]
+    }
+
     fn find() -> Result<Paths, BoxError> {
         let exe = std::env::current_exe()?;
         let examples = exe.parent().ok_or("no exe dir")?.to_path_buf();
@@ -227,13 +239,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
 
     // === fake worker: latency, fixed rate, throughput ===
     progress("fake worker: starting the gateway and a direct worker");
-    let fake_env = vec![
-        (
-            "CODEX_BIN".to_owned(),
-            paths.fake_worker.display().to_string(),
-        ),
-        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
-    ];
+    let fake_env = paths.fake_worker_env();
     let gateway = Gateway::start(&paths, &fake_env, "gateway-fake").await?;
     let direct = Direct::start(&paths, &fake_env, None, "direct-fake").await?;
     let gw = Target::Gateway(gateway.addr);
@@ -1005,6 +1011,15 @@ fn env_list(name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A positive count from the environment (`BENCH_*_ROUNDS`), or `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -1432,15 +1447,9 @@ struct MemoryReport {
 }
 
 async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
-    let env = vec![
-        (
-            "CODEX_BIN".to_owned(),
-            paths.fake_worker.display().to_string(),
-        ),
-        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
-        // Slow enough that no stream ends during the measurement.
-        ("FAKE_WORKER_DELAY_MS".to_owned(), "600000".to_owned()),
-    ];
+    let mut env = paths.fake_worker_env();
+    // Slow enough that no stream ends during the measurement.
+    env.push(("FAKE_WORKER_DELAY_MS".to_owned(), "600000".to_owned()));
     let gateway = Gateway::start(paths, &env, "gateway-memory").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = proc_status(gateway.pid);
@@ -1855,13 +1864,7 @@ fn baseline_path() -> PathBuf {
 /// writes it as the new baseline. Returns the report and whether it passed.
 async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
     let paths = Paths::find()?;
-    let fake_env = vec![
-        (
-            "CODEX_BIN".to_owned(),
-            paths.fake_worker.display().to_string(),
-        ),
-        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
-    ];
+    let fake_env = paths.fake_worker_env();
     progress("check: starting the gateway on the fake worker");
     let gateway = Gateway::start(&paths, &fake_env, "gateway-check").await?;
     let streamed = Target::Gateway(gateway.addr);
@@ -1970,19 +1973,9 @@ async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
 /// `--latency`: the added latency at one stream, round by round and over
 /// all rounds, with the gateway's CPU per completion.
 async fn latency_rounds() -> Result<String, BoxError> {
-    let rounds: usize = std::env::var("BENCH_LATENCY_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(5);
+    let rounds = env_count("BENCH_LATENCY_ROUNDS", 5);
     let paths = Paths::find()?;
-    let env = vec![
-        (
-            "CODEX_BIN".to_owned(),
-            paths.fake_worker.display().to_string(),
-        ),
-        ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
-    ];
+    let env = paths.fake_worker_env();
     progress("latency: starting the gateway and a direct worker");
     let gateway = Gateway::start(&paths, &env, "gateway-latency").await?;
     let direct = Direct::start(&paths, &env, None, "direct-latency").await?;
@@ -2060,19 +2053,12 @@ async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     // `BENCH_GATEWAY_ENV_A` / `_B`: environment for one side only (the
     // same binary twice with different settings).
     let env = |p: &Paths, side: &str| {
-        let mut env = vec![
-            ("CODEX_BIN".to_owned(), p.fake_worker.display().to_string()),
-            ("FAKE_WORKER_DELTAS".to_owned(), FAKE_DELTAS.to_owned()),
-        ];
+        let mut env = p.fake_worker_env();
         env.extend(env_list(&format!("BENCH_GATEWAY_ENV_{side}")));
         env
     };
     // `BENCH_COMPARE_ROUNDS`: more rounds for a small difference on a busy machine.
-    let rounds: usize = std::env::var("BENCH_COMPARE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(7);
+    let rounds = env_count("BENCH_COMPARE_ROUNDS", 7);
     progress("compare: starting both gateways");
     let ga = Gateway::start(&pa, &env(&pa, "A"), "gateway-a").await?;
     let gb = Gateway::start(&pb, &env(&pb, "B"), "gateway-b").await?;
