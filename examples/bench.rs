@@ -22,11 +22,10 @@
 //! settings of one binary). `--memory` runs only the memory part (idle,
 //! streams held open, 1 s and 15 s after closing them) on the gateway binary
 //! found as below, with `BENCH_GATEWAY_ENV`. `--latency` runs only the
-//! added latency at one stream (gateway − direct, p50 and p99), in
-//! `BENCH_LATENCY_ROUNDS` rounds (default 5) of a 3 s window on each path,
-//! one after the other as in the full run, on the gateway found as below with
-//! `BENCH_GATEWAY_ENV`: the figure nearest its target, for trying what moves
-//! its tail without the full run's two and a half minutes.
+//! added latency at one stream (gateway − direct, p50 and p99) on that
+//! gateway: `BENCH_LATENCY_ROUNDS` rounds (default 5) of 3 s on each path,
+//! each with the machine's steal time. It takes about 40 s, where the full
+//! run takes two minutes, for trying what moves the tail.
 //!
 //! What it measures, all over loopback:
 //!
@@ -344,7 +343,8 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
         Steal (the hypervisor running something else while this machine's CPUs wanted to run): \
         {:.1} % of CPU time over the run.\n",
         started.elapsed().as_secs_f64(),
-        (steal_end.0 - steal_start.0) as f64 * 100.0 / (steal_end.1 - steal_start.1).max(1) as f64
+        steal_end.0.saturating_sub(steal_start.0) as f64 * 100.0
+            / steal_end.1.saturating_sub(steal_start.1).max(1) as f64
     )?;
     writeln!(out, "Latency columns: **first** = request sent → first SSE `data:` frame with content \
         (direct: → first `item/agentMessage/delta`); **end** = → end of the SSE body after `[DONE]` \
@@ -1344,34 +1344,33 @@ fn children(ppid: u32) -> Vec<u32> {
     out
 }
 
-/// Busy and total ticks of the whole machine (`/proc/stat`).
-fn machine_ticks() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().next() else {
-        return (0, 0);
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
-/// The machine's steal time so far (time the hypervisor ran something else
-/// while a virtual CPU wanted to run) and all time, in ticks.
-fn steal_ticks() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = text
+/// The machine's `cpu` line of `/proc/stat`: user, nice, system, idle,
+/// iowait, irq, softirq, steal (then guest time, already in user and nice),
+/// in ticks; empty if it cannot be read.
+fn cpu_line() -> Vec<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
         .lines()
         .next()
         .unwrap_or_default()
         .split_whitespace()
         .skip(1)
         .filter_map(|x| x.parse().ok())
-        .collect();
+        .collect()
+}
+
+/// Busy and total ticks of the whole machine.
+fn machine_ticks() -> (u64, u64) {
+    let v = cpu_line();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total.saturating_sub(idle), total)
+}
+
+/// The machine's steal time so far (time the hypervisor ran something else
+/// while a virtual CPU wanted to run) and all time, in ticks.
+fn steal_ticks() -> (u64, u64) {
+    let v = cpu_line();
     (v.get(7).copied().unwrap_or(0), v.iter().take(8).sum())
 }
 
@@ -1963,13 +1962,8 @@ async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
     Ok((out, ok))
 }
 
-// === --compare: two gateway binaries, interleaved ===
+// === --latency: the added latency at one stream, in rounds ===
 
-/// Runs [`CHECK_FIGURES`] on two gateway binaries at once, in alternating
-/// 2 s windows (A, B, A, B, ...), seven rounds each: both see the same
-/// machine, so on a shared machine the paired ratio is far steadier than
-/// two separate `--check` runs. Reports median CPU µs per completion of
-/// each and the median of the per-round ratios B/A.
 /// `--latency`: the added latency at one stream, round by round and over
 /// all rounds, with the gateway's CPU per completion.
 async fn latency_rounds() -> Result<String, BoxError> {
@@ -1993,7 +1987,7 @@ async fn latency_rounds() -> Result<String, BoxError> {
         std::env::var("BENCH_GATEWAY_ENV").unwrap_or_default(),
         loadavg()
     )?;
-    writeln!(out, "| round | gateway p50 | gateway p99 | direct p50 | direct p99 | **added p50** | **added p99** | gateway CPU µs per completion | steal during the gateway's window |")?;
+    writeln!(out, "| round | gateway p50 | gateway p99 | direct p50 | direct p99 | **added p50** | **added p99** | gateway CPU µs per completion | steal during the gateway's window (and its warm-up) |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let (mut all_g, mut all_d) = (RunStats::default(), RunStats::default());
     let row = |out: &mut String, name: &str, g: &RunStats, d: &RunStats, cpu: &str, steal: &str| {
@@ -2022,7 +2016,7 @@ async fn latency_rounds() -> Result<String, BoxError> {
         let (steal1, all1) = steal_ticks();
         let steal = format!(
             "{:.1} %",
-            (steal1 - steal0) as f64 * 100.0 / (all1 - all0).max(1) as f64
+            steal1.saturating_sub(steal0) as f64 * 100.0 / all1.saturating_sub(all0).max(1) as f64
         );
         let d = closed_loop(&dt, 1, Duration::from_millis(500), Duration::from_secs(3)).await;
         let cpu = g.cpu.as_ref().map_or(String::new(), |c| {
@@ -2045,6 +2039,13 @@ async fn latency_rounds() -> Result<String, BoxError> {
     Ok(out)
 }
 
+// === --compare: two gateway binaries, interleaved ===
+
+/// Runs [`CHECK_FIGURES`] on two gateway binaries at once, in alternating
+/// 2 s windows (A, B, A, B, ...), seven rounds each: both see the same
+/// machine, so on a shared machine the paired ratio is far steadier than
+/// two separate `--check` runs. Reports median CPU µs per completion of
+/// each and the median of the per-round ratios B/A.
 async fn compare(a: PathBuf, b: PathBuf) -> Result<String, BoxError> {
     let mut pa = Paths::find()?;
     pa.gateway = a.clone();
