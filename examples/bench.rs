@@ -343,8 +343,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
         Steal (the hypervisor running something else while this machine's CPUs wanted to run): \
         {:.1} % of CPU time over the run.\n",
         started.elapsed().as_secs_f64(),
-        steal_end.0.saturating_sub(steal_start.0) as f64 * 100.0
-            / steal_end.1.saturating_sub(steal_start.1).max(1) as f64
+        steal_percent(steal_start, steal_end)
     )?;
     writeln!(out, "Latency columns: **first** = request sent → first SSE `data:` frame with content \
         (direct: → first `item/agentMessage/delta`); **end** = → end of the SSE body after `[DONE]` \
@@ -1374,6 +1373,11 @@ fn steal_ticks() -> (u64, u64) {
     (v.get(7).copied().unwrap_or(0), v.iter().take(8).sum())
 }
 
+/// Steal as a share of all CPU time between two [`steal_ticks`] readings.
+fn steal_percent(from: (u64, u64), to: (u64, u64)) -> f64 {
+    to.0.saturating_sub(from.0) as f64 * 100.0 / to.1.saturating_sub(from.1).max(1) as f64
+}
+
 #[derive(Debug, Clone, Copy)]
 struct CpuSnapshot {
     gateway: u64,
@@ -2004,7 +2008,7 @@ async fn latency_rounds() -> Result<String, BoxError> {
     };
     for round in 1..=rounds {
         progress(&format!("latency: round {round} of {rounds}"));
-        let (steal0, all0) = steal_ticks();
+        let steal_start = steal_ticks();
         let g = measured_closed_loop(
             &gw,
             gateway.pid,
@@ -2013,11 +2017,7 @@ async fn latency_rounds() -> Result<String, BoxError> {
             Duration::from_secs(3),
         )
         .await;
-        let (steal1, all1) = steal_ticks();
-        let steal = format!(
-            "{:.1} %",
-            steal1.saturating_sub(steal0) as f64 * 100.0 / all1.saturating_sub(all0).max(1) as f64
-        );
+        let steal = format!("{:.1} %", steal_percent(steal_start, steal_ticks()));
         let d = closed_loop(&dt, 1, Duration::from_millis(500), Duration::from_secs(3)).await;
         let cpu = g.cpu.as_ref().map_or(String::new(), |c| {
             format!("{:.0}", cpu_per_completion(&g, c).0)
