@@ -14,8 +14,11 @@
 # The base images are build arguments, so the same file builds from the public
 # images (the defaults) or from local ones where no registry is reachable:
 # ./scripts/image-smoke makes Debian bases with mmdebstrap and passes them.
-# The builder's glibc must not be newer than the runtime's.
-ARG RUST_IMAGE=rust:1-bookworm
+# The builder's glibc must not be newer than the runtime's. The Rust version is
+# the one bench/symbol-order.txt was made with: symbol names change with the
+# compiler, and another version builds the same binary without that code
+# layout (build.rs, scripts/symbol-order).
+ARG RUST_IMAGE=rust:1.95-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
@@ -25,8 +28,11 @@ WORKDIR /src
 # Only what the workspace needs to build (every member must be present for
 # cargo to read the workspace; CODEX_VERSION is compiled in by include_str!).
 COPY Cargo.toml Cargo.lock CODEX_VERSION ./
-# The build's settings (SQLite's compile flags).
+# The build's settings (SQLite's compile flags) and the release binary's code
+# layout (build.rs reads bench/symbol-order.txt).
 COPY .cargo ./.cargo
+COPY build.rs ./
+COPY bench/symbol-order.txt ./bench/
 COPY src ./src
 COPY layers ./layers
 COPY offline-model ./offline-model
