@@ -1447,6 +1447,8 @@ struct MemoryReport {
     after_settle: Rss,
     errors: u64,
     first_error: Option<String>,
+    /// How much of bench/symbol-order.txt the binary has (idle RSS depends on it).
+    layout: String,
 }
 
 async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
@@ -1514,7 +1516,38 @@ async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
         after_settle,
         errors,
         first_error,
+        layout: code_layout(&paths.gateway),
     })
+}
+
+/// How many of the functions bench/symbol-order.txt lists the gateway binary
+/// has: the idle RSS above holds for a binary linked in that order (build.rs),
+/// and a list made by another compiler, or before much of the code changed,
+/// matches fewer of its symbols (then run scripts/symbol-order again).
+fn code_layout(gateway: &Path) -> String {
+    let list = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/symbol-order.txt");
+    let Ok(listed) = std::fs::read_to_string(list) else {
+        return "bench/symbol-order.txt not found".to_owned();
+    };
+    let symbols = match std::process::Command::new("nm")
+        .arg("--defined-only")
+        .arg(gateway)
+        .output()
+    {
+        Ok(out) if out.status.success() => out.stdout,
+        _ => return "not checked (`nm` could not read the binary)".to_owned(),
+    };
+    let symbols = String::from_utf8_lossy(&symbols);
+    let defined: std::collections::HashSet<&str> = symbols
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .collect();
+    let listed: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+    let found = listed.iter().filter(|name| defined.contains(*name)).count();
+    format!(
+        "{found} of the {} functions bench/symbol-order.txt lists are in the binary",
+        listed.len()
+    )
 }
 
 // === real CLI ===
@@ -1782,6 +1815,7 @@ fn memory_table(out: &mut String, m: &MemoryReport, load: Option<(Rss, Rss)>) ->
             )?;
         }
     }
+    writeln!(out, "\nCode layout: {}.", m.layout)?;
     if m.errors > 0 {
         writeln!(
             out,
