@@ -14,11 +14,11 @@
 # The base images are build arguments, so the same file builds from the public
 # images (the defaults) or from local ones where no registry is reachable:
 # ./scripts/image-smoke makes Debian bases with mmdebstrap and passes them.
-# The builder's glibc must not be newer than the runtime's. The Rust version is
+# The builder's glibc must not be newer than the runtime's. The Rust release is
 # the one bench/symbol-order.txt was made with: symbol names change with the
-# compiler, and another version builds the same binary without that code
-# layout (build.rs, scripts/symbol-order).
-ARG RUST_IMAGE=rust:1.95-bookworm
+# compiler (a patch release too), and another one builds the same binary
+# without that code layout (build.rs, scripts/symbol-order).
+ARG RUST_IMAGE=rust:1.95.0-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 

@@ -1,80 +1,104 @@
 //! Lays out the release binary's code in the order `bench/symbol-order.txt`
-//! lists it: the request path's functions first, then the rest of what runs
-//! at start-up, so the code an idle gateway keeps resident is a few hundred
-//! contiguous pages instead of 64 KiB windows all over the binary (why and
-//! how the list is made: scripts/symbol-order; the figures:
+//! lists it: what an idle gateway runs as one block, the request path's
+//! functions first, so the code an idle gateway keeps resident is a few
+//! hundred contiguous pages instead of 64 KiB windows all over the binary
+//! (why and how the list is made: scripts/symbol-order; the figures:
 //! docs/benchmarks.md, "eighth pass").
 //!
-//! Only where the linker is known to be lld, which takes
-//! `--symbol-ordering-file`: rustc 1.90 and later link x86_64 Linux (GNU)
-//! binaries with its bundled rust-lld unless a linker is configured. GNU ld
-//! rejects the option, so with any configured linker, or an older rustc, the
-//! binary is linked as before. Debug builds are left alone: the test suite
-//! never measures their layout.
+//! With a glibc of 2.36 or later to link against, the relative relocations
+//! are also packed (DT_RELR): the dynamic loader reads all of `.rela.dyn` at
+//! every start, and packed it is a few KB instead of 312 KB. The linker then
+//! marks the binary as needing `GLIBC_ABI_DT_RELR`, so an older glibc refuses
+//! to load it with a clear message (build where you run, as the Dockerfile's
+//! builder and runtime images do).
 //!
-//! With lld, and a glibc of 2.36 or later to link against, the relative
-//! relocations are also packed (DT_RELR): the dynamic loader reads all of
-//! `.rela.dyn` at every start, and packed it is a few KB instead of 312 KB.
-//! lld then marks the binary as needing `GLIBC_ABI_DT_RELR`, so an older
-//! glibc refuses to load it with a clear message (build where you run, as
-//! the Dockerfile's builder and runtime images do).
+//! Both are linker options that not every linker takes (lld does; GNU ld has
+//! no `--symbol-ordering-file`), and which linker a build uses depends on the
+//! toolchain and the user's configuration. So each is tried first: a one-line
+//! program linked the way this build links (same rustc, target, RUSTFLAGS and
+//! configured linker) with the option; only if that link succeeds is the
+//! option passed on. Debug builds are left alone: nothing measures their
+//! layout.
 
 use std::env;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ORDER_FILE: &str = "bench/symbol-order.txt";
 
 fn main() {
     println!("cargo:rerun-if-changed={ORDER_FILE}");
-    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     if env::var("PROFILE").as_deref() != Ok("release")
-        || env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu")
-        || env::var_os("RUSTC_LINKER").is_some()
-        || links_with_configured_linker()
-        || !rustc_links_with_lld()
+        || env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux")
     {
         return;
     }
     let manifest = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let order = Path::new(&manifest).join(ORDER_FILE);
+    let mut layout = Vec::new();
     if order.is_file() {
-        println!(
-            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-            order.display()
-        );
+        layout.push(format!("-Wl,--symbol-ordering-file={}", order.display()));
         // The list names the symbols of the build it was made from; those a
         // later build no longer has are skipped: expected, not a warning.
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        layout.push("-Wl,--no-warn-symbol-ordering".to_owned());
     }
-    if glibc_reads_packed_relocations() {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    if !layout.is_empty() && links_with(&layout) {
+        for arg in &layout {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
+    }
+    // Only where the glibc `getconf` reports is the one linked against: a
+    // native build for a GNU target.
+    let native_gnu = env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
+        && env::var("HOST").ok() == env::var("TARGET").ok();
+    let relr = ["-Wl,-z,pack-relative-relocs".to_owned()];
+    if native_gnu && glibc_reads_packed_relocations() && links_with(&relr) {
+        println!("cargo:rustc-link-arg-bins={}", relr[0]);
     }
 }
 
-/// `-C linker=…`, `-C linker-flavor=…`, `-C linker-features=…` or
-/// `-C link-self-contained=…` in RUSTFLAGS: someone chose how to link.
-fn links_with_configured_linker() -> bool {
-    env::var("CARGO_ENCODED_RUSTFLAGS")
-        .map(|flags| flags.contains("linker") || flags.contains("link-self-contained"))
-        .unwrap_or(false)
-}
-
-/// rustc 1.90 made its bundled lld the default linker for this target.
-fn rustc_links_with_lld() -> bool {
+/// Whether an empty program links with `args` added, the way this build's
+/// binaries are linked.
+fn links_with(args: &[String]) -> bool {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let source = out_dir.join("link_probe.rs");
+    if std::fs::write(&source, "fn main() {}\n").is_err() {
+        return false;
+    }
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    // "rustc 1.95.0 (59807616e 2026-04-14)"
-    reported_version(&rustc, "--version").is_some_and(|v| v >= (1, 90))
+    let mut probe = Command::new(rustc);
+    probe
+        .arg(&source)
+        .arg("--crate-type=bin")
+        .arg("-o")
+        .arg(out_dir.join("link_probe"));
+    if let Ok(target) = env::var("TARGET") {
+        probe.arg("--target").arg(target);
+    }
+    // The user's flags (a `-C linker`, `-C link-arg=-fuse-ld=…`) and
+    // configured linker choose the linker for the real link; so here too.
+    if let Ok(flags) = env::var("CARGO_ENCODED_RUSTFLAGS") {
+        probe.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    }
+    if let Some(linker) = env::var_os("RUSTC_LINKER") {
+        probe
+            .arg("-C")
+            .arg(format!("linker={}", linker.to_string_lossy()));
+    }
+    for arg in args {
+        probe.arg("-C").arg(format!("link-arg={arg}"));
+    }
+    probe.output().is_ok_and(|out| out.status.success())
 }
 
-/// glibc 2.36 added DT_RELR; `getconf` reports the glibc linked against.
+/// glibc 2.36 added DT_RELR.
 fn glibc_reads_packed_relocations() -> bool {
     // "glibc 2.36"
     reported_version("getconf", "GNU_LIBC_VERSION").is_some_and(|v| v >= (2, 36))
 }
 
 /// (major, minor) of the version a program prints as the second word of its
-/// output, as `rustc --version` and `getconf GNU_LIBC_VERSION` do.
+/// output, as `getconf GNU_LIBC_VERSION` does.
 fn reported_version(program: &str, arg: &str) -> Option<(u32, u32)> {
     let out = Command::new(program).arg(arg).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1521,9 +1521,11 @@ async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
 }
 
 /// How many of the functions bench/symbol-order.txt lists the gateway binary
-/// has: the idle RSS above holds for a binary linked in that order (build.rs),
-/// and a list made by another compiler, or before much of the code changed,
-/// matches fewer of its symbols (then run scripts/symbol-order again).
+/// has, and whether they are laid out in that order: the idle RSS above holds
+/// for a binary linked that way (build.rs). A list made by another compiler,
+/// or before much of the code changed, matches fewer of its symbols (then run
+/// scripts/symbol-order again); a binary linked without the list has them in
+/// the compiler's order.
 fn code_layout(gateway: &Path) -> String {
     let list = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/symbol-order.txt");
     let Ok(listed) = std::fs::read_to_string(list) else {
@@ -1538,15 +1540,30 @@ fn code_layout(gateway: &Path) -> String {
         _ => return "not checked (`nm` could not read the binary)".to_owned(),
     };
     let symbols = String::from_utf8_lossy(&symbols);
-    let defined: std::collections::HashSet<&str> = symbols
+    // "<address> <kind> <name>"
+    let address: std::collections::HashMap<&str, u64> = symbols
         .lines()
-        .filter_map(|line| line.split_whitespace().nth(2))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+            Some((fields.nth(1)?, address))
+        })
         .collect();
     let listed: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
-    let found = listed.iter().filter(|name| defined.contains(*name)).count();
+    let found: Vec<u64> = listed
+        .iter()
+        .filter_map(|name| address.get(name).copied())
+        .collect();
+    let in_order = found.windows(2).all(|pair| pair[0] < pair[1]);
     format!(
-        "{found} of the {} functions bench/symbol-order.txt lists are in the binary",
-        listed.len()
+        "{} of the {} functions bench/symbol-order.txt lists are in the binary, {}",
+        found.len(),
+        listed.len(),
+        if in_order {
+            "in the listed order"
+        } else {
+            "**not** in the listed order (linked without build.rs's layout)"
+        }
     )
 }
 
