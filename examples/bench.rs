@@ -8,6 +8,7 @@
 //! bench --compare GATEWAY_BIN_A GATEWAY_BIN_B
 //! bench --memory
 //! bench --latency
+//! bench --open-loop
 //! ```
 //!
 //! `--check` measures only the gateway's CPU µs per completion (streamed at
@@ -25,7 +26,10 @@
 //! added latency at one stream (gateway − direct, p50 and p99) on that
 //! gateway: `BENCH_LATENCY_ROUNDS` rounds (default 5) of 3 s on each path,
 //! each with the machine's steal time. It takes about 40 s, where the full
-//! run takes two minutes, for trying what moves the tail.
+//! run takes two minutes, for trying what moves the tail. `--open-loop` does
+//! the same at a fixed offered rate instead (`BENCH_OPEN_RATE` requests/s,
+//! default 1,000; 1 s warm-up and 3 s per path and round), where every
+//! request meets a gateway that has gone idle since the last one.
 //!
 //! What it measures, all over loopback:
 //!
@@ -103,6 +107,7 @@ fn main() -> Result<(), BoxError> {
     let comparing = args.first().is_some_and(|a| a == "--compare");
     let memory_only = args.iter().any(|a| a == "--memory");
     let latency_only = args.iter().any(|a| a == "--latency");
+    let open_loop_only = args.iter().any(|a| a == "--open-loop");
     if let Some(bad) = args.iter().filter(|_| !comparing).find(|a| {
         !matches!(
             a.as_str(),
@@ -113,10 +118,11 @@ fn main() -> Result<(), BoxError> {
                 | "--write-baseline"
                 | "--memory"
                 | "--latency"
+                | "--open-loop"
         )
     }) {
         eprintln!(
-            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B\n       bench --memory\n       bench --latency"
+            "bench: unknown argument {bad}\nusage: bench [--quick] [--skip-real] [--skip-memory]\n       bench --check [--write-baseline]\n       bench --compare GATEWAY_BIN_A GATEWAY_BIN_B\n       bench --memory\n       bench --latency\n       bench --open-loop"
         );
         std::process::exit(2);
     }
@@ -148,8 +154,9 @@ fn main() -> Result<(), BoxError> {
         print!("{out}");
         return Ok(());
     }
-    if latency_only {
-        print!("{}", rt.block_on(latency_rounds())?);
+    if latency_only || open_loop_only {
+        let rate = open_loop_only.then(|| env_count("BENCH_OPEN_RATE", 1000) as f64);
+        print!("{}", rt.block_on(latency_rounds(rate))?);
         return Ok(());
     }
     if check || write_baseline {
@@ -2021,7 +2028,9 @@ async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
 
 /// `--latency`: the added latency at one stream, round by round and over
 /// all rounds, with the gateway's CPU per completion.
-async fn latency_rounds() -> Result<String, BoxError> {
+/// Rounds of gateway against direct, one stream closed loop or, with
+/// `open_rate`, an open loop at that many requests/s.
+async fn latency_rounds(open_rate: Option<f64>) -> Result<String, BoxError> {
     let rounds = env_count("BENCH_LATENCY_ROUNDS", 5);
     let paths = Paths::find()?;
     let env = paths.fake_worker_env();
@@ -2035,9 +2044,13 @@ async fn latency_rounds() -> Result<String, BoxError> {
     closed_loop(&gw, 16, Duration::ZERO, Duration::from_secs(1)).await;
     closed_loop(&dt, 16, Duration::ZERO, Duration::from_secs(1)).await;
     let mut out = String::new();
+    let load = match open_rate {
+        None => "one stream, closed loop".to_owned(),
+        Some(rate) => format!("open loop at {rate} requests/s"),
+    };
     writeln!(
         out,
-        "Gateway `{}`, extra environment: `{}`; {rounds} rounds of 3 s per path; load average {}.\n",
+        "Gateway `{}`, extra environment: `{}`; {load}; {rounds} rounds of 3 s per path; load average {}.\n",
         paths.gateway.display(),
         std::env::var("BENCH_GATEWAY_ENV").unwrap_or_default(),
         loadavg()
@@ -2060,16 +2073,24 @@ async fn latency_rounds() -> Result<String, BoxError> {
     for round in 1..=rounds {
         progress(&format!("latency: round {round} of {rounds}"));
         let steal_start = steal_ticks();
-        let g = measured_closed_loop(
-            &gw,
-            gateway.pid,
-            1,
-            Duration::from_millis(500),
-            Duration::from_secs(3),
-        )
-        .await;
+        let (warmup, window) = match open_rate {
+            None => (Duration::from_millis(500), Duration::from_secs(3)),
+            Some(_) => (Duration::from_secs(1), Duration::from_secs(3)),
+        };
+        let timed = |target: Target, pid: Option<u32>| async move {
+            let before = pid.map(CpuSnapshot::take);
+            let mut run = match open_rate {
+                None => closed_loop(&target, 1, warmup, window).await,
+                Some(rate) => open_loop(&target, rate, warmup, window).await,
+            };
+            if let (Some(pid), Some(before)) = (pid, before) {
+                run.cpu = Some(CpuSnapshot::take(pid).minus(&before));
+            }
+            run
+        };
+        let g = timed(gw.clone(), Some(gateway.pid)).await;
         let steal = format!("{:.1} %", steal_percent(steal_start, steal_ticks()));
-        let d = closed_loop(&dt, 1, Duration::from_millis(500), Duration::from_secs(3)).await;
+        let d = timed(dt.clone(), None).await;
         let cpu = g.cpu.as_ref().map_or(String::new(), |c| {
             format!("{:.0}", cpu_per_completion(&g, c).0)
         });
