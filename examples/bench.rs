@@ -2026,10 +2026,9 @@ async fn check_cpu(write_baseline: bool) -> Result<(String, bool), BoxError> {
 
 // === --latency: the added latency at one stream, in rounds ===
 
-/// `--latency`: the added latency at one stream, round by round and over
-/// all rounds, with the gateway's CPU per completion.
-/// Rounds of gateway against direct, one stream closed loop or, with
-/// `open_rate`, an open loop at that many requests/s.
+/// `--latency` and `--open-loop`: the added latency, round by round and over
+/// all rounds, with the gateway's CPU per completion; at one stream closed
+/// loop, or with `open_rate`, in an open loop at that many requests/s.
 async fn latency_rounds(open_rate: Option<f64>) -> Result<String, BoxError> {
     let rounds = env_count("BENCH_LATENCY_ROUNDS", 5);
     let paths = Paths::find()?;
