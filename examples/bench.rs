@@ -265,7 +265,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
 
     let mut fixed = Vec::new();
     progress("fake worker: open loop at 1000 requests/s");
-    let g = measured_open_loop(&gw, gateway.pid, 1000.0, &opts).await;
+    let g = measured_open_loop(&gw, gateway.pid, 1000.0, opts.secs(1.0), opts.secs(5.0)).await;
     let d = open_loop(&dt, 1000.0, opts.secs(1.0), opts.secs(5.0)).await;
     fixed.push((1000.0, g, d));
 
@@ -301,7 +301,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
         progress(&format!(
             "fake worker: open loop at {rate80} requests/s (80 % of max)"
         ));
-        let g = measured_open_loop(&gw, gateway.pid, rate80, &opts).await;
+        let g = measured_open_loop(&gw, gateway.pid, rate80, opts.secs(1.0), opts.secs(5.0)).await;
         let d = open_loop(&dt, rate80, opts.secs(1.0), opts.secs(5.0)).await;
         fixed.push((rate80, g, d));
     }
@@ -651,9 +651,15 @@ async fn measured_closed_loop(
 }
 
 /// An open-loop run on the gateway with the CPU it used.
-async fn measured_open_loop(target: &Target, pid: u32, rate: f64, opts: &Opts) -> RunStats {
+async fn measured_open_loop(
+    target: &Target,
+    pid: u32,
+    rate: f64,
+    warmup: Duration,
+    window: Duration,
+) -> RunStats {
     let before = CpuSnapshot::take(pid);
-    let mut run = open_loop(target, rate, opts.secs(1.0), opts.secs(5.0)).await;
+    let mut run = open_loop(target, rate, warmup, window).await;
     run.cpu = Some(CpuSnapshot::take(pid).minus(&before));
     run
 }
@@ -2076,20 +2082,15 @@ async fn latency_rounds(open_rate: Option<f64>) -> Result<String, BoxError> {
             None => (Duration::from_millis(500), Duration::from_secs(3)),
             Some(_) => (Duration::from_secs(1), Duration::from_secs(3)),
         };
-        let timed = |target: Target, pid: Option<u32>| async move {
-            let before = pid.map(CpuSnapshot::take);
-            let mut run = match open_rate {
-                None => closed_loop(&target, 1, warmup, window).await,
-                Some(rate) => open_loop(&target, rate, warmup, window).await,
-            };
-            if let (Some(pid), Some(before)) = (pid, before) {
-                run.cpu = Some(CpuSnapshot::take(pid).minus(&before));
-            }
-            run
+        let g = match open_rate {
+            None => measured_closed_loop(&gw, gateway.pid, 1, warmup, window).await,
+            Some(rate) => measured_open_loop(&gw, gateway.pid, rate, warmup, window).await,
         };
-        let g = timed(gw.clone(), Some(gateway.pid)).await;
         let steal = format!("{:.1} %", steal_percent(steal_start, steal_ticks()));
-        let d = timed(dt.clone(), None).await;
+        let d = match open_rate {
+            None => closed_loop(&dt, 1, warmup, window).await,
+            Some(rate) => open_loop(&dt, rate, warmup, window).await,
+        };
         let cpu = g.cpu.as_ref().map_or(String::new(), |c| {
             format!("{:.0}", cpu_per_completion(&g, c).0)
         });
