@@ -13,10 +13,12 @@
 //! concurrency limit; `parked.rs` is the store of paused turns; `threads.rs` keeps idle
 //! threads loaded between a conversation's requests; `source.rs` is the
 //! trait the API's run reads turns through; `turn.rs` the typed request and
-//! events; `failure.rs` classifies what went wrong; `host_items.rs` says
+//! events; `failure.rs` classifies what went wrong; `finish.rs` finishes a
+//! turn start whose caller went away; `host_items.rs` says
 //! which of codex's items act on the host (refused unless host tools are on).
 
 mod failure;
+mod finish;
 mod host_items;
 mod parked;
 mod service;

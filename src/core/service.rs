@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::failure::{Failure, FailureKind};
+use super::finish::FinishOnDrop;
 use super::slot::{TurnSlot, TurnSlots};
 use super::stream::ParkedTurn;
 use super::stream::{Restart, Retry, TurnStream};
@@ -103,10 +104,11 @@ impl CodexCore {
 
     /// Starts one turn on a fresh ephemeral thread.
     ///
-    /// The start runs in a task of its own, so a caller that goes away
-    /// while `turn/start` is in flight (a client that disconnects) does not
-    /// strand the turn: the finished stream finds nobody to take it and its
-    /// drop interrupts the turn. Dropping the returned stream before the
+    /// The start is awaited in the caller's task; a caller that goes away
+    /// while `turn/start` is in flight (a client that disconnects) hands the
+    /// rest to a task of its own ([`FinishOnDrop`]), so the turn is not
+    /// stranded: the finished stream finds nobody to take it and its drop
+    /// interrupts the turn. Dropping the returned stream before the
     /// turn ends interrupts it too, and the thread is released either way.
     ///
     /// In a pool of more than one worker, the stream keeps a copy of the
@@ -160,24 +162,13 @@ impl CodexCore {
             .acquire()
             .await?
             .with_lease(Some(picked.lease));
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
-        // `carry`: the turn's JSON-RPC lines belong to this request's trace.
-        tokio::spawn(crate::trace_buffer::carry(async move {
-            // Boxed: the task (moved on spawn, its stage rewritten when it
-            // ends) stays small instead of carrying the start's ~1.5 KB state.
-            let started = Box::pin(core.start_on(client, slot, req))
+        FinishOnDrop::new(async move {
+            core.start_on(client, slot, req)
                 .await
-                .map(|s| s.with_retry(retry));
-            // A closed receiver hands the stream back; dropping it releases the turn.
-            let _ = tx.send(started);
-        }));
-        rx.await.unwrap_or_else(|_| {
-            Err(Failure::new(
-                FailureKind::Upstream,
-                "The turn could not be started.",
-            ))
+                .map(|s| s.with_retry(retry))
         })
+        .await
     }
 
     async fn start_on(
@@ -230,7 +221,8 @@ impl CodexCore {
 
     /// Starts the next turn of a conversation on the thread that holds it
     /// (taken from `LiveThreads`): only the new messages go to codex. Runs
-    /// in a task of its own for the same reason as [`CodexCore::start_turn`].
+    /// in the caller's task, handed to a task of its own if the caller goes
+    /// away, for the same reason as [`CodexCore::start_turn`].
     /// The request's model, instructions and tools are the thread's already
     /// (the caller matched them); its history and input are what is new.
     pub async fn continue_thread(
@@ -259,27 +251,19 @@ impl CodexCore {
         let slot = self.inner.slots.acquire().await?;
         let (thread_client, thread_id, total, turns) = thread.into_parts();
         let slot = slot.with_lease(self.inner.pool.lease_for(&thread_client));
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let core = self.clone();
-        tokio::spawn(crate::trace_buffer::carry(async move {
-            // Boxed, as in `start_picked`.
-            let started = Box::pin(core.turn_on(
+        FinishOnDrop::new(async move {
+            core.turn_on(
                 thread_client,
                 slot,
                 thread_id,
                 req,
                 Some((total, turns)),
                 None,
-            ))
-            .await;
-            let _ = tx.send(started);
-        }));
-        rx.await.unwrap_or_else(|_| {
-            Err(Failure::new(
-                FailureKind::Upstream,
-                "The turn could not be started.",
-            ))
+            )
+            .await
         })
+        .await
     }
 
     /// Injects the request's history into `thread_id` and starts its turn.
