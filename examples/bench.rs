@@ -29,7 +29,9 @@
 //! run takes two minutes, for trying what moves the tail. `--open-loop` does
 //! the same at a fixed offered rate instead (`BENCH_OPEN_RATE` requests/s,
 //! default 1,000; 1 s warm-up and 3 s per path and round), where every
-//! request meets a gateway that has gone idle since the last one.
+//! request meets a gateway that has gone idle since the last one. Open-loop
+//! requests are evenly spaced, or with `BENCH_OPEN_ARRIVALS=poisson` a
+//! Poisson process of the same rate.
 //!
 //! What it measures, all over loopback:
 //!
@@ -367,8 +369,9 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
         out,
         "\n### Overhead at a fixed offered rate, fake worker (open loop)\n"
     )?;
-    writeln!(out, "Requests are started on a fixed schedule by up to {OPEN_LOOP_WORKERS} client tasks, \
-        whatever the earlier ones are doing; latency is timed from the moment each request is sent.\n")?;
+    writeln!(out, "Requests are started on a fixed schedule ({}, paced by a thread of their own) by up to \
+        {OPEN_LOOP_WORKERS} client tasks, whatever the earlier ones are doing; latency is timed from the \
+        moment each request is sent.\n", Arrivals::from_env().describe())?;
     fixed_table(&mut out, &fixed)?;
 
     writeln!(out, "\n### b) Throughput, fake worker, closed loop\n")?;
@@ -667,7 +670,44 @@ async fn measured_open_loop(
 /// Client tasks available to an open-loop run.
 const OPEN_LOOP_WORKERS: usize = 256;
 
-/// Requests started on a fixed schedule at `rate`/s; timed from when each is sent.
+/// How an open-loop run spaces its requests (`BENCH_OPEN_ARRIVALS`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Arrivals {
+    /// One interval apart, as wrk2 sends them (the default).
+    Even,
+    /// A Poisson process: exponential gaps of the same mean, so requests
+    /// sometimes arrive together, as independent clients' do.
+    Poisson,
+}
+
+impl Arrivals {
+    fn from_env() -> Arrivals {
+        match std::env::var("BENCH_OPEN_ARRIVALS").as_deref() {
+            Ok("poisson") => Arrivals::Poisson,
+            _ => Arrivals::Even,
+        }
+    }
+
+    fn gap(self, rate: f64) -> Duration {
+        match self {
+            Arrivals::Even => Duration::from_secs_f64(1.0 / rate),
+            // Inverse transform; `1 - u` is in (0, 1], so the log is finite.
+            Arrivals::Poisson => {
+                Duration::from_secs_f64(-(1.0 - rand::random::<f64>()).ln() / rate)
+            }
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Arrivals::Even => "evenly spaced",
+            Arrivals::Poisson => "Poisson arrivals",
+        }
+    }
+}
+
+/// Requests started on a fixed schedule at `rate`/s, one interval apart;
+/// timed from when each is sent.
 async fn open_loop(target: &Target, rate: f64, warmup: Duration, window: Duration) -> RunStats {
     let (tx, rx) = mpsc::channel::<(Instant, bool)>(100_000);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -709,29 +749,31 @@ async fn open_loop(target: &Target, rate: f64, warmup: Duration, window: Duratio
             stats
         });
     }
-    let start = tokio::time::Instant::now();
-    let from = start + warmup;
-    let total = warmup + window;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut i: u64 = 0;
-    loop {
-        let due = start + interval.mul_f64(i as f64);
-        if due >= start + total {
-            break;
-        }
-        tokio::time::sleep_until(due).await;
-        // Send everything that is due now (the timer ticks in whole ms).
-        let now = tokio::time::Instant::now();
+    // The schedule runs on a thread of its own, not on tokio's timer. That
+    // timer ticks in whole milliseconds: a `sleep_until` woke up to 1 ms late
+    // and the requests due by then went out together. At 1,000/s that was two
+    // requests at once most of the time (in a `perf` trace of the gateway, 727
+    // of 1,050 `epoll_wait` returns with two or more events were two
+    // requests), a burstier load than the rate says. A thread's sleep is
+    // precise to tens of µs, so requests go out one interval apart.
+    let arrivals = Arrivals::from_env();
+    let pacer = std::thread::spawn(move || {
+        let start = Instant::now();
+        let (from, end) = (start + warmup, start + warmup + window);
+        let mut due = start;
         loop {
-            let due = start + interval.mul_f64(i as f64);
-            if due > now || due >= start + total {
+            due += arrivals.gap(rate);
+            if due >= end {
                 break;
             }
-            let _ = tx.send((due.into_std(), due >= from)).await;
-            i += 1;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if tx.blocking_send((due, due >= from)).is_err() {
+                break;
+            }
         }
-    }
-    drop(tx);
+    });
     let mut stats = RunStats {
         window,
         ..Default::default()
@@ -741,6 +783,8 @@ async fn open_loop(target: &Target, rate: f64, warmup: Duration, window: Duratio
             stats.merge(r);
         }
     }
+    // Done: the workers ended because the pacer dropped its sender.
+    let _ = pacer.join();
     stats
 }
 
@@ -2051,7 +2095,10 @@ async fn latency_rounds(open_rate: Option<f64>) -> Result<String, BoxError> {
     let mut out = String::new();
     let load = match open_rate {
         None => "one stream, closed loop".to_owned(),
-        Some(rate) => format!("open loop at {rate} requests/s"),
+        Some(rate) => format!(
+            "open loop at {rate} requests/s, {}",
+            Arrivals::from_env().describe()
+        ),
     };
     writeln!(
         out,
