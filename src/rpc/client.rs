@@ -10,13 +10,16 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::error::RpcError;
 use super::message::{Incoming, Notification, RawResult, RequestId, ServerRequest, ThreadEvent};
 use super::scan;
 use super::server_requests::ServerRequestPolicy;
+use super::thread_queue::{
+    thread_queue, QueueReceiver, QueueSender, SendTimeoutError, TrySendError,
+};
 use super::writer::{LineWriter, WriteError};
 use crate::protocol::Method;
 
@@ -166,7 +169,7 @@ type AnswerFn = Box<dyn FnOnce(Result<RawResult, RpcError>) + Send>;
 const DETACHED_SWEEP_AT: usize = 4096;
 
 struct Subscriber {
-    tx: mpsc::Sender<ThreadEvent>,
+    tx: QueueSender,
     overflowed: Arc<AtomicBool>,
 }
 
@@ -442,7 +445,7 @@ impl RpcClient {
     /// Routes this thread's notifications and tool-call requests to the
     /// returned subscription until it is dropped.
     pub fn subscribe(&self, thread_id: &str) -> ThreadSubscription {
-        let (tx, rx) = mpsc::channel(self.inner.config.subscription_capacity);
+        let (tx, rx) = thread_queue(self.inner.config.subscription_capacity);
         let overflowed = Arc::new(AtomicBool::new(false));
         let mut state = self.inner.state.lock().expect("rpc state poisoned");
         if state.closed.is_none() {
@@ -613,13 +616,11 @@ impl RpcClient {
             };
             match sub.tx.try_send(event) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Closed(event)) => {
+                Err(TrySendError::Closed(event)) => {
                     state.threads.remove(thread_id);
                     return Err(event);
                 }
-                Err(mpsc::error::TrySendError::Full(event)) => {
-                    (sub.tx.clone(), sub.overflowed.clone(), event)
-                }
+                Err(TrySendError::Full(event)) => (sub.tx.clone(), sub.overflowed.clone(), event),
             }
         };
         match tx
@@ -627,13 +628,13 @@ impl RpcClient {
             .await
         {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(event)) => {
+            Err(SendTimeoutError::Timeout(event)) => {
                 tracing::warn!(thread_id, "subscriber fell behind; ending its stream");
                 overflowed.store(true, Ordering::Release);
                 self.unsubscribe(thread_id, &overflowed);
                 Err(event)
             }
-            Err(mpsc::error::SendTimeoutError::Closed(event)) => {
+            Err(SendTimeoutError::Closed(event)) => {
                 self.unsubscribe(thread_id, &overflowed);
                 Err(event)
             }
@@ -684,7 +685,7 @@ pub enum SubscriptionEnd {
 /// The stream of one thread's events. Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct ThreadSubscription {
-    rx: mpsc::Receiver<ThreadEvent>,
+    rx: QueueReceiver,
     thread_id: String,
     overflowed: Arc<AtomicBool>,
     client: RpcClient,
@@ -718,7 +719,7 @@ impl Drop for ThreadSubscription {
         self.client.unsubscribe(&self.thread_id, &self.overflowed);
         // Answer tool calls that arrived but were never read, so codex never waits on them.
         self.rx.close();
-        while let Ok(event) = self.rx.try_recv() {
+        while let Some(event) = self.rx.try_recv() {
             if let ThreadEvent::Request(req) = event {
                 answer_in_background(&self.client, *req);
             }

@@ -14,6 +14,7 @@ mod error;
 mod message;
 mod scan;
 mod server_requests;
+mod thread_queue;
 mod writer;
 
 pub use client::{
