@@ -106,6 +106,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
+        + Sync
         + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
@@ -128,6 +129,8 @@ where
         either: builder,
     });
     let limits = Limits::new(config.header_timeout);
+    // Shared by every connection (see `ConnService`).
+    let stack = Arc::new(service);
     let closing = CancellationToken::new();
     let connections = TaskTracker::new();
     // Signalled when accept runs out of descriptors: idle connections close.
@@ -174,7 +177,7 @@ where
         let activity = Activity::new();
         let linger = LingerOnClose::default();
         let svc = ConnService::new(
-            service.clone(),
+            stack.clone(),
             PeerAddr(peer),
             activity.clone(),
             linger.clone(),

@@ -34,7 +34,7 @@ use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tower::util::BoxCloneService;
+use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
@@ -57,7 +57,7 @@ use crate::usage::UsageLedger;
 pub type BoxBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The whole stack as hyper sees it.
-pub type GatewayService = BoxCloneService<Request<Incoming>, Response<BoxBody>, Infallible>;
+pub type GatewayService = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
 
 /// What the stack needs besides the API service.
 pub struct StackConfig {
@@ -233,7 +233,7 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         // Turns the API's event streams into SSE bytes with keep-alives.
         .layer(SseLayer::new().keep_alive(config.sse_keepalive))
         .service(api);
-    BoxCloneService::new(service)
+    BoxCloneSyncService::new(service)
 }
 
 /// The replica that answered (`PROXY_REPLICA_ID`).

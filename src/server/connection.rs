@@ -36,7 +36,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::Service;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
 
 use super::{LingerOnClose, PeerAddr};
 
@@ -300,23 +301,39 @@ impl<F: Future> Future for WhenWoken<F> {
 /// an answer sent while the connection is set to linger (the request body
 /// was not read, so the connection cannot carry another request; a client
 /// that pooled it would fail its next one).
-#[derive(Debug, Clone)]
+///
+/// The stack is shared (`Arc`), not copied into each connection: hyper
+/// clones this service for every request anyway, and each request runs on
+/// a clone of the stack made then. A copy per connection was a 680-byte
+/// allocation that an open stream kept for its whole life (issue #14).
+#[derive(Debug)]
 pub(super) struct ConnService<S> {
-    inner: S,
+    stack: Arc<S>,
     peer: PeerAddr,
     activity: Activity,
     linger: LingerOnClose,
 }
 
+impl<S> Clone for ConnService<S> {
+    fn clone(&self) -> ConnService<S> {
+        ConnService {
+            stack: self.stack.clone(),
+            peer: self.peer,
+            activity: self.activity.clone(),
+            linger: self.linger.clone(),
+        }
+    }
+}
+
 impl<S> ConnService<S> {
     pub(super) fn new(
-        inner: S,
+        stack: Arc<S>,
         peer: PeerAddr,
         activity: Activity,
         linger: LingerOnClose,
     ) -> ConnService<S> {
         ConnService {
-            inner,
+            stack,
             peer,
             activity,
             linger,
@@ -326,14 +343,16 @@ impl<S> ConnService<S> {
 
 impl<S, ReqBody, B> Service<Request<ReqBody>> for ConnService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S: Service<Request<ReqBody>, Response = Response<B>> + Clone,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<Oneshot<S, Request<ReqBody>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: the request's own clone of the stack is polled for
+    /// readiness before it is called (`Oneshot`).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
@@ -341,7 +360,7 @@ where
         req.extensions_mut().insert(self.peer);
         req.extensions_mut().insert(self.linger.clone());
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: S::clone(&self.stack).oneshot(req),
             in_flight: Some(in_flight),
             linger: self.linger.clone(),
         }
@@ -471,7 +490,7 @@ mod tests {
         });
         let svc = |linger: LingerOnClose| {
             ConnService::new(
-                handler,
+                Arc::new(handler),
                 PeerAddr("127.0.0.1:1".parse().unwrap()),
                 Activity::new(),
                 linger,
