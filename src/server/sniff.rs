@@ -15,10 +15,21 @@
 //! preface (a client that sent `P` alone, or nothing yet before closing),
 //! peeking cannot decide without waiting for more; that rare case goes to
 //! `auto`'s own reading, as before.
+//!
+//! An HTTP/1 connection is then served by hyper's HTTP/1 connection itself,
+//! not by `auto`'s: `auto`'s is one type for both protocols, sized for
+//! HTTP/2's state (1,680 bytes against 800 for HTTP/1 alone), and every
+//! open stream kept it ([`Served`]).
 
+use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::server::conn::auto;
 
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -72,6 +83,79 @@ impl<F, C> Opening<F, C> {
             OpeningProj::Serving { conn } => close(conn),
             OpeningProj::Cancelled => {}
         }
+    }
+}
+
+/// A connection being served, boxed at its own protocol's size: hyper's
+/// HTTP/1 connection (`H1`), or `auto`'s (`Auto`) for HTTP/2 and for first
+/// bytes that did not decide.
+pub(super) enum Served<H1, Auto> {
+    Http1(Pin<Box<H1>>),
+    Other(Pin<Box<Auto>>),
+}
+
+/// What either kind of connection ends with.
+pub(super) type ServeError = Box<dyn StdError + Send + Sync>;
+
+/// The one call [`Served`] needs besides polling; the two connection types
+/// have it under the same name but no common trait.
+pub(super) trait GracefulShutdown {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<H1, Auto> Served<H1, Auto>
+where
+    H1: GracefulShutdown,
+    Auto: GracefulShutdown,
+{
+    pub(super) fn graceful_shutdown(&mut self) {
+        match self {
+            Served::Http1(conn) => conn.as_mut().graceful_shutdown(),
+            Served::Other(conn) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<H1, Auto, E1> Future for Served<H1, Auto>
+where
+    H1: Future<Output = Result<(), E1>>,
+    E1: Into<ServeError>,
+    Auto: Future<Output = Result<(), ServeError>>,
+{
+    type Output = Result<(), ServeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Served::Http1(conn) => conn.as_mut().poll(cx).map_err(Into::into),
+            Served::Other(conn) => conn.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<I, S> GracefulShutdown for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<ServeError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: Body + 'static,
+    <S::ResBody as Body>::Error: Into<ServeError>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, E> GracefulShutdown for auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<ServeError>,
+    S::ResBody: Body + Send + 'static,
+    <S::ResBody as Body>::Error: Into<ServeError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::Connection::graceful_shutdown(self)
     }
 }
 
