@@ -49,8 +49,8 @@ pub enum ThreadEvent {
     /// answer it with [`RpcClient::respond`](super::RpcClient::respond) or
     /// interrupt the turn; the channel answers it itself only when no
     /// subscriber is there to take it. Boxed: it is rare, and each
-    /// subscription's channel allocates its slots 32 at a time, sized to the
-    /// largest variant (120 bytes unboxed against 40).
+    /// subscription's queue holds its events inline, sized to the largest
+    /// variant (120 bytes unboxed against 40).
     Request(Box<ServerRequest>),
 }
 
