@@ -37,6 +37,14 @@ impl EventQueue {
         Some(event)
     }
 
+    /// The next event is the turn's end (`Finished` or `Failed`).
+    pub fn ends_next(&self) -> bool {
+        matches!(
+            self.events.front(),
+            Some(TurnEvent::Finished | TurnEvent::Failed(_))
+        )
+    }
+
     /// The reader got the turn's last event.
     pub fn delivered_end(&self) -> bool {
         self.delivered_end
@@ -72,8 +80,10 @@ mod tests {
             TurnEvent::Finished,
             TurnEvent::TextDelta("late".into()),
         ]);
+        assert!(!q.ends_next());
         assert_eq!(q.pop(), Some(TurnEvent::TextDelta("a".into())));
         assert!(!q.delivered_end());
+        assert!(q.ends_next());
         assert_eq!(q.pop(), Some(TurnEvent::Finished));
         assert!(q.delivered_end());
         assert_eq!(q.pop(), None, "what came after the end is dropped");

@@ -3,6 +3,8 @@
 //! The process is the turn: it holds a turn slot and the private directory
 //! of its image and schema files for as long as it may run. Dropped before
 //! it ended (the client went away), it is killed with its process group.
+//! At the turn's end it is stopped the same way before the end is handed
+//! on, so a client that has the end also has no process left behind.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +28,8 @@ impl Drop for PrivateDir {
 /// The events of one exec turn, in order. Ends after `Finished` or `Failed`.
 pub struct ExecTurn {
     child: Child,
+    /// The process's id, which is also its process group's (`process_group(0)`).
+    group: Option<u32>,
     lines: Lines<BufReader<ChildStdout>>,
     /// The last lines of codex's stderr, for a process that ends without a
     /// turn event.
@@ -70,6 +74,7 @@ impl ExecTurn {
             })
         });
         ExecTurn {
+            group: child.id(),
             child,
             lines: BufReader::new(stdout).lines(),
             stderr,
@@ -91,6 +96,11 @@ impl ExecTurn {
     /// read loses no line (`Lines::next_line` is cancel-safe).
     pub async fn next(&mut self) -> Option<TurnEvent> {
         loop {
+            // Stopped before the end is taken out, so that a read dropped
+            // while it waits for the process loses nothing.
+            if self.queue.ends_next() {
+                self.stop().await;
+            }
             if let Some(event) = self.queue.pop() {
                 return Some(event);
             }
@@ -163,6 +173,26 @@ impl ExecTurn {
 
     fn fail(&mut self, failure: Failure) {
         self.queue.push(TurnEvent::Failed(failure));
+    }
+
+    /// The turn is over: stops what is left of the process and of anything
+    /// it started, and reaps it. codex exec would exit on its own after
+    /// `turn.completed`, but some milliseconds later, and a tool's process
+    /// it started (a script still running after its yield time) may outlive
+    /// it; nothing more is read from it once the turn has ended.
+    /// Cancel-safe: each step can be run again.
+    async fn stop(&mut self) {
+        if let Some(group) = self.group {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await;
+            self.group = None;
+        }
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
     }
 }
 
