@@ -500,7 +500,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_host_action_fails_the_turn_and_the_drop_kills_the_process() {
+    async fn a_host_action_fails_the_turn_and_the_end_comes_after_the_process_is_stopped() {
         // A child started before the line (as a host action would be), so
         // only killing the group stops it.
         let (b, _dir) = fake_codex(
@@ -516,17 +516,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(alive(pid));
-        drop(turn);
-        // The process and what it started (the script's `sleep`): its group.
+        // Reaped before the end was handed on; SIGKILLed, so a child that
+        // was not its own may take a moment to go.
+        assert!(!alive(pid), "codex exec {pid} outlived its turn's end");
+        // What it started (the script's `sleep`): its group.
         for _ in 0..200 {
             if group(pid).is_empty() {
+                drop(turn);
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!(
-            "{:?} of codex exec {pid} still run after its turn was dropped",
+            "{:?} of codex exec {pid} still run after its turn ended",
             group(pid)
         );
     }
