@@ -183,12 +183,7 @@ impl ExecTurn {
     /// Cancel-safe: each step can be run again.
     async fn stop(&mut self) {
         if let Some(group) = self.group {
-            let _ = tokio::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{group}")])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await;
+            kill_group(group).await;
             self.group = None;
         }
         let _ = self.child.start_kill();
@@ -222,17 +217,21 @@ impl Drop for ExecTurn {
         // child itself is killed directly as well (`kill_on_drop`).
         if let Some(pid) = self.child.id() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = tokio::process::Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{pid}")])
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .status()
-                        .await;
-                });
+                runtime.spawn(kill_group(pid));
             }
         }
         let _ = self.child.start_kill();
         tracing::debug!("killed an abandoned codex exec turn");
     }
+}
+
+/// SIGKILL to process group `pgid`. Without `unsafe` there is no `killpg`,
+/// so the `kill` command does it.
+async fn kill_group(pgid: u32) {
+    let _ = tokio::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await;
 }
