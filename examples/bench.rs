@@ -369,7 +369,7 @@ async fn run(opts: Opts) -> Result<String, BoxError> {
         out,
         "\n### Overhead at a fixed offered rate, fake worker (open loop)\n"
     )?;
-    writeln!(out, "Requests are started on a fixed schedule ({}, paced by a thread of their own) by up to \
+    writeln!(out, "Requests are started on a schedule ({}, paced by a thread of their own) by up to \
         {OPEN_LOOP_WORKERS} client tasks, whatever the earlier ones are doing; latency is timed from the \
         moment each request is sent.\n", Arrivals::from_env().describe())?;
     fixed_table(&mut out, &fixed)?;
@@ -706,7 +706,7 @@ impl Arrivals {
     }
 }
 
-/// Requests started on a fixed schedule at `rate`/s, one interval apart;
+/// Requests started on a schedule at `rate`/s, spaced as [`Arrivals`] says;
 /// timed from when each is sent.
 async fn open_loop(target: &Target, rate: f64, warmup: Duration, window: Duration) -> RunStats {
     let (tx, rx) = mpsc::channel::<(Instant, bool)>(100_000);
@@ -755,7 +755,7 @@ async fn open_loop(target: &Target, rate: f64, warmup: Duration, window: Duratio
     // requests at once most of the time (in a `perf` trace of the gateway, 727
     // of 1,050 `epoll_wait` returns with two or more events were two
     // requests), a burstier load than the rate says. A thread's sleep is
-    // precise to tens of µs, so requests go out one interval apart.
+    // precise to tens of µs, so requests go out when they are due.
     let arrivals = Arrivals::from_env();
     let pacer = std::thread::spawn(move || {
         let start = Instant::now();
