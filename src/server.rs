@@ -60,8 +60,10 @@ use sniff::{Opening, Protocol, Served};
 /// that vanished mid-stream is noticed within this plus the header timeout.
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// hyper-util's builder, once for each answer of the peek (`sniff.rs`).
+/// A builder for each answer of the peek (`sniff.rs`).
 struct Builders {
+    /// hyper's own HTTP/1 builder: its connection is half the size of
+    /// `auto`'s (`sniff.rs`, `Served`).
     http1: http1::Builder,
     http2: auto::Builder<TokioExecutor>,
     /// `auto`'s own sniffing, for first bytes that are still a beginning of
@@ -118,7 +120,8 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout);
-    // The same HTTP/1 settings, for connections the peek found to be HTTP/1.
+    // The same HTTP/1 settings again, for connections the peek found to be
+    // HTTP/1: `auto` takes no ready-made HTTP/1 builder, nor hands its own out.
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
