@@ -14,6 +14,7 @@ pub mod calendar;
 pub mod caller;
 pub mod config;
 pub mod core;
+pub mod cors;
 pub mod exec;
 pub mod fleet;
 pub mod log_format;

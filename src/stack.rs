@@ -48,6 +48,7 @@ use crate::access_log::{AccessLogLayer, AccessNote};
 use crate::api::error::Rejection;
 use crate::api::Api;
 use crate::caller::Caller;
+use crate::cors::CorsForBrowsersLayer;
 use crate::reasoning_format::ReasoningFormat;
 use crate::route::Route;
 use crate::trace_buffer::{TraceBuffer, TraceScopeLayer};
@@ -215,6 +216,8 @@ pub fn build(api: Api, config: StackConfig) -> GatewayService {
         .layer(crate::api::ollama::OllamaRejectionsLayer)
         // Preflights are answered before auth (browsers send them without keys),
         // and rejections below still carry CORS headers so browsers can read them.
+        // Only requests with `Origin` (and OPTIONS) take part: the others' answers
+        // stay small (see `cors`).
         .option_layer(config.access.cors.clone().map(cors_layer))
         // The cheapest rejection first: in maintenance nothing else needs to run.
         .layer(config.maintenance.exempt(|req: &Request<Incoming>| { let route = route_of(req); route.is_probe_or_metrics() || route.is_admin() }))
@@ -248,13 +251,13 @@ where
     res.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
-fn cors_layer(origins: Vec<String>) -> CorsLayer {
+fn cors_layer(origins: Vec<String>) -> CorsForBrowsersLayer {
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    CorsLayer::new()
+    let cors = CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         // Browser OpenAI clients send x-stainless-* and openai-* headers (the
@@ -269,6 +272,10 @@ fn cors_layer(origins: Vec<String>) -> CorsLayer {
             HeaderName::from_static("x-ratelimit-reset-requests"),
         ])
         .max_age(Duration::from_secs(600))
+        // Answers differ by whether `Origin` was sent (`CorsForBrowsers`), and
+        // preflights' by the headers they ask for.
+        .vary([header::ORIGIN, header::ACCESS_CONTROL_REQUEST_HEADERS]);
+    CorsForBrowsersLayer::new(cors)
 }
 
 #[derive(Clone, Copy)]

@@ -65,7 +65,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "PROXY_REASONING_FORMAT", default: "field", help: "how chat clients get reasoning summaries: field (reasoning_content) | think-tags | off (per request: x-proxy-reasoning-format; per key or route: the keys and route files)" },
     Variable { name: "PROXY_SSE_KEEPALIVE_MS", default: "15000", help: "SSE comment sent after this much silence (0 disables)" },
     Variable { name: "PROXY_STREAM_IDLE_TIMEOUT_MS", default: "300000", help: "a turn whose worker stays silent this long fails with 504 (0 disables)" },
-    Variable { name: "PROXY_ENABLE_CORS", default: "true", help: "answer CORS preflights and add CORS headers" },
+    Variable { name: "PROXY_ENABLE_CORS", default: "true", help: "answer CORS preflights and add CORS headers (to requests that carry `Origin`)" },
     Variable { name: "PROXY_CORS_ALLOWED_ORIGINS", default: "*", help: "comma-separated origins, or *" },
     Variable { name: "PROXY_MAINTENANCE_MODE", default: "false", help: "start in maintenance mode (503 for API requests)" },
     Variable { name: "PROXY_MAINTENANCE_RETRY_AFTER_S", default: "30", help: "Retry-After sent while in maintenance" },

@@ -99,7 +99,10 @@ impl ExecTurn {
             // Stopped before the end is taken out, so that a read dropped
             // while it waits for the process loses nothing.
             if self.queue.ends_next() {
-                self.stop().await;
+                // Boxed: it runs once per turn, and inline its state (a
+                // `kill` command's) tripled the size of every read's future,
+                // which the run holds for each open stream of either backend.
+                Box::pin(self.stop()).await;
             }
             if let Some(event) = self.queue.pop() {
                 return Some(event);

@@ -176,15 +176,20 @@ where
     C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(conn);
-    // The connection's task is woken for every read and every body frame;
-    // the reasons to close it are only looked at when they themselves woke
-    // the task (each poll of them takes the pressure and shutdown signals'
-    // locks, shared by every connection).
-    let watch = WhenWoken::new(until_closing(activity, limits, shutdown, pressure));
-    tokio::pin!(watch);
-    let reason = tokio::select! {
-        res = conn.as_mut() => return Ending::Finished(res),
-        reason = watch.as_mut() => reason,
+    // In a block of its own so that the watch is gone before the grace
+    // period's timer exists: the two then share their place in this
+    // future, which the connection's task holds for its whole life.
+    let reason = {
+        // The connection's task is woken for every read and every body
+        // frame; the reasons to close it are only looked at when they
+        // themselves woke the task (each poll of them takes the pressure
+        // and shutdown signals' locks, shared by every connection).
+        let watch = WhenWoken::new(until_closing(activity, &limits, shutdown, pressure));
+        tokio::pin!(watch);
+        tokio::select! {
+            res = conn.as_mut() => return Ending::Finished(res),
+            reason = watch.as_mut() => reason,
+        }
     };
 
     graceful(conn.as_mut());
@@ -199,7 +204,7 @@ where
 /// Why the gateway should close the connection, once it should.
 async fn until_closing(
     activity: &Activity,
-    limits: Limits,
+    limits: &Limits,
     shutdown: &CancellationToken,
     pressure: &Notify,
 ) -> CloseReason {

@@ -35,7 +35,8 @@ pub struct OllamaRenderer {
     finish: Option<Finish>,
     usage: Usage,
     first_token: Option<Instant>,
-    error: Option<ApiError>,
+    /// Boxed: rare, and inline it was a third of the renderer.
+    error: Option<Box<ApiError>>,
 }
 
 impl OllamaRenderer {
@@ -143,7 +144,7 @@ impl Renderer for OllamaRenderer {
             }
             RunEvent::ToolCall(_, c) => {
                 self.first_token.get_or_insert_with(Instant::now);
-                self.calls.push(c.clone());
+                self.calls.push((**c).clone());
                 if self.streaming && self.endpoint == Endpoint::Chat {
                     return Self::frame(&self.object("", "", std::slice::from_ref(c), false));
                 }
@@ -172,7 +173,7 @@ impl Renderer for OllamaRenderer {
 
     fn collected(self) -> Result<Value, ApiError> {
         if let Some(e) = self.error {
-            return Err(e);
+            return Err(*e);
         }
         Ok(self.object(&self.text, &self.thinking, &self.calls, true))
     }
@@ -268,7 +269,7 @@ mod tests {
             Endpoint::Generate,
             &[
                 RunEvent::Text(0, "x".into()),
-                RunEvent::Error(ApiError::invalid("p", "boom")),
+                RunEvent::Error(Box::new(ApiError::invalid("p", "boom"))),
             ],
         );
         assert_eq!(lines[0]["response"], "x");
@@ -281,11 +282,11 @@ mod tests {
         let mut r = OllamaRenderer::new(Endpoint::Chat, "m".into(), Instant::now(), false);
         r.event(&RunEvent::ToolCall(
             0,
-            ToolCall {
+            Box::new(ToolCall {
                 call_id: "c".into(),
                 name: "f".into(),
                 arguments: "{\"a\":1}".into(),
-            },
+            }),
         ));
         r.event(&RunEvent::Finish(0, Finish::ToolCalls));
         let v = r.collected().unwrap();

@@ -415,7 +415,7 @@ async fn first_event(
     observer: &mut Observer,
 ) -> Result<Option<Option<RunEvent>>, ApiError> {
     match tokio::time::timeout(STREAM_COMMIT_WINDOW, run.next()).await {
-        Ok(Some(RunEvent::Error(e))) => Err(e),
+        Ok(Some(RunEvent::Error(e))) => Err(*e),
         Ok(first) => {
             if let Some(e) = &first {
                 observer.see(e);

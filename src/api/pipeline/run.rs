@@ -48,12 +48,14 @@ pub enum RunEvent {
     Text(usize, String),
     /// A piece of the choice's reasoning summary.
     Reasoning(usize, String),
-    ToolCall(usize, ToolCall),
+    /// Boxed, as `Error` is: both are rare, and inline they made every
+    /// event (a text delta mostly) 120 bytes, in the run's queue too.
+    ToolCall(usize, Box<ToolCall>),
     Finish(usize, Finish),
     /// Summed over all choices; once, after every choice finished.
     Usage(Usage),
     /// The run failed; the last event.
-    Error(ApiError),
+    Error(Box<ApiError>),
 }
 
 /// The operator's and the request's rules for tool calls.
@@ -480,7 +482,7 @@ impl<T: TurnSource> Run<T> {
         match self.policy.mode {
             OutputMode::OpenaiJson => {
                 self.choices[i].shown.push(call.call_id.clone());
-                self.queue.push_back(RunEvent::ToolCall(i, call));
+                self.queue.push_back(RunEvent::ToolCall(i, Box::new(call)));
             }
             OutputMode::ObsidianXml => {
                 let args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
@@ -493,7 +495,7 @@ impl<T: TurnSource> Run<T> {
                 self.queue
                     .push_back(RunEvent::Text(i, format!("{sep}{rendered}")));
                 if self.policy.client_tools {
-                    self.queue.push_back(RunEvent::ToolCall(i, call));
+                    self.queue.push_back(RunEvent::ToolCall(i, Box::new(call)));
                 }
             }
         }
@@ -563,11 +565,11 @@ impl<T: TurnSource> Run<T> {
                 let arguments = call.arguments.to_string();
                 self.queue.push_back(RunEvent::ToolCall(
                     i,
-                    ToolCall {
+                    Box::new(ToolCall {
                         call_id: id,
                         name: call.name,
                         arguments,
-                    },
+                    }),
                 ));
             }
             (OutputMode::ObsidianXml, Some(call)) if self.policy.client_tools => {
@@ -575,11 +577,11 @@ impl<T: TurnSource> Run<T> {
                 self.queue.push_back(RunEvent::Text(i, raw));
                 self.queue.push_back(RunEvent::ToolCall(
                     i,
-                    ToolCall {
+                    Box::new(ToolCall {
                         call_id: format!("call_{}", crate::api::ids::short_id()),
                         name: call.name,
                         arguments: call.arguments.to_string(),
-                    },
+                    }),
                 ));
             }
             // Obsidian reads the block itself; an unparsable block stays text too.
@@ -674,7 +676,7 @@ impl<T: TurnSource> Run<T> {
             c.step = None;
             c.turn = None;
         }
-        self.queue.push_back(RunEvent::Error(e));
+        self.queue.push_back(RunEvent::Error(Box::new(e)));
         self.ended = true;
     }
 }

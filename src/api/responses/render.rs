@@ -34,7 +34,8 @@ pub(super) struct ResponsesRenderer {
     summaries: bool,
     finish: Option<Finish>,
     usage: Usage,
-    error: Option<ApiError>,
+    /// Boxed: rare, and inline it was a third of the renderer.
+    error: Option<Box<ApiError>>,
     seq: u64,
     previous_response_id: Option<String>,
     store: bool,
@@ -93,7 +94,7 @@ impl Renderer for ResponsesRenderer {
 
     fn collected(mut self) -> Result<Value, ApiError> {
         if let Some(e) = self.error.take() {
-            return Err(e);
+            return Err(*e);
         }
         // Closes the open items; the events are for streams only.
         let _ = self.close_reasoning();
