@@ -226,7 +226,7 @@ where
                 conn,
                 |c| c.graceful_shutdown(|conn| conn.get_mut().graceful_shutdown()),
                 &activity,
-                limits,
+                &limits,
                 &closing,
                 &pressure,
             ))

@@ -331,11 +331,11 @@ impl TurnStream {
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e.message, "the retry on another worker did not start");
                         self.delivered = true;
-                        return Some(TurnEvent::Failed(failure));
+                        return Some(TurnEvent::Failed(Box::new(failure)));
                     }
                     Err(_) => {
                         self.delivered = true;
-                        return Some(TurnEvent::Failed(failure));
+                        return Some(TurnEvent::Failed(Box::new(failure)));
                     }
                 }
             }
@@ -470,7 +470,7 @@ impl TurnStream {
             }
             _ => {}
         }
-        self.queue.push(TurnEvent::Failed(failure));
+        self.queue.push(TurnEvent::Failed(Box::new(failure)));
     }
 
     /// Marks an item as streamed, allocating its id only the first time.
@@ -593,7 +593,7 @@ impl TurnStream {
                     Some("completed") => {
                         self.completed = true;
                         if let Some(usage) = self.usage {
-                            self.queue.push(TurnEvent::Usage(usage));
+                            self.queue.push(TurnEvent::Usage(Box::new(usage)));
                         }
                         self.queue.push(TurnEvent::Finished);
                     }
@@ -654,11 +654,11 @@ impl TurnStream {
                     v => v.to_string(),
                 };
                 self.pending_calls.push((id, call.call_id.clone()));
-                self.queue.push(TurnEvent::ToolCall(ToolCall {
+                self.queue.push(TurnEvent::ToolCall(Box::new(ToolCall {
                     call_id: call.call_id,
                     name,
                     arguments,
-                }));
+                })));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "malformed item/tool/call from the worker");

@@ -170,13 +170,13 @@ async fn notifications_become_turn_events_and_an_ended_turn_is_only_unsubscribed
             TurnEvent::TextDelta("Hel".into()),
             TurnEvent::TextDelta("lo".into()),
             TurnEvent::TextDelta(" world".into()),
-            TurnEvent::Usage(Usage {
+            TurnEvent::Usage(Box::new(Usage {
                 input_tokens: 9,
                 cached_input_tokens: 1,
                 output_tokens: 3,
                 reasoning_output_tokens: 0,
                 total_tokens: 12
-            }),
+            })),
             TurnEvent::Finished,
         ]
     );
@@ -643,13 +643,13 @@ async fn a_completed_turn_keeps_its_thread_and_the_next_turn_reports_only_its_ow
     assert_eq!(
         events,
         vec![
-            TurnEvent::Usage(Usage {
+            TurnEvent::Usage(Box::new(Usage {
                 input_tokens: 130,
                 cached_input_tokens: 0,
                 output_tokens: 15,
                 reasoning_output_tokens: 0,
                 total_tokens: 145
-            }),
+            })),
             TurnEvent::Finished
         ]
     );

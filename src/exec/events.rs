@@ -70,14 +70,14 @@ pub(super) fn map_line(line: &str) -> Line {
                 // exec reports no total; app-server's is input + output.
                 total_tokens: n("input_tokens") + n("output_tokens"),
             };
-            Line::Events(vec![TurnEvent::Usage(usage), TurnEvent::Finished])
+            Line::Events(vec![TurnEvent::Usage(Box::new(usage)), TurnEvent::Finished])
         }
         "turn.failed" => {
             let message = event
                 .get("error")
                 .and_then(|e| str_at(e, "message"))
                 .unwrap_or_else(|| "codex exec failed the turn".into());
-            Line::Events(vec![TurnEvent::Failed(classify(&message))])
+            Line::Events(vec![TurnEvent::Failed(Box::new(classify(&message)))])
         }
         _ => Line::Nothing,
     }
@@ -146,13 +146,13 @@ mod tests {
                 r#"{"type":"turn.completed","usage":{"input_tokens":208,"cached_input_tokens":8,"cache_write_input_tokens":0,"output_tokens":3,"reasoning_output_tokens":1}}"#
             ),
             Line::Events(vec![
-                TurnEvent::Usage(Usage {
+                TurnEvent::Usage(Box::new(Usage {
                     input_tokens: 208,
                     cached_input_tokens: 8,
                     output_tokens: 3,
                     reasoning_output_tokens: 1,
                     total_tokens: 211,
-                }),
+                })),
                 TurnEvent::Finished
             ])
         );

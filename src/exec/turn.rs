@@ -175,7 +175,7 @@ impl ExecTurn {
     }
 
     fn fail(&mut self, failure: Failure) {
-        self.queue.push(TurnEvent::Failed(failure));
+        self.queue.push(TurnEvent::Failed(Box::new(failure)));
     }
 
     /// The turn is over: stops what is left of the process and of anything

@@ -168,7 +168,7 @@ pub(super) async fn drive<C, E>(
     conn: C,
     graceful: impl FnOnce(Pin<&mut C>),
     activity: &Activity,
-    limits: Limits,
+    limits: &Limits,
     shutdown: &CancellationToken,
     pressure: &Notify,
 ) -> Ending<E>
@@ -184,7 +184,7 @@ where
         // frame; the reasons to close it are only looked at when they
         // themselves woke the task (each poll of them takes the pressure
         // and shutdown signals' locks, shared by every connection).
-        let watch = WhenWoken::new(until_closing(activity, &limits, shutdown, pressure));
+        let watch = WhenWoken::new(until_closing(activity, limits, shutdown, pressure));
         tokio::pin!(watch);
         tokio::select! {
             res = conn.as_mut() => return Ending::Finished(res),
@@ -523,7 +523,7 @@ mod tests {
             conn,
             ask,
             &activity,
-            Limits::new(HEADER),
+            &Limits::new(HEADER),
             &CancellationToken::new(),
             &Notify::new(),
         )
@@ -557,7 +557,7 @@ mod tests {
             conn,
             ask,
             &activity,
-            Limits::new(HEADER),
+            &Limits::new(HEADER),
             &CancellationToken::new(),
             &Notify::new(),
         )
@@ -584,11 +584,12 @@ mod tests {
         let limits = Limits::new(HEADER);
         let p = pressure.clone();
         let t = token.clone();
-        let old = tokio::spawn(async move { drive(old, ask, &old_activity, limits, &t, &p).await });
+        let old =
+            tokio::spawn(async move { drive(old, ask, &old_activity, &limits, &t, &p).await });
         let p = pressure.clone();
         let t = token.clone();
         let busy =
-            tokio::spawn(async move { drive(busy, ask, &busy_activity, limits, &t, &p).await });
+            tokio::spawn(async move { drive(busy, ask, &busy_activity, &limits, &t, &p).await });
         tokio::time::sleep(Duration::from_secs(1)).await;
         // A connection accepted just now is spared: its request is likely on the way.
         let (young, _) = fake(true);
@@ -596,7 +597,7 @@ mod tests {
         let p = pressure.clone();
         let t = token.clone();
         let young =
-            tokio::spawn(async move { drive(young, ask, &young_activity, limits, &t, &p).await });
+            tokio::spawn(async move { drive(young, ask, &young_activity, &limits, &t, &p).await });
         tokio::time::sleep(Duration::from_millis(10)).await;
 
         pressure.notify_waiters();
@@ -637,7 +638,7 @@ mod tests {
             conn,
             ask,
             &activity,
-            Limits::new(HEADER),
+            &Limits::new(HEADER),
             &token,
             &Notify::new(),
         )

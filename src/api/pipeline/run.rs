@@ -394,13 +394,13 @@ impl<T: TurnSource> Run<T> {
                 let segments = self.choices[i].aggregator.ingest_delta(&t);
                 self.on_segments(i, segments);
             }
-            Some(TurnEvent::ToolCall(call)) => self.on_structured_call(i, call),
+            Some(TurnEvent::ToolCall(call)) => self.on_structured_call(i, *call),
             Some(TurnEvent::ReasoningDelta(t)) => {
                 if !self.choices[i].finished {
                     self.queue.push_back(RunEvent::Reasoning(i, t));
                 }
             }
-            Some(TurnEvent::Usage(u)) => self.add_usage(u),
+            Some(TurnEvent::Usage(u)) => self.add_usage(*u),
             Some(TurnEvent::Finished) => {
                 // The turn is over: a cut found by the flush below has
                 // nothing left to drain.
@@ -422,7 +422,7 @@ impl<T: TurnSource> Run<T> {
                 self.choices[i].reusable = finish == Finish::Stop && cut.is_none();
                 self.finish(i, finish);
             }
-            Some(TurnEvent::Failed(f)) => self.fail(ApiError::from(f)),
+            Some(TurnEvent::Failed(f)) => self.fail(ApiError::from(*f)),
             None => {
                 if !self.choices[i].finished {
                     self.fail(ApiError::from(Failure::new(
@@ -437,7 +437,7 @@ impl<T: TurnSource> Run<T> {
     /// An event of a turn cut for the client: only its usage matters now.
     fn on_drained_event(&mut self, i: usize, event: Option<TurnEvent>) {
         match event {
-            Some(TurnEvent::Usage(u)) => self.add_usage(u),
+            Some(TurnEvent::Usage(u)) => self.add_usage(*u),
             Some(TurnEvent::TextDelta(_)) | Some(TurnEvent::ReasoningDelta(_)) => {}
             // A call would wait for a result no client sends; codex reports
             // the turn's usage only after it. An ended or failed turn has
@@ -747,11 +747,11 @@ mod tests {
     }
 
     fn call(id: &str) -> TurnEvent {
-        TurnEvent::ToolCall(ToolCall {
+        TurnEvent::ToolCall(Box::new(ToolCall {
             call_id: id.into(),
             name: "lookup".into(),
             arguments: r#"{"q":"x"}"#.into(),
-        })
+        }))
     }
 
     fn block(name: &str) -> String {
@@ -1134,12 +1134,12 @@ mod tests {
     }
 
     fn tokens(n: u64) -> TurnEvent {
-        TurnEvent::Usage(Usage {
+        TurnEvent::Usage(Box::new(Usage {
             input_tokens: n,
             output_tokens: n,
             total_tokens: 2 * n,
             ..Usage::default()
-        })
+        }))
     }
 
     async fn drain_watched(run: &mut Run<Watched>) -> Vec<(u64, RunEvent)> {
@@ -1263,12 +1263,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn choices_are_served_fairly_and_usage_is_summed_once_at_the_end() {
         let usage = |n| {
-            TurnEvent::Usage(Usage {
+            TurnEvent::Usage(Box::new(Usage {
                 input_tokens: n,
                 output_tokens: n,
                 total_tokens: 2 * n,
                 ..Usage::default()
-            })
+            }))
         };
         // Choice 0 has a backlog of instant deltas; choice 1's one delta is
         // also ready at once and must not wait for the whole backlog.
