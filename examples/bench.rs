@@ -1497,8 +1497,11 @@ impl CpuSnapshot {
 
 struct MemoryReport {
     idle: Rss,
-    /// (open streams, RSS with them open)
+    /// (open streams, RSS with them open), 0.5 s after the last opened
     points: Vec<(usize, Rss)>,
+    /// The same, 2.5 s after: past jemalloc's 1 s decay of what opening
+    /// them freed (the requests' read buffers, their futures).
+    settled: Vec<(usize, Rss)>,
     after_close: Rss,
     /// 15 s after closing them: what the allocator gave back.
     after_settle: Rss,
@@ -1519,6 +1522,7 @@ async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
     let mut held = JoinSet::new();
     let mut points = Vec::new();
+    let mut settled = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
     let mut open = 0;
@@ -1558,6 +1562,8 @@ async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
         open = target;
         tokio::time::sleep(Duration::from_millis(500)).await;
         points.push((target, proc_status(gateway.pid)));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settled.push((target, proc_status(gateway.pid)));
     }
     let _ = close_tx.send(true);
     while held.join_next().await.is_some() {}
@@ -1569,6 +1575,7 @@ async fn memory(paths: &Paths, opts: &Opts) -> Result<MemoryReport, BoxError> {
     Ok(MemoryReport {
         idle,
         points,
+        settled,
         after_close,
         after_settle,
         errors,
@@ -1880,12 +1887,20 @@ fn memory_table(out: &mut String, m: &MemoryReport, load: Option<(Rss, Rss)>) ->
         if n2 > n1 {
             let marginal = r2.rss_kib.saturating_sub(r1.rss_kib) as f64 / (n2 - n1) as f64;
             let average = r2.rss_kib.saturating_sub(m.idle.rss_kib) as f64 / *n2 as f64;
+            let settled = match (m.settled.first(), m.settled.last()) {
+                (Some((_, s1)), Some((_, s2))) => {
+                    s2.rss_kib.saturating_sub(s1.rss_kib) as f64 / (n2 - n1) as f64
+                }
+                _ => f64::NAN,
+            };
             writeln!(
                 out,
-                "\nPer open stream: **{marginal:.1} KiB** (marginal, {n1} → {n2} streams); {average:.1} KiB \
-                 averaged over {n2} streams from idle. Each stream is a keep-alive connection with a \
-                 turn in progress (slow fake worker, `FAKE_WORKER_DELAY_MS=600000`), its first content \
-                 frame already read by the client."
+                "\nPer open stream: **{marginal:.1} KiB** (marginal, {n1} → {n2} streams, read 0.5 s \
+                 after the last opened); {settled:.1} KiB read 2.5 s after, once jemalloc's 1 s decay \
+                 has returned what opening them freed; {average:.1} KiB averaged over {n2} streams \
+                 from idle (at 0.5 s). Each stream is a keep-alive connection with a turn in progress \
+                 (slow fake worker, `FAKE_WORKER_DELAY_MS=600000`), its first content frame already \
+                 read by the client."
             )?;
         }
     }
