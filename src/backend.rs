@@ -298,6 +298,9 @@ fn bucket(key: impl Hash) -> u64 {
     h.finish() % 100
 }
 
+// The app-server turn is the common one and is held inline, in the run's
+// choice; the exec turn is small because its reader is boxed (see `ExecTurn`).
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     AppServer(TurnStream),
     Exec(ExecTurn),
@@ -335,16 +338,16 @@ impl Turn {
 }
 
 impl TurnSource for Turn {
-    async fn next(&mut self) -> Option<TurnEvent> {
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<TurnEvent>> {
         let kind = self.backend();
-        let event = match &mut self.inner {
-            Inner::AppServer(s) => s.next().await,
-            Inner::Exec(e) => e.next().await,
-        };
+        let event = std::task::ready!(match &mut self.inner {
+            Inner::AppServer(s) => s.poll_next(cx),
+            Inner::Exec(e) => e.poll_next(cx),
+        });
         if let (Some(TurnEvent::Failed(f)), Some(m)) = (&event, &self.metrics) {
             count(m, kind, f);
         }
-        event
+        std::task::Poll::Ready(event)
     }
 
     fn detach(self) {

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::task::{Context, Poll};
 
 use super::turn::TurnEvent;
 
@@ -52,11 +53,25 @@ impl EventQueue {
 }
 
 /// A turn's events, in order.
+///
+/// A poll, not an `async fn`: the run polls each of its turns in place.
+/// With a future per read, every open stream kept one boxed (as large as
+/// the largest backend's read, 248 bytes) and its turn behind an
+/// `Arc<Mutex<_>>` (512) so a choice could still park the turn while a
+/// read waited, and every event cost a box and a lock.
 pub trait TurnSource: Send + 'static {
-    /// The next event; `None` after the last one. Must be cancel-safe:
-    /// a read dropped before it completes loses no event (the run cancels
-    /// reads when a choice ends while one waits).
-    fn next(&mut self) -> impl Future<Output = Option<TurnEvent>> + Send;
+    /// The next event; `Ready(None)` after the last one. `Pending` leaves
+    /// the turn as it was (no event is taken by a poll that does not
+    /// return it), and the waker of the latest poll is the one woken.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>>;
+
+    /// The next event, as a future (for code that reads one turn alone).
+    fn next(&mut self) -> impl Future<Output = Option<TurnEvent>> + Send
+    where
+        Self: Sized,
+    {
+        std::future::poll_fn(move |cx| self.poll_next(cx))
+    }
 
     /// The client went away and the operator lets turns finish
     /// (`PROXY_KILL_ON_DISCONNECT=false`): keep the turn going unobserved.

@@ -19,8 +19,8 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
-use std::task::{ready, Poll};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{sleep_until, Instant};
@@ -124,9 +124,12 @@ pub struct TurnStream {
     turn_id: String,
     state: TurnState,
     idle_timeout: Option<Duration>,
-    /// The idle timer, kept between waits (see `next`); made at the first
-    /// wait.
+    /// The idle timer, kept between waits (see `poll_next`); made at the
+    /// first wait.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the current wait for an event runs out of `idle_timeout`: set
+    /// by the wait's first `Pending`, cleared when an event arrives.
+    wait_end: Option<Instant>,
     queue: EventQueue,
     /// Agent-message items that streamed deltas; a completed item that did
     /// not (the provider sent no deltas) is emitted whole.
@@ -191,6 +194,7 @@ impl TurnStream {
             state: TurnState::Running,
             idle_timeout,
             idle: None,
+            wait_end: None,
             queue: EventQueue::default(),
             streamed_items: HashSet::default(),
             usage: None,
@@ -308,6 +312,11 @@ impl TurnStream {
     }
 
     /// The next event; `None` after the last one.
+    pub async fn next(&mut self) -> Option<TurnEvent> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next event as a poll; `Ready(None)` after the last one.
     ///
     /// A fresh turn whose first event would be a failure of its worker's
     /// account (out of quota, or the login refused: the worker is marked
@@ -316,10 +325,10 @@ impl TurnStream {
     /// means nothing of the turn has reached the reader: a streamed
     /// response may have sent its headers and opening frame, which are the
     /// same whoever answers, but no text, tool call or usage.
-    pub async fn next(&mut self) -> Option<TurnEvent> {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
         loop {
             if let Some(restarting) = &mut self.restarting {
-                let started = (&mut restarting.task).await;
+                let started = ready!(Pin::new(&mut restarting.task).poll(cx));
                 let failure = restarting.failure.clone();
                 self.restarting = None;
                 match started {
@@ -331,11 +340,11 @@ impl TurnStream {
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e.message, "the retry on another worker did not start");
                         self.delivered = true;
-                        return Some(TurnEvent::Failed(Box::new(failure)));
+                        return Poll::Ready(Some(TurnEvent::Failed(Box::new(failure))));
                     }
                     Err(_) => {
                         self.delivered = true;
-                        return Some(TurnEvent::Failed(Box::new(failure)));
+                        return Poll::Ready(Some(TurnEvent::Failed(Box::new(failure))));
                     }
                 }
             }
@@ -346,56 +355,53 @@ impl TurnStream {
                     }
                 }
                 self.delivered = true;
-                return Some(event);
+                return Poll::Ready(Some(event));
             }
             if self.queue.delivered_end() {
-                return None;
+                return Poll::Ready(None);
             }
-            let subscription = self.subscription.as_mut()?;
-            let received = match self.idle_timeout {
-                Some(limit) => {
+            let Some(subscription) = self.subscription.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let received = match subscription.poll_recv(cx) {
+                Poll::Ready(received) => {
+                    // The wait (if there was one) is over.
+                    self.wait_end = None;
+                    received
+                }
+                Poll::Pending => {
+                    let Some(limit) = self.idle_timeout else {
+                        return Poll::Pending;
+                    };
                     // One timer per stream, set for an earlier wait's end and
                     // moved on only when it goes off before this wait's end
                     // (at most once per `limit`): a `timeout` per wait put a
                     // timer into tokio's wheel and took it out again for
-                    // every notification. The clock is read only when the
-                    // wait begins, not for an event that is already there.
-                    let received = {
-                        let idle = &mut self.idle;
-                        let mut recv = pin!(subscription.recv());
-                        let mut end = None;
-                        poll_fn(|cx| {
-                            if let Poll::Ready(r) = recv.as_mut().poll(cx) {
-                                return Poll::Ready(Some(r));
-                            }
-                            // As `timeout`: a limit past the clock's range is
-                            // a deadline far away, not an overflow.
-                            let end = *end.get_or_insert_with(|| {
-                                let now = Instant::now();
-                                now.checked_add(limit)
-                                    .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
-                            });
-                            let timer = idle.get_or_insert_with(|| Box::pin(sleep_until(end)));
-                            loop {
-                                ready!(timer.as_mut().poll(cx));
-                                if Instant::now() >= end {
-                                    return Poll::Ready(None);
-                                }
-                                timer.as_mut().reset(end);
-                            }
-                        })
-                        .await
-                    };
-                    let Some(received) = received else {
-                        self.fail(Failure::new(
-                            FailureKind::Timeout,
-                            format!("The model sent nothing for {} ms.", limit.as_millis()),
-                        ));
-                        continue;
-                    };
-                    received
+                    // every notification. The clock is read only when a wait
+                    // begins (its first `Pending`), not for an event that is
+                    // already there.
+                    let end = *self.wait_end.get_or_insert_with(|| {
+                        // As `timeout`: a limit past the clock's range is a
+                        // deadline far away, not an overflow.
+                        let now = Instant::now();
+                        now.checked_add(limit)
+                            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+                    });
+                    let timer = self.idle.get_or_insert_with(|| Box::pin(sleep_until(end)));
+                    loop {
+                        ready!(timer.as_mut().poll(cx));
+                        if Instant::now() >= end {
+                            break;
+                        }
+                        timer.as_mut().reset(end);
+                    }
+                    self.wait_end = None;
+                    self.fail(Failure::new(
+                        FailureKind::Timeout,
+                        format!("The model sent nothing for {} ms.", limit.as_millis()),
+                    ));
+                    continue;
                 }
-                None => subscription.recv().await,
             };
             match received {
                 Ok(ThreadEvent::Notification(n)) => self.on_notification(n.method(), n.params()),
@@ -696,8 +702,8 @@ impl ParkedTurn {
 }
 
 impl TurnSource for TurnStream {
-    async fn next(&mut self) -> Option<TurnEvent> {
-        TurnStream::next(self).await
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        TurnStream::poll_next(self, cx)
     }
 
     /// Reads the turn to its end in the background (bounded by the turn's

@@ -6,7 +6,10 @@
 //! At the turn's end it is stopped the same way before the end is handed
 //! on, so a client that has the end also has no process left behind.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -26,7 +29,24 @@ impl Drop for PrivateDir {
 }
 
 /// The events of one exec turn, in order. Ends after `Finished` or `Failed`.
+///
+/// The process's reader lives in a box that a read in flight owns (and
+/// gives back with its event): the run polls its turns in place
+/// ([`TurnSource::poll_next`]), and the reader's `async` steps (a line, a
+/// timeout, stopping the process) are easiest kept as they are. An exec
+/// turn already costs a process; a box per read is nothing beside it.
 pub struct ExecTurn {
+    /// The process's id, for tests that watch it.
+    pid: Option<u32>,
+    /// `None` while a read owns it, and after its last event.
+    reader: Option<Box<ExecReader>>,
+    read: Option<Read>,
+}
+
+type Read = Pin<Box<dyn Future<Output = (Box<ExecReader>, Option<TurnEvent>)> + Send>>;
+
+/// The process and what is read from it (see [`ExecTurn`]).
+struct ExecReader {
     child: Child,
     /// The process's id, which is also its process group's (`process_group(0)`).
     group: Option<u32>,
@@ -46,12 +66,59 @@ pub struct ExecTurn {
 
 impl ExecTurn {
     pub(super) fn new(
-        mut child: Child,
+        child: Child,
         idle_timeout: Option<Duration>,
         refuse_host_items: bool,
         slot: TurnSlot,
         files: PrivateDir,
     ) -> ExecTurn {
+        let reader = ExecReader::new(child, idle_timeout, refuse_host_items, slot, files);
+        ExecTurn {
+            pid: reader.child.id(),
+            reader: Some(Box::new(reader)),
+            read: None,
+        }
+    }
+
+    /// The process's id as it started.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The next event; `None` after the last one.
+    pub async fn next(&mut self) -> Option<TurnEvent> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next event as a poll; `Ready(None)` after the last one.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        let read = match &mut self.read {
+            Some(read) => read,
+            None => {
+                let Some(mut reader) = self.reader.take() else {
+                    return Poll::Ready(None);
+                };
+                self.read.insert(Box::pin(async move {
+                    let event = reader.next().await;
+                    (reader, event)
+                }))
+            }
+        };
+        let (reader, event) = ready!(read.as_mut().poll(cx));
+        self.read = None;
+        self.reader = Some(reader);
+        Poll::Ready(event)
+    }
+}
+
+impl ExecReader {
+    fn new(
+        mut child: Child,
+        idle_timeout: Option<Duration>,
+        refuse_host_items: bool,
+        slot: TurnSlot,
+        files: PrivateDir,
+    ) -> ExecReader {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().map(|err| {
             tokio::spawn(async move {
@@ -73,7 +140,7 @@ impl ExecTurn {
                 tail
             })
         });
-        ExecTurn {
+        ExecReader {
             group: child.id(),
             child,
             lines: BufReader::new(stdout).lines(),
@@ -87,14 +154,9 @@ impl ExecTurn {
         }
     }
 
-    /// The process's id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     /// The next event; `None` after the last one. Cancel-safe: a dropped
     /// read loses no line (`Lines::next_line` is cancel-safe).
-    pub async fn next(&mut self) -> Option<TurnEvent> {
+    async fn next(&mut self) -> Option<TurnEvent> {
         loop {
             // Stopped before the end is taken out, so that a read dropped
             // while it waits for the process loses nothing.
@@ -195,8 +257,8 @@ impl ExecTurn {
 }
 
 impl TurnSource for ExecTurn {
-    async fn next(&mut self) -> Option<TurnEvent> {
-        ExecTurn::next(self).await
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        ExecTurn::poll_next(self, cx)
     }
 
     /// Reads the turn to its end in the background (bounded by the turn's
@@ -209,7 +271,7 @@ impl TurnSource for ExecTurn {
     }
 }
 
-impl Drop for ExecTurn {
+impl Drop for ExecReader {
     fn drop(&mut self) {
         if self.ended && self.queue.delivered_end() {
             return;

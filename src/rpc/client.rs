@@ -694,7 +694,18 @@ pub struct ThreadSubscription {
 impl ThreadSubscription {
     /// The next event, or how the subscription ended.
     pub async fn recv(&mut self) -> Result<ThreadEvent, SubscriptionEnd> {
-        match self.rx.recv().await {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`ThreadSubscription::recv`] as a poll: a turn's stream polls its
+    /// subscription from its own `poll_next`, with no future in between.
+    /// An event is taken only by the poll that returns it.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<ThreadEvent, SubscriptionEnd>> {
+        let received = std::task::ready!(self.rx.poll_recv(cx));
+        std::task::Poll::Ready(match received {
             Some(event) => Ok(event),
             None if self.overflowed.load(Ordering::Acquire) => Err(SubscriptionEnd::Overflow),
             None => Err(SubscriptionEnd::WorkerGone(
@@ -702,7 +713,7 @@ impl ThreadSubscription {
                     .close_reason()
                     .unwrap_or_else(|| "subscription ended".into()),
             )),
-        }
+        })
     }
 
     pub fn thread_id(&self) -> &str {

@@ -15,7 +15,6 @@
 //! contended for long; it is never held across an `.await`.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -165,11 +164,12 @@ impl QueueReceiver {
     /// The next event; `None` once every sender is gone and the queue is
     /// empty, or once it was closed and emptied. Cancel-safe: an event is
     /// taken only by the poll that returns it.
+    #[cfg(test)]
     pub(super) async fn recv(&mut self) -> Option<ThreadEvent> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ThreadEvent>> {
+    pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ThreadEvent>> {
         let mut state = self.shared.lock();
         if let Some(event) = state.events.pop_front() {
             let was_full = state.events.len() + 1 >= state.cap;

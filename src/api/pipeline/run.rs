@@ -11,7 +11,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -113,16 +112,11 @@ impl ToolPolicy {
     }
 }
 
-type Step = Pin<Box<dyn Future<Output = Option<TurnEvent>> + Send>>;
-
 struct Choice<T> {
-    /// The turn, shared with the read in flight. A read holds the lock while
-    /// it waits, and dropping the read gives the turn back untouched
-    /// (`TurnSource::next` is cancel-safe), so a choice that ends while a
-    /// read waits (the tool-call grace timer) still has its turn to park.
-    turn: Option<Arc<tokio::sync::Mutex<T>>>,
-    /// A read in flight.
-    step: Option<Step>,
+    /// The turn, polled in place (`TurnSource::poll_next`): a choice that
+    /// ends while its turn has nothing to say (the tool-call grace timer)
+    /// simply stops polling it, and still has it to park.
+    turn: Option<T>,
     shaper: TextShaper,
     aggregator: ToolCallAggregator,
     finished: bool,
@@ -190,8 +184,7 @@ impl<T: TurnSource> Run<T> {
         let choices = turns
             .into_iter()
             .map(|t| Choice {
-                turn: Some(Arc::new(tokio::sync::Mutex::new(t))),
-                step: None,
+                turn: Some(t),
                 shaper: TextShaper::new(stop.clone(), max_tokens),
                 aggregator: ToolCallAggregator::new(),
                 finished: false,
@@ -247,10 +240,7 @@ impl<T: TurnSource> Run<T> {
         self.choices
             .iter_mut()
             .filter(|c| c.parked)
-            .filter_map(|c| {
-                c.step = None;
-                Some((into_turn(c.turn.take()?)?, std::mem::take(&mut c.shown)))
-            })
+            .filter_map(|c| Some((c.turn.take()?, std::mem::take(&mut c.shown))))
             .collect()
     }
 
@@ -264,8 +254,7 @@ impl<T: TurnSource> Run<T> {
         if !choice.reusable {
             return None;
         }
-        choice.step = None;
-        let turn = into_turn(choice.turn.take()?)?;
+        let turn = choice.turn.take()?;
         Some((turn, std::mem::take(&mut choice.said)))
     }
 
@@ -366,19 +355,12 @@ impl<T: TurnSource> Run<T> {
             if choice.finished && !choice.draining() {
                 continue;
             }
-            if choice.step.is_none() {
-                let Some(turn) = &choice.turn else {
-                    continue;
-                };
-                let turn = turn.clone();
-                choice.step = Some(Box::pin(async move { turn.lock().await.next().await }));
-            }
-            if let Some(step) = choice.step.as_mut() {
-                if let Poll::Ready(event) = step.as_mut().poll(cx) {
-                    choice.step = None;
-                    self.next = (i + 1) % n;
-                    return Poll::Ready((i, event));
-                }
+            let Some(turn) = &mut choice.turn else {
+                continue;
+            };
+            if let Poll::Ready(event) = turn.poll_next(cx) {
+                self.next = (i + 1) % n;
+                return Poll::Ready((i, event));
             }
         }
         Poll::Pending
@@ -462,7 +444,6 @@ impl<T: TurnSource> Run<T> {
     fn stop_draining(&mut self, i: usize) {
         let c = &mut self.choices[i];
         c.draining_until = None;
-        c.step = None;
         c.turn = None;
     }
 
@@ -660,7 +641,6 @@ impl<T: TurnSource> Run<T> {
         choice.stop_at = None;
         // Dropping a turn interrupts it (unless it ended) and releases its
         // thread; a parked one is kept for `take_parked`.
-        choice.step = None;
         if !choice.parked && !choice.reusable {
             choice.turn = None;
         }
@@ -673,7 +653,6 @@ impl<T: TurnSource> Run<T> {
             c.parked = false;
             c.reusable = false;
             c.draining_until = None;
-            c.step = None;
             c.turn = None;
         }
         self.queue.push_back(RunEvent::Error(Box::new(e)));
@@ -691,20 +670,11 @@ impl<T: TurnSource> Drop for Run<T> {
             .iter_mut()
             .filter(|c| !c.finished || c.draining())
         {
-            // Cancelling the read in flight leaves the turn whole.
-            choice.step = None;
-            if let Some(turn) = choice.turn.take().and_then(into_turn) {
+            if let Some(turn) = choice.turn.take() {
                 turn.detach();
             }
         }
     }
-}
-
-/// The turn out of its shared cell, once no read holds it.
-fn into_turn<T>(cell: Arc<tokio::sync::Mutex<T>>) -> Option<T> {
-    Arc::try_unwrap(cell)
-        .ok()
-        .map(tokio::sync::Mutex::into_inner)
 }
 
 #[cfg(test)]
@@ -713,25 +683,31 @@ mod tests {
     //! no real sleeps.
 
     use std::collections::VecDeque;
+    use std::sync::Arc;
 
     use super::*;
 
-    /// A turn that yields each event the given ms after the one before.
-    /// Cancel-safe like a real turn: a cancelled read loses nothing.
+    /// A turn that yields each event the given ms after the one before
+    /// (counted from the first poll that waits for it).
     struct Scripted {
         steps: VecDeque<(u64, TurnEvent)>,
-        due: Option<Instant>,
+        due: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 
     impl TurnSource for Scripted {
-        async fn next(&mut self) -> Option<TurnEvent> {
-            let (ms, _) = self.steps.front()?;
-            let due = *self
-                .due
-                .get_or_insert_with(|| Instant::now() + Duration::from_millis(*ms));
-            tokio::time::sleep_until(due).await;
+        fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+            let Some((ms, _)) = self.steps.front() else {
+                return Poll::Ready(None);
+            };
+            let ms = *ms;
+            let due = self.due.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep_until(
+                    Instant::now() + Duration::from_millis(ms),
+                ))
+            });
+            std::task::ready!(due.as_mut().poll(cx));
             self.due = None;
-            self.steps.pop_front().map(|(_, e)| e)
+            Poll::Ready(self.steps.pop_front().map(|(_, e)| e))
         }
     }
 
@@ -1103,8 +1079,8 @@ mod tests {
     }
 
     impl TurnSource for Watched {
-        async fn next(&mut self) -> Option<TurnEvent> {
-            self.inner.next().await
+        fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+            self.inner.poll_next(cx)
         }
     }
 
