@@ -41,11 +41,11 @@ async fn each_request_leaves_a_redacted_trace_named_by_its_request_id() {
         ("PROXY_TRACE_MAX_FILES", "2"),
         ("PROXY_API_KEY", key),
         ("PROXY_ENABLE_METRICS", "true"),
-        // Each request starts its own thread and waits for the answer, so
-        // that answer is in its trace. With a warm thread, the request's
-        // only thread/start is the next one's, sent after its turn/start:
-        // its answer can come after this request's trace is written (1 run
-        // in 6 to 12 failed that way, before and after issue #14's tenth pass).
+        // Each request starts its own thread, so its trace holds a
+        // thread/start and its answer. With a warm thread it would hold
+        // none: the thread it takes was started before it, and the one its
+        // turn's start refills belongs to no request's trace (it once did,
+        // and its answer could come after the trace was written).
         ("PROXY_WARM_THREADS", "0"),
     ])
     .await;

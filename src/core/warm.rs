@@ -134,13 +134,18 @@ impl WarmThreads {
         let warm = self.clone();
         let key = slot.key;
         let owner = client.clone();
-        client.send_then(ThreadStart::NAME, params, move |answer| {
-            let thread = answer.ok().and_then(|raw| {
-                serde_json::from_str::<ThreadStartResponse>(raw.get())
-                    .ok()
-                    .map(|r| r.thread.id)
+        // Sent while the request whose turn started is in its trace scope,
+        // but for a later request: in that trace its answer could come
+        // after the file was written (`trace_buffer::outside_request`).
+        crate::trace_buffer::outside_request(|| {
+            client.send_then(ThreadStart::NAME, params, move |answer| {
+                let thread = answer.ok().and_then(|raw| {
+                    serde_json::from_str::<ThreadStartResponse>(raw.get())
+                        .ok()
+                        .map(|r| r.thread.id)
+                });
+                warm.started(key, &owner, thread);
             });
-            warm.started(key, &owner, thread);
         });
     }
 

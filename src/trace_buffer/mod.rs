@@ -52,7 +52,9 @@ use crate::rpc::{Direction, LineTap};
 pub const MAX_LINES: usize = 20_000;
 
 tokio::task_local! {
-    static CURRENT: Arc<str>;
+    /// The request whose trace the lines sent now belong to; `None` inside
+    /// [`outside_request`].
+    static CURRENT: Option<Arc<str>>;
 }
 
 /// `PROXY_TRACE_*`.
@@ -152,7 +154,7 @@ impl TraceBuffer {
     /// Runs `fut` as request `request_id`: lines it sends are its own.
     fn scope<F: Future>(&self, request_id: Arc<str>, fut: F) -> impl Future<Output = F::Output> {
         self.open(&request_id);
-        CURRENT.scope(request_id, fut)
+        CURRENT.scope(Some(request_id), fut)
     }
 
     fn open(&self, request_id: &Arc<str>) {
@@ -173,7 +175,7 @@ impl TraceBuffer {
             return;
         };
         let current = match direction {
-            Direction::Out => CURRENT.try_with(Arc::clone).ok(),
+            Direction::Out => CURRENT.try_with(Option::clone).ok().flatten(),
             Direction::In => None,
         };
         let thread_of = |v: &Value| v["params"]["threadId"].as_str().map(str::to_owned);
@@ -357,13 +359,21 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// Runs `fut` in the current request's trace scope, if there is one: for
 /// work a request hands to a task of its own (the core's turn start).
 pub fn carry<F: Future>(fut: F) -> impl Future<Output = F::Output> {
-    let current = CURRENT.try_with(Arc::clone).ok();
+    let current = CURRENT.try_with(Option::clone).ok().flatten();
     async move {
         match current {
-            Some(id) => CURRENT.scope(id, fut).await,
+            Some(id) => CURRENT.scope(Some(id), fut).await,
             None => fut.await,
         }
     }
+}
+
+/// Runs `f` in no request's trace scope: for what a request sends on
+/// behalf of later ones (the warm thread its turn's start refills), whose
+/// answer may come after the request's trace was written. Attributed to
+/// the request, its line was kept and its answer lost.
+pub fn outside_request<R>(f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(None, f)
 }
 
 // === the stack layer ===

@@ -39,14 +39,14 @@ fn line(v: Value) -> Vec<u8> {
 fn request(b: &TraceBuffer, id: &str, thread: &str) {
     let id: Arc<str> = id.into();
     b.open(&id);
-    CURRENT.sync_scope(id.clone(), || {
+    CURRENT.sync_scope(Some(id.clone()), || {
         b.on_line(Direction::Out, &line(json!({"id": 7, "method": "thread/start", "params": {"model": "m", "developerInstructions": "be terse"}})));
     });
     b.on_line(
         Direction::In,
         &line(json!({"id": 7, "result": {"thread": {"id": thread}}})),
     );
-    CURRENT.sync_scope(id.clone(), || {
+    CURRENT.sync_scope(Some(id.clone()), || {
         b.on_line(Direction::Out, &line(json!({"id": 8, "method": "turn/start", "params": {"threadId": thread, "input": [{"type": "text", "text": "my question"}]}})));
     });
     b.on_line(Direction::In, &line(json!({"method": "item/agentMessage/delta", "params": {"threadId": thread, "delta": "the answer"}})));
@@ -195,6 +195,49 @@ fn the_file_count_is_capped_and_pruning_is_counted() {
         text.contains("trace_files_pruned_total{reason=\"count\"} 2"),
         "{text}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_line_sent_outside_the_request_inside_its_scope_is_not_its_own() {
+    let dir = scratch();
+    let (b, _r) = buffer(&dir, false, 100);
+    let id: Arc<str> = "req_refill".into();
+    b.open(&id);
+    CURRENT.sync_scope(Some(id.clone()), || {
+        b.on_line(
+            Direction::Out,
+            &line(json!({"id": 3, "method": "turn/start", "params": {"threadId": "t1"}})),
+        );
+        // The warm thread the turn's start refills, for a later request.
+        super::outside_request(|| {
+            b.on_line(
+                Direction::Out,
+                &line(json!({"id": 4, "method": "thread/start", "params": {}})),
+            );
+        });
+    });
+    b.on_line(Direction::In, &line(json!({"id": 3, "result": {}})));
+    b.on_line(
+        Direction::In,
+        &line(json!({"id": 4, "result": {"thread": {"id": "t2"}}})),
+    );
+    b.finish(&id);
+    let files = traces(&dir);
+    assert_eq!(files.len(), 1);
+    let methods_and_ids: Vec<String> = files[0].1["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["message"]["method"].as_str().unwrap_or("answer"),
+                l["message"]["id"]
+            )
+        })
+        .collect();
+    assert_eq!(methods_and_ids, ["turn/start 3", "answer 3"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
