@@ -279,6 +279,9 @@ impl TurnStream {
             return None;
         }
         self.slot = None;
+        // A wait the run began before it ended the choice is over: the
+        // turn's next wait starts when it resumes, with its own idle limit.
+        self.wait_end = None;
         Some(ParkedTurn { turn: self, shown })
     }
 

@@ -475,6 +475,39 @@ async fn a_parked_turn_frees_its_slot_and_resumes_with_the_clients_results() {
     assert_eq!(turn.next().await, Some(TurnEvent::Finished));
 }
 
+/// The run reads on after a call (the grace for more calls) and ends the
+/// choice while that read waits; a client that takes longer than the idle
+/// limit to run its tool still gets the whole limit once the turn resumes.
+#[tokio::test(start_paused = true)]
+async fn a_parked_turn_has_its_whole_idle_limit_again_when_it_resumes() {
+    let (core, mut worker) = core_with(1, Some(Duration::from_secs(3)));
+    let mut turn = start(&core, &mut worker, "t1").await;
+    tool_call(&mut worker, "t1", 0, "call_1").await;
+    assert!(matches!(turn.next().await, Some(TurnEvent::ToolCall(_))));
+    let more = tokio::time::timeout(Duration::from_secs(1), turn.next()).await;
+    assert!(more.is_err(), "no second call: {more:?}");
+    let parked = turn.park(vec!["call_1".into()]).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut turn = core
+        .resume(parked, &[("call_1".into(), "42".into())])
+        .await
+        .unwrap()
+        .expect("continued");
+    assert_eq!(worker.read().await["id"], 0, "the result went to codex");
+    let reader = tokio::spawn(async move {
+        let event = turn.next().await;
+        (turn, event)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delta = json!({"itemId": "m1", "delta": "done"});
+    notify(&mut worker, "item/agentMessage/delta", "t1", delta).await;
+    let (_turn, event) = reader.await.unwrap();
+    assert!(
+        matches!(&event, Some(TurnEvent::TextDelta(t)) if t == "done"),
+        "{event:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn results_for_calls_the_turn_does_not_wait_on_release_it() {
     let (core, mut worker) = core_with(1, None);
