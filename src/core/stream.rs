@@ -128,7 +128,8 @@ pub struct TurnStream {
     /// first wait.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When the current wait for an event runs out of `idle_timeout`: set
-    /// by the wait's first `Pending`, cleared when an event arrives.
+    /// by the wait's first `Pending`, cleared when an event arrives or the
+    /// turn is parked.
     wait_end: Option<Instant>,
     queue: EventQueue,
     /// Agent-message items that streamed deltas; a completed item that did

@@ -162,8 +162,7 @@ impl ExecReader {
             // while it waits for the process loses nothing.
             if self.queue.ends_next() {
                 // Boxed: it runs once per turn, and inline its state (a
-                // `kill` command's) tripled the size of every read's future,
-                // which the run holds for each open stream of either backend.
+                // `kill` command's) would be part of every read's future.
                 Box::pin(self.stop()).await;
             }
             if let Some(event) = self.queue.pop() {
