@@ -339,13 +339,12 @@ impl Turn {
 
 impl TurnSource for Turn {
     fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<TurnEvent>> {
-        let kind = self.backend();
         let event = std::task::ready!(match &mut self.inner {
             Inner::AppServer(s) => s.poll_next(cx),
             Inner::Exec(e) => e.poll_next(cx),
         });
         if let (Some(TurnEvent::Failed(f)), Some(m)) = (&event, &self.metrics) {
-            count(m, kind, f);
+            count(m, self.backend(), f);
         }
         std::task::Poll::Ready(event)
     }

@@ -13,7 +13,8 @@
 
 use std::task::{Context, Poll};
 
-use futures_util::future::Either;
+use futures_util::future::{Either, MapOk};
+use futures_util::TryFutureExt;
 use http::{header, HeaderValue, Method, Request, Response};
 use tower::{Layer, Service};
 use tower_http::cors::{Cors, CorsLayer};
@@ -55,7 +56,10 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Either<<Cors<S> as Service<Request<ReqBody>>>::Future, VaryOnOrigin<S::Future>>;
+    type Future = Either<
+        <Cors<S> as Service<Request<ReqBody>>>::Future,
+        MapOk<S::Future, fn(Response<ResBody>) -> Response<ResBody>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Both paths call the same inner service, which is what `Cors`
@@ -67,33 +71,16 @@ where
         if req.method() == Method::OPTIONS || req.headers().contains_key(header::ORIGIN) {
             Either::Left(self.cors.call(req))
         } else {
-            Either::Right(VaryOnOrigin {
-                inner: self.cors.get_mut().call(req),
-            })
+            Either::Right(self.cors.get_mut().call(req).map_ok(vary_on_origin))
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The inner service's answer with `vary: origin` added.
-    pub struct VaryOnOrigin<F> {
-        #[pin]
-        inner: F,
-    }
-}
-
-impl<F, B, E> std::future::Future for VaryOnOrigin<F>
-where
-    F: std::future::Future<Output = Result<Response<B>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut res = std::task::ready!(self.project().inner.poll(cx))?;
-        res.headers_mut()
-            .append(header::VARY, HeaderValue::from_static("origin"));
-        Poll::Ready(Ok(res))
-    }
+/// The answer to a request without `Origin`, marked as one.
+fn vary_on_origin<B>(mut res: Response<B>) -> Response<B> {
+    res.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("origin"));
+    res
 }
 
 #[cfg(test)]

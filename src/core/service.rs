@@ -114,7 +114,7 @@ impl CodexCore {
     /// In a pool of more than one worker, the stream keeps a copy of the
     /// request, so that a turn whose worker turns out to be out of quota or
     /// without a valid login starts again on another (see
-    /// [`TurnStream::next`]); a pool of one has nowhere else to go.
+    /// [`TurnStream::poll_next`]); a pool of one has nowhere else to go.
     pub async fn start_turn(&self, req: TurnRequest) -> Result<TurnStream, Failure> {
         let picked = self.inner.pool.pick().map_err(not_ready)?;
         let retry = self.inner.pool.len() > 1;

@@ -10,7 +10,7 @@
 //! A fresh turn (not a continuation, which belongs to its worker's thread)
 //! whose worker turns out to be out of quota or to have lost its login gets
 //! one more start on another ready worker, if that failure is the first
-//! event the reader would see: see [`TurnStream::next`].
+//! event the reader would see: see [`TurnStream::poll_next`].
 //!
 //! Unless codex's host tools are enabled, a turn in which codex starts an
 //! item that acts on the host (`host_items`) fails with `HostToolRefused`,
@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -171,7 +171,7 @@ struct Restarting {
     failure: Failure,
 }
 
-/// A fresh turn's second chance (see [`TurnStream::next`]): given why the
+/// A fresh turn's second chance (see [`TurnStream::poll_next`]): given why the
 /// turn failed and the worker it failed on, starts the same turn on another
 /// ready worker, or answers `None` when there is none. Made by the core, which
 /// knows the pool and holds the request; the stream only decides when.
@@ -315,12 +315,8 @@ impl TurnStream {
         call_ids.all(|id| self.pending_calls.iter().any(|(_, c)| c == id))
     }
 
-    /// The next event; `None` after the last one.
-    pub async fn next(&mut self) -> Option<TurnEvent> {
-        poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    /// The next event as a poll; `Ready(None)` after the last one.
+    /// The next event as a poll; `Ready(None)` after the last one (as a
+    /// future: [`TurnSource::next`]).
     ///
     /// A fresh turn whose first event would be a failure of its worker's
     /// account (out of quota, or the login refused: the worker is marked
@@ -429,7 +425,7 @@ impl TurnStream {
     }
 
     /// Starts this turn again on another worker if it may (see
-    /// [`TurnStream::next`]): `true` when a start is under way.
+    /// [`TurnStream::poll_next`]): `true` when a start is under way.
     fn restart_elsewhere(&mut self, failure: &Failure) -> bool {
         let retriable = matches!(
             failure.kind,

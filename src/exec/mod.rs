@@ -430,6 +430,7 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::backend;
     use super::*;
+    use crate::core::TurnSource;
     use crate::protocol::UserInput;
 
     #[test]

@@ -85,12 +85,8 @@ impl ExecTurn {
         self.pid
     }
 
-    /// The next event; `None` after the last one.
-    pub async fn next(&mut self) -> Option<TurnEvent> {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    /// The next event as a poll; `Ready(None)` after the last one.
+    /// The next event as a poll; `Ready(None)` after the last one (as a
+    /// future: [`TurnSource::next`]).
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
         let read = match &mut self.read {
             Some(read) => read,
